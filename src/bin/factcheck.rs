@@ -1,0 +1,88 @@
+//! The `factcheck` binary: `factcheck serve` runs the server.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use factcheck::auth::Tokens;
+use factcheck::config::{Cli, Command, ServeArgs};
+use factcheck::store::{Store, StoreConfig};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        Command::Serve(args) => runtime.block_on(serve(args)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> Result<(), String> {
+    std::fs::create_dir_all(&args.data_dir)
+        .map_err(|e| format!("cannot create the data dir {}: {e}", args.data_dir.display()))?;
+    let (tokens, tokens_path) =
+        Tokens::load_or_init(args.tokens.as_deref(), &args.data_dir).map_err(|e| e.to_string())?;
+    tracing::info!(tokens = tokens.len(), file = %tokens_path.display(), "loaded tokens");
+
+    let mut config = StoreConfig::new(&args.data_dir);
+    config.seeds_dir = Some(args.seeds.clone());
+    config.cache_capacity_bytes = args.cache_mb * 1024 * 1024;
+    let store = tokio::task::spawn_blocking(move || Store::open(&config))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    tracing::info!(
+        articles = store.articles().count(),
+        revision = store.revision(),
+        data_dir = %args.data_dir.display(),
+        "store open"
+    );
+
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    factcheck::server::run(listener, store, Arc::new(tokens), shutdown_signal())
+        .await
+        .map_err(|e| format!("server failed: {e}"))?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

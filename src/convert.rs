@@ -1,0 +1,414 @@
+//! Protobuf ↔ domain: every request field is validated here, and every
+//! error names the field it is about.
+
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::domain::{
+    Annotation, AnnotationFilter, AnnotationName, Article, ArticleId, ContestedSpan, Judgement,
+    MAX_NOTE_CHARS, MAX_SOURCE_CHARS, MAX_SOURCES, Review, Span, Verdict,
+};
+use crate::error::{Error, Result};
+use crate::pb;
+
+/// Page size when the request gives none.
+pub const DEFAULT_PAGE_SIZE: usize = 100;
+/// Larger page sizes are coerced down to this.
+pub const MAX_PAGE_SIZE: usize = 1000;
+
+/// `articles/{article}`.
+pub fn article_name(field: &str, name: &str) -> Result<ArticleId> {
+    let id = name
+        .strip_prefix("articles/")
+        .ok_or_else(|| Error::invalid(field, format!("{name:?} is not of the form articles/{{article}}")))?;
+    ArticleId::parse(id).map_err(|e| Error::invalid(field, format!("article id {id:?} {e}")))
+}
+
+/// `articles/{article}` or `articles/-` (every article: `None`).
+pub fn annotation_parent(field: &str, parent: &str) -> Result<Option<ArticleId>> {
+    if parent == "articles/-" {
+        return Ok(None);
+    }
+    article_name(field, parent).map(Some)
+}
+
+/// `articles/{article}/annotations/{uuid}`.
+pub fn annotation_name(field: &str, name: &str) -> Result<AnnotationName> {
+    let malformed = || {
+        Error::invalid(
+            field,
+            format!("{name:?} is not of the form articles/{{article}}/annotations/{{uuid}}"),
+        )
+    };
+    let rest = name.strip_prefix("articles/").ok_or_else(malformed)?;
+    let (article, id) = rest.split_once("/annotations/").ok_or_else(malformed)?;
+    let article =
+        ArticleId::parse(article).map_err(|e| Error::invalid(field, format!("article id {article:?} {e}")))?;
+    let id = Uuid::try_parse(id)
+        .map_err(|_| Error::invalid(field, format!("annotation id {id:?} is not a UUID")))?;
+    Ok(AnnotationName { article, id })
+}
+
+/// `articles/{article}/review`.
+pub fn review_name(field: &str, name: &str) -> Result<ArticleId> {
+    let article = name
+        .strip_suffix("/review")
+        .ok_or_else(|| Error::invalid(field, format!("{name:?} is not of the form articles/{{article}}/review")))?;
+    article_name(field, article)
+}
+
+/// A request's verdict; `None` for `VERDICT_UNSPECIFIED`.
+pub fn verdict(field: &str, value: i32) -> Result<Option<Verdict>> {
+    match pb::Verdict::try_from(value) {
+        Ok(pb::Verdict::Unspecified) => Ok(None),
+        Ok(pb::Verdict::Verified) => Ok(Some(Verdict::Verified)),
+        Ok(pb::Verdict::Disputed) => Ok(Some(Verdict::Disputed)),
+        Ok(pb::Verdict::Unattributed) => Ok(Some(Verdict::Unattributed)),
+        Err(_) => Err(Error::invalid(field, format!("{value} is not a Verdict value"))),
+    }
+}
+
+pub fn required_verdict(field: &str, value: i32) -> Result<Verdict> {
+    verdict(field, value)?.ok_or_else(|| {
+        Error::invalid(
+            field,
+            "is required: VERDICT_VERIFIED, VERDICT_DISPUTED or VERDICT_UNATTRIBUTED",
+        )
+    })
+}
+
+pub fn verdict_to_pb(v: Verdict) -> pb::Verdict {
+    match v {
+        Verdict::Verified => pb::Verdict::Verified,
+        Verdict::Disputed => pb::Verdict::Disputed,
+        Verdict::Unattributed => pb::Verdict::Unattributed,
+    }
+}
+
+/// A span with `start < end`, not checked against any text.
+pub fn span(field: &str, span: Option<&pb::Span>) -> Result<Span> {
+    let s = span.ok_or_else(|| Error::invalid(field, "is required"))?;
+    Span::new(s.start, s.end).ok_or_else(|| {
+        Error::invalid(
+            format!("{field}.end"),
+            format!("must be greater than start ({}), got {}", s.start, s.end),
+        )
+    })
+}
+
+/// A span that lies within `article`.
+pub fn span_in(field: &str, value: Option<&pb::Span>, article: &Article) -> Result<Span> {
+    let s = span(field, value)?;
+    if s.end() > article.len() {
+        return Err(Error::invalid(
+            format!("{field}.end"),
+            format!(
+                "must be at most the article length ({} code points), got {}",
+                article.len(),
+                s.end()
+            ),
+        ));
+    }
+    Ok(s)
+}
+
+pub fn note(field: &str, note: &str) -> Result<String> {
+    if note.chars().count() > MAX_NOTE_CHARS {
+        return Err(Error::invalid(field, format!("is longer than {MAX_NOTE_CHARS} characters")));
+    }
+    no_nul(field, note)?;
+    Ok(note.to_owned())
+}
+
+pub fn sources(field: &str, sources: &[String]) -> Result<Vec<String>> {
+    if sources.len() > MAX_SOURCES {
+        return Err(Error::invalid(field, format!("has more than {MAX_SOURCES} entries")));
+    }
+    for (i, s) in sources.iter().enumerate() {
+        let f = format!("{field}[{i}]");
+        if s.trim().is_empty() {
+            return Err(Error::invalid(f, "is empty"));
+        }
+        if s.chars().count() > MAX_SOURCE_CHARS {
+            return Err(Error::invalid(f, format!("is longer than {MAX_SOURCE_CHARS} characters")));
+        }
+        no_nul(&f, s)?;
+    }
+    Ok(sources.to_vec())
+}
+
+fn no_nul(field: &str, s: &str) -> Result<()> {
+    if s.contains('\0') {
+        return Err(Error::invalid(field, "contains a NUL character"));
+    }
+    Ok(())
+}
+
+/// The judgement of an annotation to create, checked against its article.
+pub fn new_judgement(a: &pb::Annotation, article: &Article) -> Result<Judgement> {
+    Ok(Judgement {
+        span: span_in("annotation.span", a.span.as_ref(), article)?,
+        verdict: required_verdict("annotation.verdict", a.verdict)?,
+        note: note("annotation.note", &a.note)?,
+        sources: sources("annotation.sources", &a.sources)?,
+    })
+}
+
+/// An optional `request_id`: empty, or a UUID.
+pub fn request_id(field: &str, value: &str) -> Result<Option<Uuid>> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    Uuid::try_parse(value)
+        .map(Some)
+        .map_err(|_| Error::invalid(field, format!("{value:?} is not a UUID")))
+}
+
+/// SHA-256 of a request and its caller, to tell a retry from a reused id.
+pub fn fingerprint(request: &impl prost::Message, analyst: &str) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(analyst.as_bytes());
+    h.update([0]);
+    h.update(request.encode_to_vec());
+    h.finalize().into()
+}
+
+/// `page_size`: 0 is the default, larger than the maximum is the maximum.
+pub fn page_size(field: &str, size: i32) -> Result<usize> {
+    match size {
+        0 => Ok(DEFAULT_PAGE_SIZE),
+        n if n < 0 => Err(Error::invalid(field, format!("must not be negative, got {n}"))),
+        n => Ok((n as usize).min(MAX_PAGE_SIZE)),
+    }
+}
+
+/// The filters of a ListAnnotations request.
+pub fn annotation_filter(req: &pb::ListAnnotationsRequest) -> Result<AnnotationFilter> {
+    Ok(AnnotationFilter {
+        article: annotation_parent("parent", &req.parent)?,
+        verdict: verdict("verdict", req.verdict)?,
+        analyst: (!req.analyst.is_empty()).then(|| req.analyst.clone()),
+        overlaps: req
+            .overlaps
+            .as_ref()
+            .map(|s| span("overlaps", Some(s)))
+            .transpose()?,
+    })
+}
+
+/// What a page token is bound to: the list it came from and its filters.
+pub fn filter_fingerprint(f: &AnnotationFilter) -> [u8; 16] {
+    let mut h = Sha256::new();
+    h.update(b"annotations\0");
+    h.update(f.article.as_ref().map_or("-", |a| a.as_str()));
+    h.update([0, f.verdict.map_or(0, |v| v.index() as u8 + 1), 0]);
+    h.update(f.analyst.as_deref().unwrap_or("").as_bytes());
+    h.update([0]);
+    if let Some(s) = f.overlaps {
+        h.update(s.start().to_be_bytes());
+        h.update(s.end().to_be_bytes());
+    }
+    h.finalize()[..16].try_into().expect("16 bytes")
+}
+
+pub const ARTICLES_FINGERPRINT: [u8; 16] = *b"articles-list-v1";
+
+/// Page tokens are opaque: `base64url(version, fingerprint, cursor, mac)`,
+/// the MAC an HMAC-SHA-256 keyed with a secret kept in the store, so a token
+/// cannot be forged, edited or used with other filters.
+pub struct PageTokens<'a> {
+    pub secret: &'a [u8; 32],
+}
+
+const TOKEN_VERSION: u8 = 1;
+const MAC_LEN: usize = 16;
+
+impl PageTokens<'_> {
+    pub fn encode(&self, fingerprint: &[u8; 16], cursor: &[u8]) -> String {
+        let mut body = vec![TOKEN_VERSION];
+        body.extend_from_slice(fingerprint);
+        body.extend_from_slice(cursor);
+        let mac = self.mac(&body);
+        body.extend_from_slice(&mac);
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(body)
+    }
+
+    /// The cursor in `token`, if the token is one of ours for these filters.
+    pub fn decode(&self, field: &str, token: &str, fingerprint: &[u8; 16]) -> Result<Option<Vec<u8>>> {
+        if token.is_empty() {
+            return Ok(None);
+        }
+        let invalid = || Error::invalid(field, "is not a page token this server issued for this list");
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(token)
+            .map_err(|_| invalid())?;
+        if bytes.len() < 1 + 16 + MAC_LEN {
+            return Err(invalid());
+        }
+        let (body, mac) = bytes.split_at(bytes.len() - MAC_LEN);
+        let mut m = self.hmac();
+        m.update(body);
+        m.verify_truncated_left(mac).map_err(|_| invalid())?;
+        if body[0] != TOKEN_VERSION {
+            return Err(invalid());
+        }
+        if &body[1..17] != fingerprint {
+            return Err(Error::invalid(
+                field,
+                "was issued for a list with other parent or filters: send the same filters, or no page_token",
+            ));
+        }
+        Ok(Some(body[17..].to_vec()))
+    }
+
+    fn hmac(&self) -> Hmac<Sha256> {
+        Hmac::<Sha256>::new_from_slice(self.secret).expect("HMAC takes any key length")
+    }
+
+    fn mac(&self, body: &[u8]) -> [u8; MAC_LEN] {
+        let mut m = self.hmac();
+        m.update(body);
+        m.finalize().into_bytes()[..MAC_LEN].try_into().expect("16 bytes")
+    }
+}
+
+pub fn timestamp(us: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: us.div_euclid(1_000_000),
+        nanos: (us.rem_euclid(1_000_000) * 1000) as i32,
+    }
+}
+
+pub fn article_to_pb(a: &Article, full: bool) -> pb::Article {
+    pb::Article {
+        name: a.id.name(),
+        title: a.title.clone(),
+        text: if full { a.text.clone() } else { String::new() },
+        length: a.len(),
+        sha256: a.sha256.clone(),
+    }
+}
+
+/// Whether an article view asks for the text; `default_full` for UNSPECIFIED.
+pub fn article_view_full(field: &str, view: i32, default_full: bool) -> Result<bool> {
+    match pb::ArticleView::try_from(view) {
+        Ok(pb::ArticleView::Unspecified) => Ok(default_full),
+        Ok(pb::ArticleView::Basic) => Ok(false),
+        Ok(pb::ArticleView::Full) => Ok(true),
+        Err(_) => Err(Error::invalid(field, format!("{view} is not an ArticleView value"))),
+    }
+}
+
+pub fn span_to_pb(s: Span) -> pb::Span {
+    pb::Span {
+        start: s.start(),
+        end: s.end(),
+    }
+}
+
+pub fn annotation_to_pb(a: &Annotation, article: &Article) -> pb::Annotation {
+    let j = &a.judgement;
+    pb::Annotation {
+        name: a.name.to_string(),
+        span: Some(span_to_pb(j.span)),
+        quote: article.quote(j.span).unwrap_or_default().to_owned(),
+        verdict: verdict_to_pb(j.verdict) as i32,
+        note: j.note.clone(),
+        sources: j.sources.clone(),
+        analyst: a.analyst.to_string(),
+        create_time: Some(timestamp(a.create_time_us)),
+        update_time: Some(timestamp(a.update_time_us)),
+        etag: a.etag(),
+    }
+}
+
+fn contested_to_pb(c: &ContestedSpan, article: &Article) -> pb::ContestedSpan {
+    pb::ContestedSpan {
+        span: Some(span_to_pb(c.span)),
+        quote: article.quote(c.span).unwrap_or_default().to_owned(),
+        verdicts: c.verdicts.iter().map(|&v| verdict_to_pb(v) as i32).collect(),
+        annotations: c.annotations.iter().map(ToString::to_string).collect(),
+    }
+}
+
+pub fn review_to_pb(r: &Review) -> pb::ArticleReview {
+    let article = &r.article;
+    let len = article.len();
+    pb::ArticleReview {
+        name: format!("{}/review", article.id.name()),
+        total_count: r.counts.iter().sum(),
+        verified_count: r.counts[Verdict::Verified.index()],
+        disputed_count: r.counts[Verdict::Disputed.index()],
+        unattributed_count: r.counts[Verdict::Unattributed.index()],
+        covered_code_points: r.covered,
+        covered_fraction: if len == 0 {
+            0.0
+        } else {
+            f64::from(r.covered) / f64::from(len)
+        },
+        contested_spans: r.contested.iter().map(|c| contested_to_pb(c, article)).collect(),
+        analyst_count: r.analysts,
+        last_update_time: r.last_update_time_us.map(timestamp),
+        revision: r.revision,
+    }
+}
+
+/// The fields of `annotation` an update changes, per `update_mask` (or, with
+/// no mask, the fields that are set).
+pub fn patch(
+    annotation: &pb::Annotation,
+    mask: Option<&prost_types::FieldMask>,
+    article: &Article,
+) -> Result<crate::domain::Patch> {
+    const UPDATABLE: [&str; 4] = ["span", "verdict", "note", "sources"];
+    let paths: Vec<&str> = match mask {
+        Some(m) if m.paths.iter().any(|p| p == "*") => {
+            if m.paths.len() > 1 {
+                return Err(Error::invalid("update_mask", "'*' must be the only path"));
+            }
+            UPDATABLE.to_vec()
+        }
+        Some(m) if !m.paths.is_empty() => {
+            for p in &m.paths {
+                if !UPDATABLE.contains(&p.as_str()) {
+                    return Err(Error::invalid(
+                        "update_mask",
+                        format!("{p:?} is not an updatable field: use span, verdict, note, sources or *"),
+                    ));
+                }
+            }
+            m.paths.iter().map(String::as_str).collect()
+        }
+        _ => {
+            let set: Vec<&str> = [
+                ("span", annotation.span.is_some()),
+                ("verdict", annotation.verdict != 0),
+                ("note", !annotation.note.is_empty()),
+                ("sources", !annotation.sources.is_empty()),
+            ]
+            .into_iter()
+            .filter_map(|(p, set)| set.then_some(p))
+            .collect();
+            if set.is_empty() {
+                return Err(Error::invalid(
+                    "update_mask",
+                    "names no field and the annotation sets none of span, verdict, note, sources",
+                ));
+            }
+            set
+        }
+    };
+    let mut patch = crate::domain::Patch::default();
+    for p in paths {
+        match p {
+            "span" => patch.span = Some(span_in("annotation.span", annotation.span.as_ref(), article)?),
+            "verdict" => patch.verdict = Some(required_verdict("annotation.verdict", annotation.verdict)?),
+            "note" => patch.note = Some(note("annotation.note", &annotation.note)?),
+            "sources" => patch.sources = Some(sources("annotation.sources", &annotation.sources)?),
+            _ => unreachable!("paths were checked above"),
+        }
+    }
+    Ok(patch)
+}

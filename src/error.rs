@@ -1,0 +1,129 @@
+//! The one error type of the service and its one mapping to gRPC statuses.
+//!
+//! Messages are lowercase with no trailing period. `Internal` carries the
+//! detail for the log only: clients see a generic message, never a sled error
+//! or a file path.
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// `ErrorInfo.domain` of every error this service raises.
+pub const ERROR_DOMAIN: &str = "factcheck.v1";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A request field is invalid whatever the state of the store.
+    #[error("invalid {field}: {description}")]
+    InvalidArgument { field: String, description: String },
+
+    /// A named resource does not exist.
+    #[error("{resource} not found")]
+    NotFound { resource: String },
+
+    /// The request conflicts with what already exists.
+    #[error("{message}")]
+    AlreadyExists {
+        reason: &'static str,
+        message: String,
+    },
+
+    /// The request cannot succeed until the state changes.
+    #[error("{message}")]
+    FailedPrecondition {
+        reason: &'static str,
+        message: String,
+    },
+
+    /// A concurrent change won: re-read and retry the read-modify-write.
+    #[error("{message}")]
+    Aborted {
+        reason: &'static str,
+        message: String,
+    },
+
+    /// No valid bearer token.
+    #[error("{0}")]
+    Unauthenticated(String),
+
+    /// The server is shutting down.
+    #[error("the server is shutting down")]
+    Unavailable,
+
+    /// A bug or a storage failure; the detail is logged, not sent.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Error::InvalidArgument {
+            field: field.into(),
+            description: description.into(),
+        }
+    }
+
+    pub fn not_found(resource: impl Into<String>) -> Self {
+        Error::NotFound {
+            resource: resource.into(),
+        }
+    }
+
+    pub fn internal(detail: impl std::fmt::Display) -> Self {
+        Error::Internal(detail.to_string())
+    }
+
+    /// The `ErrorInfo.reason` (UPPER_SNAKE, AIP-193).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::InvalidArgument { .. } => "INVALID_ARGUMENT",
+            Error::NotFound { .. } => "NOT_FOUND",
+            Error::AlreadyExists { reason, .. }
+            | Error::FailedPrecondition { reason, .. }
+            | Error::Aborted { reason, .. } => reason,
+            Error::Unauthenticated(_) => "UNAUTHENTICATED",
+            Error::Unavailable => "UNAVAILABLE",
+            Error::Internal(_) => "INTERNAL",
+        }
+    }
+
+    pub fn code(&self) -> Code {
+        match self {
+            Error::InvalidArgument { .. } => Code::InvalidArgument,
+            Error::NotFound { .. } => Code::NotFound,
+            Error::AlreadyExists { .. } => Code::AlreadyExists,
+            Error::FailedPrecondition { .. } => Code::FailedPrecondition,
+            Error::Aborted { .. } => Code::Aborted,
+            Error::Unauthenticated(_) => Code::Unauthenticated,
+            Error::Unavailable => Code::Unavailable,
+            Error::Internal(_) => Code::Internal,
+        }
+    }
+}
+
+impl From<Error> for Status {
+    fn from(err: Error) -> Status {
+        let mut details = ErrorDetails::with_error_info(
+            err.reason(),
+            ERROR_DOMAIN,
+            std::collections::HashMap::<String, String>::new(),
+        );
+        let message = match &err {
+            Error::Internal(detail) => {
+                tracing::error!(error = %detail, "internal error");
+                "internal error".to_owned()
+            }
+            Error::InvalidArgument { field, description } => {
+                details.add_bad_request_violation(field.clone(), description.clone());
+                err.to_string()
+            }
+            Error::NotFound { resource } => {
+                details.set_resource_info("", resource.clone(), "", "");
+                err.to_string()
+            }
+            _ => err.to_string(),
+        };
+        Status::with_error_details(err.code(), message, details)
+    }
+}

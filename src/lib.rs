@@ -1,0 +1,48 @@
+//! factcheck: a gRPC server where fact-checking analysts annotate the claims
+//! in news articles.
+//!
+//! # Bird's-eye view
+//!
+//! Articles are loaded from seed files when the store opens and never change
+//! after. Analysts create annotations: a span of an article's text, in
+//! Unicode code points, with a verdict, a note and sources. Every mutation
+//! goes through one committer thread that applies whole groups of waiting
+//! mutations as one atomic sled batch and flushes once before answering
+//! (group commit); reads go to sled directly. `GetArticleReview` summarises
+//! where the review of an article stands.
+//!
+//! # Layout
+//!
+//! - [`pb`]: generated protobuf and gRPC code only.
+//! - [`domain`]: types that cannot hold invalid values (spans, names, verdicts).
+//! - [`convert`]: protobuf ↔ domain, and all request validation.
+//! - [`error`]: the one error enum and its one mapping to gRPC statuses.
+//! - [`store`]: the only code that imports sled; key layout in `store::keys`.
+//! - [`auth`]: bearer tokens → analysts.
+//! - [`service`]: the RPC handlers.
+//! - [`server`]: [`server::run`] serves on a listener the caller bound.
+//! - [`config`]: command-line flags.
+//! - `bin/factcheck.rs`: the binary.
+//!
+//! # Invariants
+//!
+//! - Every acknowledged mutation is durable: the committer flushes before it
+//!   answers, and only the committer writes.
+//! - Revisions are gap-free: each committed job (one RPC) is the next one.
+//! - A reader sees whole commit groups, only once they are durable, together
+//!   with the revision they brought the store to.
+//! - A rejected request changes nothing: a job is checked completely before
+//!   any of it is staged.
+//! - Spans are `[start, end)` in code points, `start < end <= length`.
+//! - Clients never see sled errors or file paths: `Error::Internal` is logged
+//!   and answered as a plain "internal error".
+
+pub mod auth;
+pub mod config;
+pub mod convert;
+pub mod domain;
+pub mod error;
+pub mod pb;
+pub mod server;
+pub mod service;
+pub mod store;

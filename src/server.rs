@@ -1,0 +1,73 @@
+//! Serving: the gRPC services on a listener the caller bound, until the
+//! shutdown future the caller chose resolves.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+use tonic_health::ServingStatus;
+
+use crate::auth::Tokens;
+use crate::pb::fact_check_service_server::FactCheckServiceServer;
+use crate::service::Service;
+use crate::store::Store;
+
+/// The largest request the server decodes: the limit is deliberate, so that a
+/// large batch is refused with RESOURCE_EXHAUSTED, not buffered.
+pub const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
+
+const SERVICE_NAME: &str = "factcheck.v1.FactCheckService";
+
+/// Serves until `shutdown` resolves, then lets in-flight calls finish.
+///
+/// Health reports SERVING for the service (and overall) while it runs and
+/// NOT_SERVING once shutdown begins. Health and reflection need no token.
+pub async fn run(
+    listener: TcpListener,
+    store: Store,
+    tokens: Arc<Tokens>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_service_status(SERVICE_NAME, ServingStatus::Serving)
+        .await;
+    health.set_service_status("", ServingStatus::Serving).await;
+
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .expect("the embedded descriptor set is valid");
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .expect("the embedded descriptor set is valid");
+
+    let factcheck = FactCheckServiceServer::new(Service::new(store))
+        .max_decoding_message_size(MAX_REQUEST_BYTES);
+    let factcheck = tonic::service::interceptor::InterceptedService::new(factcheck, tokens.interceptor());
+
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "serving");
+    }
+    let shutdown = async {
+        shutdown.await;
+        tracing::info!("shutting down: finishing calls in flight");
+        health
+            .set_service_status(SERVICE_NAME, ServingStatus::NotServing)
+            .await;
+        health.set_service_status("", ServingStatus::NotServing).await;
+    };
+    Server::builder()
+        .tcp_nodelay(true)
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(factcheck)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+}

@@ -1,0 +1,128 @@
+//! Stored values: a format version byte, then the record in postcard.
+//!
+//! A new format gets a new version byte and a decoder beside the old one, so
+//! a data directory written by an older server stays readable.
+
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use uuid::Uuid;
+
+use crate::domain::{Analyst, Annotation, AnnotationName, ArticleId, Judgement, Span, Verdict};
+use crate::error::{Error, Result};
+
+/// The version byte every value written today starts with.
+const V1: u8 = 1;
+
+pub fn encode<T: Serialize>(record: &T) -> Vec<u8> {
+    let mut out = vec![V1];
+    // Serializing plain structs into a Vec cannot fail.
+    out.extend(postcard::to_stdvec(record).expect("postcard encodes plain structs"));
+    out
+}
+
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    match bytes.split_first() {
+        Some((&V1, rest)) => postcard::from_bytes(rest)
+            .map_err(|e| Error::internal(format!("corrupt stored record: {e}"))),
+        Some((v, _)) => Err(Error::internal(format!("unknown record format version {v}"))),
+        None => Err(Error::internal("empty stored record")),
+    }
+}
+
+/// An article as stored: its text is the authority once annotated.
+#[derive(Serialize, Deserialize)]
+pub struct ArticleRecord {
+    pub text: String,
+}
+
+/// An annotation as stored in the position index.
+#[derive(Serialize, Deserialize, Clone)]
+pub struct AnnotationRecord {
+    pub article: String,
+    pub id: [u8; 16],
+    pub start: u32,
+    pub end: u32,
+    /// 1 verified, 2 disputed, 3 unattributed (the proto numbers).
+    pub verdict: u8,
+    pub note: String,
+    pub sources: Vec<String>,
+    pub analyst: String,
+    pub create_time_us: i64,
+    pub update_time_us: i64,
+    pub revision: u64,
+}
+
+/// The outcome of a request made with a `request_id`.
+#[derive(Serialize, Deserialize)]
+pub struct RequestRecord {
+    /// SHA-256 of the request, so a reused id with another request is caught.
+    pub fingerprint: [u8; 32],
+    /// The annotations the request returned, in order.
+    pub results: Vec<AnnotationRecord>,
+}
+
+/// Per-article facts kept up to date at write time.
+#[derive(Serialize, Deserialize, Default)]
+pub struct StatsRecord {
+    /// When an annotation of the article last changed.
+    pub last_update_time_us: i64,
+}
+
+fn verdict_code(v: Verdict) -> u8 {
+    match v {
+        Verdict::Verified => 1,
+        Verdict::Disputed => 2,
+        Verdict::Unattributed => 3,
+    }
+}
+
+impl From<&Annotation> for AnnotationRecord {
+    fn from(a: &Annotation) -> Self {
+        Self {
+            article: a.name.article.as_str().to_owned(),
+            id: *a.name.id.as_bytes(),
+            start: a.judgement.span.start(),
+            end: a.judgement.span.end(),
+            verdict: verdict_code(a.judgement.verdict),
+            note: a.judgement.note.clone(),
+            sources: a.judgement.sources.clone(),
+            analyst: a.analyst.as_str().to_owned(),
+            create_time_us: a.create_time_us,
+            update_time_us: a.update_time_us,
+            revision: a.revision,
+        }
+    }
+}
+
+impl TryFrom<AnnotationRecord> for Annotation {
+    type Error = Error;
+
+    fn try_from(r: AnnotationRecord) -> Result<Self> {
+        let corrupt = |what: &str| Error::internal(format!("corrupt annotation record: {what}"));
+        let verdict = match r.verdict {
+            1 => Verdict::Verified,
+            2 => Verdict::Disputed,
+            3 => Verdict::Unattributed,
+            _ => return Err(corrupt("verdict")),
+        };
+        Ok(Annotation {
+            name: AnnotationName {
+                article: ArticleId::parse(&r.article).map_err(|_| corrupt("article"))?,
+                id: Uuid::from_bytes(r.id),
+            },
+            judgement: Judgement {
+                span: Span::new(r.start, r.end).ok_or_else(|| corrupt("span"))?,
+                verdict,
+                note: r.note,
+                sources: r.sources,
+            },
+            analyst: Analyst::parse(&r.analyst).map_err(|_| corrupt("analyst"))?,
+            create_time_us: r.create_time_us,
+            update_time_us: r.update_time_us,
+            revision: r.revision,
+        })
+    }
+}
+
+pub fn decode_annotation(bytes: &[u8]) -> Result<Annotation> {
+    decode::<AnnotationRecord>(bytes)?.try_into()
+}

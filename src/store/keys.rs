@@ -1,0 +1,80 @@
+//! The key layout of the one sled tree, `factcheck`.
+//!
+//! Everything lives in one tree so that a group of mutations is one atomic
+//! `apply_batch` (sled's multi-tree transactions cost ~5k/s of CPU here).
+//! The first byte of a key names its keyspace; each keyspace is documented
+//! as `key => value`. Values start with a format version byte (see `codec`).
+//!
+//! | keyspace | key | value |
+//! |---|---|---|
+//! | meta | `m` `name` | per name: `revision` => u64 BE; `page_secret` => 32 bytes |
+//! | articles | `a` `article_id` | [`codec::ArticleRecord`](super::codec::ArticleRecord) |
+//! | annotations by position | `p` `article_id` `0x00` `start: u32 BE` `uuid: 16` | [`codec::AnnotationRecord`](super::codec::AnnotationRecord) |
+//! | annotation locations | `n` `uuid: 16` | `start: u32 BE` `article_id` |
+//! | request ids | `r` `request_uuid: 16` | [`codec::RequestRecord`](super::codec::RequestRecord) |
+//! | article stats | `s` `article_id` | [`codec::StatsRecord`](super::codec::StatsRecord) |
+//!
+//! Article ids never contain `0x00` (see [`ArticleId`]), so `article_id 0x00`
+//! is a prefix that no other article's keys share, and the position index
+//! sorts by article, then start, then id: the order of `ListAnnotations`.
+
+use uuid::Uuid;
+
+use crate::domain::ArticleId;
+
+pub const ARTICLE: u8 = b'a';
+pub const POSITION: u8 = b'p';
+pub const LOCATION: u8 = b'n';
+pub const REQUEST: u8 = b'r';
+pub const STATS: u8 = b's';
+
+pub const META_REVISION: &[u8] = b"mrevision";
+pub const META_PAGE_SECRET: &[u8] = b"mpage_secret";
+
+pub fn article(id: &ArticleId) -> Vec<u8> {
+    prefixed(ARTICLE, id.as_str().as_bytes())
+}
+
+pub fn stats(id: &ArticleId) -> Vec<u8> {
+    prefixed(STATS, id.as_str().as_bytes())
+}
+
+/// `p article_id 0x00`: every annotation of one article.
+pub fn position_prefix(id: &ArticleId) -> Vec<u8> {
+    let mut k = prefixed(POSITION, id.as_str().as_bytes());
+    k.push(0);
+    k
+}
+
+pub fn position(id: &ArticleId, start: u32, uuid: Uuid) -> Vec<u8> {
+    let mut k = position_prefix(id);
+    k.extend_from_slice(&start.to_be_bytes());
+    k.extend_from_slice(uuid.as_bytes());
+    k
+}
+
+pub fn location(uuid: Uuid) -> Vec<u8> {
+    prefixed(LOCATION, uuid.as_bytes())
+}
+
+pub fn location_value(start: u32, article: &ArticleId) -> Vec<u8> {
+    let mut v = start.to_be_bytes().to_vec();
+    v.extend_from_slice(article.as_str().as_bytes());
+    v
+}
+
+/// The start offset a location value points at, if well formed.
+pub fn location_start(value: &[u8]) -> Option<u32> {
+    Some(u32::from_be_bytes(value.get(..4)?.try_into().ok()?))
+}
+
+pub fn request(id: Uuid) -> Vec<u8> {
+    prefixed(REQUEST, id.as_bytes())
+}
+
+fn prefixed(space: u8, rest: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + rest.len() + 21);
+    k.push(space);
+    k.extend_from_slice(rest);
+    k
+}

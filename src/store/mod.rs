@@ -1,0 +1,384 @@
+//! The store: the only code that imports sled.
+//!
+//! Reads go to sled directly under the read side of `visible`; every write
+//! goes through the single committer thread (see [`committer`]), which holds
+//! the write side while it applies and flushes a group. A reader therefore
+//! sees whole groups only, and only durable ones, together with the revision
+//! they brought the store to. The key layout is in [`keys`], the value
+//! formats in [`codec`].
+
+mod codec;
+mod committer;
+mod keys;
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+pub use committer::{Mutation, RequestKey};
+use committer::Job;
+
+use crate::domain::{Annotation, AnnotationFilter, Article, ArticleId, Review};
+use crate::error::{Error, Result};
+
+/// How many jobs may wait for the committer before callers wait to enqueue.
+const QUEUE_DEPTH: usize = 4096;
+
+/// Where and how to open the store.
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    /// The sled database lives in `<data_dir>/db`.
+    pub data_dir: PathBuf,
+    /// Seed articles to load (`*.txt`, id = file stem); `None` loads none.
+    pub seeds_dir: Option<PathBuf>,
+    /// sled's page cache, in bytes: the main term of the server's memory.
+    pub cache_capacity_bytes: u64,
+}
+
+impl StoreConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            seeds_dir: None,
+            cache_capacity_bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+
+/// A handle to the store; clones share it.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+/// What the committer thread shares with readers.
+struct Shared {
+    db: sled::Db,
+    tree: sled::Tree,
+    /// Readers hold it shared; the committer holds it exclusively while it
+    /// applies and flushes a group.
+    visible: RwLock<()>,
+    /// The revision of the last durable group.
+    revision: AtomicU64,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    /// Loaded at open and never changed after, so readers need no lock.
+    articles: BTreeMap<ArticleId, Arc<Article>>,
+    /// Key for page-token MACs, kept in the store so tokens survive restarts.
+    page_secret: [u8; 32],
+    /// `None` once the store is closing.
+    queue: Mutex<Option<mpsc::Sender<Job>>>,
+    committer: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(handle) = self.committer.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = handle.join();
+        }
+        if let Err(e) = self.shared.db.flush() {
+            tracing::error!(error = %e, "final flush failed");
+        }
+    }
+}
+
+/// A position in a list, after which the next page starts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cursor(Vec<u8>);
+
+impl Cursor {
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    pub fn from_bytes(bytes: Vec<u8>) -> Self {
+        Self(bytes)
+    }
+}
+
+/// One page of annotations.
+pub struct AnnotationPage {
+    pub annotations: Vec<Annotation>,
+    /// Where the next page starts; `None` on the last page.
+    pub next: Option<Cursor>,
+    /// The revision the page was read at.
+    pub revision: u64,
+}
+
+impl Store {
+    /// Opens (or creates) the store and loads the seed articles. Blocking.
+    pub fn open(config: &StoreConfig) -> Result<Store> {
+        let path = config.data_dir.join("db");
+        let db = sled::Config::new()
+            .path(&path)
+            .cache_capacity(config.cache_capacity_bytes)
+            .open()
+            .map_err(|e| Error::internal(format!("cannot open the store at {}: {e}", path.display())))?;
+        let tree = db.open_tree("factcheck").map_err(Error::internal)?;
+
+        if let Some(dir) = &config.seeds_dir {
+            load_seeds(&tree, dir)?;
+        }
+        let page_secret = match tree.get(keys::META_PAGE_SECRET).map_err(Error::internal)? {
+            Some(v) if v.len() == 32 => v.as_ref().try_into().expect("length checked"),
+            _ => {
+                let secret: [u8; 32] = rand::random();
+                tree.insert(keys::META_PAGE_SECRET, &secret).map_err(Error::internal)?;
+                secret
+            }
+        };
+        let revision = match tree.get(keys::META_REVISION).map_err(Error::internal)? {
+            Some(v) => u64::from_be_bytes(
+                v.as_ref()
+                    .try_into()
+                    .map_err(|_| Error::internal("corrupt revision"))?,
+            ),
+            None => 0,
+        };
+        let mut articles = BTreeMap::new();
+        for item in tree.scan_prefix([keys::ARTICLE]) {
+            let (k, v) = item.map_err(Error::internal)?;
+            let id = std::str::from_utf8(&k[1..])
+                .ok()
+                .and_then(|s| ArticleId::parse(s).ok())
+                .ok_or_else(|| Error::internal("corrupt article key"))?;
+            let record: codec::ArticleRecord = codec::decode(&v)?;
+            articles.insert(id.clone(), Article::new(id, record.text));
+        }
+        db.flush().map_err(Error::internal)?;
+
+        let shared = Arc::new(Shared {
+            db,
+            tree,
+            visible: RwLock::new(()),
+            revision: AtomicU64::new(revision),
+        });
+        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        let handle = committer::spawn(shared.clone(), rx);
+        Ok(Store {
+            inner: Arc::new(Inner {
+                shared,
+                articles,
+                page_secret,
+                queue: Mutex::new(Some(tx)),
+                committer: Mutex::new(Some(handle)),
+            }),
+        })
+    }
+
+    /// Every article, by id.
+    pub fn articles(&self) -> impl Iterator<Item = &Arc<Article>> {
+        self.inner.articles.values()
+    }
+
+    pub fn article(&self, id: &ArticleId) -> Option<&Arc<Article>> {
+        self.inner.articles.get(id)
+    }
+
+    /// The revision of the last durable change.
+    pub fn revision(&self) -> u64 {
+        self.inner.shared.revision.load(Ordering::Acquire)
+    }
+
+    /// A secret that survives restarts, for signing page tokens.
+    pub fn page_secret(&self) -> &[u8; 32] {
+        &self.inner.page_secret
+    }
+
+    /// Applies `mutations` atomically as one revision, durably. A repeated
+    /// `request` returns the first outcome instead.
+    pub async fn apply(
+        &self,
+        mutations: Vec<Mutation>,
+        request: Option<RequestKey>,
+    ) -> Result<Vec<Annotation>> {
+        let queue = self
+            .inner
+            .queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or(Error::Unavailable)?;
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            mutations,
+            request,
+            reply,
+        };
+        queue.send(job).await.map_err(|_| Error::Unavailable)?;
+        answer.await.map_err(|_| Error::Unavailable)?
+    }
+
+    /// One annotation by name. Blocking, briefly.
+    pub fn get(&self, article: &ArticleId, id: Uuid) -> Result<Option<Annotation>> {
+        let _visible = self.read_lock();
+        let found = read_annotation(&self.inner.shared.tree, id)?;
+        Ok(found.filter(|a| &a.name.article == article))
+    }
+
+    /// Up to `limit` annotations matching `filter`, after `cursor`. Blocking.
+    pub fn list(
+        &self,
+        filter: &AnnotationFilter,
+        cursor: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<AnnotationPage> {
+        let (prefix_start, prefix_end) = match &filter.article {
+            Some(a) => {
+                let p = keys::position_prefix(a);
+                let mut end = p.clone();
+                *end.last_mut().expect("non-empty prefix") += 1;
+                (p, end)
+            }
+            None => (vec![keys::POSITION], vec![keys::POSITION + 1]),
+        };
+        let lower = match cursor {
+            Some(c) if c.0 >= prefix_start => Bound::Excluded(c.0.clone()),
+            _ => Bound::Included(prefix_start),
+        };
+        let _visible = self.read_lock();
+        let revision = self.revision();
+        let mut annotations = Vec::new();
+        let mut next = None;
+        let in_range = match &lower {
+            Bound::Excluded(c) => *c < prefix_end,
+            _ => true,
+        };
+        if in_range {
+            for item in self.inner.shared.tree.range((lower, Bound::Excluded(prefix_end))) {
+                let (_, value) = item.map_err(Error::internal)?;
+                let a = codec::decode_annotation(&value)?;
+                if filter.article.is_some()
+                    && filter.overlaps.is_some_and(|s| a.judgement.span.start() >= s.end())
+                {
+                    // Sorted by start: nothing further can intersect.
+                    break;
+                }
+                if !filter.matches(&a) {
+                    continue;
+                }
+                if annotations.len() == limit {
+                    next = Some(Cursor(keys_of_last(&annotations)));
+                    break;
+                }
+                annotations.push(a);
+            }
+        }
+        Ok(AnnotationPage {
+            annotations,
+            next,
+            revision,
+        })
+    }
+
+    /// Where the review of `article` stands. Blocking: reads every
+    /// annotation of the article.
+    pub fn review(&self, article: &Arc<Article>) -> Result<Review> {
+        let tree = &self.inner.shared.tree;
+        let _visible = self.read_lock();
+        let revision = self.revision();
+        let mut annotations = Vec::new();
+        for item in tree.scan_prefix(keys::position_prefix(&article.id)) {
+            let (_, value) = item.map_err(Error::internal)?;
+            annotations.push(codec::decode_annotation(&value)?);
+        }
+        let last_update = match tree.get(keys::stats(&article.id)).map_err(Error::internal)? {
+            Some(v) => Some(codec::decode::<codec::StatsRecord>(&v)?.last_update_time_us),
+            None => None,
+        };
+        Ok(Review::compute(article.clone(), &annotations, last_update, revision))
+    }
+
+    fn read_lock(&self) -> std::sync::RwLockReadGuard<'_, ()> {
+        self.inner.shared.visible.read().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn keys_of_last(annotations: &[Annotation]) -> Vec<u8> {
+    let a = annotations.last().expect("a full page is not empty");
+    keys::position(&a.name.article, a.judgement.span.start(), a.name.id)
+}
+
+/// The stored annotation with this id, in whatever article.
+fn read_annotation(tree: &sled::Tree, id: Uuid) -> Result<Option<Annotation>> {
+    let Some(location) = tree.get(keys::location(id)).map_err(Error::internal)? else {
+        return Ok(None);
+    };
+    let start = keys::location_start(&location).ok_or_else(|| Error::internal("corrupt location"))?;
+    let article = std::str::from_utf8(&location[4..])
+        .ok()
+        .and_then(|s| ArticleId::parse(s).ok())
+        .ok_or_else(|| Error::internal("corrupt location"))?;
+    match tree
+        .get(keys::position(&article, start, id))
+        .map_err(Error::internal)?
+    {
+        Some(v) => Ok(Some(codec::decode_annotation(&v)?)),
+        None => Err(Error::internal(format!("annotation {id} has a location but no record"))),
+    }
+}
+
+/// Loads `dir/*.txt` into the articles keyspace. An article that already has
+/// annotations keeps its stored text even if its seed file changed.
+fn load_seeds(tree: &sled::Tree, dir: &Path) -> Result<()> {
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| Error::internal(format!("cannot read the seeds directory {}: {e}", dir.display())))?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "txt"))
+        .collect();
+    files.sort();
+    for file in files {
+        let Some(id) = file
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .and_then(|s| ArticleId::parse(s).ok())
+        else {
+            tracing::warn!(file = %file.display(), "skipping seed file: its name is not a valid article id");
+            continue;
+        };
+        let text = match std::fs::read(&file).map(String::from_utf8) {
+            Ok(Ok(text)) => text,
+            Ok(Err(_)) => {
+                tracing::warn!(file = %file.display(), "skipping seed file: not valid UTF-8");
+                continue;
+            }
+            Err(e) => {
+                return Err(Error::internal(format!("cannot read seed file {}: {e}", file.display())));
+            }
+        };
+        let key = keys::article(&id);
+        if let Some(stored) = tree.get(&key).map_err(Error::internal)? {
+            let stored: codec::ArticleRecord = codec::decode(&stored)?;
+            if stored.text == text {
+                continue;
+            }
+            let annotated = tree
+                .scan_prefix(keys::position_prefix(&id))
+                .next()
+                .transpose()
+                .map_err(Error::internal)?
+                .is_some();
+            if annotated {
+                tracing::warn!(
+                    file = %file.display(),
+                    article = %id,
+                    "seed file differs from the stored text of an annotated article: keeping the stored text"
+                );
+                continue;
+            }
+            tracing::info!(article = %id, "seed text changed and the article has no annotations: replacing it");
+        }
+        tree.insert(key, codec::encode(&codec::ArticleRecord { text }))
+            .map_err(Error::internal)?;
+    }
+    Ok(())
+}
