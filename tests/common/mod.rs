@@ -1,0 +1,171 @@
+//! A real server on a real socket: `127.0.0.1:0`, a temp data dir, the seed
+//! articles, and tonic clients with bearer tokens.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use factcheck::auth::Tokens;
+use factcheck::pb::fact_check_service_client::FactCheckServiceClient;
+use factcheck::store::{Store, StoreConfig};
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+pub use factcheck::pb;
+
+pub const ALICE: &str = "alice-token";
+pub const BOB: &str = "bob-token";
+
+pub type Client = FactCheckServiceClient<InterceptedService<Channel, Auth>>;
+
+/// Adds `authorization: Bearer <token>` when it has a token.
+#[derive(Clone)]
+pub struct Auth(Option<MetadataValue<Ascii>>);
+
+impl Interceptor for Auth {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(h) = &self.0 {
+            req.metadata_mut().insert("authorization", h.clone());
+        }
+        Ok(req)
+    }
+}
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub data_dir: TempDir,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: Option<tokio::task::JoinHandle<()>>,
+}
+
+pub fn seeds_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("seeds")
+}
+
+pub fn seed_text(id: &str) -> String {
+    std::fs::read_to_string(seeds_dir().join(format!("{id}.txt"))).unwrap()
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_in(tempfile::tempdir().unwrap()).await
+    }
+
+    /// Starts a server on `data_dir`, which may hold an earlier server's data.
+    pub async fn start_in(data_dir: TempDir) -> Self {
+        let mut config = StoreConfig::new(data_dir.path());
+        config.seeds_dir = Some(seeds_dir());
+        config.cache_capacity_bytes = 32 * 1024 * 1024;
+        let store = tokio::task::spawn_blocking(move || Store::open(&config))
+            .await
+            .unwrap()
+            .unwrap();
+        let tokens = Tokens::from_pairs([(ALICE, "alice"), (BOB, "bob")]).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let handle = tokio::spawn(async move {
+            factcheck::server::run(listener, store, Arc::new(tokens), async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+        });
+        TestServer {
+            addr,
+            data_dir,
+            shutdown: Some(tx),
+            handle: Some(handle),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(self.url()).unwrap().connect().await.unwrap()
+    }
+
+    /// A client that sends `token` (or no authorization header at all).
+    pub async fn client_with(&self, token: Option<&str>) -> Client {
+        let header = token.map(|t| format!("Bearer {t}").parse().unwrap());
+        FactCheckServiceClient::with_interceptor(self.channel().await, Auth(header))
+    }
+
+    pub async fn client(&self) -> Client {
+        self.client_with(Some(ALICE)).await
+    }
+
+    /// Shuts the server down gracefully and hands back its data dir.
+    pub async fn stop(mut self) -> TempDir {
+        self.shutdown.take().unwrap().send(()).unwrap();
+        self.handle.take().unwrap().await.unwrap();
+        self.data_dir
+    }
+}
+
+pub fn article(id: &str) -> String {
+    format!("articles/{id}")
+}
+
+/// The code-point span of the `n`th occurrence of `needle` in `text`.
+pub fn find_span(text: &str, needle: &str) -> pb::Span {
+    let byte = text.find(needle).unwrap_or_else(|| panic!("{needle:?} not in text"));
+    let start = text[..byte].chars().count() as u32;
+    pb::Span {
+        start,
+        end: start + needle.chars().count() as u32,
+    }
+}
+
+pub fn new_annotation(span: pb::Span, verdict: pb::Verdict) -> pb::Annotation {
+    pb::Annotation {
+        span: Some(span),
+        verdict: verdict as i32,
+        note: "checked against the wire report".into(),
+        sources: vec!["https://example.org/source".into()],
+        ..Default::default()
+    }
+}
+
+pub async fn create(client: &mut Client, article_id: &str, span: pb::Span, verdict: pb::Verdict) -> pb::Annotation {
+    client
+        .create_annotation(pb::CreateAnnotationRequest {
+            parent: article(article_id),
+            annotation: Some(new_annotation(span, verdict)),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// Every annotation of every article, and the revision, read page by page.
+pub async fn snapshot(client: &mut Client) -> (Vec<pb::Annotation>, u64) {
+    let mut all = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = client
+            .list_annotations(pb::ListAnnotationsRequest {
+                parent: "articles/-".into(),
+                page_size: 1000,
+                page_token: token,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        all.extend(page.annotations);
+        if page.next_page_token.is_empty() {
+            return (all, page.revision);
+        }
+        token = page.next_page_token;
+    }
+}
