@@ -60,7 +60,8 @@ impl Tokens {
             .map_err(|e| Error::internal(format!("cannot parse the tokens file {}: {e}", path.display())))?;
         let mut tokens = Tokens::default();
         for (i, entry) in file.tokens.into_iter().enumerate() {
-            let bad = |what: &str| Error::internal(format!("tokens file {}: entry {i}: {what}", path.display()));
+            let bad =
+                |what: &str| Error::internal(format!("tokens file {}: entry {i}: {what}", path.display()));
             let analyst = Analyst::parse(&entry.analyst).map_err(|e| bad(&format!("analyst {e}")))?;
             let digest: [u8; 32] = hex::decode(&entry.sha256)
                 .ok()
@@ -111,7 +112,9 @@ impl Tokens {
     /// The caller named by an `authorization` header value.
     pub fn authenticate(&self, header: Option<&str>) -> Result<Caller, Error> {
         let header = header.ok_or_else(|| {
-            Error::Unauthenticated("missing authorization header: send 'authorization: Bearer <token>'".into())
+            Error::Unauthenticated(
+                "missing authorization header: send 'authorization: Bearer <token>'".into(),
+            )
         })?;
         let token = header
             .strip_prefix("Bearer ")
@@ -128,7 +131,9 @@ impl Tokens {
     }
 
     /// A tonic interceptor that puts the [`Caller`] in the request extensions.
-    pub fn interceptor(self: std::sync::Arc<Self>) -> impl FnMut(Request<()>) -> Result<Request<()>, Status> + Clone {
+    pub fn interceptor(
+        self: std::sync::Arc<Self>,
+    ) -> impl FnMut(Request<()>) -> Result<Request<()>, Status> + Clone {
         move |mut req: Request<()>| {
             let header = req.metadata().get("authorization").and_then(|v| v.to_str().ok());
             let caller = self.authenticate(header)?;

@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "factcheck", version, about = "Annotate the claims in news articles, over gRPC")]
+#[command(
+    name = "factcheck",
+    version,
+    about = "Annotate the claims in news articles, over gRPC"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

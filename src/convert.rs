@@ -44,8 +44,8 @@ pub fn annotation_name(field: &str, name: &str) -> Result<AnnotationName> {
     };
     let rest = name.strip_prefix("articles/").ok_or_else(malformed)?;
     let (article, id) = rest.split_once("/annotations/").ok_or_else(malformed)?;
-    let article =
-        ArticleId::parse(article).map_err(|e| Error::invalid(field, format!("article id {article:?} {e}")))?;
+    let article = ArticleId::parse(article)
+        .map_err(|e| Error::invalid(field, format!("article id {article:?} {e}")))?;
     let id = Uuid::try_parse(id)
         .map_err(|_| Error::invalid(field, format!("annotation id {id:?} is not a UUID")))?;
     Ok(AnnotationName { article, id })
@@ -53,9 +53,12 @@ pub fn annotation_name(field: &str, name: &str) -> Result<AnnotationName> {
 
 /// `articles/{article}/review`.
 pub fn review_name(field: &str, name: &str) -> Result<ArticleId> {
-    let article = name
-        .strip_suffix("/review")
-        .ok_or_else(|| Error::invalid(field, format!("{name:?} is not of the form articles/{{article}}/review")))?;
+    let article = name.strip_suffix("/review").ok_or_else(|| {
+        Error::invalid(
+            field,
+            format!("{name:?} is not of the form articles/{{article}}/review"),
+        )
+    })?;
     article_name(field, article)
 }
 
@@ -116,7 +119,10 @@ pub fn span_in(field: &str, value: Option<&pb::Span>, article: &Article) -> Resu
 
 pub fn note(field: &str, note: &str) -> Result<String> {
     if note.chars().count() > MAX_NOTE_CHARS {
-        return Err(Error::invalid(field, format!("is longer than {MAX_NOTE_CHARS} characters")));
+        return Err(Error::invalid(
+            field,
+            format!("is longer than {MAX_NOTE_CHARS} characters"),
+        ));
     }
     no_nul(field, note)?;
     Ok(note.to_owned())
@@ -124,7 +130,10 @@ pub fn note(field: &str, note: &str) -> Result<String> {
 
 pub fn sources(field: &str, sources: &[String]) -> Result<Vec<String>> {
     if sources.len() > MAX_SOURCES {
-        return Err(Error::invalid(field, format!("has more than {MAX_SOURCES} entries")));
+        return Err(Error::invalid(
+            field,
+            format!("has more than {MAX_SOURCES} entries"),
+        ));
     }
     for (i, s) in sources.iter().enumerate() {
         let f = format!("{field}[{i}]");
@@ -132,7 +141,10 @@ pub fn sources(field: &str, sources: &[String]) -> Result<Vec<String>> {
             return Err(Error::invalid(f, "is empty"));
         }
         if s.chars().count() > MAX_SOURCE_CHARS {
-            return Err(Error::invalid(f, format!("is longer than {MAX_SOURCE_CHARS} characters")));
+            return Err(Error::invalid(
+                f,
+                format!("is longer than {MAX_SOURCE_CHARS} characters"),
+            ));
         }
         no_nul(&f, s)?;
     }
@@ -297,7 +309,10 @@ pub fn article_view_full(field: &str, view: i32, default_full: bool) -> Result<b
         Ok(pb::ArticleView::Unspecified) => Ok(default_full),
         Ok(pb::ArticleView::Basic) => Ok(false),
         Ok(pb::ArticleView::Full) => Ok(true),
-        Err(_) => Err(Error::invalid(field, format!("{view} is not an ArticleView value"))),
+        Err(_) => Err(Error::invalid(
+            field,
+            format!("{view} is not an ArticleView value"),
+        )),
     }
 }
 

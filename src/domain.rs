@@ -98,10 +98,6 @@ impl Span {
         self.end
     }
 
-    pub fn len(self) -> u32 {
-        self.end - self.start
-    }
-
     /// Whether the two spans share at least one code point.
     pub fn intersects(self, other: Span) -> bool {
         self.start < other.end && other.start < self.end
@@ -286,10 +282,7 @@ pub struct AnnotationFilter {
 impl AnnotationFilter {
     pub fn matches(&self, a: &Annotation) -> bool {
         self.verdict.is_none_or(|v| v == a.judgement.verdict)
-            && self
-                .analyst
-                .as_deref()
-                .is_none_or(|n| n == a.analyst.as_str())
+            && self.analyst.as_deref().is_none_or(|n| n == a.analyst.as_str())
             && self.overlaps.is_none_or(|s| s.intersects(a.judgement.span))
     }
 }

@@ -22,24 +22,15 @@ pub enum Error {
 
     /// The request conflicts with what already exists.
     #[error("{message}")]
-    AlreadyExists {
-        reason: &'static str,
-        message: String,
-    },
+    AlreadyExists { reason: &'static str, message: String },
 
     /// The request cannot succeed until the state changes.
     #[error("{message}")]
-    FailedPrecondition {
-        reason: &'static str,
-        message: String,
-    },
+    FailedPrecondition { reason: &'static str, message: String },
 
     /// A concurrent change won: re-read and retry the read-modify-write.
     #[error("{message}")]
-    Aborted {
-        reason: &'static str,
-        message: String,
-    },
+    Aborted { reason: &'static str, message: String },
 
     /// No valid bearer token.
     #[error("{0}")]

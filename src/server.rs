@@ -20,7 +20,12 @@ pub const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
 
 const SERVICE_NAME: &str = "factcheck.v1.FactCheckService";
 
-/// Serves until `shutdown` resolves, then lets in-flight calls finish.
+/// How long calls in flight may take to finish once shutdown begins; after
+/// that the remaining connections are closed.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Serves until `shutdown` resolves, then lets in-flight calls finish (for at
+/// most [`SHUTDOWN_GRACE`]).
 ///
 /// Health reports SERVING for the service (and overall) while it runs and
 /// NOT_SERVING once shutdown begins. Health and reflection need no token.
@@ -47,27 +52,40 @@ pub async fn run(
         .build_v1alpha()
         .expect("the embedded descriptor set is valid");
 
-    let factcheck = FactCheckServiceServer::new(Service::new(store))
-        .max_decoding_message_size(MAX_REQUEST_BYTES);
+    let factcheck =
+        FactCheckServiceServer::new(Service::new(store)).max_decoding_message_size(MAX_REQUEST_BYTES);
     let factcheck = tonic::service::interceptor::InterceptedService::new(factcheck, tokens.interceptor());
 
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "serving");
     }
-    let shutdown = async {
+    let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
+    let shutdown = async move {
         shutdown.await;
         tracing::info!("shutting down: finishing calls in flight");
         health
             .set_service_status(SERVICE_NAME, ServingStatus::NotServing)
             .await;
         health.set_service_status("", ServingStatus::NotServing).await;
+        let _ = stopping_tx.send(true);
     };
-    Server::builder()
+    let serve = Server::builder()
         .tcp_nodelay(true)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(factcheck)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-        .await
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown);
+    tokio::pin!(serve);
+    tokio::select! {
+        result = &mut serve => return result,
+        _ = stopping.wait_for(|s| *s) => {}
+    }
+    match tokio::time::timeout(SHUTDOWN_GRACE, serve).await {
+        Ok(result) => result,
+        Err(_) => {
+            tracing::warn!(grace = ?SHUTDOWN_GRACE, "calls still open after the grace period: closing them");
+            Ok(())
+        }
+    }
 }

@@ -24,9 +24,7 @@ impl Service {
     }
 
     fn article(&self, id: &ArticleId) -> Result<&Arc<Article>> {
-        self.store
-            .article(id)
-            .ok_or_else(|| Error::not_found(id.name()))
+        self.store.article(id).ok_or_else(|| Error::not_found(id.name()))
     }
 
     fn tokens(&self) -> PageTokens<'_> {

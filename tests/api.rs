@@ -14,7 +14,9 @@ const A2: &str = "002_946fad7c8fee627f";
 /// The field named by the status's BadRequest details.
 fn violated_field(status: &tonic::Status) -> String {
     let details = status.get_error_details();
-    let bad = details.bad_request().unwrap_or_else(|| panic!("no BadRequest in {status:?}"));
+    let bad = details
+        .bad_request()
+        .unwrap_or_else(|| panic!("no BadRequest in {status:?}"));
     bad.field_violations[0].field.clone()
 }
 
@@ -142,7 +144,16 @@ async fn spans_over_non_ascii_text_quote_the_right_code_points() {
 
     // The last code point of the article is reachable; one past it is not.
     let len = text.chars().count() as u32;
-    let last = create(&mut client, A1, pb::Span { start: len - 1, end: len }, Verdict::Verified).await;
+    let last = create(
+        &mut client,
+        A1,
+        pb::Span {
+            start: len - 1,
+            end: len,
+        },
+        Verdict::Verified,
+    )
+    .await;
     assert_eq!(last.quote, text.chars().last().unwrap().to_string());
 }
 
@@ -154,7 +165,10 @@ macro_rules! refused {
         assert_eq!(status.code(), $code, "{status:?}");
         if let Some(field) = $field {
             assert_eq!(violated_field(&status), field, "{status:?}");
-            assert!(status.message().contains(field), "message names the field: {status:?}");
+            assert!(
+                status.message().contains(field),
+                "message names the field: {status:?}"
+            );
         }
         assert_eq!(snapshot(&mut $client).await, before, "the store changed");
         status
@@ -184,10 +198,30 @@ async fn bad_input_gets_a_clear_status_and_changes_nothing() {
     };
     let v = Verdict::Verified as i32;
 
-    refused!(c, Code::InvalidArgument, Some("parent"), c.create_annotation(create_req("books/x", ann(0, 1, v))));
-    refused!(c, Code::InvalidArgument, Some("parent"), c.create_annotation(create_req("articles/", ann(0, 1, v))));
-    refused!(c, Code::NotFound, None::<&str>, c.create_annotation(create_req("articles/nope", ann(0, 1, v))));
-    refused!(c, Code::InvalidArgument, Some("annotation"), c.create_annotation(create_req(&article(A1), None)));
+    refused!(
+        c,
+        Code::InvalidArgument,
+        Some("parent"),
+        c.create_annotation(create_req("books/x", ann(0, 1, v)))
+    );
+    refused!(
+        c,
+        Code::InvalidArgument,
+        Some("parent"),
+        c.create_annotation(create_req("articles/", ann(0, 1, v)))
+    );
+    refused!(
+        c,
+        Code::NotFound,
+        None::<&str>,
+        c.create_annotation(create_req("articles/nope", ann(0, 1, v)))
+    );
+    refused!(
+        c,
+        Code::InvalidArgument,
+        Some("annotation"),
+        c.create_annotation(create_req(&article(A1), None))
+    );
     refused!(
         c,
         Code::InvalidArgument,
@@ -200,8 +234,18 @@ async fn bad_input_gets_a_clear_status_and_changes_nothing() {
             })
         ))
     );
-    refused!(c, Code::InvalidArgument, Some("annotation.span.end"), c.create_annotation(create_req(&article(A1), ann(5, 5, v))));
-    refused!(c, Code::InvalidArgument, Some("annotation.span.end"), c.create_annotation(create_req(&article(A1), ann(7, 3, v))));
+    refused!(
+        c,
+        Code::InvalidArgument,
+        Some("annotation.span.end"),
+        c.create_annotation(create_req(&article(A1), ann(5, 5, v)))
+    );
+    refused!(
+        c,
+        Code::InvalidArgument,
+        Some("annotation.span.end"),
+        c.create_annotation(create_req(&article(A1), ann(7, 3, v)))
+    );
     let s = refused!(
         c,
         Code::InvalidArgument,
@@ -209,17 +253,42 @@ async fn bad_input_gets_a_clear_status_and_changes_nothing() {
         c.create_annotation(create_req(&article(A1), ann(len - 1, len + 1, v)))
     );
     assert!(s.message().contains("3985"), "{s:?}");
-    refused!(c, Code::InvalidArgument, Some("annotation.verdict"), c.create_annotation(create_req(&article(A1), ann(0, 1, 0))));
-    refused!(c, Code::InvalidArgument, Some("annotation.verdict"), c.create_annotation(create_req(&article(A1), ann(0, 1, 42))));
+    refused!(
+        c,
+        Code::InvalidArgument,
+        Some("annotation.verdict"),
+        c.create_annotation(create_req(&article(A1), ann(0, 1, 0)))
+    );
+    refused!(
+        c,
+        Code::InvalidArgument,
+        Some("annotation.verdict"),
+        c.create_annotation(create_req(&article(A1), ann(0, 1, 42)))
+    );
     let mut long_note = ann(0, 1, v);
     long_note.as_mut().unwrap().note = "ж".repeat(10_001);
-    refused!(c, Code::InvalidArgument, Some("annotation.note"), c.create_annotation(create_req(&article(A1), long_note)));
+    refused!(
+        c,
+        Code::InvalidArgument,
+        Some("annotation.note"),
+        c.create_annotation(create_req(&article(A1), long_note))
+    );
     let mut nul_note = ann(0, 1, v);
     nul_note.as_mut().unwrap().note = "a\0b".into();
-    refused!(c, Code::InvalidArgument, Some("annotation.note"), c.create_annotation(create_req(&article(A1), nul_note)));
+    refused!(
+        c,
+        Code::InvalidArgument,
+        Some("annotation.note"),
+        c.create_annotation(create_req(&article(A1), nul_note))
+    );
     let mut empty_source = ann(0, 1, v);
     empty_source.as_mut().unwrap().sources = vec!["https://a.example".into(), " ".into()];
-    refused!(c, Code::InvalidArgument, Some("annotation.sources[1]"), c.create_annotation(create_req(&article(A1), empty_source)));
+    refused!(
+        c,
+        Code::InvalidArgument,
+        Some("annotation.sources[1]"),
+        c.create_annotation(create_req(&article(A1), empty_source))
+    );
     refused!(
         c,
         Code::InvalidArgument,
@@ -243,21 +312,99 @@ async fn bad_input_gets_a_clear_status_and_changes_nothing() {
     assert!(s.message().contains("조태열"), "{s:?}");
 
     // Names.
-    refused!(c, Code::InvalidArgument, Some("name"), c.get_annotation(pb::GetAnnotationRequest { name: "articles/x/annotations/123".into() }));
-    refused!(c, Code::InvalidArgument, Some("name"), c.get_annotation(pb::GetAnnotationRequest { name: existing.name.replace("/annotations/", "/notes/") }));
+    refused!(
+        c,
+        Code::InvalidArgument,
+        Some("name"),
+        c.get_annotation(pb::GetAnnotationRequest {
+            name: "articles/x/annotations/123".into()
+        })
+    );
+    refused!(
+        c,
+        Code::InvalidArgument,
+        Some("name"),
+        c.get_annotation(pb::GetAnnotationRequest {
+            name: existing.name.replace("/annotations/", "/notes/")
+        })
+    );
     let missing = format!("{}/annotations/{}", article(A1), uuid::Uuid::now_v7());
-    let s = refused!(c, Code::NotFound, None::<&str>, c.get_annotation(pb::GetAnnotationRequest { name: missing.clone() }));
+    let s = refused!(
+        c,
+        Code::NotFound,
+        None::<&str>,
+        c.get_annotation(pb::GetAnnotationRequest {
+            name: missing.clone()
+        })
+    );
     assert!(s.message().contains(&missing));
     // The right id under another article is not found.
     let moved = existing.name.replace(A1, A0);
-    refused!(c, Code::NotFound, None::<&str>, c.get_annotation(pb::GetAnnotationRequest { name: moved.clone() }));
-    refused!(c, Code::NotFound, None::<&str>, c.delete_annotation(pb::DeleteAnnotationRequest { name: moved, etag: String::new() }));
-    refused!(c, Code::NotFound, None::<&str>, c.delete_annotation(pb::DeleteAnnotationRequest { name: missing.clone(), etag: String::new() }));
-    refused!(c, Code::InvalidArgument, Some("name"), c.get_article(pb::GetArticleRequest { name: "articles/a/b".into(), view: 0 }));
-    refused!(c, Code::NotFound, None::<&str>, c.get_article(pb::GetArticleRequest { name: "articles/nope".into(), view: 0 }));
-    refused!(c, Code::InvalidArgument, Some("view"), c.get_article(pb::GetArticleRequest { name: article(A1), view: 9 }));
-    refused!(c, Code::InvalidArgument, Some("name"), c.get_article_review(pb::GetArticleReviewRequest { name: article(A1) }));
-    refused!(c, Code::NotFound, None::<&str>, c.get_article_review(pb::GetArticleReviewRequest { name: "articles/nope/review".into() }));
+    refused!(
+        c,
+        Code::NotFound,
+        None::<&str>,
+        c.get_annotation(pb::GetAnnotationRequest { name: moved.clone() })
+    );
+    refused!(
+        c,
+        Code::NotFound,
+        None::<&str>,
+        c.delete_annotation(pb::DeleteAnnotationRequest {
+            name: moved,
+            etag: String::new()
+        })
+    );
+    refused!(
+        c,
+        Code::NotFound,
+        None::<&str>,
+        c.delete_annotation(pb::DeleteAnnotationRequest {
+            name: missing.clone(),
+            etag: String::new()
+        })
+    );
+    refused!(
+        c,
+        Code::InvalidArgument,
+        Some("name"),
+        c.get_article(pb::GetArticleRequest {
+            name: "articles/a/b".into(),
+            view: 0
+        })
+    );
+    refused!(
+        c,
+        Code::NotFound,
+        None::<&str>,
+        c.get_article(pb::GetArticleRequest {
+            name: "articles/nope".into(),
+            view: 0
+        })
+    );
+    refused!(
+        c,
+        Code::InvalidArgument,
+        Some("view"),
+        c.get_article(pb::GetArticleRequest {
+            name: article(A1),
+            view: 9
+        })
+    );
+    refused!(
+        c,
+        Code::InvalidArgument,
+        Some("name"),
+        c.get_article_review(pb::GetArticleReviewRequest { name: article(A1) })
+    );
+    refused!(
+        c,
+        Code::NotFound,
+        None::<&str>,
+        c.get_article_review(pb::GetArticleReviewRequest {
+            name: "articles/nope/review".into()
+        })
+    );
 
     // Updates.
     let update = |a: pb::Annotation, paths: &[&str]| pb::UpdateAnnotationRequest {
@@ -267,14 +414,37 @@ async fn bad_input_gets_a_clear_status_and_changes_nothing() {
         }),
         etag: String::new(),
     };
-    refused!(c, Code::InvalidArgument, Some("update_mask"), c.update_annotation(update(existing.clone(), &["analyst"])));
-    refused!(c, Code::InvalidArgument, Some("update_mask"), c.update_annotation(update(existing.clone(), &["*", "note"])));
+    refused!(
+        c,
+        Code::InvalidArgument,
+        Some("update_mask"),
+        c.update_annotation(update(existing.clone(), &["analyst"]))
+    );
+    refused!(
+        c,
+        Code::InvalidArgument,
+        Some("update_mask"),
+        c.update_annotation(update(existing.clone(), &["*", "note"]))
+    );
     let mut no_verdict = existing.clone();
     no_verdict.verdict = 0;
-    refused!(c, Code::InvalidArgument, Some("annotation.verdict"), c.update_annotation(update(no_verdict, &["verdict"])));
+    refused!(
+        c,
+        Code::InvalidArgument,
+        Some("annotation.verdict"),
+        c.update_annotation(update(no_verdict, &["verdict"]))
+    );
     let mut far = existing.clone();
-    far.span = Some(pb::Span { start: 1, end: len + 1 });
-    refused!(c, Code::InvalidArgument, Some("annotation.span.end"), c.update_annotation(update(far, &["span"])));
+    far.span = Some(pb::Span {
+        start: 1,
+        end: len + 1,
+    });
+    refused!(
+        c,
+        Code::InvalidArgument,
+        Some("annotation.span.end"),
+        c.update_annotation(update(far, &["span"]))
+    );
     refused!(
         c,
         Code::InvalidArgument,
@@ -290,7 +460,12 @@ async fn bad_input_gets_a_clear_status_and_changes_nothing() {
     );
     let mut gone = existing.clone();
     gone.name = missing.clone();
-    refused!(c, Code::NotFound, None::<&str>, c.update_annotation(update(gone, &["note"])));
+    refused!(
+        c,
+        Code::NotFound,
+        None::<&str>,
+        c.update_annotation(update(gone, &["note"]))
+    );
 
     // Lists.
     let list = |parent: &str, page_size: i32, page_token: &str| pb::ListAnnotationsRequest {
@@ -299,10 +474,30 @@ async fn bad_input_gets_a_clear_status_and_changes_nothing() {
         page_token: page_token.into(),
         ..Default::default()
     };
-    refused!(c, Code::InvalidArgument, Some("page_size"), c.list_annotations(list(&article(A1), -1, "")));
-    refused!(c, Code::InvalidArgument, Some("page_token"), c.list_annotations(list(&article(A1), 1, "garbage")));
-    refused!(c, Code::InvalidArgument, Some("parent"), c.list_annotations(list("articles", 1, "")));
-    refused!(c, Code::NotFound, None::<&str>, c.list_annotations(list("articles/nope", 1, "")));
+    refused!(
+        c,
+        Code::InvalidArgument,
+        Some("page_size"),
+        c.list_annotations(list(&article(A1), -1, ""))
+    );
+    refused!(
+        c,
+        Code::InvalidArgument,
+        Some("page_token"),
+        c.list_annotations(list(&article(A1), 1, "garbage"))
+    );
+    refused!(
+        c,
+        Code::InvalidArgument,
+        Some("parent"),
+        c.list_annotations(list("articles", 1, ""))
+    );
+    refused!(
+        c,
+        Code::NotFound,
+        None::<&str>,
+        c.list_annotations(list("articles/nope", 1, ""))
+    );
     refused!(
         c,
         Code::InvalidArgument,
@@ -321,8 +516,24 @@ async fn bad_input_gets_a_clear_status_and_changes_nothing() {
             ..list(&article(A1), 1, "")
         })
     );
-    refused!(c, Code::InvalidArgument, Some("page_size"), c.list_articles(pb::ListArticlesRequest { page_size: -5, ..Default::default() }));
-    refused!(c, Code::InvalidArgument, Some("page_token"), c.list_articles(pb::ListArticlesRequest { page_token: "AAAA".into(), ..Default::default() }));
+    refused!(
+        c,
+        Code::InvalidArgument,
+        Some("page_size"),
+        c.list_articles(pb::ListArticlesRequest {
+            page_size: -5,
+            ..Default::default()
+        })
+    );
+    refused!(
+        c,
+        Code::InvalidArgument,
+        Some("page_token"),
+        c.list_articles(pb::ListArticlesRequest {
+            page_token: "AAAA".into(),
+            ..Default::default()
+        })
+    );
 }
 
 #[tokio::test]
@@ -513,7 +724,11 @@ async fn lists_page_through_filters_in_start_then_id_order() {
         (0, "bob".to_string(), None),
         (Verdict::Verified as i32, "alice".to_string(), None),
         (0, String::new(), Some(pb::Span { start: 40, end: 80 })),
-        (Verdict::Unattributed as i32, String::new(), Some(pb::Span { start: 100, end: 101 })),
+        (
+            Verdict::Unattributed as i32,
+            String::new(),
+            Some(pb::Span { start: 100, end: 101 }),
+        ),
     ];
     for (verdict, analyst, overlaps) in filters {
         let req = pb::ListAnnotationsRequest {
@@ -539,7 +754,10 @@ async fn lists_page_through_filters_in_start_then_id_order() {
             .collect();
         expected.sort_by_key(key);
         assert!(!expected.is_empty());
-        assert_eq!(got, expected, "verdict {verdict} analyst {analyst:?} overlaps {overlaps:?}");
+        assert_eq!(
+            got, expected,
+            "verdict {verdict} analyst {analyst:?} overlaps {overlaps:?}"
+        );
         assert_eq!(pages, expected.len().div_ceil(4).max(1));
     }
 
@@ -624,10 +842,31 @@ async fn review_counts_coverage_and_contested_spans() {
     let a = create(&mut alice, A1, sentence, Verdict::Verified).await;
     let b = create(&mut bob, A1, name, Verdict::Disputed).await;
     // Same verdict overlapping is not contested.
-    create(&mut alice, A1, pb::Span { start: 0, end: 10 }, Verdict::Unattributed).await;
-    create(&mut bob, A1, pb::Span { start: 5, end: 12 }, Verdict::Unattributed).await;
+    create(
+        &mut alice,
+        A1,
+        pb::Span { start: 0, end: 10 },
+        Verdict::Unattributed,
+    )
+    .await;
+    create(
+        &mut bob,
+        A1,
+        pb::Span { start: 5, end: 12 },
+        Verdict::Unattributed,
+    )
+    .await;
     // An annotation at the very end.
-    create(&mut bob, A1, pb::Span { start: len - 4, end: len }, Verdict::Verified).await;
+    create(
+        &mut bob,
+        A1,
+        pb::Span {
+            start: len - 4,
+            end: len,
+        },
+        Verdict::Verified,
+    )
+    .await;
 
     let r = alice
         .get_article_review(pb::GetArticleReviewRequest {
@@ -649,7 +888,10 @@ async fn review_counts_coverage_and_contested_spans() {
     let contested = &r.contested_spans[0];
     assert_eq!(contested.span, Some(name));
     assert_eq!(contested.quote, "조태열");
-    assert_eq!(contested.verdicts, vec![Verdict::Verified as i32, Verdict::Disputed as i32]);
+    assert_eq!(
+        contested.verdicts,
+        vec![Verdict::Verified as i32, Verdict::Disputed as i32]
+    );
     assert_eq!(contested.annotations, vec![a.name.clone(), b.name.clone()]);
     assert_eq!(r.revision, 5);
     assert!(r.last_update_time.is_some());
@@ -740,7 +982,16 @@ async fn concurrent_writers_all_land_with_gap_free_revisions() {
         tasks.push(tokio::spawn(async move {
             let mut etags = Vec::new();
             for i in 0..10u32 {
-                let a = create(&mut c, A2, pb::Span { start: w, end: w + 1 + i }, Verdict::Verified).await;
+                let a = create(
+                    &mut c,
+                    A2,
+                    pb::Span {
+                        start: w,
+                        end: w + 1 + i,
+                    },
+                    Verdict::Verified,
+                )
+                .await;
                 etags.push(a.etag);
             }
             etags
@@ -750,7 +1001,10 @@ async fn concurrent_writers_all_land_with_gap_free_revisions() {
     for t in tasks {
         etags.extend(t.await.unwrap());
     }
-    let mut revisions: Vec<u64> = etags.iter().map(|e| e.trim_matches('"').parse().unwrap()).collect();
+    let mut revisions: Vec<u64> = etags
+        .iter()
+        .map(|e| e.trim_matches('"').parse().unwrap())
+        .collect();
     revisions.sort_unstable();
     assert_eq!(revisions, (1..=640).collect::<Vec<u64>>());
     let mut c = client.clone();
@@ -764,7 +1018,10 @@ async fn calls_without_a_valid_token_are_unauthenticated() {
     let server = TestServer::start().await;
     for token in [None, Some("wrong-token")] {
         let mut c = server.client_with(token).await;
-        let s = c.list_articles(pb::ListArticlesRequest::default()).await.unwrap_err();
+        let s = c
+            .list_articles(pb::ListArticlesRequest::default())
+            .await
+            .unwrap_err();
         assert_eq!(s.code(), Code::Unauthenticated, "{token:?}");
         let s = c
             .create_annotation(pb::CreateAnnotationRequest {
@@ -791,7 +1048,10 @@ async fn calls_without_a_valid_token_are_unauthenticated() {
             .unwrap()
             .into_inner()
             .status;
-        assert_eq!(status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+        assert_eq!(
+            status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+        );
     }
 
     use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
@@ -812,6 +1072,9 @@ async fn calls_without_a_valid_token_are_unauthenticated() {
         panic!("unexpected reflection response {response:?}");
     };
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    assert!(names.contains(&"factcheck.v1.FactCheckService".to_string()), "{names:?}");
+    assert!(
+        names.contains(&"factcheck.v1.FactCheckService".to_string()),
+        "{names:?}"
+    );
     assert!(names.contains(&"grpc.health.v1.Health".to_string()), "{names:?}");
 }

@@ -21,8 +21,9 @@ pub fn encode<T: Serialize>(record: &T) -> Vec<u8> {
 
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     match bytes.split_first() {
-        Some((&V1, rest)) => postcard::from_bytes(rest)
-            .map_err(|e| Error::internal(format!("corrupt stored record: {e}"))),
+        Some((&V1, rest)) => {
+            postcard::from_bytes(rest).map_err(|e| Error::internal(format!("corrupt stored record: {e}")))
+        }
         Some((v, _)) => Err(Error::internal(format!("unknown record format version {v}"))),
         None => Err(Error::internal("empty stored record")),
     }

@@ -94,16 +94,15 @@ fn commit_group(shared: &Shared, jobs: &mut Vec<Job>) {
         revision: shared.revision.load(Ordering::Acquire),
         writes: false,
     };
-    let mut results: Vec<Result<Vec<Annotation>>> =
-        jobs.iter().map(|job| group.stage(job)).collect();
+    let mut results: Vec<Result<Vec<Annotation>>> = jobs.iter().map(|job| group.stage(job)).collect();
 
-    if group.writes {
-        if let Err(e) = group.commit() {
-            tracing::error!(error = %e, "group commit failed");
-            for r in &mut results {
-                if r.is_ok() {
-                    *r = Err(Error::internal("commit failed"));
-                }
+    if group.writes
+        && let Err(e) = group.commit()
+    {
+        tracing::error!(error = %e, "group commit failed");
+        for r in &mut results {
+            if r.is_ok() {
+                *r = Err(Error::internal("commit failed"));
             }
         }
     }
@@ -134,16 +133,16 @@ struct Group<'a> {
 impl Group<'_> {
     /// Checks and stages one job; on error nothing of it is staged.
     fn stage(&mut self, job: &Job) -> Result<Vec<Annotation>> {
-        if let Some(req) = job.request {
-            if let Some(prev) = self.request(req.id)? {
-                if prev.fingerprint != req.fingerprint {
-                    return Err(Error::AlreadyExists {
-                        reason: "REQUEST_ID_REUSED",
-                        message: format!("request_id {} was already used by another request", req.id),
-                    });
-                }
-                return prev.results.into_iter().map(Annotation::try_from).collect();
+        if let Some(req) = job.request
+            && let Some(prev) = self.request(req.id)?
+        {
+            if prev.fingerprint != req.fingerprint {
+                return Err(Error::AlreadyExists {
+                    reason: "REQUEST_ID_REUSED",
+                    message: format!("request_id {} was already used by another request", req.id),
+                });
             }
+            return prev.results.into_iter().map(Annotation::try_from).collect();
         }
 
         let revision = self.revision + 1;
@@ -243,8 +242,10 @@ impl Group<'_> {
             );
         }
         let changed = after.or(before).expect("a change has a state");
-        self.stats
-            .insert(changed.name.article.clone(), after.map_or_else(now_us, |a| a.update_time_us));
+        self.stats.insert(
+            changed.name.article.clone(),
+            after.map_or_else(now_us, |a| a.update_time_us),
+        );
     }
 
     fn request(&self, id: Uuid) -> Result<Option<RequestRecord>> {
@@ -284,16 +285,16 @@ impl Group<'_> {
         let current = self
             .current(local, name)?
             .ok_or_else(|| Error::not_found(name.to_string()))?;
-        if let Some(etag) = etag {
-            if etag != current.etag() {
-                return Err(Error::Aborted {
-                    reason: "ETAG_MISMATCH",
-                    message: format!(
-                        "etag {etag} does not match the current etag {} of {name}: read it again and retry",
-                        current.etag()
-                    ),
-                });
-            }
+        if let Some(etag) = etag
+            && etag != current.etag()
+        {
+            return Err(Error::Aborted {
+                reason: "ETAG_MISMATCH",
+                message: format!(
+                    "etag {etag} does not match the current etag {} of {name}: read it again and retry",
+                    current.etag()
+                ),
+            });
         }
         Ok(current)
     }

@@ -20,8 +20,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-pub use committer::{Mutation, RequestKey};
 use committer::Job;
+pub use committer::{Mutation, RequestKey};
 
 use crate::domain::{Annotation, AnnotationFilter, Article, ArticleId, Review};
 use crate::error::{Error, Result};
@@ -131,7 +131,8 @@ impl Store {
             Some(v) if v.len() == 32 => v.as_ref().try_into().expect("length checked"),
             _ => {
                 let secret: [u8; 32] = rand::random();
-                tree.insert(keys::META_PAGE_SECRET, &secret).map_err(Error::internal)?;
+                tree.insert(keys::META_PAGE_SECRET, &secret)
+                    .map_err(Error::internal)?;
                 secret
             }
         };
@@ -257,7 +258,9 @@ impl Store {
                 let (_, value) = item.map_err(Error::internal)?;
                 let a = codec::decode_annotation(&value)?;
                 if filter.article.is_some()
-                    && filter.overlaps.is_some_and(|s| a.judgement.span.start() >= s.end())
+                    && filter
+                        .overlaps
+                        .is_some_and(|s| a.judgement.span.start() >= s.end())
                 {
                     // Sorted by start: nothing further can intersect.
                     break;
@@ -294,11 +297,20 @@ impl Store {
             Some(v) => Some(codec::decode::<codec::StatsRecord>(&v)?.last_update_time_us),
             None => None,
         };
-        Ok(Review::compute(article.clone(), &annotations, last_update, revision))
+        Ok(Review::compute(
+            article.clone(),
+            &annotations,
+            last_update,
+            revision,
+        ))
     }
 
     fn read_lock(&self) -> std::sync::RwLockReadGuard<'_, ()> {
-        self.inner.shared.visible.read().unwrap_or_else(|e| e.into_inner())
+        self.inner
+            .shared
+            .visible
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -322,7 +334,9 @@ fn read_annotation(tree: &sled::Tree, id: Uuid) -> Result<Option<Annotation>> {
         .map_err(Error::internal)?
     {
         Some(v) => Ok(Some(codec::decode_annotation(&v)?)),
-        None => Err(Error::internal(format!("annotation {id} has a location but no record"))),
+        None => Err(Error::internal(format!(
+            "annotation {id} has a location but no record"
+        ))),
     }
 }
 
@@ -352,7 +366,10 @@ fn load_seeds(tree: &sled::Tree, dir: &Path) -> Result<()> {
                 continue;
             }
             Err(e) => {
-                return Err(Error::internal(format!("cannot read seed file {}: {e}", file.display())));
+                return Err(Error::internal(format!(
+                    "cannot read seed file {}: {e}",
+                    file.display()
+                )));
             }
         };
         let key = keys::article(&id);

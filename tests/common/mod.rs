@@ -28,6 +28,12 @@ pub type Client = FactCheckServiceClient<InterceptedService<Channel, Auth>>;
 #[derive(Clone)]
 pub struct Auth(Option<MetadataValue<Ascii>>);
 
+impl Auth {
+    pub fn new(header: Option<MetadataValue<Ascii>>) -> Self {
+        Self(header)
+    }
+}
+
 impl Interceptor for Auth {
     fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
         if let Some(h) = &self.0 {
@@ -117,7 +123,9 @@ pub fn article(id: &str) -> String {
 
 /// The code-point span of the `n`th occurrence of `needle` in `text`.
 pub fn find_span(text: &str, needle: &str) -> pb::Span {
-    let byte = text.find(needle).unwrap_or_else(|| panic!("{needle:?} not in text"));
+    let byte = text
+        .find(needle)
+        .unwrap_or_else(|| panic!("{needle:?} not in text"));
     let start = text[..byte].chars().count() as u32;
     pb::Span {
         start,
@@ -135,7 +143,12 @@ pub fn new_annotation(span: pb::Span, verdict: pb::Verdict) -> pb::Annotation {
     }
 }
 
-pub async fn create(client: &mut Client, article_id: &str, span: pb::Span, verdict: pb::Verdict) -> pb::Annotation {
+pub async fn create(
+    client: &mut Client,
+    article_id: &str,
+    span: pb::Span,
+    verdict: pb::Verdict,
+) -> pb::Annotation {
     client
         .create_annotation(pb::CreateAnnotationRequest {
             parent: article(article_id),
