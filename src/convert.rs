@@ -210,6 +210,15 @@ pub fn annotation_filter(req: &pb::ListAnnotationsRequest) -> Result<AnnotationF
     })
 }
 
+/// The filters of a WatchAnnotations request.
+pub fn watch_filter(req: &pb::WatchAnnotationsRequest) -> Result<crate::domain::WatchFilter> {
+    Ok(crate::domain::WatchFilter {
+        article: annotation_parent("parent", &req.parent)?,
+        verdict: verdict("verdict", req.verdict)?,
+        analyst: (!req.analyst.is_empty()).then(|| req.analyst.clone()),
+    })
+}
+
 /// What a page token is bound to: the list it came from and its filters.
 pub fn filter_fingerprint(f: &AnnotationFilter) -> [u8; 16] {
     let mut h = Sha256::new();

@@ -397,3 +397,74 @@ impl Review {
         }
     }
 }
+
+/// One annotation's change within a revision.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// `None` for a creation.
+    pub before: Option<Annotation>,
+    /// `None` for a deletion.
+    pub after: Option<Annotation>,
+}
+
+/// What kind of change an [`Event`] is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    Created,
+    Updated,
+    Deleted,
+}
+
+impl Event {
+    pub fn kind(&self) -> EventKind {
+        match (&self.before, &self.after) {
+            (None, _) => EventKind::Created,
+            (Some(_), Some(_)) => EventKind::Updated,
+            (Some(_), None) => EventKind::Deleted,
+        }
+    }
+
+    /// The annotation as it is after the event, or as it last was.
+    pub fn annotation(&self) -> &Annotation {
+        self.after
+            .as_ref()
+            .or(self.before.as_ref())
+            .expect("an event has a before or an after state")
+    }
+}
+
+/// Everything one committed revision changed: one mutation, or one batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    pub revision: u64,
+    /// Microseconds since the Unix epoch.
+    pub commit_time_us: i64,
+    pub events: Vec<Event>,
+}
+
+/// Which changes a watcher wants.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WatchFilter {
+    /// One article, or every article when `None`.
+    pub article: Option<ArticleId>,
+    pub verdict: Option<Verdict>,
+    pub analyst: Option<String>,
+}
+
+impl WatchFilter {
+    fn matches_state(&self, a: &Annotation) -> bool {
+        self.article.as_ref().is_none_or(|id| *id == a.name.article)
+            && self.verdict.is_none_or(|v| v == a.judgement.verdict)
+            && self
+                .analyst
+                .as_deref()
+                .is_none_or(|n| n == a.analyst.as_str())
+    }
+
+    /// An event matches if the annotation matched before or after it, so a
+    /// watcher also sees an annotation leave its selection.
+    pub fn matches(&self, e: &Event) -> bool {
+        e.before.as_ref().is_some_and(|a| self.matches_state(a))
+            || e.after.as_ref().is_some_and(|a| self.matches_state(a))
+    }
+}

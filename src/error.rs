@@ -32,6 +32,17 @@ pub enum Error {
     #[error("{message}")]
     Aborted { reason: &'static str, message: String },
 
+    /// A watch asked for a revision the changelog no longer holds.
+    #[error("{message}")]
+    Compacted { message: String, oldest: u64 },
+
+    /// A limit was reached.
+    #[error("{message}")]
+    ResourceExhausted {
+        reason: &'static str,
+        message: String,
+    },
+
     /// No valid bearer token.
     #[error("{0}")]
     Unauthenticated(String),
@@ -72,7 +83,9 @@ impl Error {
             Error::NotFound { .. } => "NOT_FOUND",
             Error::AlreadyExists { reason, .. }
             | Error::FailedPrecondition { reason, .. }
-            | Error::Aborted { reason, .. } => reason,
+            | Error::Aborted { reason, .. }
+            | Error::ResourceExhausted { reason, .. } => reason,
+            Error::Compacted { .. } => "REVISION_COMPACTED",
             Error::Unauthenticated(_) => "UNAUTHENTICATED",
             Error::Unavailable => "UNAVAILABLE",
             Error::Internal(_) => "INTERNAL",
@@ -86,6 +99,8 @@ impl Error {
             Error::AlreadyExists { .. } => Code::AlreadyExists,
             Error::FailedPrecondition { .. } => Code::FailedPrecondition,
             Error::Aborted { .. } => Code::Aborted,
+            Error::Compacted { .. } => Code::FailedPrecondition,
+            Error::ResourceExhausted { .. } => Code::ResourceExhausted,
             Error::Unauthenticated(_) => Code::Unauthenticated,
             Error::Unavailable => Code::Unavailable,
             Error::Internal(_) => Code::Internal,
@@ -95,11 +110,11 @@ impl Error {
 
 impl From<Error> for Status {
     fn from(err: Error) -> Status {
-        let mut details = ErrorDetails::with_error_info(
-            err.reason(),
-            ERROR_DOMAIN,
-            std::collections::HashMap::<String, String>::new(),
-        );
+        let mut metadata = std::collections::HashMap::<String, String>::new();
+        if let Error::Compacted { oldest, .. } = &err {
+            metadata.insert("oldest_revision".into(), oldest.to_string());
+        }
+        let mut details = ErrorDetails::with_error_info(err.reason(), ERROR_DOMAIN, metadata);
         let message = match &err {
             Error::Internal(detail) => {
                 tracing::error!(error = %detail, "internal error");

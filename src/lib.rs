@@ -20,6 +20,8 @@
 //! - [`store`]: the only code that imports sled; key layout in `store::keys`.
 //! - [`auth`]: bearer tokens → analysts.
 //! - [`service`]: the RPC handlers.
+//! - [`watch`]: one task per `WatchAnnotations` stream: changelog replay, then
+//!   the live broadcast.
 //! - [`server`]: [`server::run`] serves on a listener the caller bound.
 //! - [`config`]: command-line flags.
 //! - `bin/factcheck.rs`: the binary.
@@ -46,3 +48,4 @@ pub mod pb;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod watch;

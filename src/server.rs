@@ -13,6 +13,7 @@ use crate::auth::Tokens;
 use crate::pb::fact_check_service_server::FactCheckServiceServer;
 use crate::service::Service;
 use crate::store::Store;
+use crate::watch::{WatchGauge, WatchOptions};
 
 /// The largest request the server decodes: the limit is deliberate, so that a
 /// large batch is refused with RESOURCE_EXHAUSTED, not buffered.
@@ -24,15 +25,34 @@ const SERVICE_NAME: &str = "factcheck.v1.FactCheckService";
 /// that the remaining connections are closed.
 pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Serves until `shutdown` resolves, then lets in-flight calls finish (for at
-/// most [`SHUTDOWN_GRACE`]).
-///
-/// Health reports SERVING for the service (and overall) while it runs and
-/// NOT_SERVING once shutdown begins. Health and reflection need no token.
+/// Server settings beyond the store and the tokens.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    pub watch: WatchOptions,
+    /// Counts live watch streams; keep a clone to observe them.
+    pub watch_gauge: Arc<WatchGauge>,
+}
+
+/// [`run_with`] with default options.
 pub async fn run(
     listener: TcpListener,
     store: Store,
     tokens: Arc<Tokens>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    run_with(listener, store, tokens, Options::default(), shutdown).await
+}
+
+/// Serves until `shutdown` resolves, then ends watch streams (UNAVAILABLE)
+/// and lets in-flight calls finish (for at most [`SHUTDOWN_GRACE`]).
+///
+/// Health reports SERVING for the service (and overall) while it runs and
+/// NOT_SERVING once shutdown begins. Health and reflection need no token.
+pub async fn run_with(
+    listener: TcpListener,
+    store: Store,
+    tokens: Arc<Tokens>,
+    options: Options,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -52,22 +72,22 @@ pub async fn run(
         .build_v1alpha()
         .expect("the embedded descriptor set is valid");
 
-    let factcheck =
-        FactCheckServiceServer::new(Service::new(store)).max_decoding_message_size(MAX_REQUEST_BYTES);
+    let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
+    let service = Service::new(store, options.watch, options.watch_gauge, stopping.clone());
+    let factcheck = FactCheckServiceServer::new(service).max_decoding_message_size(MAX_REQUEST_BYTES);
     let factcheck = tonic::service::interceptor::InterceptedService::new(factcheck, tokens.interceptor());
 
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "serving");
     }
-    let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
     let shutdown = async move {
         shutdown.await;
         tracing::info!("shutting down: finishing calls in flight");
+        let _ = stopping_tx.send(true);
         health
             .set_service_status(SERVICE_NAME, ServingStatus::NotServing)
             .await;
         health.set_service_status("", ServingStatus::NotServing).await;
-        let _ = stopping_tx.send(true);
     };
     let serve = Server::builder()
         .tcp_nodelay(true)

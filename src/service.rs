@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use tokio::sync::watch;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::convert::{self, PageTokens};
@@ -11,16 +13,31 @@ use crate::error::{Error, Result};
 use crate::pb;
 use crate::pb::fact_check_service_server::FactCheckService;
 use crate::store::{Cursor, Mutation, RequestKey, Store};
+use crate::watch::{self as watcher, WatchGauge, WatchOptions};
 
 /// The service; clones share the store.
 #[derive(Clone)]
 pub struct Service {
     store: Store,
+    watch: WatchOptions,
+    gauge: Arc<WatchGauge>,
+    /// Turns true when the server begins to shut down: watch streams end.
+    stopping: watch::Receiver<bool>,
 }
 
 impl Service {
-    pub fn new(store: Store) -> Self {
-        Self { store }
+    pub fn new(
+        store: Store,
+        watch: WatchOptions,
+        gauge: Arc<WatchGauge>,
+        stopping: watch::Receiver<bool>,
+    ) -> Self {
+        Self {
+            store,
+            watch,
+            gauge,
+            stopping,
+        }
     }
 
     fn article(&self, id: &ArticleId) -> Result<&Arc<Article>> {
@@ -60,6 +77,29 @@ fn single(mut results: Vec<crate::domain::Annotation>) -> Result<crate::domain::
 
 #[tonic::async_trait]
 impl FactCheckService for Service {
+    type WatchAnnotationsStream = ReceiverStream<watcher::Outgoing>;
+
+    async fn watch_annotations(
+        &self,
+        req: Request<pb::WatchAnnotationsRequest>,
+    ) -> Result<Response<Self::WatchAnnotationsStream>, Status> {
+        let req = req.into_inner();
+        let filter = convert::watch_filter(&req)?;
+        if let Some(id) = &filter.article {
+            self.article(id)?;
+        }
+        let start = (req.start_revision > 0).then_some(req.start_revision);
+        let rx = watcher::start(
+            self.store.clone(),
+            filter,
+            start,
+            &self.watch,
+            &self.gauge,
+            self.stopping.clone(),
+        )?;
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
     async fn list_articles(
         &self,
         req: Request<pb::ListArticlesRequest>,

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use uuid::Uuid;
 
-use crate::domain::{Analyst, Annotation, AnnotationName, ArticleId, Judgement, Span, Verdict};
+use crate::domain::{Analyst, Annotation, AnnotationName, ArticleId, Change, Event, Judgement, Span, Verdict};
 use crate::error::{Error, Result};
 
 /// The version byte every value written today starts with.
@@ -126,4 +126,54 @@ impl TryFrom<AnnotationRecord> for Annotation {
 
 pub fn decode_annotation(bytes: &[u8]) -> Result<Annotation> {
     decode::<AnnotationRecord>(bytes)?.try_into()
+}
+
+/// One changelog entry: everything a revision changed.
+#[derive(Serialize, Deserialize)]
+pub struct ChangeRecord {
+    pub revision: u64,
+    pub commit_time_us: i64,
+    pub events: Vec<EventRecord>,
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct EventRecord {
+    pub before: Option<AnnotationRecord>,
+    pub after: Option<AnnotationRecord>,
+}
+
+impl From<&Change> for ChangeRecord {
+    fn from(c: &Change) -> Self {
+        Self {
+            revision: c.revision,
+            commit_time_us: c.commit_time_us,
+            events: c
+                .events
+                .iter()
+                .map(|e| EventRecord {
+                    before: e.before.as_ref().map(AnnotationRecord::from),
+                    after: e.after.as_ref().map(AnnotationRecord::from),
+                })
+                .collect(),
+        }
+    }
+}
+
+pub fn decode_change(bytes: &[u8]) -> Result<Change> {
+    let r: ChangeRecord = decode(bytes)?;
+    let events = r
+        .events
+        .into_iter()
+        .map(|e| {
+            Ok(Event {
+                before: e.before.map(Annotation::try_from).transpose()?,
+                after: e.after.map(Annotation::try_from).transpose()?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Change {
+        revision: r.revision,
+        commit_time_us: r.commit_time_us,
+        events,
+    })
 }

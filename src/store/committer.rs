@@ -19,9 +19,9 @@ use std::sync::atomic::Ordering;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use super::codec::{self, AnnotationRecord, RequestRecord, StatsRecord};
+use super::codec::{self, AnnotationRecord, ChangeRecord, RequestRecord, StatsRecord};
 use super::{Shared, keys};
-use crate::domain::{Analyst, Annotation, AnnotationName, ArticleId, Judgement, Patch};
+use crate::domain::{Analyst, Annotation, AnnotationName, ArticleId, Change, Event, Judgement, Patch};
 use crate::error::{Error, Result};
 
 /// Most jobs committed in one group (one batch, one flush).
@@ -71,6 +71,10 @@ pub fn spawn(shared: Arc<Shared>, rx: mpsc::Receiver<Job>) -> std::thread::JoinH
 
 fn run(shared: &Shared, mut rx: mpsc::Receiver<Job>) {
     let mut jobs = Vec::with_capacity(MAX_GROUP);
+    let mut compactor = Compactor::new(shared);
+    // Once a commit fails, what sled holds in memory and on disk may differ:
+    // refuse every later write rather than build on it.
+    let mut failed = false;
     while let Some(first) = rx.blocking_recv() {
         jobs.push(first);
         while jobs.len() < MAX_GROUP {
@@ -79,37 +83,128 @@ fn run(shared: &Shared, mut rx: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        commit_group(shared, &mut jobs);
+        if failed {
+            for job in jobs.drain(..) {
+                let _ = job.reply.send(Err(Error::internal("the store failed an earlier commit")));
+            }
+            continue;
+        }
+        failed = !commit_group(shared, &mut jobs, &mut compactor);
     }
     tracing::debug!("committer stopped");
 }
 
-fn commit_group(shared: &Shared, jobs: &mut Vec<Job>) {
+/// Commits one group and answers its callers; false if the commit failed.
+fn commit_group(shared: &Shared, jobs: &mut Vec<Job>, compactor: &mut Compactor) -> bool {
     let mut group = Group {
         shared,
         batch: sled::Batch::default(),
         touched: HashMap::new(),
         requests: HashMap::new(),
         stats: HashMap::new(),
+        changes: Vec::new(),
         revision: shared.revision.load(Ordering::Acquire),
-        writes: false,
+        compacted: None,
     };
     let mut results: Vec<Result<Vec<Annotation>>> = jobs.iter().map(|job| group.stage(job)).collect();
+    group.compacted = compactor.stage(&mut group.batch, group.revision);
 
-    if group.writes
-        && let Err(e) = group.commit()
-    {
-        tracing::error!(error = %e, "group commit failed");
-        for r in &mut results {
-            if r.is_ok() {
-                *r = Err(Error::internal("commit failed"));
+    let ok = match group.commit() {
+        Ok(changes) => {
+            compactor.committed();
+            // Only now, once durable: a change is never published twice or
+            // published and then lost.
+            for change in changes {
+                let _ = shared.changes.send(Arc::new(change));
             }
+            true
         }
-    }
+        Err(e) => {
+            tracing::error!(error = %e, "group commit failed");
+            for r in &mut results {
+                if r.is_ok() {
+                    *r = Err(Error::internal("commit failed"));
+                }
+            }
+            false
+        }
+    };
 
     for (job, result) in jobs.drain(..).zip(results) {
         // A caller that went away no longer needs the answer; the write stands.
         let _ = job.reply.send(result);
+    }
+    ok
+}
+
+/// Trims the changelog past its retention, a bounded slice per group so a
+/// large backlog never makes one commit slow.
+struct Compactor {
+    retention: super::Retention,
+    /// The highest revision trimmed so far (0: none).
+    compacted: u64,
+    /// What the staged removals will bring `compacted` to.
+    staged: Option<u64>,
+    /// When the oldest entry's age was last checked.
+    last_age_check: std::time::Instant,
+    tree: sled::Tree,
+}
+
+/// Most changelog entries removed in one group.
+const MAX_TRIM: usize = 1024;
+
+impl Compactor {
+    fn new(shared: &Shared) -> Self {
+        Self {
+            retention: shared.retention,
+            compacted: shared.compacted.load(Ordering::Acquire),
+            staged: None,
+            last_age_check: std::time::Instant::now(),
+            tree: shared.tree.clone(),
+        }
+    }
+
+    /// Stages removals; returns the revision trimmed through, if any.
+    fn stage(&mut self, batch: &mut sled::Batch, head: u64) -> Option<u64> {
+        let by_count = head.saturating_sub(self.retention.revisions);
+        let mut target = by_count;
+        if self.last_age_check.elapsed() >= std::time::Duration::from_secs(1) {
+            self.last_age_check = std::time::Instant::now();
+            target = target.max(self.expired_through(head));
+        }
+        if target <= self.compacted {
+            return None;
+        }
+        let through = target.min(self.compacted + MAX_TRIM as u64);
+        for rev in self.compacted + 1..=through {
+            batch.remove(&keys::change(rev));
+        }
+        batch.insert(keys::META_COMPACTED, &through.to_be_bytes());
+        self.staged = Some(through);
+        self.staged
+    }
+
+    /// The newest revision older than the retention age (0 if none).
+    fn expired_through(&self, head: u64) -> u64 {
+        let cutoff = now_us() - self.retention.age.as_micros() as i64;
+        let mut through = self.compacted;
+        let range = keys::change(self.compacted + 1)..keys::change(head.saturating_add(1));
+        for item in self.tree.range(range).take(MAX_TRIM) {
+            let Ok((k, v)) = item else { break };
+            match codec::decode_change(&v) {
+                Ok(c) if c.commit_time_us < cutoff => {
+                    through = keys::change_revision(&k).unwrap_or(through);
+                }
+                _ => break,
+            }
+        }
+        through
+    }
+
+    fn committed(&mut self) {
+        if let Some(through) = self.staged.take() {
+            self.compacted = through;
+        }
     }
 }
 
@@ -124,10 +219,12 @@ struct Group<'a> {
     requests: HashMap<Uuid, RequestRecord>,
     /// Articles whose annotations changed, with the time of the change.
     stats: HashMap<ArticleId, i64>,
+    /// What each staged job changed, in revision order.
+    changes: Vec<Change>,
     /// The revision of the last staged job.
     revision: u64,
-    /// Whether anything was staged that needs writing.
-    writes: bool,
+    /// The changelog is trimmed through this revision by this group.
+    compacted: Option<u64>,
 }
 
 impl Group<'_> {
@@ -196,9 +293,12 @@ impl Group<'_> {
 
         // Accepted: stage the writes.
         let mut results = Vec::with_capacity(changes.len());
+        let mut events = Vec::with_capacity(changes.len());
         for (before, after) in changes {
             self.stage_change(before.as_ref(), after.as_ref());
-            results.push(after.or(before).expect("a change has a before or an after state"));
+            let event = Event { before, after };
+            results.push(event.annotation().clone());
+            events.push(event);
         }
         if let Some(req) = job.request {
             let record = RequestRecord {
@@ -211,8 +311,15 @@ impl Group<'_> {
         for (id, state) in local {
             self.touched.insert(id, state);
         }
+        let change = Change {
+            revision,
+            commit_time_us: now,
+            events,
+        };
+        self.batch
+            .insert(&keys::change(revision), codec::encode(&ChangeRecord::from(&change)));
+        self.changes.push(change);
         self.revision = revision;
-        self.writes = true;
         Ok(results)
     }
 
@@ -299,8 +406,12 @@ impl Group<'_> {
         Ok(current)
     }
 
-    /// Applies the batch atomically and makes it durable.
-    fn commit(mut self) -> std::result::Result<(), sled::Error> {
+    /// Applies the batch atomically and makes it durable; returns the
+    /// changes committed.
+    fn commit(mut self) -> std::result::Result<Vec<Change>, sled::Error> {
+        if self.changes.is_empty() && self.compacted.is_none() {
+            return Ok(Vec::new());
+        }
         for (article, time) in self.stats.drain() {
             let record = StatsRecord {
                 last_update_time_us: time,
@@ -315,7 +426,10 @@ impl Group<'_> {
         self.shared.tree.apply_batch(self.batch)?;
         self.shared.db.flush()?;
         self.shared.revision.store(self.revision, Ordering::Release);
-        Ok(())
+        if let Some(c) = self.compacted {
+            self.shared.compacted.store(c, Ordering::Release);
+        }
+        Ok(self.changes)
     }
 }
 

@@ -7,12 +7,17 @@
 //!
 //! | keyspace | key | value |
 //! |---|---|---|
-//! | meta | `m` `name` | per name: `revision` => u64 BE; `page_secret` => 32 bytes |
+//! | meta | `m` `name` | per name: `revision` => u64 BE; `compacted` => u64 BE; `page_secret` => 32 bytes |
 //! | articles | `a` `article_id` | [`codec::ArticleRecord`](super::codec::ArticleRecord) |
 //! | annotations by position | `p` `article_id` `0x00` `start: u32 BE` `uuid: 16` | [`codec::AnnotationRecord`](super::codec::AnnotationRecord) |
 //! | annotation locations | `n` `uuid: 16` | `start: u32 BE` `article_id` |
 //! | request ids | `r` `request_uuid: 16` | [`codec::RequestRecord`](super::codec::RequestRecord) |
 //! | article stats | `s` `article_id` | [`codec::StatsRecord`](super::codec::StatsRecord) |
+//! | changelog | `l` `revision: u64 BE` | [`codec::ChangeRecord`](super::codec::ChangeRecord) |
+//!
+//! Meta names: `revision` is the last committed revision; `compacted` the
+//! highest revision trimmed from the changelog (0: none), so the oldest kept
+//! is `compacted + 1`.
 //!
 //! Article ids never contain `0x00` (see [`ArticleId`]), so `article_id 0x00`
 //! is a prefix that no other article's keys share, and the position index
@@ -27,9 +32,25 @@ pub const POSITION: u8 = b'p';
 pub const LOCATION: u8 = b'n';
 pub const REQUEST: u8 = b'r';
 pub const STATS: u8 = b's';
+pub const CHANGE: u8 = b'l';
 
 pub const META_REVISION: &[u8] = b"mrevision";
 pub const META_PAGE_SECRET: &[u8] = b"mpage_secret";
+pub const META_COMPACTED: &[u8] = b"mcompacted";
+
+pub fn change(revision: u64) -> [u8; 9] {
+    let mut k = [CHANGE; 9];
+    k[1..].copy_from_slice(&revision.to_be_bytes());
+    k
+}
+
+/// The revision in a changelog key, if well formed.
+pub fn change_revision(key: &[u8]) -> Option<u64> {
+    match key {
+        [CHANGE, rest @ ..] => Some(u64::from_be_bytes(rest.try_into().ok()?)),
+        _ => None,
+    }
+}
 
 pub fn article(id: &ArticleId) -> Vec<u8> {
     prefixed(ARTICLE, id.as_str().as_bytes())

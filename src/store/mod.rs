@@ -17,13 +17,13 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use uuid::Uuid;
 
 use committer::Job;
 pub use committer::{Mutation, RequestKey};
 
-use crate::domain::{Annotation, AnnotationFilter, Article, ArticleId, Review};
+use crate::domain::{Annotation, AnnotationFilter, Article, ArticleId, Change, Review};
 use crate::error::{Error, Result};
 
 /// How many jobs may wait for the committer before callers wait to enqueue.
@@ -38,6 +38,38 @@ pub struct StoreConfig {
     pub seeds_dir: Option<PathBuf>,
     /// sled's page cache, in bytes: the main term of the server's memory.
     pub cache_capacity_bytes: u64,
+    /// How much of the changelog to keep for watchers resuming.
+    pub retention: Retention,
+}
+
+/// Changelog retention: an entry is trimmed once it is more than `revisions`
+/// behind the head or older than `age`, whichever comes first.
+#[derive(Clone, Copy, Debug)]
+pub struct Retention {
+    pub revisions: u64,
+    pub age: std::time::Duration,
+}
+
+impl Default for Retention {
+    /// A million revisions or a week: days of work for a busy desk.
+    fn default() -> Self {
+        Self {
+            revisions: 1_000_000,
+            age: std::time::Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+/// How many committed changes are buffered for live watchers; a watcher
+/// further behind catches up from the changelog on disk.
+pub const LIVE_BUFFER: usize = 1024;
+
+/// A read of the changelog.
+pub enum ChangesRead {
+    /// The changes from the revision asked for, in order.
+    Changes(Vec<Arc<Change>>),
+    /// The revision asked for was trimmed; `oldest` is the oldest kept.
+    Compacted { oldest: u64 },
 }
 
 impl StoreConfig {
@@ -46,6 +78,7 @@ impl StoreConfig {
             data_dir: data_dir.into(),
             seeds_dir: None,
             cache_capacity_bytes: 256 * 1024 * 1024,
+            retention: Retention::default(),
         }
     }
 }
@@ -65,6 +98,11 @@ struct Shared {
     visible: RwLock<()>,
     /// The revision of the last durable group.
     revision: AtomicU64,
+    /// The highest revision trimmed from the changelog (0: none).
+    compacted: AtomicU64,
+    retention: Retention,
+    /// Committed changes, published by the committer after each flush.
+    changes: broadcast::Sender<Arc<Change>>,
 }
 
 struct Inner {
@@ -144,6 +182,14 @@ impl Store {
             ),
             None => 0,
         };
+        let compacted = match tree.get(keys::META_COMPACTED).map_err(Error::internal)? {
+            Some(v) => u64::from_be_bytes(
+                v.as_ref()
+                    .try_into()
+                    .map_err(|_| Error::internal("corrupt compaction mark"))?,
+            ),
+            None => 0,
+        };
         let mut articles = BTreeMap::new();
         for item in tree.scan_prefix([keys::ARTICLE]) {
             let (k, v) = item.map_err(Error::internal)?;
@@ -161,6 +207,9 @@ impl Store {
             tree,
             visible: RwLock::new(()),
             revision: AtomicU64::new(revision),
+            compacted: AtomicU64::new(compacted),
+            retention: config.retention,
+            changes: broadcast::channel(LIVE_BUFFER).0,
         });
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let handle = committer::spawn(shared.clone(), rx);
@@ -303,6 +352,43 @@ impl Store {
             last_update,
             revision,
         ))
+    }
+
+    /// Live changes committed from now on. A receiver that falls more than
+    /// [`LIVE_BUFFER`] changes behind gets `Lagged` and should catch up with
+    /// [`Store::changes_since`].
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Change>> {
+        self.inner.shared.changes.subscribe()
+    }
+
+    /// The oldest revision the changelog still holds.
+    pub fn oldest_revision(&self) -> u64 {
+        self.inner.shared.compacted.load(Ordering::Acquire) + 1
+    }
+
+    /// Up to `limit` changes from revision `from` on, up to the durable
+    /// head. Blocking.
+    pub fn changes_since(&self, from: u64, limit: usize) -> Result<ChangesRead> {
+        let _visible = self.read_lock();
+        let head = self.revision();
+        let oldest = self.oldest_revision();
+        if from < oldest {
+            return Ok(ChangesRead::Compacted { oldest });
+        }
+        if from > head {
+            return Ok(ChangesRead::Changes(Vec::new()));
+        }
+        let mut out = Vec::new();
+        let range = keys::change(from)..keys::change(head + 1);
+        for item in self.inner.shared.tree.range(range).take(limit) {
+            let (_, v) = item.map_err(Error::internal)?;
+            let change = codec::decode_change(&v)?;
+            if change.revision != from + out.len() as u64 {
+                return Err(Error::internal(format!("changelog gap before revision {}", change.revision)));
+            }
+            out.push(Arc::new(change));
+        }
+        Ok(ChangesRead::Changes(out))
     }
 
     fn read_lock(&self) -> std::sync::RwLockReadGuard<'_, ()> {
