@@ -13,7 +13,6 @@
 //! revision never overtakes an event.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc, watch};
@@ -50,23 +49,41 @@ impl Default for WatchOptions {
 }
 
 /// Counts live watch streams; shared with whoever started the server.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct WatchGauge {
-    live: AtomicUsize,
+    live: watch::Sender<usize>,
+}
+
+impl Default for WatchGauge {
+    fn default() -> Self {
+        Self {
+            live: watch::channel(0).0,
+        }
+    }
 }
 
 impl WatchGauge {
     /// Watch streams open right now.
     pub fn live(&self) -> usize {
-        self.live.load(Ordering::Acquire)
+        *self.live.borrow()
+    }
+
+    /// Follows the count as it changes.
+    pub fn subscribe(&self) -> watch::Receiver<usize> {
+        self.live.subscribe()
     }
 
     /// Takes a slot, or `None` if `max` are taken.
     fn enter(self: &Arc<Self>, max: usize) -> Option<Slot> {
-        self.live
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
-            .ok()
-            .map(|_| Slot(self.clone()))
+        let mut taken = false;
+        self.live.send_if_modified(|n| {
+            taken = *n < max;
+            if taken {
+                *n += 1;
+            }
+            taken
+        });
+        taken.then(|| Slot(self.clone()))
     }
 }
 
@@ -75,7 +92,7 @@ struct Slot(Arc<WatchGauge>);
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.live.fetch_sub(1, Ordering::AcqRel);
+        self.0.live.send_modify(|n| *n -= 1);
     }
 }
 

@@ -9,7 +9,10 @@ use std::sync::Arc;
 
 use factcheck::auth::Tokens;
 use factcheck::pb::fact_check_service_client::FactCheckServiceClient;
-use factcheck::store::{Store, StoreConfig};
+use factcheck::server::Options;
+use factcheck::store::{Retention, Store, StoreConfig};
+use factcheck::watch::{WatchGauge, WatchOptions};
+use std::time::Duration;
 use tempfile::TempDir;
 use tokio::sync::oneshot;
 use tonic::metadata::{Ascii, MetadataValue};
@@ -43,9 +46,30 @@ impl Interceptor for Auth {
     }
 }
 
+/// What a test may change about the server.
+#[derive(Clone, Debug)]
+pub struct Setup {
+    pub retention: Retention,
+    pub watch: WatchOptions,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Self {
+            retention: Retention::default(),
+            watch: WatchOptions {
+                progress_interval: Duration::from_millis(200),
+                max_watchers: 2_000,
+            },
+        }
+    }
+}
+
 pub struct TestServer {
     pub addr: SocketAddr,
     pub data_dir: TempDir,
+    pub gauge: Arc<WatchGauge>,
+    pub setup: Setup,
     shutdown: Option<oneshot::Sender<()>>,
     handle: Option<tokio::task::JoinHandle<()>>,
 }
@@ -65,7 +89,12 @@ impl TestServer {
 
     /// Starts a server on `data_dir`, which may hold an earlier server's data.
     pub async fn start_in(data_dir: TempDir) -> Self {
+        Self::start_with(data_dir, Setup::default()).await
+    }
+
+    pub async fn start_with(data_dir: TempDir, setup: Setup) -> Self {
         let mut config = StoreConfig::new(data_dir.path());
+        config.retention = setup.retention;
         config.seeds_dir = Some(seeds_dir());
         config.cache_capacity_bytes = 32 * 1024 * 1024;
         let store = tokio::task::spawn_blocking(move || Store::open(&config))
@@ -76,8 +105,13 @@ impl TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
+        let gauge = Arc::new(WatchGauge::default());
+        let options = Options {
+            watch: setup.watch.clone(),
+            watch_gauge: gauge.clone(),
+        };
         let handle = tokio::spawn(async move {
-            factcheck::server::run(listener, store, Arc::new(tokens), async {
+            factcheck::server::run_with(listener, store, Arc::new(tokens), options, async {
                 let _ = rx.await;
             })
             .await
@@ -86,6 +120,8 @@ impl TestServer {
         TestServer {
             addr,
             data_dir,
+            gauge,
+            setup,
             shutdown: Some(tx),
             handle: Some(handle),
         }
@@ -107,6 +143,13 @@ impl TestServer {
 
     pub async fn client(&self) -> Client {
         self.client_with(Some(ALICE)).await
+    }
+
+    /// Restarts on the same data dir with the same setup.
+    pub async fn restart(self) -> Self {
+        let setup = self.setup.clone();
+        let dir = self.stop().await;
+        Self::start_with(dir, setup).await
     }
 
     /// Shuts the server down gracefully and hands back its data dir.
