@@ -455,10 +455,7 @@ impl WatchFilter {
     fn matches_state(&self, a: &Annotation) -> bool {
         self.article.as_ref().is_none_or(|id| *id == a.name.article)
             && self.verdict.is_none_or(|v| v == a.judgement.verdict)
-            && self
-                .analyst
-                .as_deref()
-                .is_none_or(|n| n == a.analyst.as_str())
+            && self.analyst.as_deref().is_none_or(|n| n == a.analyst.as_str())
     }
 
     /// An event matches if the annotation matched before or after it, so a

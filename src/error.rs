@@ -38,10 +38,7 @@ pub enum Error {
 
     /// A limit was reached.
     #[error("{message}")]
-    ResourceExhausted {
-        reason: &'static str,
-        message: String,
-    },
+    ResourceExhausted { reason: &'static str, message: String },
 
     /// No valid bearer token.
     #[error("{0}")]

@@ -13,6 +13,7 @@
 //! revision never overtakes an event.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc, watch};
@@ -52,12 +53,16 @@ impl Default for WatchOptions {
 #[derive(Debug)]
 pub struct WatchGauge {
     live: watch::Sender<usize>,
+    /// Times a watcher fell behind the live ring and went back to the
+    /// changelog on disk.
+    fell_behind: AtomicU64,
 }
 
 impl Default for WatchGauge {
     fn default() -> Self {
         Self {
             live: watch::channel(0).0,
+            fell_behind: AtomicU64::new(0),
         }
     }
 }
@@ -66,6 +71,11 @@ impl WatchGauge {
     /// Watch streams open right now.
     pub fn live(&self) -> usize {
         *self.live.borrow()
+    }
+
+    /// Times a watcher fell behind the live ring and caught up from disk.
+    pub fn fell_behind(&self) -> u64 {
+        self.fell_behind.load(Ordering::Relaxed)
     }
 
     /// Follows the count as it changes.
@@ -107,13 +117,15 @@ pub fn start(
     gauge: &Arc<WatchGauge>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<mpsc::Receiver<Outgoing>, Error> {
-    let slot = gauge.enter(options.max_watchers).ok_or_else(|| Error::ResourceExhausted {
-        reason: "TOO_MANY_WATCHERS",
-        message: format!(
-            "the server already serves {} watch streams: close one and retry",
-            options.max_watchers
-        ),
-    })?;
+    let slot = gauge
+        .enter(options.max_watchers)
+        .ok_or_else(|| Error::ResourceExhausted {
+            reason: "TOO_MANY_WATCHERS",
+            message: format!(
+                "the server already serves {} watch streams: close one and retry",
+                options.max_watchers
+            ),
+        })?;
     // Subscribe before anything reads the head: see the module docs.
     let live = store.subscribe();
     let head = store.revision();
@@ -131,7 +143,7 @@ pub fn start(
         tx,
         shutdown,
         progress_interval: options.progress_interval,
-        _slot: slot,
+        slot,
     };
     tokio::spawn(watcher.run(live, head));
     Ok(rx)
@@ -154,7 +166,7 @@ struct Watcher {
     tx: mpsc::Sender<Outgoing>,
     shutdown: watch::Receiver<bool>,
     progress_interval: Duration,
-    _slot: Slot,
+    slot: Slot,
 }
 
 /// Why a watch task stops early.
@@ -226,7 +238,10 @@ impl Watcher {
                     Ok(change) if change.revision < self.next => continue,
                     Ok(change) if change.revision == self.next => Some(change),
                     // A gap: the missed changes are in the changelog.
-                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => return Ok(()),
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                        self.slot.0.fell_behind.fetch_add(1, Ordering::Relaxed);
+                        return Ok(());
+                    }
                     Err(broadcast::error::RecvError::Closed) => return Err(Stop::Gone),
                 },
                 _ = progress.tick() => None,

@@ -18,7 +18,10 @@ const A2: &str = "002_946fad7c8fee627f";
 /// Bounds every wait so a broken server fails the test instead of hanging it.
 const PATIENCE: Duration = Duration::from_secs(30);
 
-async fn watch(client: &mut Client, req: pb::WatchAnnotationsRequest) -> Streaming<pb::WatchAnnotationsResponse> {
+async fn watch(
+    client: &mut Client,
+    req: pb::WatchAnnotationsRequest,
+) -> Streaming<pb::WatchAnnotationsResponse> {
     let mut stream = client.watch_annotations(req).await.unwrap().into_inner();
     let created = next(&mut stream).await;
     assert_eq!(created.kind, Kind::Created as i32);
@@ -55,9 +58,17 @@ async fn events_through(
     let mut seen = 0;
     while seen < revision {
         let msg = next(stream).await;
-        assert!(msg.revision >= seen, "revision went back: {} after {seen}", msg.revision);
+        assert!(
+            msg.revision >= seen,
+            "revision went back: {} after {seen}",
+            msg.revision
+        );
         if msg.kind == Kind::Events as i32 {
-            assert!(msg.revision > seen || out.is_empty(), "duplicate revision {}", msg.revision);
+            assert!(
+                msg.revision > seen || out.is_empty(),
+                "duplicate revision {}",
+                msg.revision
+            );
             assert!(!msg.events.is_empty());
             assert!(msg.commit_time.is_some());
             for e in &msg.events {
@@ -102,7 +113,16 @@ async fn write_mix(mut client: Client, seed: u32, n: u32) -> u32 {
     let mut mutations = 0;
     for i in 0..n {
         let start = (seed * 31 + i * 7) % 3000;
-        let a = create(&mut client, A1, pb::Span { start, end: start + 5 }, verdicts[(i % 3) as usize]).await;
+        let a = create(
+            &mut client,
+            A1,
+            pb::Span {
+                start,
+                end: start + 5,
+            },
+            verdicts[(i % 3) as usize],
+        )
+        .await;
         mutations += 1;
         if i % 3 == 0 {
             let updated = client
@@ -274,18 +294,18 @@ async fn filters_deliver_exactly_the_matching_events() {
                 .events
                 .iter()
                 .filter(|e| {
-                    [e.annotation.as_ref(), e.previous.as_ref()].into_iter().flatten().any(|a| {
-                        a.name.starts_with(&article(A1))
-                            && a.analyst == "bob"
-                            && a.verdict == Verdict::Disputed as i32
-                    })
+                    [e.annotation.as_ref(), e.previous.as_ref()]
+                        .into_iter()
+                        .flatten()
+                        .any(|a| {
+                            a.name.starts_with(&article(A1))
+                                && a.analyst == "bob"
+                                && a.verdict == Verdict::Disputed as i32
+                        })
                 })
                 .cloned()
                 .collect();
-            (!events.is_empty()).then(|| pb::WatchAnnotationsResponse {
-                events,
-                ..m.clone()
-            })
+            (!events.is_empty()).then(|| pb::WatchAnnotationsResponse { events, ..m.clone() })
         })
         .collect();
     assert_eq!(expected.len(), 2);
@@ -322,7 +342,13 @@ async fn compacted_revisions_end_the_watch_with_the_oldest_kept() {
     let server = TestServer::start_with(tempfile::tempdir().unwrap(), setup).await;
     let mut client = server.client().await;
     for i in 0..20 {
-        create(&mut client, A2, pb::Span { start: i, end: i + 1 }, Verdict::Verified).await;
+        create(
+            &mut client,
+            A2,
+            pb::Span { start: i, end: i + 1 },
+            Verdict::Verified,
+        )
+        .await;
     }
     let (_, head) = snapshot(&mut client).await;
     assert_eq!(head, 20);
@@ -358,7 +384,10 @@ async fn compacted_revisions_end_the_watch_with_the_oldest_kept() {
     // The oldest kept revision still replays.
     let mut stream = watch_all(&mut client, oldest).await;
     let got = events_through(&mut stream, head).await;
-    assert_eq!(got.iter().map(|m| m.revision).collect::<Vec<_>>(), (oldest..=head).collect::<Vec<_>>());
+    assert_eq!(
+        got.iter().map(|m| m.revision).collect::<Vec<_>>(),
+        (oldest..=head).collect::<Vec<_>>()
+    );
 
     // Compaction survives a restart.
     drop((stream, client));
@@ -425,7 +454,23 @@ async fn a_stalled_watcher_blocks_no_one_and_catches_up() {
             tokio::spawn(async move {
                 for i in 0..total / 16 + u64::from(w < total % 16) {
                     let start = ((w * 97 + i * 13) % 3000) as u32;
-                    create(&mut c, A1, pb::Span { start, end: start + 3 }, Verdict::Verified).await;
+                    // Large events, so the stalled stream's buffers (HTTP/2
+                    // windows, its queue, the live ring) all overflow.
+                    let mut a = new_annotation(
+                        pb::Span {
+                            start,
+                            end: start + 3,
+                        },
+                        Verdict::Verified,
+                    );
+                    a.note = "“checked” – ".repeat(400);
+                    c.create_annotation(pb::CreateAnnotationRequest {
+                        parent: article(A1),
+                        annotation: Some(a),
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap();
                 }
             })
         })
@@ -443,6 +488,10 @@ async fn a_stalled_watcher_blocks_no_one_and_catches_up() {
     // The stalled one now reads everything, in order, exactly once.
     let caught_up = events_through(&mut stalled, total).await;
     assert_eq!(caught_up, read);
+    assert!(
+        server.gauge.fell_behind() > 0,
+        "the stalled watcher never left the live ring"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

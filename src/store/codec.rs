@@ -6,7 +6,9 @@
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use uuid::Uuid;
 
-use crate::domain::{Analyst, Annotation, AnnotationName, ArticleId, Change, Event, Judgement, Span, Verdict};
+use crate::domain::{
+    Analyst, Annotation, AnnotationName, ArticleId, Change, Event, Judgement, Span, Verdict,
+};
 use crate::error::{Error, Result};
 
 /// The version byte every value written today starts with.

@@ -85,7 +85,9 @@ fn run(shared: &Shared, mut rx: mpsc::Receiver<Job>) {
         }
         if failed {
             for job in jobs.drain(..) {
-                let _ = job.reply.send(Err(Error::internal("the store failed an earlier commit")));
+                let _ = job
+                    .reply
+                    .send(Err(Error::internal("the store failed an earlier commit")));
             }
             continue;
         }
@@ -316,8 +318,10 @@ impl Group<'_> {
             commit_time_us: now,
             events,
         };
-        self.batch
-            .insert(&keys::change(revision), codec::encode(&ChangeRecord::from(&change)));
+        self.batch.insert(
+            &keys::change(revision),
+            codec::encode(&ChangeRecord::from(&change)),
+        );
         self.changes.push(change);
         self.revision = revision;
         Ok(results)

@@ -384,7 +384,10 @@ impl Store {
             let (_, v) = item.map_err(Error::internal)?;
             let change = codec::decode_change(&v)?;
             if change.revision != from + out.len() as u64 {
-                return Err(Error::internal(format!("changelog gap before revision {}", change.revision)));
+                return Err(Error::internal(format!(
+                    "changelog gap before revision {}",
+                    change.revision
+                )));
             }
             out.push(Arc::new(change));
         }
