@@ -187,6 +187,20 @@ pub fn fingerprint(request: &impl prost::Message, analyst: &str) -> [u8; 32] {
     h.finalize().into()
 }
 
+/// Most children in one batch request.
+pub const MAX_BATCH: usize = 1000;
+
+/// A batch holds 1 to [`MAX_BATCH`] children.
+pub fn batch_size(field: &str, n: usize) -> Result<()> {
+    if n == 0 || n > MAX_BATCH {
+        return Err(Error::invalid(
+            field,
+            format!("must hold 1 to {MAX_BATCH} entries, got {n}"),
+        ));
+    }
+    Ok(())
+}
+
 /// `page_size`: 0 is the default, larger than the maximum is the maximum.
 pub fn page_size(field: &str, size: i32) -> Result<usize> {
     match size {

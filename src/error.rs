@@ -48,6 +48,10 @@ pub enum Error {
     #[error("the server is shutting down")]
     Unavailable,
 
+    /// One child of a batch failed, which fails the whole batch.
+    #[error("{at}: {error}")]
+    Child { at: String, error: Box<Error> },
+
     /// A bug or a storage failure; the detail is logged, not sent.
     #[error("internal error: {0}")]
     Internal(String),
@@ -73,6 +77,18 @@ impl Error {
         Error::Internal(detail.to_string())
     }
 
+    /// This error, as the failure of the batch child `at` (`requests[3]`).
+    pub fn at(self, at: impl Into<String>) -> Self {
+        match self {
+            // Internal errors are about the whole call, not a child.
+            Error::Internal(_) | Error::Unavailable => self,
+            error => Error::Child {
+                at: at.into(),
+                error: Box::new(error),
+            },
+        }
+    }
+
     /// The `ErrorInfo.reason` (UPPER_SNAKE, AIP-193).
     pub fn reason(&self) -> &'static str {
         match self {
@@ -83,6 +99,7 @@ impl Error {
             | Error::Aborted { reason, .. }
             | Error::ResourceExhausted { reason, .. } => reason,
             Error::Compacted { .. } => "REVISION_COMPACTED",
+            Error::Child { error, .. } => error.reason(),
             Error::Unauthenticated(_) => "UNAUTHENTICATED",
             Error::Unavailable => "UNAVAILABLE",
             Error::Internal(_) => "INTERNAL",
@@ -100,6 +117,7 @@ impl Error {
             Error::ResourceExhausted { .. } => Code::ResourceExhausted,
             Error::Unauthenticated(_) => Code::Unauthenticated,
             Error::Unavailable => Code::Unavailable,
+            Error::Child { error, .. } => error.code(),
             Error::Internal(_) => Code::Internal,
         }
     }
@@ -111,14 +129,22 @@ impl From<Error> for Status {
         if let Error::Compacted { oldest, .. } = &err {
             metadata.insert("oldest_revision".into(), oldest.to_string());
         }
+        // A batch child's error: say which child, and prefix its field.
+        let (prefix, inner) = match &err {
+            Error::Child { at, error } => {
+                metadata.insert("child".into(), at.clone());
+                (format!("{at}."), error.as_ref())
+            }
+            _ => (String::new(), &err),
+        };
         let mut details = ErrorDetails::with_error_info(err.reason(), ERROR_DOMAIN, metadata);
-        let message = match &err {
+        let message = match inner {
             Error::Internal(detail) => {
                 tracing::error!(error = %detail, "internal error");
                 "internal error".to_owned()
             }
             Error::InvalidArgument { field, description } => {
-                details.add_bad_request_violation(field.clone(), description.clone());
+                details.add_bad_request_violation(format!("{prefix}{field}"), description.clone());
                 err.to_string()
             }
             Error::NotFound { resource } => {

@@ -8,11 +8,11 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::convert::{self, PageTokens};
-use crate::domain::{Article, ArticleId, Caller};
+use crate::domain::{Annotation, AnnotationName, Article, ArticleId, Caller};
 use crate::error::{Error, Result};
 use crate::pb;
 use crate::pb::fact_check_service_server::FactCheckService;
-use crate::store::{Cursor, Mutation, RequestKey, Store};
+use crate::store::{Applied, Cursor, Mutation, RequestKey, Store, Submit};
 use crate::watch::{self as watcher, WatchGauge, WatchOptions};
 
 /// The service; clones share the store.
@@ -50,6 +50,138 @@ impl Service {
         }
     }
 
+    fn to_pb(&self, a: &Annotation) -> Result<pb::Annotation> {
+        Ok(convert::annotation_to_pb(a, self.article(&a.name.article)?))
+    }
+
+    fn all_to_pb(&self, all: &[Annotation]) -> Result<Vec<pb::Annotation>> {
+        all.iter().map(|a| self.to_pb(a)).collect()
+    }
+
+    /// The mutation a create request asks for. `within` is the batch's
+    /// parent (`Some(None)` for `articles/-`); `None` outside a batch.
+    fn create_mutation(
+        &self,
+        req: &pb::CreateAnnotationRequest,
+        within: Option<Option<&ArticleId>>,
+        caller: &Caller,
+    ) -> Result<(Mutation, Arc<Article>)> {
+        let id = match (within, req.parent.is_empty()) {
+            (Some(Some(parent)), true) => parent.clone(),
+            (Some(None), true) => {
+                return Err(Error::invalid(
+                    "parent",
+                    "is required when the batch's parent is articles/-",
+                ));
+            }
+            _ => {
+                let id = convert::article_name("parent", &req.parent)?;
+                if let Some(Some(parent)) = within
+                    && *parent != id
+                {
+                    return Err(Error::invalid(
+                        "parent",
+                        format!("must be empty or the batch's parent {}", parent.name()),
+                    ));
+                }
+                id
+            }
+        };
+        let annotation = req
+            .annotation
+            .as_ref()
+            .ok_or_else(|| Error::invalid("annotation", "is required"))?;
+        let article = self.article(&id)?.clone();
+        let judgement = convert::new_judgement(annotation, &article)?;
+        if !req.expected_quote.is_empty() {
+            let actual = article.quote(judgement.span).unwrap_or_default();
+            if actual != req.expected_quote {
+                return Err(Error::invalid(
+                    "expected_quote",
+                    format!(
+                        "does not match the text at {}: the text there is {actual:?}",
+                        judgement.span
+                    ),
+                ));
+            }
+        }
+        let mutation = Mutation::Create {
+            name: AnnotationName {
+                article: id,
+                id: uuid::Uuid::now_v7(),
+            },
+            judgement,
+            analyst: caller.analyst.clone(),
+        };
+        Ok((mutation, article))
+    }
+
+    fn update_mutation(
+        &self,
+        req: &pb::UpdateAnnotationRequest,
+        within: Option<Option<&ArticleId>>,
+    ) -> Result<Mutation> {
+        let annotation = req
+            .annotation
+            .as_ref()
+            .ok_or_else(|| Error::invalid("annotation", "is required"))?;
+        let name = convert::annotation_name("annotation.name", &annotation.name)?;
+        check_within(&name, within.flatten()).map_err(|e| match e {
+            Error::InvalidArgument { description, .. } => Error::invalid("annotation.name", description),
+            e => e,
+        })?;
+        let article = self
+            .store
+            .article(&name.article)
+            .ok_or_else(|| Error::not_found(name.to_string()))?;
+        let patch = convert::patch(annotation, req.update_mask.as_ref(), article)?;
+        let etag = [&req.etag, &annotation.etag]
+            .into_iter()
+            .find(|e| !e.is_empty())
+            .cloned();
+        Ok(Mutation::Update { name, patch, etag })
+    }
+
+    fn delete_mutation(
+        &self,
+        req: &pb::DeleteAnnotationRequest,
+        within: Option<Option<&ArticleId>>,
+    ) -> Result<Mutation> {
+        let name = convert::annotation_name("name", &req.name)?;
+        check_within(&name, within.flatten())?;
+        if self.store.article(&name.article).is_none() {
+            return Err(Error::not_found(name.to_string()));
+        }
+        let etag = (!req.etag.is_empty()).then(|| req.etag.clone());
+        Ok(Mutation::Delete { name, etag })
+    }
+
+    /// Submits a batch's mutations, with its request id if it has one.
+    async fn submit<R: prost::Message + Clone + HasRequestId>(
+        &self,
+        mutations: Vec<Mutation>,
+        req: &R,
+        caller: &Caller,
+        validate_only: bool,
+        clear_id: impl FnOnce(&mut R),
+    ) -> Result<Applied> {
+        let request_id = convert::request_id("request_id", req.request_id())?;
+        // A validate-only call records nothing, so it needs no request key.
+        let request = if validate_only {
+            None
+        } else {
+            request_key(request_id, req, caller, clear_id)
+        };
+        self.store
+            .submit(Submit {
+                mutations,
+                request,
+                validate_only,
+                children: Some("requests"),
+            })
+            .await
+    }
+
     /// Runs blocking store work off the async runtime's threads.
     async fn blocking<T: Send + 'static>(
         &self,
@@ -62,6 +194,44 @@ impl Service {
     }
 }
 
+/// Validates each child of a batch; a failure names the child.
+fn children<T, M>(items: &[T], mut each: impl FnMut(&T) -> Result<M>) -> Result<Vec<M>> {
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| each(item).map_err(|e| e.at(format!("requests[{i}]"))))
+        .collect()
+}
+
+/// The request key of a request with a `request_id`: the id and a
+/// fingerprint of the request without it.
+fn request_key<R: prost::Message + Clone>(
+    request_id: Option<uuid::Uuid>,
+    req: &R,
+    caller: &Caller,
+    clear_id: impl FnOnce(&mut R),
+) -> Option<RequestKey> {
+    request_id.map(|id| {
+        let mut bare = req.clone();
+        clear_id(&mut bare);
+        RequestKey {
+            id,
+            fingerprint: convert::fingerprint(&bare, caller.analyst.as_str()),
+        }
+    })
+}
+
+/// Checks that `name` is under the batch's parent (`None`: `articles/-`).
+fn check_within(name: &AnnotationName, within: Option<&ArticleId>) -> Result<()> {
+    match within {
+        Some(parent) if *parent != name.article => Err(Error::invalid(
+            "name",
+            format!("{name} is not under the batch's parent {}", parent.name()),
+        )),
+        _ => Ok(()),
+    }
+}
+
 fn caller<T>(req: &Request<T>) -> Result<Caller> {
     req.extensions()
         .get::<Caller>()
@@ -69,9 +239,11 @@ fn caller<T>(req: &Request<T>) -> Result<Caller> {
         .ok_or_else(|| Error::Unauthenticated("missing credentials".into()))
 }
 
-fn single(mut results: Vec<crate::domain::Annotation>) -> Result<crate::domain::Annotation> {
-    results
-        .pop()
+fn single(applied: Applied) -> Result<Annotation> {
+    applied
+        .annotations
+        .into_iter()
+        .next()
         .ok_or_else(|| Error::internal("a single mutation returned no result"))
 }
 
@@ -148,45 +320,9 @@ impl FactCheckService for Service {
     ) -> Result<Response<pb::Annotation>, Status> {
         let caller = caller(&req)?;
         let req = req.into_inner();
-        let id = convert::article_name("parent", &req.parent)?;
-        let annotation = req
-            .annotation
-            .as_ref()
-            .ok_or_else(|| Error::invalid("annotation", "is required"))?;
+        let (mutation, article) = self.create_mutation(&req, None, &caller)?;
         let request_id = convert::request_id("request_id", &req.request_id)?;
-        let article = self.article(&id)?.clone();
-        let judgement = convert::new_judgement(annotation, &article)?;
-        if !req.expected_quote.is_empty() {
-            let actual = article.quote(judgement.span).unwrap_or_default();
-            if actual != req.expected_quote {
-                return Err(Error::invalid(
-                    "expected_quote",
-                    format!(
-                        "does not match the text at {}: the text there is {actual:?}",
-                        judgement.span
-                    ),
-                )
-                .into());
-            }
-        }
-        let request = request_id.map(|rid| RequestKey {
-            id: rid,
-            fingerprint: convert::fingerprint(
-                &pb::CreateAnnotationRequest {
-                    request_id: String::new(),
-                    ..req.clone()
-                },
-                caller.analyst.as_str(),
-            ),
-        });
-        let mutation = Mutation::Create {
-            name: crate::domain::AnnotationName {
-                article: id,
-                id: uuid::Uuid::now_v7(),
-            },
-            judgement,
-            analyst: caller.analyst,
-        };
+        let request = request_key(request_id, &req, &caller, |r| r.request_id.clear());
         let created = single(self.store.apply(vec![mutation], request).await?)?;
         Ok(Response::new(convert::annotation_to_pb(&created, &article)))
     }
@@ -213,28 +349,9 @@ impl FactCheckService for Service {
         req: Request<pb::UpdateAnnotationRequest>,
     ) -> Result<Response<pb::Annotation>, Status> {
         caller(&req)?;
-        let req = req.into_inner();
-        let annotation = req
-            .annotation
-            .as_ref()
-            .ok_or_else(|| Error::invalid("annotation", "is required"))?;
-        let name = convert::annotation_name("annotation.name", &annotation.name)?;
-        let article = self
-            .store
-            .article(&name.article)
-            .ok_or_else(|| Error::not_found(name.to_string()))?
-            .clone();
-        let patch = convert::patch(annotation, req.update_mask.as_ref(), &article)?;
-        let etag = [&req.etag, &annotation.etag]
-            .into_iter()
-            .find(|e| !e.is_empty())
-            .cloned();
-        let updated = single(
-            self.store
-                .apply(vec![Mutation::Update { name, patch, etag }], None)
-                .await?,
-        )?;
-        Ok(Response::new(convert::annotation_to_pb(&updated, &article)))
+        let mutation = self.update_mutation(&req.into_inner(), None)?;
+        let updated = single(self.store.apply(vec![mutation], None).await?)?;
+        Ok(Response::new(self.to_pb(&updated)?))
     }
 
     async fn delete_annotation(
@@ -242,16 +359,100 @@ impl FactCheckService for Service {
         req: Request<pb::DeleteAnnotationRequest>,
     ) -> Result<Response<()>, Status> {
         caller(&req)?;
-        let req = req.into_inner();
-        let name = convert::annotation_name("name", &req.name)?;
-        if self.store.article(&name.article).is_none() {
-            return Err(Error::not_found(name.to_string()).into());
-        }
-        let etag = (!req.etag.is_empty()).then_some(req.etag);
-        self.store
-            .apply(vec![Mutation::Delete { name, etag }], None)
-            .await?;
+        let mutation = self.delete_mutation(&req.into_inner(), None)?;
+        self.store.apply(vec![mutation], None).await?;
         Ok(Response::new(()))
+    }
+
+    async fn batch_create_annotations(
+        &self,
+        req: Request<pb::BatchCreateAnnotationsRequest>,
+    ) -> Result<Response<pb::BatchCreateAnnotationsResponse>, Status> {
+        let caller = caller(&req)?;
+        let req = req.into_inner();
+        let within = convert::annotation_parent("parent", &req.parent)?;
+        convert::batch_size("requests", req.requests.len())?;
+        let mutations = children(&req.requests, |child| {
+            if !child.request_id.is_empty() {
+                return Err(Error::invalid(
+                    "request_id",
+                    "must be empty in a batch: set the batch's request_id",
+                ));
+            }
+            Ok(self.create_mutation(child, Some(within.as_ref()), &caller)?.0)
+        })?;
+        let applied = self.submit(mutations, &req, &caller, req.validate_only, |r| r.request_id.clear()).await?;
+        Ok(Response::new(pb::BatchCreateAnnotationsResponse {
+            annotations: self.all_to_pb(&applied.annotations)?,
+            revision: applied.revision,
+        }))
+    }
+
+    async fn batch_update_annotations(
+        &self,
+        req: Request<pb::BatchUpdateAnnotationsRequest>,
+    ) -> Result<Response<pb::BatchUpdateAnnotationsResponse>, Status> {
+        let caller = caller(&req)?;
+        let req = req.into_inner();
+        let within = convert::annotation_parent("parent", &req.parent)?;
+        convert::batch_size("requests", req.requests.len())?;
+        let mutations = children(&req.requests, |child| self.update_mutation(child, Some(within.as_ref())))?;
+        let applied = self.submit(mutations, &req, &caller, req.validate_only, |r| r.request_id.clear()).await?;
+        Ok(Response::new(pb::BatchUpdateAnnotationsResponse {
+            annotations: self.all_to_pb(&applied.annotations)?,
+            revision: applied.revision,
+        }))
+    }
+
+    async fn batch_delete_annotations(
+        &self,
+        req: Request<pb::BatchDeleteAnnotationsRequest>,
+    ) -> Result<Response<pb::BatchDeleteAnnotationsResponse>, Status> {
+        let caller = caller(&req)?;
+        let req = req.into_inner();
+        let within = convert::annotation_parent("parent", &req.parent)?;
+        convert::batch_size("requests", req.requests.len())?;
+        let mutations = children(&req.requests, |child| self.delete_mutation(child, Some(within.as_ref())))?;
+        let applied = self.submit(mutations, &req, &caller, req.validate_only, |r| r.request_id.clear()).await?;
+        Ok(Response::new(pb::BatchDeleteAnnotationsResponse {
+            revision: applied.revision,
+        }))
+    }
+
+    async fn batch_get_annotations(
+        &self,
+        req: Request<pb::BatchGetAnnotationsRequest>,
+    ) -> Result<Response<pb::BatchGetAnnotationsResponse>, Status> {
+        let req = req.into_inner();
+        let within = convert::annotation_parent("parent", &req.parent)?;
+        convert::batch_size("names", req.names.len())?;
+        let names = req
+            .names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let field = format!("names[{i}]");
+                let name = convert::annotation_name(&field, n)?;
+                check_within(&name, within.as_ref()).map_err(|e| match e {
+                    Error::InvalidArgument { description, .. } => Error::invalid(&field, description),
+                    e => e,
+                })?;
+                Ok(name)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let (found, revision) = self.blocking(move |store| store.get_many(&names)).await?;
+        let annotations = found
+            .into_iter()
+            .enumerate()
+            .map(|(i, a)| {
+                let a = a.ok_or_else(|| Error::not_found(req.names[i].clone()).at(format!("names[{i}]")))?;
+                self.to_pb(&a)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Response::new(pb::BatchGetAnnotationsResponse {
+            annotations,
+            revision,
+        }))
     }
 
     async fn list_annotations(
@@ -302,3 +503,24 @@ impl FactCheckService for Service {
         Ok(Response::new(convert::review_to_pb(&review)))
     }
 }
+
+/// Batch requests that carry a `request_id`.
+trait HasRequestId {
+    fn request_id(&self) -> &str;
+}
+
+macro_rules! has_request_id {
+    ($($t:ty),*) => {$(
+        impl HasRequestId for $t {
+            fn request_id(&self) -> &str {
+                &self.request_id
+            }
+        }
+    )*};
+}
+
+has_request_id!(
+    pb::BatchCreateAnnotationsRequest,
+    pb::BatchUpdateAnnotationsRequest,
+    pb::BatchDeleteAnnotationsRequest
+);

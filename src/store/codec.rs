@@ -61,6 +61,8 @@ pub struct RequestRecord {
     pub fingerprint: [u8; 32],
     /// The annotations the request returned, in order.
     pub results: Vec<AnnotationRecord>,
+    /// The revision the request committed as.
+    pub revision: u64,
 }
 
 /// Per-article facts kept up to date at write time.

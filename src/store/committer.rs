@@ -58,8 +58,21 @@ pub struct RequestKey {
 pub struct Job {
     pub mutations: Vec<Mutation>,
     pub request: Option<RequestKey>,
+    /// Check everything, write nothing.
+    pub validate_only: bool,
+    /// For a batch, what its children are called in errors (`requests`), so
+    /// a failed child is named `requests[3]`.
+    pub children: Option<&'static str>,
+    pub reply: oneshot::Sender<Result<Applied>>,
+}
+
+/// What a job did.
+#[derive(Clone, Debug)]
+pub struct Applied {
     /// The annotation after each mutation (before it, for a delete).
-    pub reply: oneshot::Sender<Result<Vec<Annotation>>>,
+    pub annotations: Vec<Annotation>,
+    /// The revision the job committed as; 0 for validate-only jobs.
+    pub revision: u64,
 }
 
 pub fn spawn(shared: Arc<Shared>, rx: mpsc::Receiver<Job>) -> std::thread::JoinHandle<()> {
@@ -98,17 +111,22 @@ fn run(shared: &Shared, mut rx: mpsc::Receiver<Job>) {
 
 /// Commits one group and answers its callers; false if the commit failed.
 fn commit_group(shared: &Shared, jobs: &mut Vec<Job>, compactor: &mut Compactor) -> bool {
-    let mut group = Group {
-        shared,
-        batch: sled::Batch::default(),
-        touched: HashMap::new(),
-        requests: HashMap::new(),
-        stats: HashMap::new(),
-        changes: Vec::new(),
-        revision: shared.revision.load(Ordering::Acquire),
-        compacted: None,
-    };
-    let mut results: Vec<Result<Vec<Annotation>>> = jobs.iter().map(|job| group.stage(job)).collect();
+    let mut group = Group::new(shared);
+    let mut results: Vec<Result<Applied>> = jobs
+        .iter()
+        .map(|job| {
+            if job.validate_only {
+                // Checked against the durable state, staged into a group that
+                // is thrown away.
+                Group::new(shared).stage(job).map(|applied| Applied {
+                    revision: 0,
+                    ..applied
+                })
+            } else {
+                group.stage(job)
+            }
+        })
+        .collect();
     group.compacted = compactor.stage(&mut group.batch, group.revision);
 
     let ok = match group.commit() {
@@ -229,9 +247,22 @@ struct Group<'a> {
     compacted: Option<u64>,
 }
 
-impl Group<'_> {
+impl<'a> Group<'a> {
+    fn new(shared: &'a Shared) -> Self {
+        Group {
+            shared,
+            batch: sled::Batch::default(),
+            touched: HashMap::new(),
+            requests: HashMap::new(),
+            stats: HashMap::new(),
+            changes: Vec::new(),
+            revision: shared.revision.load(Ordering::Acquire),
+            compacted: None,
+        }
+    }
+
     /// Checks and stages one job; on error nothing of it is staged.
-    fn stage(&mut self, job: &Job) -> Result<Vec<Annotation>> {
+    fn stage(&mut self, job: &Job) -> Result<Applied> {
         if let Some(req) = job.request
             && let Some(prev) = self.request(req.id)?
         {
@@ -241,7 +272,10 @@ impl Group<'_> {
                     message: format!("request_id {} was already used by another request", req.id),
                 });
             }
-            return prev.results.into_iter().map(Annotation::try_from).collect();
+            return Ok(Applied {
+                annotations: prev.results.into_iter().map(Annotation::try_from).collect::<Result<_>>()?,
+                revision: prev.revision,
+            });
         }
 
         let revision = self.revision + 1;
@@ -250,7 +284,11 @@ impl Group<'_> {
         // mutations of the same job.
         let mut local: HashMap<Uuid, Option<Annotation>> = HashMap::new();
         let mut changes: Vec<(Option<Annotation>, Option<Annotation>)> = Vec::new();
-        for m in &job.mutations {
+        for (i, m) in job.mutations.iter().enumerate() {
+            let name_child = |e: Error| match job.children {
+                Some(label) => e.at(format!("{label}[{i}]")),
+                None => e,
+            };
             let (before, after) = match m {
                 Mutation::Create {
                     name,
@@ -258,10 +296,10 @@ impl Group<'_> {
                     analyst,
                 } => {
                     if self.current(&local, name)?.is_some() {
-                        return Err(Error::AlreadyExists {
+                        return Err(name_child(Error::AlreadyExists {
                             reason: "ANNOTATION_EXISTS",
                             message: format!("{name} already exists"),
-                        });
+                        }));
                     }
                     let created = Annotation {
                         name: name.clone(),
@@ -274,7 +312,7 @@ impl Group<'_> {
                     (None, Some(created))
                 }
                 Mutation::Update { name, patch, etag } => {
-                    let before = self.existing(&local, name, etag.as_deref())?;
+                    let before = self.existing(&local, name, etag.as_deref()).map_err(name_child)?;
                     let mut after = before.clone();
                     patch.apply(&mut after.judgement);
                     after.update_time_us = now;
@@ -282,7 +320,7 @@ impl Group<'_> {
                     (Some(before), Some(after))
                 }
                 Mutation::Delete { name, etag } => {
-                    let before = self.existing(&local, name, etag.as_deref())?;
+                    let before = self.existing(&local, name, etag.as_deref()).map_err(name_child)?;
                     (Some(before), None)
                 }
             };
@@ -306,6 +344,7 @@ impl Group<'_> {
             let record = RequestRecord {
                 fingerprint: req.fingerprint,
                 results: results.iter().map(AnnotationRecord::from).collect(),
+                revision,
             };
             self.batch.insert(keys::request(req.id), codec::encode(&record));
             self.requests.insert(req.id, record);
@@ -324,7 +363,10 @@ impl Group<'_> {
         );
         self.changes.push(change);
         self.revision = revision;
-        Ok(results)
+        Ok(Applied {
+            annotations: results,
+            revision,
+        })
     }
 
     fn stage_change(&mut self, before: Option<&Annotation>, after: Option<&Annotation>) {
@@ -364,6 +406,7 @@ impl Group<'_> {
             return Ok(Some(RequestRecord {
                 fingerprint: r.fingerprint,
                 results: r.results.clone(),
+                revision: r.revision,
             }));
         }
         match self.shared.tree.get(keys::request(id)).map_err(Error::internal)? {

@@ -21,9 +21,9 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use uuid::Uuid;
 
 use committer::Job;
-pub use committer::{Mutation, RequestKey};
+pub use committer::{Applied, Mutation, RequestKey};
 
-use crate::domain::{Annotation, AnnotationFilter, Article, ArticleId, Change, Review};
+use crate::domain::{Annotation, AnnotationFilter, AnnotationName, Article, ArticleId, Change, Review};
 use crate::error::{Error, Result};
 
 /// How many jobs may wait for the committer before callers wait to enqueue.
@@ -142,6 +142,16 @@ impl Cursor {
     }
 }
 
+/// A job for [`Store::submit`].
+pub struct Submit {
+    pub mutations: Vec<Mutation>,
+    pub request: Option<RequestKey>,
+    /// Check everything, write nothing.
+    pub validate_only: bool,
+    /// What the mutations are called in errors, e.g. `requests`.
+    pub children: Option<&'static str>,
+}
+
 /// One page of annotations.
 pub struct AnnotationPage {
     pub annotations: Vec<Annotation>,
@@ -245,11 +255,25 @@ impl Store {
 
     /// Applies `mutations` atomically as one revision, durably. A repeated
     /// `request` returns the first outcome instead.
-    pub async fn apply(
-        &self,
-        mutations: Vec<Mutation>,
-        request: Option<RequestKey>,
-    ) -> Result<Vec<Annotation>> {
+    pub async fn apply(&self, mutations: Vec<Mutation>, request: Option<RequestKey>) -> Result<Applied> {
+        self.submit(Submit {
+            mutations,
+            request,
+            validate_only: false,
+            children: None,
+        })
+        .await
+    }
+
+    /// Applies (or only checks) a batch: like [`Store::apply`], and a failed
+    /// mutation is named `{children}[i]`.
+    pub async fn submit(&self, submit: Submit) -> Result<Applied> {
+        let Submit {
+            mutations,
+            request,
+            validate_only,
+            children,
+        } = submit;
         let queue = self
             .inner
             .queue
@@ -261,10 +285,23 @@ impl Store {
         let job = Job {
             mutations,
             request,
+            validate_only,
+            children,
             reply,
         };
         queue.send(job).await.map_err(|_| Error::Unavailable)?;
         answer.await.map_err(|_| Error::Unavailable)?
+    }
+
+    /// Several annotations read at one revision; `None` where missing.
+    /// Blocking, briefly.
+    pub fn get_many(&self, names: &[AnnotationName]) -> Result<(Vec<Option<Annotation>>, u64)> {
+        let _visible = self.read_lock();
+        let found = names
+            .iter()
+            .map(|n| Ok(read_annotation(&self.inner.shared.tree, n.id)?.filter(|a| a.name.article == n.article)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok((found, self.revision()))
     }
 
     /// One annotation by name. Blocking, briefly.
