@@ -24,6 +24,7 @@
 //!   the live broadcast.
 //! - [`server`]: [`server::run`] serves on a listener the caller bound.
 //! - [`config`]: command-line flags.
+//! - [`cli`]: the client subcommands (`annotate`, `list`, `apply`, ...).
 //! - `bin/factcheck.rs`: the binary.
 //!
 //! # Invariants
@@ -40,6 +41,7 @@
 //!   and answered as a plain "internal error".
 
 pub mod auth;
+pub mod cli;
 pub mod config;
 pub mod convert;
 pub mod domain;

@@ -1,4 +1,9 @@
-//! The `factcheck` binary: `factcheck serve` runs the server.
+//! The `factcheck` binary: `factcheck serve` runs the server; every other
+//! subcommand is a client of a running server (see `factcheck --help`).
+//!
+//! Client exit codes: 0 success, 1 other failure (e.g. an unreadable file),
+//! 2 usage error or bad input, 3 the server refused the request, 4 the
+//! server could not be reached.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -10,12 +15,14 @@ use factcheck::store::{Store, StoreConfig};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The server logs at info by default; client commands only warn.
+    let default_level = if matches!(cli.command, Command::Serve(_)) { "info" } else { "warn" };
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level)))
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -23,15 +30,21 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = match cli.command {
-        Command::Serve(args) => runtime.block_on(serve(args)),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("error: {message}");
-            ExitCode::FAILURE
-        }
+    match cli.command {
+        Command::Serve(args) => match runtime.block_on(serve(args)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(message) => {
+                eprintln!("error: {message}");
+                ExitCode::FAILURE
+            }
+        },
+        command => match runtime.block_on(factcheck::cli::run(command)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {}", e.message());
+                ExitCode::from(e.exit_code())
+            }
+        },
     }
 }
 

@@ -1,0 +1,477 @@
+//! `factcheck apply`: a JSONL file of operations, validated in full before
+//! anything is written, then applied as atomic batches.
+//!
+//! One operation a line:
+//!
+//! ```json
+//! {"op":"create","article":"001_728dec46794c22c1","quote":"조태열","verdict":"disputed","note":"…","sources":["…"]}
+//! {"op":"create","article":"001_728dec46794c22c1","span":{"start":2843,"end":2846},"verdict":"verified"}
+//! {"op":"update","name":"articles/…/annotations/…","verdict":"disputed","etag":"\"12\""}
+//! {"op":"delete","name":"articles/…/annotations/…"}
+//! ```
+//!
+//! A create names its span by `span`, by `quote` (with `occurrence` when the
+//! quote occurs more than once), or both (the quote then guards the span).
+//! An update changes the fields it names. `analyst` is accepted and ignored
+//! (the caller's token decides it), so `export` output applies as it is.
+
+use std::collections::HashMap;
+use std::io::{IsTerminal, Read};
+use std::time::Duration;
+
+use prost::Message;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tonic_types::StatusExt;
+
+use super::{CliError, Client, Result, connect, find_quote, json::verdict_from_str, json::verdict_str};
+use crate::config::{ClientArgs, OutputFormat};
+use crate::pb;
+
+/// Children per batch request; below the server's maximum of 1000.
+const BATCH: usize = 500;
+/// Encoded bytes per batch request; below the server's 4 MiB limit.
+const BATCH_BYTES: usize = 2 * 1024 * 1024;
+
+#[derive(Serialize, Deserialize, Clone, Copy)]
+#[serde(deny_unknown_fields)]
+struct SpanJson {
+    start: u32,
+    end: u32,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+enum Op {
+    Create {
+        article: String,
+        span: Option<SpanJson>,
+        quote: Option<String>,
+        occurrence: Option<usize>,
+        verdict: String,
+        #[serde(default)]
+        note: String,
+        #[serde(default)]
+        sources: Vec<String>,
+        /// Informational only: exports carry it.
+        #[allow(dead_code)]
+        analyst: Option<String>,
+    },
+    Update {
+        name: String,
+        verdict: Option<String>,
+        note: Option<String>,
+        sources: Option<Vec<String>>,
+        span: Option<SpanJson>,
+        etag: Option<String>,
+    },
+    Delete {
+        name: String,
+        etag: Option<String>,
+    },
+}
+
+/// An export line: a create that `apply` reads back.
+pub fn export_line(a: &pb::Annotation) -> serde_json::Value {
+    let s = a.span.unwrap_or_default();
+    let article = a
+        .name
+        .strip_prefix("articles/")
+        .and_then(|r| r.split('/').next())
+        .unwrap_or_default();
+    json!({
+        "op": "create",
+        "article": article,
+        "span": { "start": s.start, "end": s.end },
+        "quote": a.quote,
+        "verdict": verdict_str(a.verdict),
+        "note": a.note,
+        "sources": a.sources,
+        "analyst": a.analyst,
+    })
+}
+
+/// One batch request of one kind, with the file line of each child.
+enum Batch {
+    Create(Vec<pb::CreateAnnotationRequest>),
+    Update(Vec<pb::UpdateAnnotationRequest>),
+    Delete(Vec<pb::DeleteAnnotationRequest>),
+}
+
+struct Planned {
+    batch: Batch,
+    lines: Vec<usize>,
+    bytes: usize,
+}
+
+impl Planned {
+    fn len(&self) -> usize {
+        self.lines.len()
+    }
+
+    fn kind(&self) -> &'static str {
+        match self.batch {
+            Batch::Create(_) => "create",
+            Batch::Update(_) => "update",
+            Batch::Delete(_) => "delete",
+        }
+    }
+}
+
+fn verdict(line: usize, s: &str) -> Result<i32> {
+    verdict_from_str(s).map(|v| v as i32).ok_or_else(|| {
+        CliError::Usage(format!(
+            "line {line}: verdict {s:?} is not verified, disputed or unattributed"
+        ))
+    })
+}
+
+fn read_input(file: &str) -> Result<String> {
+    let mut text = String::new();
+    let read = if file == "-" {
+        std::io::stdin().read_to_string(&mut text).map(|_| ())
+    } else {
+        std::fs::File::open(file).and_then(|mut f| f.read_to_string(&mut text).map(|_| ()))
+    };
+    read.map_err(|e| CliError::Other(format!("cannot read {file}: {e}")))?;
+    Ok(text)
+}
+
+pub async fn apply(args: &ClientArgs, file: &str, dry_run: bool) -> Result<()> {
+    let text = read_input(file)?;
+    let mut ops = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line_no = i + 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let op: Op = serde_json::from_str(line)
+            .map_err(|e| CliError::Usage(format!("line {line_no}: not a valid operation: {e}")))?;
+        ops.push((line_no, op));
+    }
+    if ops.is_empty() {
+        return Err(CliError::Usage(format!("{file} holds no operations")));
+    }
+
+    let mut client = connect(args).await?;
+    let plan = plan(&mut client, ops).await?;
+    let total: usize = plan.iter().map(Planned::len).sum();
+
+    let bar = progress_bar(args, (total * 2) as u64);
+    // Validate every batch before writing anything.
+    for p in &plan {
+        send(&mut client, p, true, None).await?;
+        bar.inc(p.len() as u64);
+    }
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for p in &plan {
+        *counts.entry(p.kind()).or_default() += p.len();
+    }
+    if dry_run {
+        bar.finish_and_clear();
+        summary(args, total, plan.len(), &counts, None, true);
+        return Ok(());
+    }
+
+    let mut revisions = Vec::new();
+    for (k, p) in plan.iter().enumerate() {
+        let request_id = uuid::Uuid::new_v4().to_string();
+        let revision = send(&mut client, p, false, Some(&request_id))
+            .await
+            .map_err(|e| match e {
+                CliError::Refused(m) if k > 0 => CliError::Refused(format!(
+                    "{m} (batches 1 to {k}, lines {} to {}, were applied before this one)",
+                    plan[0].lines[0],
+                    plan[k - 1].lines.last().copied().unwrap_or_default()
+                )),
+                e => e,
+            })?;
+        revisions.push(revision);
+        bar.inc(p.len() as u64);
+    }
+    bar.finish_and_clear();
+    let range = (revisions.first().copied().unwrap_or(0), revisions.last().copied().unwrap_or(0));
+    summary(args, total, plan.len(), &counts, Some(range), false);
+    Ok(())
+}
+
+fn progress_bar(args: &ClientArgs, len: u64) -> indicatif::ProgressBar {
+    if args.output == OutputFormat::Json || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(len);
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{spinner} {msg} [{bar:40}] {pos}/{len} ({eta})")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message("validating, then applying");
+    bar
+}
+
+fn summary(
+    args: &ClientArgs,
+    total: usize,
+    batches: usize,
+    counts: &HashMap<&str, usize>,
+    revisions: Option<(u64, u64)>,
+    dry_run: bool,
+) {
+    let n = |k: &str| counts.get(k).copied().unwrap_or(0);
+    match args.output {
+        OutputFormat::Json => println!(
+            "{}",
+            json!({
+                "operations": total,
+                "created": n("create"),
+                "updated": n("update"),
+                "deleted": n("delete"),
+                "batches": batches,
+                "dry_run": dry_run,
+                "first_revision": revisions.map(|r| r.0),
+                "last_revision": revisions.map(|r| r.1),
+            })
+        ),
+        OutputFormat::Text if dry_run => println!(
+            "validated {total} operations ({} create, {} update, {} delete) in {batches} batches; nothing written",
+            n("create"),
+            n("update"),
+            n("delete")
+        ),
+        OutputFormat::Text => println!(
+            "applied {total} operations ({} created, {} updated, {} deleted) in {batches} batches, revisions {} to {}",
+            n("create"),
+            n("update"),
+            n("delete"),
+            revisions.map_or(0, |r| r.0),
+            revisions.map_or(0, |r| r.1)
+        ),
+    }
+}
+
+/// Resolves quotes, checks verdicts and groups the operations into batches.
+async fn plan(client: &mut Client, ops: Vec<(usize, Op)>) -> Result<Vec<Planned>> {
+    let mut texts: HashMap<String, String> = HashMap::new();
+    let mut plan: Vec<Planned> = Vec::new();
+    for (line, op) in ops {
+        let batch = match op {
+            Op::Create {
+                article,
+                span,
+                quote,
+                occurrence,
+                verdict: v,
+                note,
+                sources,
+                analyst: _,
+            } => {
+                let parent = super::article_name(&article);
+                let (span, expected_quote) = match (span, quote) {
+                    (Some(s), q) => (
+                        pb::Span {
+                            start: s.start,
+                            end: s.end,
+                        },
+                        q.unwrap_or_default(),
+                    ),
+                    (None, Some(q)) => {
+                        if !texts.contains_key(&parent) {
+                            let a = client
+                                .get_article(pb::GetArticleRequest {
+                                    name: parent.clone(),
+                                    view: pb::ArticleView::Full as i32,
+                                })
+                                .await
+                                .map_err(|s| line_error(line, s.into()))?
+                                .into_inner();
+                            texts.insert(parent.clone(), a.text);
+                        }
+                        let span = find_quote(&texts[&parent], &q, occurrence).map_err(|e| line_error(line, e))?;
+                        (span, q)
+                    }
+                    (None, None) => {
+                        return Err(CliError::Usage(format!("line {line}: a create needs span or quote")));
+                    }
+                };
+                Batch::Create(vec![pb::CreateAnnotationRequest {
+                    parent,
+                    annotation: Some(pb::Annotation {
+                        span: Some(span),
+                        verdict: verdict(line, &v)?,
+                        note,
+                        sources,
+                        ..Default::default()
+                    }),
+                    request_id: String::new(),
+                    expected_quote,
+                }])
+            }
+            Op::Update {
+                name,
+                verdict: v,
+                note,
+                sources,
+                span,
+                etag,
+            } => {
+                let mut paths = Vec::new();
+                let mut a = pb::Annotation {
+                    name,
+                    ..Default::default()
+                };
+                if let Some(v) = v {
+                    a.verdict = verdict(line, &v)?;
+                    paths.push("verdict".to_owned());
+                }
+                if let Some(n) = note {
+                    a.note = n;
+                    paths.push("note".to_owned());
+                }
+                if let Some(s) = sources {
+                    a.sources = s;
+                    paths.push("sources".to_owned());
+                }
+                if let Some(s) = span {
+                    a.span = Some(pb::Span {
+                        start: s.start,
+                        end: s.end,
+                    });
+                    paths.push("span".to_owned());
+                }
+                if paths.is_empty() {
+                    return Err(CliError::Usage(format!(
+                        "line {line}: an update needs verdict, note, sources or span"
+                    )));
+                }
+                Batch::Update(vec![pb::UpdateAnnotationRequest {
+                    annotation: Some(a),
+                    update_mask: Some(prost_types::FieldMask { paths }),
+                    etag: etag.unwrap_or_default(),
+                }])
+            }
+            Op::Delete { name, etag } => Batch::Delete(vec![pb::DeleteAnnotationRequest {
+                name,
+                etag: etag.unwrap_or_default(),
+            }]),
+        };
+        push(&mut plan, batch, line);
+    }
+    Ok(plan)
+}
+
+/// Appends a one-child batch to the last batch if it is of the same kind and
+/// has room, else starts a new one.
+fn push(plan: &mut Vec<Planned>, one: Batch, line: usize) {
+    let size = match &one {
+        Batch::Create(v) => v[0].encoded_len(),
+        Batch::Update(v) => v[0].encoded_len(),
+        Batch::Delete(v) => v[0].encoded_len(),
+    } + 8;
+    if let Some(last) = plan.last_mut()
+        && last.len() < BATCH
+        && last.bytes + size <= BATCH_BYTES
+    {
+        let joined = match (&mut last.batch, one) {
+            (Batch::Create(all), Batch::Create(mut v)) => {
+                all.append(&mut v);
+                None
+            }
+            (Batch::Update(all), Batch::Update(mut v)) => {
+                all.append(&mut v);
+                None
+            }
+            (Batch::Delete(all), Batch::Delete(mut v)) => {
+                all.append(&mut v);
+                None
+            }
+            (_, other) => Some(other),
+        };
+        match joined {
+            None => {
+                last.lines.push(line);
+                last.bytes += size;
+                return;
+            }
+            Some(other) => {
+                plan.push(Planned {
+                    batch: other,
+                    lines: vec![line],
+                    bytes: size,
+                });
+                return;
+            }
+        }
+    }
+    plan.push(Planned {
+        batch: one,
+        lines: vec![line],
+        bytes: size,
+    });
+}
+
+fn line_error(line: usize, e: CliError) -> CliError {
+    match e {
+        CliError::Usage(m) => CliError::Usage(format!("line {line}: {m}")),
+        CliError::Refused(m) => CliError::Refused(format!("line {line}: {m}")),
+        e => e,
+    }
+}
+
+/// Sends one batch; a refusal names the file line of the failing child.
+/// Connection failures are retried with the same request id.
+async fn send(client: &mut Client, p: &Planned, validate_only: bool, request_id: Option<&str>) -> Result<u64> {
+    let request_id = request_id.unwrap_or_default().to_owned();
+    let mut delay = Duration::from_millis(200);
+    let mut tries = 0;
+    loop {
+        let result = match &p.batch {
+            Batch::Create(v) => client
+                .batch_create_annotations(pb::BatchCreateAnnotationsRequest {
+                    parent: "articles/-".into(),
+                    requests: v.clone(),
+                    request_id: request_id.clone(),
+                    validate_only,
+                })
+                .await
+                .map(|r| r.into_inner().revision),
+            Batch::Update(v) => client
+                .batch_update_annotations(pb::BatchUpdateAnnotationsRequest {
+                    parent: "articles/-".into(),
+                    requests: v.clone(),
+                    request_id: request_id.clone(),
+                    validate_only,
+                })
+                .await
+                .map(|r| r.into_inner().revision),
+            Batch::Delete(v) => client
+                .batch_delete_annotations(pb::BatchDeleteAnnotationsRequest {
+                    parent: "articles/-".into(),
+                    requests: v.clone(),
+                    request_id: request_id.clone(),
+                    validate_only,
+                })
+                .await
+                .map(|r| r.into_inner().revision),
+        };
+        let status = match result {
+            Ok(revision) => return Ok(revision),
+            Err(status) => status,
+        };
+        let line = status
+            .get_error_details()
+            .error_info()
+            .and_then(|i| i.metadata.get("child").cloned())
+            .and_then(|c| c.strip_prefix("requests[")?.strip_suffix(']')?.parse::<usize>().ok())
+            .and_then(|i| p.lines.get(i).copied());
+        match (CliError::from(status), line) {
+            (CliError::Connection(m), _) if tries < 5 && !request_id.is_empty() => {
+                tries += 1;
+                eprintln!("{m}: retrying in {delay:?}");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            (e, Some(line)) => return Err(line_error(line, e)),
+            (e, None) => return Err(e),
+        }
+    }
+}

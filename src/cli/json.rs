@@ -1,0 +1,136 @@
+//! Stable JSON shapes for `--output json` and exports: snake_case names,
+//! verdicts as lowercase words, times in RFC 3339.
+
+use serde_json::{Value, json};
+
+use crate::pb;
+
+pub fn verdict_str(v: i32) -> &'static str {
+    match pb::Verdict::try_from(v) {
+        Ok(pb::Verdict::Verified) => "verified",
+        Ok(pb::Verdict::Disputed) => "disputed",
+        Ok(pb::Verdict::Unattributed) => "unattributed",
+        _ => "unspecified",
+    }
+}
+
+pub fn verdict_from_str(s: &str) -> Option<pb::Verdict> {
+    match s {
+        "verified" => Some(pb::Verdict::Verified),
+        "disputed" => Some(pb::Verdict::Disputed),
+        "unattributed" => Some(pb::Verdict::Unattributed),
+        _ => None,
+    }
+}
+
+fn time(t: Option<&prost_types::Timestamp>) -> Value {
+    t.map_or(Value::Null, |t| json!(t.to_string()))
+}
+
+fn span(s: Option<pb::Span>) -> Value {
+    let s = s.unwrap_or_default();
+    json!({ "start": s.start, "end": s.end })
+}
+
+/// `articles/{article}/annotations/{id}` → (`article`, `id`).
+fn split_name(name: &str) -> (&str, &str) {
+    let rest = name.strip_prefix("articles/").unwrap_or(name);
+    rest.split_once("/annotations/").unwrap_or((rest, ""))
+}
+
+pub fn annotation_json(a: &pb::Annotation) -> Value {
+    let (article, id) = split_name(&a.name);
+    json!({
+        "name": a.name,
+        "article": article,
+        "id": id,
+        "span": span(a.span),
+        "quote": a.quote,
+        "verdict": verdict_str(a.verdict),
+        "note": a.note,
+        "sources": a.sources,
+        "analyst": a.analyst,
+        "create_time": time(a.create_time.as_ref()),
+        "update_time": time(a.update_time.as_ref()),
+        "etag": a.etag,
+    })
+}
+
+pub fn article_json(a: &pb::Article) -> Value {
+    json!({
+        "name": a.name,
+        "id": a.name.trim_start_matches("articles/"),
+        "title": a.title,
+        "length": a.length,
+        "sha256": a.sha256,
+    })
+}
+
+pub fn review_json(r: &pb::ArticleReview) -> Value {
+    json!({
+        "name": r.name,
+        "total_count": r.total_count,
+        "verified_count": r.verified_count,
+        "disputed_count": r.disputed_count,
+        "unattributed_count": r.unattributed_count,
+        "covered_code_points": r.covered_code_points,
+        "covered_fraction": r.covered_fraction,
+        "contested_spans": r.contested_spans.iter().map(|c| json!({
+            "span": span(c.span),
+            "quote": c.quote,
+            "verdicts": c.verdicts.iter().map(|&v| verdict_str(v)).collect::<Vec<_>>(),
+            "annotations": c.annotations,
+        })).collect::<Vec<_>>(),
+        "analyst_count": r.analyst_count,
+        "last_update_time": time(r.last_update_time.as_ref()),
+        "revision": r.revision,
+    })
+}
+
+/// One annotation as a W3C Web Annotation: a TextPositionSelector (code
+/// points, as the W3C model counts them) and a TextQuoteSelector, motivation
+/// `assessing`.
+pub fn w3c_annotation(a: &pb::Annotation) -> Value {
+    let (article, id) = split_name(&a.name);
+    let s = a.span.unwrap_or_default();
+    let mut body = vec![json!({
+        "type": "TextualBody",
+        "purpose": "assessing",
+        "value": verdict_str(a.verdict),
+    })];
+    if !a.note.is_empty() {
+        body.push(json!({ "type": "TextualBody", "purpose": "commenting", "value": a.note }));
+    }
+    for src in &a.sources {
+        body.push(json!({ "type": "TextualBody", "purpose": "linking", "value": src }));
+    }
+    json!({
+        "id": format!("urn:uuid:{id}"),
+        "type": "Annotation",
+        "motivation": "assessing",
+        "creator": { "type": "Person", "name": a.analyst },
+        "created": time(a.create_time.as_ref()),
+        "modified": time(a.update_time.as_ref()),
+        "body": body,
+        "target": {
+            "source": format!("articles/{article}"),
+            "selector": [
+                { "type": "TextPositionSelector", "start": s.start, "end": s.end },
+                { "type": "TextQuoteSelector", "exact": a.quote },
+            ],
+        },
+    })
+}
+
+pub fn w3c_collection(all: &[pb::Annotation]) -> Value {
+    json!({
+        "@context": "http://www.w3.org/ns/anno.jsonld",
+        "type": "AnnotationCollection",
+        "label": "factcheck annotations",
+        "total": all.len(),
+        "first": {
+            "type": "AnnotationPage",
+            "items": all.iter().map(w3c_annotation).collect::<Vec<_>>(),
+        },
+    })
+}

@@ -1,0 +1,653 @@
+//! The `factcheck` client commands: pleasant for people, reliable for
+//! scripts (`--output json`, documented exit codes, one-line errors).
+
+mod apply;
+mod json;
+
+use std::io::{IsTerminal, Write};
+use std::time::Duration;
+
+use serde_json::json;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+use tonic_types::StatusExt;
+
+use crate::config::{ClientArgs, Command, ExportFormat, OutputFormat, VerdictArg};
+use crate::pb;
+use crate::pb::fact_check_service_client::FactCheckServiceClient;
+
+pub use json::annotation_json;
+
+/// How a command failed; each kind has its own exit code.
+#[derive(Debug)]
+pub enum CliError {
+    /// Bad arguments or input: exit 2 (clap's own usage errors exit 2 too).
+    Usage(String),
+    /// The server refused the request: exit 3.
+    Refused(String),
+    /// The server could not be reached: exit 4.
+    Connection(String),
+    /// Anything else, such as an unreadable file: exit 1.
+    Other(String),
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Other(_) => 1,
+            CliError::Usage(_) => 2,
+            CliError::Refused(_) => 3,
+            CliError::Connection(_) => 4,
+        }
+    }
+
+    pub fn message(&self) -> &str {
+        match self {
+            CliError::Usage(m) | CliError::Refused(m) | CliError::Connection(m) | CliError::Other(m) => m,
+        }
+    }
+}
+
+impl From<Status> for CliError {
+    fn from(s: Status) -> Self {
+        let mut message = format!("{}: {}", code_name(s.code()), s.message());
+        if let Some(bad) = s.get_error_details().bad_request()
+            && let Some(v) = bad.field_violations.first()
+            && !s.message().contains(&v.field)
+        {
+            message.push_str(&format!(" (field {})", v.field));
+        }
+        if is_connection_failure(&s) {
+            CliError::Connection(message)
+        } else {
+            CliError::Refused(message)
+        }
+    }
+}
+
+fn is_connection_failure(s: &Status) -> bool {
+    matches!(s.code(), Code::Unavailable | Code::DeadlineExceeded) || s.code() == Code::Unknown && s.message().contains("transport")
+}
+
+fn code_name(code: Code) -> String {
+    // "Invalid argument" -> "invalid argument"
+    code.description().to_lowercase()
+}
+
+pub type Result<T, E = CliError> = std::result::Result<T, E>;
+
+/// Adds the bearer token to every call.
+#[derive(Clone)]
+pub struct Bearer(MetadataValue<Ascii>);
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        req.metadata_mut().insert("authorization", self.0.clone());
+        Ok(req)
+    }
+}
+
+pub type Client = FactCheckServiceClient<InterceptedService<Channel, Bearer>>;
+
+/// Connects to the server named by `args`.
+pub async fn connect(args: &ClientArgs) -> Result<Client> {
+    let token = match &args.token {
+        Some(t) => t.clone(),
+        None => {
+            let path = args.data_dir.join(crate::auth::ADMIN_TOKEN_FILE);
+            std::fs::read_to_string(&path)
+                .map(|t| t.trim().to_owned())
+                .map_err(|_| {
+                    CliError::Usage(format!(
+                        "no token: pass --token, set FACTCHECK_TOKEN, or run where {} exists",
+                        path.display()
+                    ))
+                })?
+        }
+    };
+    let header = format!("Bearer {token}")
+        .parse()
+        .map_err(|_| CliError::Usage("the token has characters a header cannot carry".into()))?;
+    let endpoint = Channel::from_shared(args.server.clone())
+        .map_err(|e| CliError::Usage(format!("--server {:?} is not a URL: {e}", args.server)))?
+        .connect_timeout(Duration::from_secs(5));
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|e| CliError::Connection(format!("cannot reach {}: {}", args.server, source_chain(&e))))?;
+    Ok(FactCheckServiceClient::with_interceptor(channel, Bearer(header))
+        .max_decoding_message_size(64 * 1024 * 1024))
+}
+
+fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let text = s.to_string();
+        // Layers often repeat their inner error's text.
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cur = s.source();
+    }
+    out
+}
+
+pub fn verdict_pb(v: VerdictArg) -> pb::Verdict {
+    match v {
+        VerdictArg::Verified => pb::Verdict::Verified,
+        VerdictArg::Disputed => pb::Verdict::Disputed,
+        VerdictArg::Unattributed => pb::Verdict::Unattributed,
+    }
+}
+
+pub fn article_name(id: &str) -> String {
+    if id.starts_with("articles/") {
+        id.to_owned()
+    } else {
+        format!("articles/{id}")
+    }
+}
+
+/// Runs a client command.
+pub async fn run(command: Command) -> Result<()> {
+    match command {
+        Command::Serve(_) => unreachable!("serve is not a client command"),
+        Command::Articles(client) => articles(&client).await,
+        Command::Article { client, id, spans } => article(&client, &id, spans).await,
+        Command::Annotate {
+            client,
+            id,
+            quote,
+            occurrence,
+            span,
+            verdict,
+            note,
+            sources,
+        } => {
+            let mut c = connect(&client).await?;
+            let article = get_article(&mut c, &id).await?;
+            let (span, expected_quote) = match (quote, span) {
+                (Some(q), _) => (find_quote(&article.text, &q, occurrence)?, q),
+                (None, Some((start, end))) => (pb::Span { start, end }, String::new()),
+                (None, None) => return Err(CliError::Usage("give --quote or --span".into())),
+            };
+            let created = c
+                .create_annotation(pb::CreateAnnotationRequest {
+                    parent: article.name.clone(),
+                    annotation: Some(pb::Annotation {
+                        span: Some(span),
+                        verdict: verdict_pb(verdict) as i32,
+                        note,
+                        sources,
+                        ..Default::default()
+                    }),
+                    request_id: uuid::Uuid::new_v4().to_string(),
+                    expected_quote,
+                })
+                .await?
+                .into_inner();
+            print_annotation(client.output, &created);
+            Ok(())
+        }
+        Command::List {
+            client,
+            id,
+            verdict,
+            analyst,
+        } => {
+            let mut c = connect(&client).await?;
+            let req = pb::ListAnnotationsRequest {
+                parent: id.as_deref().map_or_else(|| "articles/-".to_owned(), article_name),
+                page_size: 1000,
+                verdict: verdict.map_or(0, |v| verdict_pb(v) as i32),
+                analyst: analyst.unwrap_or_default(),
+                ..Default::default()
+            };
+            let all = list_all(&mut c, req).await?;
+            match client.output {
+                OutputFormat::Json => all.iter().for_each(|a| println!("{}", annotation_json(a))),
+                OutputFormat::Text => {
+                    println!("{:<36}  {:>11}  {:<12}  {:<12}  QUOTE", "ID", "SPAN", "VERDICT", "ANALYST");
+                    for a in &all {
+                        let s = a.span.unwrap_or_default();
+                        println!(
+                            "{:<36}  {:>11}  {:<12}  {:<12}  {}",
+                            a.name.rsplit('/').next().unwrap_or_default(),
+                            format!("{}:{}", s.start, s.end),
+                            json::verdict_str(a.verdict),
+                            a.analyst,
+                            ellipsize(&a.quote, 60)
+                        );
+                    }
+                    eprintln!("{} annotations", all.len());
+                }
+            }
+            Ok(())
+        }
+        Command::Review { client, id } => {
+            let mut c = connect(&client).await?;
+            let r = c
+                .get_article_review(pb::GetArticleReviewRequest {
+                    name: format!("{}/review", article_name(&id)),
+                })
+                .await?
+                .into_inner();
+            match client.output {
+                OutputFormat::Json => println!("{}", json::review_json(&r)),
+                OutputFormat::Text => print_review(&r),
+            }
+            Ok(())
+        }
+        Command::Update {
+            client,
+            name,
+            verdict,
+            note,
+            sources,
+            clear_sources,
+            span,
+            etag,
+        } => {
+            let mut paths = Vec::new();
+            let mut a = pb::Annotation {
+                name,
+                ..Default::default()
+            };
+            if let Some(v) = verdict {
+                a.verdict = verdict_pb(v) as i32;
+                paths.push("verdict");
+            }
+            if let Some(n) = note {
+                a.note = n;
+                paths.push("note");
+            }
+            if !sources.is_empty() || clear_sources {
+                a.sources = sources;
+                paths.push("sources");
+            }
+            if let Some((start, end)) = span {
+                a.span = Some(pb::Span { start, end });
+                paths.push("span");
+            }
+            if paths.is_empty() {
+                return Err(CliError::Usage(
+                    "nothing to update: give --verdict, --note, --source, --clear-sources or --span".into(),
+                ));
+            }
+            let mut c = connect(&client).await?;
+            let updated = c
+                .update_annotation(pb::UpdateAnnotationRequest {
+                    annotation: Some(a),
+                    update_mask: Some(prost_types::FieldMask {
+                        paths: paths.into_iter().map(String::from).collect(),
+                    }),
+                    etag: etag.unwrap_or_default(),
+                })
+                .await?
+                .into_inner();
+            print_annotation(client.output, &updated);
+            Ok(())
+        }
+        Command::Delete { client, name, etag } => {
+            let mut c = connect(&client).await?;
+            c.delete_annotation(pb::DeleteAnnotationRequest {
+                name: name.clone(),
+                etag: etag.unwrap_or_default(),
+            })
+            .await?;
+            match client.output {
+                OutputFormat::Json => println!("{}", json!({ "deleted": name })),
+                OutputFormat::Text => println!("deleted {name}"),
+            }
+            Ok(())
+        }
+        Command::Watch { client, id, from } => watch(&client, id.as_deref(), from).await,
+        Command::Apply {
+            client,
+            file,
+            dry_run,
+        } => apply::apply(&client, &file, dry_run).await,
+        Command::Export { client, id, format } => {
+            let mut c = connect(&client).await?;
+            let req = pb::ListAnnotationsRequest {
+                parent: id.as_deref().map_or_else(|| "articles/-".to_owned(), article_name),
+                page_size: 1000,
+                ..Default::default()
+            };
+            let all = list_all(&mut c, req).await?;
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            let written = match format {
+                ExportFormat::Jsonl => all
+                    .iter()
+                    .try_for_each(|a| writeln!(out, "{}", apply::export_line(a))),
+                ExportFormat::W3c => writeln!(out, "{:#}", json::w3c_collection(&all)),
+            };
+            written
+                .and_then(|()| out.flush())
+                .map_err(|e| CliError::Other(format!("cannot write the export: {e}")))
+        }
+    }
+}
+
+async fn articles(client: &ClientArgs) -> Result<()> {
+    let mut c = connect(client).await?;
+    let mut token = String::new();
+    let mut all = Vec::new();
+    loop {
+        let page = c
+            .list_articles(pb::ListArticlesRequest {
+                page_size: 1000,
+                page_token: token,
+                view: 0,
+            })
+            .await?
+            .into_inner();
+        all.extend(page.articles);
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    match client.output {
+        OutputFormat::Json => all.iter().for_each(|a| println!("{}", json::article_json(a))),
+        OutputFormat::Text => {
+            println!("{:<22}  {:>6}  TITLE", "ID", "LENGTH");
+            for a in &all {
+                println!(
+                    "{:<22}  {:>6}  {}",
+                    a.name.trim_start_matches("articles/"),
+                    a.length,
+                    ellipsize(&a.title, 70)
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn get_article(c: &mut Client, id: &str) -> Result<pb::Article> {
+    Ok(c.get_article(pb::GetArticleRequest {
+        name: article_name(id),
+        view: pb::ArticleView::Full as i32,
+    })
+    .await?
+    .into_inner())
+}
+
+async fn article(client: &ClientArgs, id: &str, spans: bool) -> Result<()> {
+    let mut c = connect(client).await?;
+    let article = get_article(&mut c, id).await?;
+    let annotations = if spans {
+        list_all(
+            &mut c,
+            pb::ListAnnotationsRequest {
+                parent: article.name.clone(),
+                page_size: 1000,
+                ..Default::default()
+            },
+        )
+        .await?
+    } else {
+        Vec::new()
+    };
+    match client.output {
+        OutputFormat::Json => {
+            let mut v = json::article_json(&article);
+            v["text"] = json!(article.text);
+            if spans {
+                v["annotations"] = annotations.iter().map(annotation_json).collect();
+            }
+            println!("{v}");
+        }
+        OutputFormat::Text if spans && std::io::stdout().is_terminal() => {
+            println!("{}", highlight(&article.text, &annotations));
+            println!(
+                "\n\x1b[42m verified \x1b[0m \x1b[41m disputed \x1b[0m \x1b[43m unattributed \x1b[0m \x1b[45m contested \x1b[0m"
+            );
+        }
+        OutputFormat::Text => {
+            println!("{}", article.text);
+            if spans {
+                println!();
+                for a in &annotations {
+                    let s = a.span.unwrap_or_default();
+                    println!(
+                        "[{}:{}] {}: {}",
+                        s.start,
+                        s.end,
+                        json::verdict_str(a.verdict),
+                        ellipsize(&a.quote, 70)
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The text with each annotated run coloured by its verdicts (ANSI).
+fn highlight(text: &str, annotations: &[pb::Annotation]) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    // Per code point: a bit per verdict.
+    let mut marks = vec![0u8; chars.len()];
+    for a in annotations {
+        let s = a.span.unwrap_or_default();
+        let bit = 1u8 << (a.verdict.clamp(1, 3) - 1);
+        for m in &mut marks[(s.start as usize).min(chars.len())..(s.end as usize).min(chars.len())] {
+            *m |= bit;
+        }
+    }
+    let color = |m: u8| match m {
+        0 => "",
+        1 => "\x1b[42m",
+        2 => "\x1b[41m",
+        4 => "\x1b[43m",
+        _ => "\x1b[45m",
+    };
+    let mut out = String::with_capacity(text.len() * 2);
+    let mut current = 0u8;
+    for (ch, &m) in chars.iter().zip(&marks) {
+        if m != current {
+            out.push_str("\x1b[0m");
+            out.push_str(color(m));
+            current = m;
+        }
+        out.push(*ch);
+    }
+    out.push_str("\x1b[0m");
+    out
+}
+
+/// The code-point span of `quote` in `text`: its only occurrence, or the
+/// `occurrence`th (from 1).
+pub fn find_quote(text: &str, quote: &str, occurrence: Option<usize>) -> Result<pb::Span> {
+    if quote.is_empty() {
+        return Err(CliError::Usage("--quote is empty".into()));
+    }
+    let hits: Vec<usize> = text.match_indices(quote).map(|(i, _)| i).collect();
+    let byte = match (hits.len(), occurrence) {
+        (0, _) => return Err(CliError::Usage(format!("{quote:?} does not occur in the article"))),
+        (_, Some(n)) => *hits.get(n.wrapping_sub(1)).ok_or_else(|| {
+            CliError::Usage(format!(
+                "--occurrence {n}: {quote:?} occurs {} time(s)",
+                hits.len()
+            ))
+        })?,
+        (1, None) => hits[0],
+        (n, None) => {
+            return Err(CliError::Usage(format!(
+                "{quote:?} occurs {n} times: pick one with --occurrence 1..{n}"
+            )));
+        }
+    };
+    let start = text[..byte].chars().count() as u32;
+    Ok(pb::Span {
+        start,
+        end: start + quote.chars().count() as u32,
+    })
+}
+
+pub async fn list_all(c: &mut Client, mut req: pb::ListAnnotationsRequest) -> Result<Vec<pb::Annotation>> {
+    let mut all = Vec::new();
+    loop {
+        let page = c.list_annotations(req.clone()).await?.into_inner();
+        all.extend(page.annotations);
+        if page.next_page_token.is_empty() {
+            return Ok(all);
+        }
+        req.page_token = page.next_page_token;
+    }
+}
+
+fn print_annotation(format: OutputFormat, a: &pb::Annotation) {
+    match format {
+        OutputFormat::Json => println!("{}", annotation_json(a)),
+        OutputFormat::Text => {
+            let s = a.span.unwrap_or_default();
+            println!("{}", a.name);
+            println!("  span     {}:{}  {:?}", s.start, s.end, a.quote);
+            println!("  verdict  {}", json::verdict_str(a.verdict));
+            if !a.note.is_empty() {
+                println!("  note     {}", a.note);
+            }
+            for src in &a.sources {
+                println!("  source   {src}");
+            }
+            println!("  analyst  {}", a.analyst);
+            println!("  etag     {}", a.etag);
+        }
+    }
+}
+
+fn print_review(r: &pb::ArticleReview) {
+    println!("{}", r.name);
+    println!(
+        "  annotations  {} ({} verified, {} disputed, {} unattributed)",
+        r.total_count, r.verified_count, r.disputed_count, r.unattributed_count
+    );
+    println!(
+        "  covered      {} code points ({:.1}%)",
+        r.covered_code_points,
+        r.covered_fraction * 100.0
+    );
+    println!("  analysts     {}", r.analyst_count);
+    if let Some(t) = &r.last_update_time {
+        println!("  last update  {t}");
+    }
+    println!("  revision     {}", r.revision);
+    if r.contested_spans.is_empty() {
+        println!("  contested    none");
+    } else {
+        println!("  contested    {}", r.contested_spans.len());
+        for c in &r.contested_spans {
+            let s = c.span.unwrap_or_default();
+            let verdicts: Vec<&str> = c.verdicts.iter().map(|&v| json::verdict_str(v)).collect();
+            println!(
+                "    [{}:{}] {} — {}",
+                s.start,
+                s.end,
+                verdicts.join(" vs "),
+                ellipsize(&c.quote, 60)
+            );
+        }
+    }
+}
+
+pub fn ellipsize(s: &str, max: usize) -> String {
+    let one_line = s.replace(['\n', '\r'], " ");
+    if one_line.chars().count() <= max {
+        one_line
+    } else {
+        let mut t: String = one_line.chars().take(max - 1).collect();
+        t.push('…');
+        t
+    }
+}
+
+async fn watch(client: &ClientArgs, id: Option<&str>, from: Option<u64>) -> Result<()> {
+    let parent = id.map_or_else(|| "articles/-".to_owned(), article_name);
+    // The next revision to print; 0 until the first CREATED says "now".
+    let mut next = from.unwrap_or(0);
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let outcome = async {
+            let mut c = connect(client).await?;
+            let mut stream = c
+                .watch_annotations(pb::WatchAnnotationsRequest {
+                    parent: parent.clone(),
+                    start_revision: next,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            while let Some(msg) = stream.message().await? {
+                backoff = Duration::from_millis(200);
+                match pb::watch_annotations_response::Kind::try_from(msg.kind) {
+                    Ok(pb::watch_annotations_response::Kind::Created) => {
+                        if next == 0 {
+                            next = msg.revision + 1;
+                        }
+                        if client.output == OutputFormat::Text {
+                            eprintln!("watching {parent} from revision {next}");
+                        }
+                    }
+                    Ok(pb::watch_annotations_response::Kind::Events) => {
+                        for e in &msg.events {
+                            print_event(client.output, msg.revision, e);
+                        }
+                        next = msg.revision + 1;
+                    }
+                    Ok(pb::watch_annotations_response::Kind::Progress) => next = msg.revision + 1,
+                    _ => {}
+                }
+            }
+            Ok::<(), CliError>(())
+        }
+        .await;
+        match outcome {
+            Err(CliError::Connection(m)) => {
+                eprintln!("{m}: reconnecting in {backoff:?}, resuming from revision {next}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(e),
+            // The server ended the stream without an error: resume.
+            Ok(()) => {}
+        }
+    }
+}
+
+fn print_event(format: OutputFormat, revision: u64, e: &pb::AnnotationEvent) {
+    let kind = match pb::annotation_event::Type::try_from(e.r#type) {
+        Ok(pb::annotation_event::Type::Created) => "created",
+        Ok(pb::annotation_event::Type::Updated) => "updated",
+        Ok(pb::annotation_event::Type::Deleted) => "deleted",
+        _ => "unknown",
+    };
+    let a = e.annotation.clone().unwrap_or_default();
+    match format {
+        OutputFormat::Json => {
+            let mut v = json!({ "revision": revision, "type": kind, "annotation": annotation_json(&a) });
+            if let Some(p) = &e.previous {
+                v["previous"] = annotation_json(p);
+            }
+            println!("{v}");
+        }
+        OutputFormat::Text => {
+            println!(
+                "{revision:>8}  {kind:<8} {}  {:<12} {:<10} {}",
+                a.name,
+                json::verdict_str(a.verdict),
+                a.analyst,
+                ellipsize(&a.quote, 50)
+            );
+        }
+    }
+    let _ = std::io::stdout().flush();
+}
