@@ -180,8 +180,14 @@ pub enum VerdictArg {
 
 fn parse_span(s: &str) -> Result<(u32, u32), String> {
     let (a, b) = s.split_once(':').ok_or("expected START:END")?;
-    let start = a.trim().parse().map_err(|_| format!("{a:?} is not a code-point offset"))?;
-    let end = b.trim().parse().map_err(|_| format!("{b:?} is not a code-point offset"))?;
+    let start = a
+        .trim()
+        .parse()
+        .map_err(|_| format!("{a:?} is not a code-point offset"))?;
+    let end = b
+        .trim()
+        .parse()
+        .map_err(|_| format!("{b:?} is not a code-point offset"))?;
     Ok((start, end))
 }
 

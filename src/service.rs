@@ -381,7 +381,11 @@ impl FactCheckService for Service {
             }
             Ok(self.create_mutation(child, Some(within.as_ref()), &caller)?.0)
         })?;
-        let applied = self.submit(mutations, &req, &caller, req.validate_only, |r| r.request_id.clear()).await?;
+        let applied = self
+            .submit(mutations, &req, &caller, req.validate_only, |r| {
+                r.request_id.clear()
+            })
+            .await?;
         Ok(Response::new(pb::BatchCreateAnnotationsResponse {
             annotations: self.all_to_pb(&applied.annotations)?,
             revision: applied.revision,
@@ -396,8 +400,14 @@ impl FactCheckService for Service {
         let req = req.into_inner();
         let within = convert::annotation_parent("parent", &req.parent)?;
         convert::batch_size("requests", req.requests.len())?;
-        let mutations = children(&req.requests, |child| self.update_mutation(child, Some(within.as_ref())))?;
-        let applied = self.submit(mutations, &req, &caller, req.validate_only, |r| r.request_id.clear()).await?;
+        let mutations = children(&req.requests, |child| {
+            self.update_mutation(child, Some(within.as_ref()))
+        })?;
+        let applied = self
+            .submit(mutations, &req, &caller, req.validate_only, |r| {
+                r.request_id.clear()
+            })
+            .await?;
         Ok(Response::new(pb::BatchUpdateAnnotationsResponse {
             annotations: self.all_to_pb(&applied.annotations)?,
             revision: applied.revision,
@@ -412,8 +422,14 @@ impl FactCheckService for Service {
         let req = req.into_inner();
         let within = convert::annotation_parent("parent", &req.parent)?;
         convert::batch_size("requests", req.requests.len())?;
-        let mutations = children(&req.requests, |child| self.delete_mutation(child, Some(within.as_ref())))?;
-        let applied = self.submit(mutations, &req, &caller, req.validate_only, |r| r.request_id.clear()).await?;
+        let mutations = children(&req.requests, |child| {
+            self.delete_mutation(child, Some(within.as_ref()))
+        })?;
+        let applied = self
+            .submit(mutations, &req, &caller, req.validate_only, |r| {
+                r.request_id.clear()
+            })
+            .await?;
         Ok(Response::new(pb::BatchDeleteAnnotationsResponse {
             revision: applied.revision,
         }))

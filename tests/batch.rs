@@ -32,7 +32,11 @@ async fn store_bytes(client: &mut Client) -> Vec<u8> {
 }
 
 fn field(status: &tonic::Status) -> String {
-    status.get_error_details().bad_request().expect("BadRequest").field_violations[0]
+    status
+        .get_error_details()
+        .bad_request()
+        .expect("BadRequest")
+        .field_violations[0]
         .field
         .clone()
 }
@@ -79,8 +83,18 @@ async fn batch_create_is_one_revision_in_request_order() {
     let msg = watch.message().await.unwrap().unwrap();
     assert_eq!(msg.revision, 1);
     assert_eq!(msg.events.len(), 3);
-    let names: Vec<_> = msg.events.iter().map(|e| e.annotation.as_ref().unwrap().name.clone()).collect();
-    assert_eq!(names, resp.annotations.iter().map(|a| a.name.clone()).collect::<Vec<_>>());
+    let names: Vec<_> = msg
+        .events
+        .iter()
+        .map(|e| e.annotation.as_ref().unwrap().name.clone())
+        .collect();
+    assert_eq!(
+        names,
+        resp.annotations
+            .iter()
+            .map(|a| a.name.clone())
+            .collect::<Vec<_>>()
+    );
 
     // Batch get, in request order, at one revision.
     let mut names: Vec<String> = resp.annotations.iter().map(|a| a.name.clone()).collect();
@@ -94,7 +108,10 @@ async fn batch_create_is_one_revision_in_request_order() {
         .unwrap()
         .into_inner();
     assert_eq!(got.revision, 1);
-    assert_eq!(got.annotations.iter().map(|a| a.name.clone()).collect::<Vec<_>>(), names);
+    assert_eq!(
+        got.annotations.iter().map(|a| a.name.clone()).collect::<Vec<_>>(),
+        names
+    );
 }
 
 #[tokio::test]
@@ -163,7 +180,10 @@ async fn a_bad_child_rejects_the_whole_batch_and_writes_nothing() {
     assert_eq!(s.code(), Code::Aborted);
     let info = s.get_error_details().error_info().cloned().unwrap();
     assert_eq!(info.reason, "ETAG_MISMATCH");
-    assert_eq!(info.metadata.get("child").map(String::as_str), Some("requests[1]"));
+    assert_eq!(
+        info.metadata.get("child").map(String::as_str),
+        Some("requests[1]")
+    );
     assert_eq!(store_bytes(&mut c).await, before);
 
     let missing = format!("{}/annotations/{}", article(A2), uuid::Uuid::now_v7());
@@ -297,7 +317,16 @@ async fn batch_size_limit_retry_and_validate_only() {
     let mut c = server.client().await;
     let many = |n: u32| -> Vec<pb::CreateAnnotationRequest> {
         (0..n)
-            .map(|i| child(A2, pb::Span { start: i % 6000, end: i % 6000 + 1 }, Verdict::Verified))
+            .map(|i| {
+                child(
+                    A2,
+                    pb::Span {
+                        start: i % 6000,
+                        end: i % 6000 + 1,
+                    },
+                    Verdict::Verified,
+                )
+            })
             .collect()
     };
 
@@ -349,10 +378,18 @@ async fn batch_size_limit_retry_and_validate_only() {
         request_id: uuid::Uuid::new_v4().to_string(),
         validate_only: false,
     };
-    let first = c.batch_create_annotations(req.clone()).await.unwrap().into_inner();
+    let first = c
+        .batch_create_annotations(req.clone())
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(first.revision, 1);
     assert_eq!(first.annotations.len(), 1000);
-    let again = c.batch_create_annotations(req.clone()).await.unwrap().into_inner();
+    let again = c
+        .batch_create_annotations(req.clone())
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(again, first);
     let (all, revision) = snapshot(&mut c).await;
     assert_eq!((all.len(), revision), (1000, 1));

@@ -190,7 +190,10 @@ pub async fn apply(args: &ClientArgs, file: &str, dry_run: bool) -> Result<()> {
         bar.inc(p.len() as u64);
     }
     bar.finish_and_clear();
-    let range = (revisions.first().copied().unwrap_or(0), revisions.last().copied().unwrap_or(0));
+    let range = (
+        revisions.first().copied().unwrap_or(0),
+        revisions.last().copied().unwrap_or(0),
+    );
     summary(args, total, plan.len(), &counts, Some(range), false);
     Ok(())
 }
@@ -286,11 +289,14 @@ async fn plan(client: &mut Client, ops: Vec<(usize, Op)>) -> Result<Vec<Planned>
                                 .into_inner();
                             texts.insert(parent.clone(), a.text);
                         }
-                        let span = find_quote(&texts[&parent], &q, occurrence).map_err(|e| line_error(line, e))?;
+                        let span =
+                            find_quote(&texts[&parent], &q, occurrence).map_err(|e| line_error(line, e))?;
                         (span, q)
                     }
                     (None, None) => {
-                        return Err(CliError::Usage(format!("line {line}: a create needs span or quote")));
+                        return Err(CliError::Usage(format!(
+                            "line {line}: a create needs span or quote"
+                        )));
                     }
                 };
                 Batch::Create(vec![pb::CreateAnnotationRequest {
@@ -419,7 +425,12 @@ fn line_error(line: usize, e: CliError) -> CliError {
 
 /// Sends one batch; a refusal names the file line of the failing child.
 /// Connection failures are retried with the same request id.
-async fn send(client: &mut Client, p: &Planned, validate_only: bool, request_id: Option<&str>) -> Result<u64> {
+async fn send(
+    client: &mut Client,
+    p: &Planned,
+    validate_only: bool,
+    request_id: Option<&str>,
+) -> Result<u64> {
     let request_id = request_id.unwrap_or_default().to_owned();
     let mut delay = Duration::from_millis(200);
     let mut tries = 0;
@@ -461,7 +472,12 @@ async fn send(client: &mut Client, p: &Planned, validate_only: bool, request_id:
             .get_error_details()
             .error_info()
             .and_then(|i| i.metadata.get("child").cloned())
-            .and_then(|c| c.strip_prefix("requests[")?.strip_suffix(']')?.parse::<usize>().ok())
+            .and_then(|c| {
+                c.strip_prefix("requests[")?
+                    .strip_suffix(']')?
+                    .parse::<usize>()
+                    .ok()
+            })
             .and_then(|i| p.lines.get(i).copied());
         match (CliError::from(status), line) {
             (CliError::Connection(m), _) if tries < 5 && !request_id.is_empty() => {

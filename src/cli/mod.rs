@@ -69,7 +69,8 @@ impl From<Status> for CliError {
 }
 
 fn is_connection_failure(s: &Status) -> bool {
-    matches!(s.code(), Code::Unavailable | Code::DeadlineExceeded) || s.code() == Code::Unknown && s.message().contains("transport")
+    matches!(s.code(), Code::Unavailable | Code::DeadlineExceeded)
+        || s.code() == Code::Unknown && s.message().contains("transport")
 }
 
 fn code_name(code: Code) -> String {
@@ -202,7 +203,9 @@ pub async fn run(command: Command) -> Result<()> {
         } => {
             let mut c = connect(&client).await?;
             let req = pb::ListAnnotationsRequest {
-                parent: id.as_deref().map_or_else(|| "articles/-".to_owned(), article_name),
+                parent: id
+                    .as_deref()
+                    .map_or_else(|| "articles/-".to_owned(), article_name),
                 page_size: 1000,
                 verdict: verdict.map_or(0, |v| verdict_pb(v) as i32),
                 analyst: analyst.unwrap_or_default(),
@@ -212,7 +215,10 @@ pub async fn run(command: Command) -> Result<()> {
             match client.output {
                 OutputFormat::Json => all.iter().for_each(|a| println!("{}", annotation_json(a))),
                 OutputFormat::Text => {
-                    println!("{:<36}  {:>11}  {:<12}  {:<12}  QUOTE", "ID", "SPAN", "VERDICT", "ANALYST");
+                    println!(
+                        "{:<36}  {:>11}  {:<12}  {:<12}  QUOTE",
+                        "ID", "SPAN", "VERDICT", "ANALYST"
+                    );
                     for a in &all {
                         let s = a.span.unwrap_or_default();
                         println!(
@@ -315,7 +321,9 @@ pub async fn run(command: Command) -> Result<()> {
         Command::Export { client, id, format } => {
             let mut c = connect(&client).await?;
             let req = pb::ListAnnotationsRequest {
-                parent: id.as_deref().map_or_else(|| "articles/-".to_owned(), article_name),
+                parent: id
+                    .as_deref()
+                    .map_or_else(|| "articles/-".to_owned(), article_name),
                 page_size: 1000,
                 ..Default::default()
             };
@@ -472,7 +480,11 @@ pub fn find_quote(text: &str, quote: &str, occurrence: Option<usize>) -> Result<
     }
     let hits: Vec<usize> = text.match_indices(quote).map(|(i, _)| i).collect();
     let byte = match (hits.len(), occurrence) {
-        (0, _) => return Err(CliError::Usage(format!("{quote:?} does not occur in the article"))),
+        (0, _) => {
+            return Err(CliError::Usage(format!(
+                "{quote:?} does not occur in the article"
+            )));
+        }
         (_, Some(n)) => *hits.get(n.wrapping_sub(1)).ok_or_else(|| {
             CliError::Usage(format!(
                 "--occurrence {n}: {quote:?} occurs {} time(s)",
@@ -593,9 +605,8 @@ async fn watch(client: &ClientArgs, id: Option<&str>, from: Option<u64>) -> Resu
                         if next == 0 {
                             next = msg.revision + 1;
                         }
-                        if client.output == OutputFormat::Text {
-                            eprintln!("watching {parent} from revision {next}");
-                        }
+                        // On stderr, so JSON output stays pure.
+                        eprintln!("watching {parent} from revision {next}");
                     }
                     Ok(pb::watch_annotations_response::Kind::Events) => {
                         for e in &msg.events {

@@ -273,7 +273,11 @@ impl<'a> Group<'a> {
                 });
             }
             return Ok(Applied {
-                annotations: prev.results.into_iter().map(Annotation::try_from).collect::<Result<_>>()?,
+                annotations: prev
+                    .results
+                    .into_iter()
+                    .map(Annotation::try_from)
+                    .collect::<Result<_>>()?,
                 revision: prev.revision,
             });
         }

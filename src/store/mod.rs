@@ -299,7 +299,9 @@ impl Store {
         let _visible = self.read_lock();
         let found = names
             .iter()
-            .map(|n| Ok(read_annotation(&self.inner.shared.tree, n.id)?.filter(|a| a.name.article == n.article)))
+            .map(|n| {
+                Ok(read_annotation(&self.inner.shared.tree, n.id)?.filter(|a| a.name.article == n.article))
+            })
             .collect::<Result<Vec<_>>>()?;
         Ok((found, self.revision()))
     }
