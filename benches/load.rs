@@ -1,0 +1,627 @@
+//! `cargo bench --bench load [-- --quick]`: the server under load, measured
+//! against the gRPC floor (`grpc.health.v1.Health/Check` on the same server,
+//! at the same concurrency, in the same run).
+//!
+//! It starts the release `factcheck serve` binary as a child process on a
+//! temp data dir and drives it over loopback with tonic clients. Every figure
+//! is the median of 3 repetitions (min–max beside it). The table goes to
+//! stdout and to `docs/BENCHMARKS.md` (not with `--quick`, which is CI's smoke
+//! run and judges nothing).
+
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use factcheck::pb;
+use factcheck::pb::fact_check_service_client::FactCheckServiceClient;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+use tonic_health::pb::health_client::HealthClient;
+
+type Client = FactCheckServiceClient<InterceptedService<Channel, Bearer>>;
+
+#[derive(Clone)]
+struct Bearer(MetadataValue<Ascii>);
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        req.metadata_mut().insert("authorization", self.0.clone());
+        Ok(req)
+    }
+}
+
+/// Sizes of one run.
+struct Plan {
+    quick: bool,
+    /// Length of one repetition of a closed-loop figure.
+    rep: Duration,
+    /// Annotations on the article of figure 2.
+    big_article: usize,
+    /// Watcher counts of figure 3.
+    watchers: [usize; 2],
+    /// How long creates are paced at 50/s in figure 3.
+    watch_time: Duration,
+    /// Batches of 1000 in figure 4, per repetition.
+    batches: usize,
+    /// Annotations loaded for figure 5.
+    growth: usize,
+}
+
+impl Plan {
+    fn new(quick: bool) -> Self {
+        if quick {
+            Plan {
+                quick,
+                rep: Duration::from_millis(300),
+                big_article: 1_000,
+                watchers: [10, 50],
+                watch_time: Duration::from_millis(600),
+                batches: 2,
+                growth: 20_000,
+            }
+        } else {
+            Plan {
+                quick,
+                rep: Duration::from_secs(3),
+                big_article: 10_000,
+                watchers: [100, 1_000],
+                watch_time: Duration::from_secs(6),
+                batches: 10,
+                growth: 1_000_000,
+            }
+        }
+    }
+}
+
+const BIG: &str = "002_946fad7c8fee627f";
+const BIG_LEN: u32 = 6215;
+
+struct Server {
+    child: Child,
+    addr: String,
+    token: String,
+    data_dir: PathBuf,
+}
+
+impl Server {
+    fn start(data_dir: &Path) -> Server {
+        let seeds = Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_factcheck"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--cache-mb", "256"])
+            .arg("--seeds")
+            .arg(&seeds)
+            .arg("--data-dir")
+            .arg(data_dir)
+            .env("RUST_LOG", "warn,factcheck::server=info")
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the server");
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        let addr = loop {
+            line.clear();
+            assert!(stderr.read_line(&mut line).unwrap() > 0, "server exited");
+            if let Some(rest) = line.split("serving addr=").nth(1) {
+                break rest.trim().to_owned();
+            }
+        };
+        std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+        let token = std::fs::read_to_string(data_dir.join("admin-token"))
+            .unwrap()
+            .trim()
+            .to_owned();
+        Server {
+            child,
+            addr,
+            token,
+            data_dir: data_dir.to_owned(),
+        }
+    }
+
+    async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    async fn clients(&self, n: usize) -> (Vec<Client>, Vec<HealthClient<Channel>>) {
+        let header: MetadataValue<Ascii> = format!("Bearer {}", self.token).parse().unwrap();
+        let mut clients = Vec::new();
+        let mut health = Vec::new();
+        for _ in 0..n {
+            let ch = self.channel().await;
+            clients.push(FactCheckServiceClient::with_interceptor(
+                ch.clone(),
+                Bearer(header.clone()),
+            ));
+            health.push(HealthClient::new(ch));
+        }
+        (clients, health)
+    }
+
+    fn rss_mib(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    }
+
+    fn stop(mut self) -> PathBuf {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+        self.data_dir
+    }
+}
+
+/// Closed-loop throughput and latency of one repetition.
+#[derive(Clone, Copy)]
+struct Sample {
+    rate: f64,
+    p50_us: f64,
+    p99_us: f64,
+}
+
+/// `concurrency` tasks call `op` back to back for `time`.
+async fn closed_loop<C, F, Fut>(conns: &[C], concurrency: usize, time: Duration, op: F) -> Sample
+where
+    C: Clone + Send + 'static,
+    F: Fn(C, usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let op = Arc::new(op);
+    let start = Instant::now();
+    let deadline = start + time;
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|t| {
+            let conn = conns[t % conns.len()].clone();
+            let op = op.clone();
+            tokio::spawn(async move {
+                let mut lat = Vec::new();
+                let mut i = 0;
+                while Instant::now() < deadline {
+                    let t0 = Instant::now();
+                    op(conn.clone(), t * 1_000_000 + i).await;
+                    lat.push(t0.elapsed().as_micros() as u32);
+                    i += 1;
+                }
+                lat
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let secs = start.elapsed().as_secs_f64();
+    all.sort_unstable();
+    let pct = |p: f64| {
+        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0) as f64
+    };
+    Sample {
+        rate: all.len() as f64 / secs,
+        p50_us: pct(0.50),
+        p99_us: pct(0.99),
+    }
+}
+
+/// Median and range of 3 repetitions of one figure.
+struct Figure {
+    samples: Vec<Sample>,
+}
+
+impl Figure {
+    async fn of<Fut: std::future::Future<Output = Sample>>(mut rep: impl FnMut() -> Fut) -> Figure {
+        let mut samples = Vec::new();
+        for _ in 0..3 {
+            samples.push(rep().await);
+        }
+        Figure { samples }
+    }
+
+    fn median(&self, f: impl Fn(&Sample) -> f64) -> (f64, f64, f64) {
+        let mut v: Vec<f64> = self.samples.iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        (v[v.len() / 2], v[0], v[v.len() - 1])
+    }
+
+    fn rate(&self) -> f64 {
+        self.median(|s| s.rate).0
+    }
+}
+
+fn fmt_range((m, lo, hi): (f64, f64, f64), unit: &str) -> String {
+    format!("{m:.0}{unit} ({lo:.0}–{hi:.0})")
+}
+
+struct Report {
+    rows: Vec<[String; 6]>,
+    notes: Vec<String>,
+}
+
+impl Report {
+    fn row(&mut self, name: &str, f: &Figure, floor: Option<&Figure>) {
+        let ratio = floor.map_or("–".to_owned(), |fl| format!("{:.2}", f.rate() / fl.rate()));
+        self.rows.push([
+            name.to_owned(),
+            fmt_range(f.median(|s| s.rate), "/s"),
+            fmt_range(f.median(|s| s.p50_us), " µs"),
+            fmt_range(f.median(|s| s.p99_us), " µs"),
+            ratio,
+            String::new(),
+        ]);
+        println!("{}", self.rows.last().unwrap().join(" | "));
+    }
+
+    fn note(&mut self, s: String) {
+        println!("{s}");
+        self.notes.push(s);
+    }
+}
+
+fn span_for(i: usize) -> pb::Span {
+    let start = (i * 7919 % (BIG_LEN as usize - 200)) as u32;
+    pb::Span {
+        start,
+        end: start + 20 + (i % 150) as u32,
+    }
+}
+
+fn verdict_for(i: usize) -> i32 {
+    (i % 3) as i32 + 1
+}
+
+fn create_req(article: &str, i: usize) -> pb::CreateAnnotationRequest {
+    pb::CreateAnnotationRequest {
+        parent: format!("articles/{article}"),
+        annotation: Some(pb::Annotation {
+            span: Some(span_for(i)),
+            verdict: verdict_for(i),
+            note: "benchmark".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+async fn batch_load(client: &mut Client, article: &str, n: usize, offset: usize) {
+    let mut done = 0;
+    while done < n {
+        let k = (n - done).min(1000);
+        client
+            .batch_create_annotations(pb::BatchCreateAnnotationsRequest {
+                parent: format!("articles/{article}"),
+                requests: (0..k).map(|i| create_req(article, offset + done + i)).collect(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        done += k;
+    }
+}
+
+async fn floor(health: &[HealthClient<Channel>], concurrency: usize, time: Duration) -> Figure {
+    Figure::of(|| {
+        closed_loop(
+            health,
+            concurrency,
+            time,
+            |mut h: HealthClient<Channel>, _| async move {
+                h.check(tonic_health::pb::HealthCheckRequest::default())
+                    .await
+                    .unwrap();
+            },
+        )
+    })
+    .await
+}
+
+async fn creates(clients: &[Client], concurrency: usize, time: Duration) -> Figure {
+    Figure::of(|| {
+        closed_loop(clients, concurrency, time, |mut c: Client, i| async move {
+            c.create_annotation(create_req("000_9260bb247249f31b", i))
+                .await
+                .unwrap();
+        })
+    })
+    .await
+}
+
+async fn reviews(clients: &[Client], time: Duration) -> Figure {
+    Figure::of(|| {
+        closed_loop(clients, 64, time, |mut c: Client, _| async move {
+            c.get_article_review(pb::GetArticleReviewRequest {
+                name: format!("articles/{BIG}/review"),
+            })
+            .await
+            .unwrap();
+        })
+    })
+    .await
+}
+
+async fn lists(clients: &[Client], time: Duration) -> Figure {
+    Figure::of(|| {
+        closed_loop(clients, 64, time, |mut c: Client, i| async move {
+            let start = (i * 37 % 6000) as u32;
+            c.list_annotations(pb::ListAnnotationsRequest {
+                parent: format!("articles/{BIG}"),
+                page_size: 100,
+                overlaps: Some(pb::Span {
+                    start,
+                    end: start + 50,
+                }),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        })
+    })
+    .await
+}
+
+/// Figure 3: creates at 50/s, `n` watchers on their own connections.
+async fn fan_out(server: &Server, writer: &mut Client, n: usize, time: Duration) -> (f64, f64, u64, usize) {
+    let header: MetadataValue<Ascii> = format!("Bearer {}", server.token).parse().unwrap();
+    let mut streams = Vec::new();
+    for _ in 0..n {
+        let mut c = FactCheckServiceClient::with_interceptor(server.channel().await, Bearer(header.clone()));
+        let mut s = c
+            .watch_annotations(pb::WatchAnnotationsRequest {
+                parent: "articles/003_28f3322794e5657e".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        s.message().await.unwrap().unwrap(); // CREATED
+        streams.push((c, s));
+    }
+    let events = (time.as_secs_f64() * 50.0) as usize;
+    let epoch = Instant::now();
+    let receivers: Vec<_> = streams
+        .into_iter()
+        .map(|(_c, mut s)| {
+            tokio::spawn(async move {
+                let _keep = _c;
+                let mut got: Vec<(u64, Duration)> = Vec::new();
+                while got.len() < events {
+                    match tokio::time::timeout(Duration::from_secs(10), s.message()).await {
+                        Ok(Ok(Some(m))) if m.kind == 2 => got.push((m.revision, epoch.elapsed())),
+                        Ok(Ok(Some(_))) => {}
+                        _ => break,
+                    }
+                }
+                got
+            })
+        })
+        .collect();
+    let mut acks = std::collections::HashMap::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    for i in 0..events {
+        tick.tick().await;
+        let a = writer
+            .create_annotation(create_req("003_28f3322794e5657e", i))
+            .await
+            .unwrap()
+            .into_inner();
+        let rev: u64 = a.etag.trim_matches('"').parse().unwrap();
+        acks.insert(rev, epoch.elapsed());
+    }
+    let mut lat = Vec::new();
+    let mut received = 0usize;
+    for r in receivers {
+        for (rev, at) in r.await.unwrap() {
+            received += 1;
+            if let Some(ack) = acks.get(&rev) {
+                lat.push(at.saturating_sub(*ack).as_micros() as u64);
+            }
+        }
+    }
+    lat.sort_unstable();
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0) as f64
+    };
+    let lost = (events * n) as u64 - received as u64;
+    (pct(0.5), pct(0.99), lost, events)
+}
+
+fn dir_size(p: &Path) -> u64 {
+    let mut total = 0;
+    if let Ok(entries) = std::fs::read_dir(p) {
+        for e in entries.flatten() {
+            let m = e.metadata().unwrap();
+            total += if m.is_dir() { dir_size(&e.path()) } else { m.len() };
+        }
+    }
+    total
+}
+
+#[tokio::main]
+async fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let plan = Plan::new(quick);
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"));
+    let (clients, health) = server.clients(8).await;
+    let mut report = Report {
+        rows: Vec::new(),
+        notes: Vec::new(),
+    };
+    let t0 = Instant::now();
+
+    // Figure 1: durable creates at 1 and 64 in flight, against the floor.
+    let floor1 = floor(&health[..1], 1, plan.rep).await;
+    let floor64 = floor(&health, 64, plan.rep).await;
+    report.row("Health/Check (floor), 1 in flight", &floor1, None);
+    report.row("Health/Check (floor), 64 in flight", &floor64, None);
+    let create1 = creates(&clients[..1], 1, plan.rep).await;
+    report.row("1. CreateAnnotation, 1 in flight", &create1, Some(&floor1));
+    let create64 = creates(&clients, 64, plan.rep).await;
+    report.row("1. CreateAnnotation, 64 in flight", &create64, Some(&floor64));
+
+    // Figure 2: an article with many annotations.
+    let mut loader = clients[0].clone();
+    batch_load(&mut loader, BIG, plan.big_article, 0).await;
+    let review = reviews(&clients, plan.rep).await;
+    report.row(
+        &format!(
+            "2. GetArticleReview, {} annotations, 64 in flight",
+            plan.big_article
+        ),
+        &review,
+        Some(&floor64),
+    );
+    let list = lists(&clients, plan.rep).await;
+    report.row(
+        &format!(
+            "2. ListAnnotations overlaps, page 100, {} annotations, 64 in flight",
+            plan.big_article
+        ),
+        &list,
+        Some(&floor64),
+    );
+
+    // Figure 3: watch fan-out.
+    let mut writer = clients[1].clone();
+    for n in plan.watchers {
+        let (p50, p99, lost, events) = fan_out(&server, &mut writer, n, plan.watch_time).await;
+        report.note(format!(
+            "3. Watch fan-out, {n} streams, {events} creates at 50/s: ack→event p50 {:.2} ms, p99 {:.2} ms, lost {lost}",
+            p50 / 1000.0,
+            p99 / 1000.0
+        ));
+    }
+
+    // Figure 4: batches of 1000.
+    let batches = plan.batches;
+    let mut offset = 1_000_000;
+    let mut rates = Vec::new();
+    for _ in 0..3 {
+        let t = Instant::now();
+        batch_load(&mut loader, "004_8a3ee0e763f8382c", batches * 1000, offset).await;
+        offset += batches * 1000;
+        rates.push((batches * 1000) as f64 / t.elapsed().as_secs_f64());
+    }
+    rates.sort_by(f64::total_cmp);
+    report.note(format!(
+        "4. BatchCreateAnnotations of 1000: {:.0} annotations/s ({:.0}–{:.0})",
+        rates[1], rates[0], rates[2]
+    ));
+
+    // Figure 5: growth.
+    let t = Instant::now();
+    let articles = [
+        "000_9260bb247249f31b",
+        "001_728dec46794c22c1",
+        BIG,
+        "003_28f3322794e5657e",
+        "004_8a3ee0e763f8382c",
+    ];
+    let per = plan.growth / articles.len();
+    let loaders: Vec<_> = articles
+        .iter()
+        .enumerate()
+        .map(|(k, a)| {
+            let mut c = clients[k % clients.len()].clone();
+            let a = a.to_string();
+            tokio::spawn(async move { batch_load(&mut c, &a, per, 10_000_000 + k * per).await })
+        })
+        .collect();
+    for l in loaders {
+        l.await.unwrap();
+    }
+    let load_secs = t.elapsed().as_secs_f64();
+    let rss_loaded = server.rss_mib();
+    drop((clients, health, loader, writer));
+    let dir = server.stop();
+    let disk = dir_size(&dir) as f64 / (1024.0 * 1024.0);
+    let t = Instant::now();
+    let server = Server::start(&dir);
+    let ch = server.channel().await;
+    let mut hc = HealthClient::new(ch);
+    loop {
+        let s = hc
+            .check(tonic_health::pb::HealthCheckRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        if s.status == 1 {
+            break;
+        }
+    }
+    let restart = t.elapsed().as_secs_f64();
+    let (clients, _health) = server.clients(8).await;
+    let create64_big = creates(&clients, 64, plan.rep).await;
+    let review_big = reviews(&clients, plan.rep).await;
+    let list_big = lists(&clients, plan.rep).await;
+    let rss_after = server.rss_mib();
+    report.note(format!(
+        "5. Growth: loaded {} annotations in {load_secs:.1} s; disk {disk:.0} MiB; RSS {rss_loaded:.0} MiB after loading, {rss_after:.0} MiB after restart and figures; restart to SERVING {restart:.2} s",
+        plan.growth
+    ));
+    report.row(
+        &format!("5. CreateAnnotation, 64 in flight, at {}", plan.growth),
+        &create64_big,
+        Some(&create64),
+    );
+    report.row(
+        &format!("5. GetArticleReview at {}", plan.growth),
+        &review_big,
+        Some(&review),
+    );
+    report.row(
+        &format!("5. ListAnnotations overlaps at {}", plan.growth),
+        &list_big,
+        Some(&list),
+    );
+    drop(clients);
+    server.stop();
+    let total = t0.elapsed();
+
+    let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let date = Command::new("date")
+        .arg("-u")
+        .arg("+%Y-%m-%d %H:%M UTC")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    let mut md = String::new();
+    let _ = writeln!(md, "| figure | calls/s (min–max) | p50 | p99 | ratio |");
+    let _ = writeln!(md, "|---|---|---|---|---|");
+    for r in &report.rows {
+        let _ = writeln!(md, "| {} | {} | {} | {} | {} |", r[0], r[1], r[2], r[3], r[4]);
+    }
+    let _ = writeln!(md);
+    for n in &report.notes {
+        let _ = writeln!(md, "- {n}");
+    }
+    let _ = writeln!(
+        md,
+        "\nMachine: {nproc} cores; {date}; run took {:.0} s.",
+        total.as_secs_f64()
+    );
+    println!("\n{md}");
+    if !plan.quick {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/BENCHMARKS.md");
+        let doc = std::fs::read_to_string(&path).unwrap_or_default();
+        let marker = "<!-- results -->";
+        let head = doc.split(marker).next().unwrap_or("").trim_end();
+        let _ = std::fs::write(&path, format!("{head}\n\n{marker}\n\n{md}"));
+        println!("written to {}", path.display());
+    }
+}
