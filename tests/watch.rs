@@ -335,6 +335,28 @@ async fn filters_deliver_exactly_the_matching_events() {
     assert_eq!(s.code(), Code::InvalidArgument);
 }
 
+/// The status a watch from `start` fails with, up front or on the stream.
+async fn watch_error(client: &mut Client, start: u64) -> tonic::Status {
+    let resp = client
+        .watch_annotations(pb::WatchAnnotationsRequest {
+            parent: "articles/-".into(),
+            start_revision: start,
+            ..Default::default()
+        })
+        .await;
+    let mut stream = match resp {
+        Err(s) => return s,
+        Ok(resp) => resp.into_inner(),
+    };
+    loop {
+        match stream.message().await {
+            Err(s) => return s,
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("the watch from {start} ended without an error"),
+        }
+    }
+}
+
 #[tokio::test]
 async fn compacted_revisions_end_the_watch_with_the_oldest_kept() {
     let mut setup = Setup::default();
@@ -355,26 +377,7 @@ async fn compacted_revisions_end_the_watch_with_the_oldest_kept() {
     let oldest = head - 5 + 1;
 
     for start in [1, oldest - 1] {
-        let status = match client
-            .watch_annotations(pb::WatchAnnotationsRequest {
-                parent: "articles/-".into(),
-                start_revision: start,
-                ..Default::default()
-            })
-            .await
-        {
-            Err(s) => s,
-            Ok(resp) => {
-                let mut stream = resp.into_inner();
-                loop {
-                    match stream.message().await {
-                        Err(s) => break s,
-                        Ok(Some(_)) => continue,
-                        Ok(None) => panic!("stream from {start} ended without an error"),
-                    }
-                }
-            }
-        };
+        let status = watch_error(&mut client, start).await;
         assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
         let info = status.get_error_details().error_info().cloned().unwrap();
         assert_eq!(info.reason, "REVISION_COMPACTED");
@@ -393,26 +396,7 @@ async fn compacted_revisions_end_the_watch_with_the_oldest_kept() {
     drop((stream, client));
     let server = server.restart().await;
     let mut client = server.client().await;
-    let s = client
-        .watch_annotations(pb::WatchAnnotationsRequest {
-            parent: "articles/-".into(),
-            start_revision: oldest - 1,
-            ..Default::default()
-        })
-        .await;
-    let failed = match s {
-        Err(s) => s,
-        Ok(resp) => {
-            let mut stream = resp.into_inner();
-            loop {
-                match stream.message().await {
-                    Err(s) => break s,
-                    Ok(Some(_)) => continue,
-                    Ok(None) => panic!("no error"),
-                }
-            }
-        }
-    };
+    let failed = watch_error(&mut client, oldest - 1).await;
     assert_eq!(failed.code(), Code::FailedPrecondition);
 }
 

@@ -320,40 +320,18 @@ async fn plan(client: &mut Client, ops: Vec<(usize, Op)>) -> Result<Vec<Planned>
                 span,
                 etag,
             } => {
-                let mut paths = Vec::new();
-                let mut a = pb::Annotation {
-                    name,
-                    ..Default::default()
-                };
-                if let Some(v) = v {
-                    a.verdict = verdict(line, &v)?;
-                    paths.push("verdict".to_owned());
-                }
-                if let Some(n) = note {
-                    a.note = n;
-                    paths.push("note".to_owned());
-                }
-                if let Some(s) = sources {
-                    a.sources = s;
-                    paths.push("sources".to_owned());
-                }
-                if let Some(s) = span {
-                    a.span = Some(pb::Span {
-                        start: s.start,
-                        end: s.end,
-                    });
-                    paths.push("span".to_owned());
-                }
-                if paths.is_empty() {
-                    return Err(CliError::Usage(format!(
-                        "line {line}: an update needs verdict, note, sources or span"
-                    )));
-                }
-                Batch::Update(vec![pb::UpdateAnnotationRequest {
-                    annotation: Some(a),
-                    update_mask: Some(prost_types::FieldMask { paths }),
-                    etag: etag.unwrap_or_default(),
-                }])
+                let verdict = v.map(|v| verdict(line, &v)).transpose()?;
+                let span = span.map(|s| pb::Span {
+                    start: s.start,
+                    end: s.end,
+                });
+                let request =
+                    super::update_request(name, verdict, note, sources, span, etag).ok_or_else(|| {
+                        CliError::Usage(format!(
+                            "line {line}: an update needs verdict, note, sources or span"
+                        ))
+                    })?;
+                Batch::Update(vec![request])
             }
             Op::Delete { name, etag } => Batch::Delete(vec![pb::DeleteAnnotationRequest {
                 name,

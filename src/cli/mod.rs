@@ -146,6 +146,43 @@ pub fn verdict_pb(v: VerdictArg) -> pb::Verdict {
     }
 }
 
+/// An update of the fields given, with a mask naming exactly them; `None`
+/// if no field is given.
+pub fn update_request(
+    name: String,
+    verdict: Option<i32>,
+    note: Option<String>,
+    sources: Option<Vec<String>>,
+    span: Option<pb::Span>,
+    etag: Option<String>,
+) -> Option<pb::UpdateAnnotationRequest> {
+    let paths: Vec<String> = [
+        ("verdict", verdict.is_some()),
+        ("note", note.is_some()),
+        ("sources", sources.is_some()),
+        ("span", span.is_some()),
+    ]
+    .into_iter()
+    .filter(|&(_, set)| set)
+    .map(|(p, _)| p.to_owned())
+    .collect();
+    if paths.is_empty() {
+        return None;
+    }
+    Some(pb::UpdateAnnotationRequest {
+        annotation: Some(pb::Annotation {
+            name,
+            verdict: verdict.unwrap_or_default(),
+            note: note.unwrap_or_default(),
+            sources: sources.unwrap_or_default(),
+            span,
+            ..Default::default()
+        }),
+        update_mask: Some(prost_types::FieldMask { paths }),
+        etag: etag.unwrap_or_default(),
+    })
+}
+
 pub fn article_name(id: &str) -> String {
     if id.starts_with("articles/") {
         id.to_owned()
@@ -259,43 +296,16 @@ pub async fn run(command: Command) -> Result<()> {
             span,
             etag,
         } => {
-            let mut paths = Vec::new();
-            let mut a = pb::Annotation {
-                name,
-                ..Default::default()
-            };
-            if let Some(v) = verdict {
-                a.verdict = verdict_pb(v) as i32;
-                paths.push("verdict");
-            }
-            if let Some(n) = note {
-                a.note = n;
-                paths.push("note");
-            }
-            if !sources.is_empty() || clear_sources {
-                a.sources = sources;
-                paths.push("sources");
-            }
-            if let Some((start, end)) = span {
-                a.span = Some(pb::Span { start, end });
-                paths.push("span");
-            }
-            if paths.is_empty() {
-                return Err(CliError::Usage(
+            let sources = (!sources.is_empty() || clear_sources).then_some(sources);
+            let span = span.map(|(start, end)| pb::Span { start, end });
+            let verdict = verdict.map(|v| verdict_pb(v) as i32);
+            let request = update_request(name, verdict, note, sources, span, etag).ok_or_else(|| {
+                CliError::Usage(
                     "nothing to update: give --verdict, --note, --source, --clear-sources or --span".into(),
-                ));
-            }
+                )
+            })?;
             let mut c = connect(&client).await?;
-            let updated = c
-                .update_annotation(pb::UpdateAnnotationRequest {
-                    annotation: Some(a),
-                    update_mask: Some(prost_types::FieldMask {
-                        paths: paths.into_iter().map(String::from).collect(),
-                    }),
-                    etag: etag.unwrap_or_default(),
-                })
-                .await?
-                .into_inner();
+            let updated = c.update_annotation(request).await?.into_inner();
             print_annotation(client.output, &updated);
             Ok(())
         }
