@@ -5,8 +5,8 @@ use std::future::Future;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
 use crate::auth::Tokens;
@@ -89,13 +89,16 @@ pub async fn run_with(
             .await;
         health.set_service_status("", ServingStatus::NotServing).await;
     };
+    // `Server::tcp_nodelay` applies only to sockets tonic binds itself: the
+    // caller's listener needs it on the incoming stream, or Nagle's algorithm
+    // holds small responses back for up to 40 ms.
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let serve = Server::builder()
-        .tcp_nodelay(true)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(factcheck)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown);
+        .serve_with_incoming_shutdown(incoming, shutdown);
     tokio::pin!(serve);
     tokio::select! {
         result = &mut serve => return result,
