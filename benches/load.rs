@@ -90,7 +90,11 @@ const ARTICLES: [(&str, usize); 5] = [
 ];
 
 fn length_of(article: &str) -> usize {
-    ARTICLES.iter().find(|(a, _)| *a == article).expect("a seed article").1
+    ARTICLES
+        .iter()
+        .find(|(a, _)| *a == article)
+        .expect("a seed article")
+        .1
 }
 
 struct Server {

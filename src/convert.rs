@@ -368,10 +368,12 @@ fn contested_to_pb(c: &ContestedSpan, article: &Article) -> pb::ContestedSpan {
         quote: article.quote(c.span).unwrap_or_default().to_owned(),
         verdicts: c.verdicts.iter().map(|&v| verdict_to_pb(v) as i32).collect(),
         annotations: c.annotations.iter().map(ToString::to_string).collect(),
+        annotation_count: c.count,
     }
 }
 
-pub fn review_to_pb(r: &Review) -> pb::ArticleReview {
+/// `r` as of store revision `revision`.
+pub fn review_to_pb(r: &Review, revision: u64) -> pb::ArticleReview {
     let article = &r.article;
     let len = article.len();
     pb::ArticleReview {
@@ -389,7 +391,7 @@ pub fn review_to_pb(r: &Review) -> pb::ArticleReview {
         contested_spans: r.contested.iter().map(|c| contested_to_pb(c, article)).collect(),
         analyst_count: r.analysts,
         last_update_time: r.last_update_time_us.map(timestamp),
-        revision: r.revision,
+        revision,
     }
 }
 

@@ -287,17 +287,32 @@ impl AnnotationFilter {
     }
 }
 
+/// Most annotation names a [`ContestedSpan`] lists; `count` says how many
+/// there are, and `ListAnnotations` with `overlaps` pages through them all.
+pub const MAX_CONTESTED_NAMES: usize = 100;
+
 /// A region where annotations with different verdicts overlap.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ContestedSpan {
     pub span: Span,
     /// Distinct verdicts in the region, in [`Verdict`] order.
     pub verdicts: Vec<Verdict>,
-    /// The annotations intersecting the region, by start then id.
+    /// The first [`MAX_CONTESTED_NAMES`] annotations intersecting the
+    /// region, by start then id.
     pub annotations: Vec<AnnotationName>,
+    /// How many annotations intersect the region.
+    pub count: u32,
 }
 
-/// Where the review of one article stands.
+/// One annotation as a review sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mark {
+    pub span: Span,
+    pub verdict: Verdict,
+    pub id: Uuid,
+}
+
+/// Where the review of one article stands, at some revision.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Review {
     pub article: Arc<Article>,
@@ -307,7 +322,6 @@ pub struct Review {
     pub contested: Vec<ContestedSpan>,
     pub analysts: u32,
     pub last_update_time_us: Option<i64>,
-    pub revision: u64,
 }
 
 impl PartialEq for Article {
@@ -317,27 +331,26 @@ impl PartialEq for Article {
 }
 
 impl Review {
-    /// Computes the review from the article's annotations, sorted by span.
+    /// Computes the review from the article's marks, sorted by start then
+    /// id, and the number of distinct analysts. O(n log n) in the marks, plus
+    /// the intersecting marks of each contested region.
     pub fn compute(
         article: Arc<Article>,
-        annotations: &[Annotation],
+        marks: &[Mark],
+        analysts: u32,
         last_update_time_us: Option<i64>,
-        revision: u64,
     ) -> Self {
         let mut counts = [0u32; 3];
-        let mut analysts = std::collections::HashSet::new();
-        for a in annotations {
-            counts[a.judgement.verdict.index()] += 1;
-            analysts.insert(a.analyst.as_str());
+        for m in marks {
+            counts[m.verdict.index()] += 1;
         }
-        let analysts = analysts.len() as u32;
 
         // Sweep over span boundaries: +1 at a start, -1 at an end, per verdict.
-        let mut edges: Vec<(u32, i32, usize)> = Vec::with_capacity(annotations.len() * 2);
-        for a in annotations {
-            let v = a.judgement.verdict.index();
-            edges.push((a.judgement.span.start(), 1, v));
-            edges.push((a.judgement.span.end(), -1, v));
+        let mut edges: Vec<(u32, i32, usize)> = Vec::with_capacity(marks.len() * 2);
+        for m in marks {
+            let v = m.verdict.index();
+            edges.push((m.span.start(), 1, v));
+            edges.push((m.span.end(), -1, v));
         }
         edges.sort_unstable();
         let mut active = [0i32; 3];
@@ -366,22 +379,35 @@ impl Review {
             prev = pos;
         }
 
+        // Regions are disjoint and ascending, marks sorted by start: a mark
+        // ending before one region cannot reach a later one, so one pass with
+        // the marks still open suffices.
+        let mut open: Vec<&Mark> = Vec::new();
+        let mut next = 0;
         let contested = regions
             .into_iter()
             .filter_map(|(s, e)| Span::new(s, e))
             .map(|span| {
-                let hits: Vec<&Annotation> = annotations
-                    .iter()
-                    .take_while(|a| a.judgement.span.start() < span.end())
-                    .filter(|a| a.judgement.span.intersects(span))
-                    .collect();
-                let mut verdicts: Vec<Verdict> = hits.iter().map(|a| a.judgement.verdict).collect();
+                while next < marks.len() && marks[next].span.start() < span.end() {
+                    open.push(&marks[next]);
+                    next += 1;
+                }
+                open.retain(|m| m.span.end() > span.start());
+                let mut verdicts: Vec<Verdict> = open.iter().map(|m| m.verdict).collect();
                 verdicts.sort_unstable();
                 verdicts.dedup();
                 ContestedSpan {
                     span,
                     verdicts,
-                    annotations: hits.iter().map(|a| a.name.clone()).collect(),
+                    annotations: open
+                        .iter()
+                        .take(MAX_CONTESTED_NAMES)
+                        .map(|m| AnnotationName {
+                            article: article.id.clone(),
+                            id: m.id,
+                        })
+                        .collect(),
+                    count: open.len() as u32,
                 }
             })
             .collect();
@@ -393,7 +419,6 @@ impl Review {
             contested,
             analysts,
             last_update_time_us,
-            revision,
         }
     }
 }

@@ -515,8 +515,11 @@ impl FactCheckService for Service {
         let req = req.into_inner();
         let id = convert::review_name("name", &req.name)?;
         let article = self.article(&id)?.clone();
-        let review = self.blocking(move |store| store.review(&article)).await?;
-        Ok(Response::new(convert::review_to_pb(&review)))
+        let (review, revision) = match self.store.cached_review(&article.id) {
+            Some(cached) => cached,
+            None => self.blocking(move |store| store.review(&article)).await?,
+        };
+        Ok(Response::new(convert::review_to_pb(&review, revision)))
     }
 }
 

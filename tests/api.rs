@@ -921,6 +921,98 @@ async fn review_counts_coverage_and_contested_spans() {
 }
 
 #[tokio::test]
+async fn a_crowded_contested_region_names_the_first_hundred_and_counts_all() {
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    let text = seed_text(A1);
+    // 150 annotations all covering “조태열”, alternating verdicts.
+    let name = find_span(&text, "조태열");
+    let requests = (0..150u32)
+        .map(|i| pb::CreateAnnotationRequest {
+            parent: article(A1),
+            annotation: Some(new_annotation(
+                pb::Span {
+                    start: name.start - 1 - i,
+                    end: name.end + i % 7,
+                },
+                if i % 2 == 0 {
+                    Verdict::Verified
+                } else {
+                    Verdict::Disputed
+                },
+            )),
+            ..Default::default()
+        })
+        .collect();
+    c.batch_create_annotations(pb::BatchCreateAnnotationsRequest {
+        parent: article(A1),
+        requests,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let review = |mut c: Client| async move {
+        c.get_article_review(pb::GetArticleReviewRequest {
+            name: format!("{}/review", article(A1)),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+    };
+    let r = review(c.clone()).await;
+    assert_eq!(r.total_count, 150);
+    assert_eq!(r.contested_spans.len(), 1);
+    let contested = &r.contested_spans[0];
+    assert_eq!(contested.annotation_count, 150);
+    assert_eq!(contested.annotations.len(), 100);
+    // The names are the first hundred that ListAnnotations gives for the span.
+    let listed = c
+        .list_annotations(pb::ListAnnotationsRequest {
+            parent: article(A1),
+            page_size: 100,
+            overlaps: contested.span,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let listed: Vec<String> = listed.annotations.into_iter().map(|a| a.name).collect();
+    assert_eq!(contested.annotations, listed);
+
+    // The summary is rebuilt the same after a restart.
+    drop(c);
+    let server = server.restart().await;
+    let mut c = server.client().await;
+    assert_eq!(review(c.clone()).await, r);
+
+    // And follows deletes at once.
+    let (all, _) = snapshot(&mut c).await;
+    c.batch_delete_annotations(pb::BatchDeleteAnnotationsRequest {
+        parent: article(A1),
+        requests: all
+            .iter()
+            .map(|a| pb::DeleteAnnotationRequest {
+                name: a.name.clone(),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let gone = review(c.clone()).await;
+    assert_eq!(gone.total_count, 0);
+    assert_eq!(gone.analyst_count, 0);
+    assert!(gone.contested_spans.is_empty());
+    assert_eq!(gone.revision, r.revision + 1);
+    let micros = |t: Option<prost_types::Timestamp>| {
+        let t = t.expect("a last update time");
+        t.seconds * 1_000_000 + i64::from(t.nanos) / 1000
+    };
+    assert!(micros(gone.last_update_time) > micros(r.last_update_time));
+}
+
+#[tokio::test]
 async fn restart_on_the_same_data_dir_keeps_everything() {
     let server = TestServer::start().await;
     let mut c = server.client().await;

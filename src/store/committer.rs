@@ -339,7 +339,7 @@ impl<'a> Group<'a> {
         let mut results = Vec::with_capacity(changes.len());
         let mut events = Vec::with_capacity(changes.len());
         for (before, after) in changes {
-            self.stage_change(before.as_ref(), after.as_ref());
+            self.stage_change(before.as_ref(), after.as_ref(), now);
             let event = Event { before, after };
             results.push(event.annotation().clone());
             events.push(event);
@@ -373,7 +373,7 @@ impl<'a> Group<'a> {
         })
     }
 
-    fn stage_change(&mut self, before: Option<&Annotation>, after: Option<&Annotation>) {
+    fn stage_change(&mut self, before: Option<&Annotation>, after: Option<&Annotation>, now: i64) {
         if let Some(b) = before {
             let moved = after.is_none_or(|a| a.judgement.span.start() != b.judgement.span.start());
             if moved {
@@ -401,7 +401,7 @@ impl<'a> Group<'a> {
         let changed = after.or(before).expect("a change has a state");
         self.stats.insert(
             changed.name.article.clone(),
-            after.map_or_else(now_us, |a| a.update_time_us),
+            after.map_or(now, |a| a.update_time_us),
         );
     }
 
@@ -473,9 +473,12 @@ impl<'a> Group<'a> {
             .insert(keys::META_REVISION, &self.revision.to_be_bytes());
         // Readers hold the other side of this lock, so they see a group
         // whole or not at all, and only once it is durable.
-        let _visible = self.shared.visible.write().unwrap_or_else(|e| e.into_inner());
+        let mut index = self.shared.visible.write().unwrap_or_else(|e| e.into_inner());
         self.shared.tree.apply_batch(self.batch)?;
         self.shared.db.flush()?;
+        for change in &self.changes {
+            index.apply(change);
+        }
         self.shared.revision.store(self.revision, Ordering::Release);
         if let Some(c) = self.compacted {
             self.shared.compacted.store(c, Ordering::Release);

@@ -74,6 +74,20 @@ pub fn position(id: &ArticleId, start: u32, uuid: Uuid) -> Vec<u8> {
     k
 }
 
+/// The article, start and id of a position key, if well formed.
+pub fn parse_position(key: &[u8]) -> Option<(ArticleId, u32, Uuid)> {
+    let rest = key.strip_prefix(&[POSITION])?;
+    let nul = rest.iter().position(|&b| b == 0)?;
+    let article = ArticleId::parse(std::str::from_utf8(&rest[..nul]).ok()?).ok()?;
+    let tail = &rest[nul + 1..];
+    if tail.len() != 20 {
+        return None;
+    }
+    let start = u32::from_be_bytes(tail[..4].try_into().ok()?);
+    let uuid = Uuid::from_slice(&tail[4..]).ok()?;
+    Some((article, start, uuid))
+}
+
 pub fn location(uuid: Uuid) -> Vec<u8> {
     prefixed(LOCATION, uuid.as_bytes())
 }

@@ -9,10 +9,10 @@
 
 mod codec;
 mod committer;
+mod index;
 mod keys;
 
 use std::collections::BTreeMap;
-use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -25,6 +25,7 @@ pub use committer::{Applied, Mutation, RequestKey};
 
 use crate::domain::{Annotation, AnnotationFilter, AnnotationName, Article, ArticleId, Change, Review};
 use crate::error::{Error, Result};
+use index::Index;
 
 /// How many jobs may wait for the committer before callers wait to enqueue.
 const QUEUE_DEPTH: usize = 4096;
@@ -93,9 +94,9 @@ pub struct Store {
 struct Shared {
     db: sled::Db,
     tree: sled::Tree,
-    /// Readers hold it shared; the committer holds it exclusively while it
-    /// applies and flushes a group.
-    visible: RwLock<()>,
+    /// The in-memory index. Readers hold it shared; the committer holds it
+    /// exclusively while it applies and flushes a group and updates it.
+    visible: RwLock<Index>,
     /// The revision of the last durable group.
     revision: AtomicU64,
     /// The highest revision trimmed from the changelog (0: none).
@@ -210,12 +211,13 @@ impl Store {
             let record: codec::ArticleRecord = codec::decode(&v)?;
             articles.insert(id.clone(), Article::new(id, record.text));
         }
+        let index = build_index(&tree)?;
         db.flush().map_err(Error::internal)?;
 
         let shared = Arc::new(Shared {
             db,
             tree,
-            visible: RwLock::new(()),
+            visible: RwLock::new(index),
             revision: AtomicU64::new(revision),
             compacted: AtomicU64::new(compacted),
             retention: config.retention,
@@ -313,56 +315,63 @@ impl Store {
         Ok(found.filter(|a| &a.name.article == article))
     }
 
-    /// Up to `limit` annotations matching `filter`, after `cursor`. Blocking.
+    /// Up to `limit` annotations matching `filter`, after `cursor`. Blocking:
+    /// the index selects, sled supplies only the page's records.
     pub fn list(
         &self,
         filter: &AnnotationFilter,
         cursor: Option<&Cursor>,
         limit: usize,
     ) -> Result<AnnotationPage> {
-        let (prefix_start, prefix_end) = match &filter.article {
-            Some(a) => {
-                let p = keys::position_prefix(a);
-                let mut end = p.clone();
-                *end.last_mut().expect("non-empty prefix") += 1;
-                (p, end)
-            }
-            None => (vec![keys::POSITION], vec![keys::POSITION + 1]),
+        let after = match cursor {
+            Some(c) => Some(keys::parse_position(&c.0).ok_or_else(|| Error::internal("malformed cursor"))?),
+            None => None,
         };
-        let lower = match cursor {
-            Some(c) if c.0 >= prefix_start => Bound::Excluded(c.0.clone()),
-            _ => Bound::Included(prefix_start),
+        let articles: Vec<&ArticleId> = match &filter.article {
+            Some(a) => vec![a],
+            None => self.inner.articles.keys().collect(),
         };
-        let _visible = self.read_lock();
+        let index = self.read_lock();
         let revision = self.revision();
-        let mut annotations = Vec::new();
-        let mut next = None;
-        let in_range = match &lower {
-            Bound::Excluded(c) => *c < prefix_end,
-            _ => true,
-        };
-        if in_range {
-            for item in self.inner.shared.tree.range((lower, Bound::Excluded(prefix_end))) {
-                let (_, value) = item.map_err(Error::internal)?;
-                let a = codec::decode_annotation(&value)?;
-                if filter.article.is_some()
-                    && filter
-                        .overlaps
-                        .is_some_and(|s| a.judgement.span.start() >= s.end())
-                {
-                    // Sorted by start: nothing further can intersect.
-                    break;
-                }
-                if !filter.matches(&a) {
-                    continue;
-                }
-                if annotations.len() == limit {
-                    next = Some(Cursor(keys_of_last(&annotations)));
-                    break;
-                }
-                annotations.push(a);
+        // One more than a page: whether there is a next page.
+        let mut keys: Vec<(&ArticleId, u32, Uuid)> = Vec::new();
+        for id in articles {
+            let from = match &after {
+                Some((a, _, _)) if a > id => continue,
+                Some((a, start, uuid)) if a == id => Some((*start, *uuid)),
+                _ => None,
+            };
+            if let Some(article) = index.article(id) {
+                let want = limit + 1 - keys.len();
+                keys.extend(
+                    article
+                        .select(filter, from, want)
+                        .into_iter()
+                        .map(|(start, uuid)| (id, start, uuid)),
+                );
+            }
+            if keys.len() > limit {
+                break;
             }
         }
+        let next = (keys.len() > limit).then(|| {
+            let (a, start, uuid) = keys[limit - 1];
+            Cursor(keys::position(a, start, uuid))
+        });
+        keys.truncate(limit);
+        let tree = &self.inner.shared.tree;
+        let annotations = keys
+            .into_iter()
+            .map(
+                |(a, start, uuid)| match tree.get(keys::position(a, start, uuid)) {
+                    Ok(Some(v)) => codec::decode_annotation(&v),
+                    Ok(None) => Err(Error::internal(format!(
+                        "indexed annotation {uuid} has no record"
+                    ))),
+                    Err(e) => Err(Error::internal(e)),
+                },
+            )
+            .collect::<Result<Vec<_>>>()?;
         Ok(AnnotationPage {
             annotations,
             next,
@@ -370,27 +379,27 @@ impl Store {
         })
     }
 
-    /// Where the review of `article` stands. Blocking: reads every
-    /// annotation of the article.
-    pub fn review(&self, article: &Arc<Article>) -> Result<Review> {
-        let tree = &self.inner.shared.tree;
-        let _visible = self.read_lock();
-        let revision = self.revision();
-        let mut annotations = Vec::new();
-        for item in tree.scan_prefix(keys::position_prefix(&article.id)) {
-            let (_, value) = item.map_err(Error::internal)?;
-            annotations.push(codec::decode_annotation(&value)?);
-        }
-        let last_update = match tree.get(keys::stats(&article.id)).map_err(Error::internal)? {
-            Some(v) => Some(codec::decode::<codec::StatsRecord>(&v)?.last_update_time_us),
-            None => None,
+    /// Where the review of `article` stands, and the revision it stands at.
+    /// Computed once per state of the article and then shared, so usually
+    /// cheap; the first call after a change is O(n log n) in its annotations.
+    pub fn review(&self, article: &Arc<Article>) -> Result<(Arc<Review>, u64)> {
+        let index = self.read_lock();
+        let review = match index.article(&article.id) {
+            Some(a) => a.review(article),
+            None => Arc::new(Review::compute(article.clone(), &[], 0, None)),
         };
-        Ok(Review::compute(
-            article.clone(),
-            &annotations,
-            last_update,
-            revision,
-        ))
+        Ok((review, self.revision()))
+    }
+
+    /// The review of `article` if it is already computed and the store is
+    /// not committing: never blocks, so async code may call it.
+    pub fn cached_review(&self, article: &ArticleId) -> Option<(Arc<Review>, u64)> {
+        let index = match self.inner.shared.visible.try_read() {
+            Ok(index) => index,
+            Err(_) => return None,
+        };
+        let review = index.article(article)?.cached_review()?;
+        Some((review, self.revision()))
     }
 
     /// Live changes committed from now on. A receiver that falls more than
@@ -433,7 +442,7 @@ impl Store {
         Ok(ChangesRead::Changes(out))
     }
 
-    fn read_lock(&self) -> std::sync::RwLockReadGuard<'_, ()> {
+    fn read_lock(&self) -> std::sync::RwLockReadGuard<'_, Index> {
         self.inner
             .shared
             .visible
@@ -442,9 +451,23 @@ impl Store {
     }
 }
 
-fn keys_of_last(annotations: &[Annotation]) -> Vec<u8> {
-    let a = annotations.last().expect("a full page is not empty");
-    keys::position(&a.name.article, a.judgement.span.start(), a.name.id)
+/// The index of every stored annotation, and each article's last update.
+fn build_index(tree: &sled::Tree) -> Result<Index> {
+    let mut index = Index::default();
+    for item in tree.scan_prefix([keys::POSITION]) {
+        let (_, v) = item.map_err(Error::internal)?;
+        index.insert(&codec::decode_annotation(&v)?);
+    }
+    for item in tree.scan_prefix([keys::STATS]) {
+        let (k, v) = item.map_err(Error::internal)?;
+        let id = std::str::from_utf8(&k[1..])
+            .ok()
+            .and_then(|s| ArticleId::parse(s).ok())
+            .ok_or_else(|| Error::internal("corrupt stats key"))?;
+        let stats: codec::StatsRecord = codec::decode(&v)?;
+        index.set_last_update(&id, stats.last_update_time_us);
+    }
+    Ok(index)
 }
 
 /// The stored annotation with this id, in whatever article.
