@@ -1,19 +1,21 @@
-//! Bearer tokens: who is calling.
+//! Bearer tokens: who is calling, and with which [`Role`].
 //!
-//! The tokens file maps SHA-256 hashes of tokens to analyst names; the tokens
-//! themselves are never stored. With no tokens file the server creates one
+//! The tokens file maps SHA-256 hashes of tokens to analyst names and roles;
+//! the tokens themselves are never stored. The server reads it at start and
+//! again on [`Tokens::reload`] (SIGHUP), without dropping connections. With no tokens file the server creates one
 //! holding a fresh `admin` token, whose clear text it writes once to
 //! `<data-dir>/admin-token` (mode 0600), so a first run needs no set-up and
 //! the server is still never open to anonymous callers.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tonic::{Request, Status};
 
-use crate::domain::{Analyst, Caller};
+use crate::domain::{Analyst, Caller, Role};
 use crate::error::Error;
 
 /// The file name of the tokens file the server creates in the data dir.
@@ -23,53 +25,141 @@ pub const ADMIN_TOKEN_FILE: &str = "admin-token";
 
 /// The tokens file, as JSON.
 #[derive(Serialize, Deserialize, Default)]
-struct TokensFile {
-    tokens: Vec<TokenEntry>,
+pub struct TokensFile {
+    pub tokens: Vec<TokenEntry>,
 }
 
-#[derive(Serialize, Deserialize)]
-struct TokenEntry {
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct TokenEntry {
     /// Who the token belongs to: becomes `Annotation.analyst`.
-    analyst: String,
+    pub analyst: String,
+    /// What the token may do; `analyst` when absent (files from before
+    /// roles existed).
+    #[serde(default = "default_role")]
+    pub role: Role,
     /// Lowercase hex SHA-256 of the token.
-    sha256: String,
+    pub sha256: String,
 }
 
-/// Known tokens, by hash.
-#[derive(Clone, Debug, Default)]
-pub struct Tokens {
-    by_hash: HashMap<[u8; 32], Analyst>,
+fn default_role() -> Role {
+    Role::Analyst
 }
 
-impl Tokens {
-    /// Tokens given in clear text; for tests and embedding.
-    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Self, Error> {
-        let mut tokens = Tokens::default();
-        for (token, analyst) in pairs {
-            let analyst = Analyst::parse(analyst).map_err(|e| Error::invalid("analyst", e))?;
-            tokens.by_hash.insert(hash(token), analyst);
-        }
-        Ok(tokens)
-    }
-
-    /// Reads a tokens file.
-    pub fn load(path: &Path) -> Result<Self, Error> {
+impl TokensFile {
+    /// Reads and checks a tokens file.
+    pub fn read(path: &Path) -> Result<Self, Error> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::internal(format!("cannot read the tokens file {}: {e}", path.display())))?;
         let file: TokensFile = serde_json::from_str(&text)
             .map_err(|e| Error::internal(format!("cannot parse the tokens file {}: {e}", path.display())))?;
-        let mut tokens = Tokens::default();
-        for (i, entry) in file.tokens.into_iter().enumerate() {
-            let bad =
-                |what: &str| Error::internal(format!("tokens file {}: entry {i}: {what}", path.display()));
-            let analyst = Analyst::parse(&entry.analyst).map_err(|e| bad(&format!("analyst {e}")))?;
+        file.by_hash()
+            .map_err(|e| Error::internal(format!("tokens file {}: {e}", path.display())))?;
+        Ok(file)
+    }
+
+    /// Writes the file whole, through a temporary file and a rename, so a
+    /// server reloading it never reads half of it. Mode 0600.
+    pub fn write(&self, path: &Path) -> Result<(), Error> {
+        let json = serde_json::to_string_pretty(self).expect("plain struct");
+        let tmp = path.with_extension("json.tmp");
+        let _ = std::fs::remove_file(&tmp);
+        write_private(&tmp, json.as_bytes())?;
+        std::fs::rename(&tmp, path)
+            .map_err(|e| Error::internal(format!("cannot replace {}: {e}", path.display())))
+    }
+
+    fn by_hash(&self) -> Result<HashMap<[u8; 32], Caller>, String> {
+        let mut by_hash = HashMap::new();
+        for (i, entry) in self.tokens.iter().enumerate() {
+            let analyst = Analyst::parse(&entry.analyst).map_err(|e| format!("entry {i}: analyst {e}"))?;
             let digest: [u8; 32] = hex::decode(&entry.sha256)
                 .ok()
                 .and_then(|d| d.try_into().ok())
-                .ok_or_else(|| bad("sha256 is not 64 hex digits"))?;
-            tokens.by_hash.insert(digest, analyst);
+                .ok_or_else(|| format!("entry {i}: sha256 is not 64 hex digits"))?;
+            by_hash.insert(
+                digest,
+                Caller {
+                    analyst,
+                    role: entry.role,
+                },
+            );
         }
-        Ok(tokens)
+        Ok(by_hash)
+    }
+
+    /// Adds a fresh token for `analyst` with `role`; returns it in clear
+    /// text, the only time it is ever shown.
+    pub fn add(&mut self, analyst: &Analyst, role: Role) -> String {
+        let token = new_token();
+        self.tokens.push(TokenEntry {
+            analyst: analyst.to_string(),
+            role,
+            sha256: hex::encode(hash(&token)),
+        });
+        token
+    }
+
+    /// Removes every token of `analyst`; how many there were.
+    pub fn revoke(&mut self, analyst: &str) -> usize {
+        let before = self.tokens.len();
+        self.tokens.retain(|t| t.analyst != analyst);
+        before - self.tokens.len()
+    }
+}
+
+/// Known tokens, by hash; reloadable from the file they came from.
+#[derive(Debug, Default)]
+pub struct Tokens {
+    by_hash: RwLock<Arc<HashMap<[u8; 32], Caller>>>,
+    /// Where [`Tokens::reload`] reads from; `None` for tokens given in code.
+    path: Option<PathBuf>,
+}
+
+impl Tokens {
+    /// Tokens given in clear text, each with the analyst role; for tests
+    /// and embedding.
+    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Self, Error> {
+        Self::from_roles(pairs.into_iter().map(|(t, a)| (t, a, Role::Analyst)))
+    }
+
+    /// Tokens given in clear text with their analysts and roles.
+    pub fn from_roles<'a>(
+        entries: impl IntoIterator<Item = (&'a str, &'a str, Role)>,
+    ) -> Result<Self, Error> {
+        let mut by_hash = HashMap::new();
+        for (token, analyst, role) in entries {
+            let analyst = Analyst::parse(analyst).map_err(|e| Error::invalid("analyst", e))?;
+            by_hash.insert(hash(token), Caller { analyst, role });
+        }
+        Ok(Tokens {
+            by_hash: RwLock::new(Arc::new(by_hash)),
+            path: None,
+        })
+    }
+
+    /// Reads a tokens file; [`Tokens::reload`] reads it again.
+    pub fn load(path: &Path) -> Result<Self, Error> {
+        let by_hash = TokensFile::read(path)?.by_hash().map_err(Error::internal)?;
+        Ok(Tokens {
+            by_hash: RwLock::new(Arc::new(by_hash)),
+            path: Some(path.to_owned()),
+        })
+    }
+
+    /// Reads the tokens file again; on error the tokens stay as they were.
+    /// Returns how many tokens are now known.
+    pub fn reload(&self) -> Result<usize, Error> {
+        let Some(path) = &self.path else {
+            return Ok(self.len());
+        };
+        let by_hash = TokensFile::read(path)?.by_hash().map_err(Error::internal)?;
+        let n = by_hash.len();
+        *self.by_hash.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(by_hash);
+        Ok(n)
+    }
+
+    fn current(&self) -> Arc<HashMap<[u8; 32], Caller>> {
+        self.by_hash.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Loads `explicit`, or `<data_dir>/tokens.json`, creating the latter
@@ -80,19 +170,13 @@ impl Tokens {
         }
         let path = data_dir.join(DEFAULT_TOKENS_FILE);
         if !path.exists() {
-            let token = new_token();
-            let file = TokensFile {
-                tokens: vec![TokenEntry {
-                    analyst: "admin".into(),
-                    sha256: hex::encode(hash(&token)),
-                }],
-            };
+            let mut file = TokensFile::default();
+            let token = file.add(&Analyst::parse("admin").expect("a valid name"), Role::Admin);
             let admin_path = data_dir.join(ADMIN_TOKEN_FILE);
             // A leftover from a run that died before writing the tokens file.
             let _ = std::fs::remove_file(&admin_path);
             write_private(&admin_path, format!("{token}\n").as_bytes())?;
-            let json = serde_json::to_string_pretty(&file).expect("plain struct");
-            write_private(&path, json.as_bytes())?;
+            file.write(&path)?;
             tracing::info!(
                 token_file = %admin_path.display(),
                 "created a tokens file with an admin token: send it as 'authorization: Bearer <token>'"
@@ -102,11 +186,11 @@ impl Tokens {
     }
 
     pub fn len(&self) -> usize {
-        self.by_hash.len()
+        self.current().len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.by_hash.is_empty()
+        self.len() == 0
     }
 
     /// The caller named by an `authorization` header value.
@@ -122,18 +206,14 @@ impl Tokens {
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or_else(|| Error::Unauthenticated("authorization header is not 'Bearer <token>'".into()))?;
-        self.by_hash
+        self.current()
             .get(&hash(token))
-            .map(|analyst| Caller {
-                analyst: analyst.clone(),
-            })
+            .cloned()
             .ok_or_else(|| Error::Unauthenticated("unknown token".into()))
     }
 
     /// A tonic interceptor that puts the [`Caller`] in the request extensions.
-    pub fn interceptor(
-        self: std::sync::Arc<Self>,
-    ) -> impl FnMut(Request<()>) -> Result<Request<()>, Status> + Clone {
+    pub fn interceptor(self: Arc<Self>) -> impl FnMut(Request<()>) -> Result<Request<()>, Status> + Clone {
         move |mut req: Request<()>| {
             let header = req.metadata().get("authorization").and_then(|v| v.to_str().ok());
             let caller = self.authenticate(header)?;

@@ -126,6 +126,16 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Manage the tokens file (offline; a running server rereads it on SIGHUP).
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
+    /// Check the audit history of a data dir (offline: stop the server first).
+    Audit {
+        #[command(subcommand)]
+        action: AuditAction,
+    },
     /// Export annotations as JSONL (readable by apply) or W3C Web Annotations.
     Export {
         #[command(flatten)]
@@ -135,6 +145,83 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "jsonl")]
         format: ExportFormat,
     },
+}
+
+/// Where the tokens file is.
+#[derive(Args, Debug, Clone)]
+pub struct TokensFileArgs {
+    /// The server's data dir, whose `tokens.json` is used.
+    #[arg(long, env = "FACTCHECK_DATA_DIR", default_value = "./factcheck-data")]
+    pub data_dir: PathBuf,
+    /// A tokens file elsewhere (as given to `serve --tokens`).
+    #[arg(long, env = "FACTCHECK_TOKENS")]
+    pub tokens: Option<PathBuf>,
+}
+
+impl TokensFileArgs {
+    pub fn path(&self) -> PathBuf {
+        self.tokens
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join(crate::auth::DEFAULT_TOKENS_FILE))
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenAction {
+    /// Add a token for NAME with a role; prints the token, once.
+    Add {
+        #[command(flatten)]
+        file: TokensFileArgs,
+        /// The analyst name the token acts as.
+        name: String,
+        #[arg(long, value_enum)]
+        role: RoleArg,
+    },
+    /// List the tokens' names and roles (never the tokens).
+    List {
+        #[command(flatten)]
+        file: TokensFileArgs,
+    },
+    /// Remove every token of NAME.
+    Revoke {
+        #[command(flatten)]
+        file: TokensFileArgs,
+        name: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditAction {
+    /// Check every annotation's history chain and that it agrees with the
+    /// stored annotations; exit 1 on any break.
+    Verify {
+        /// The data dir of a stopped server.
+        #[arg(long, env = "FACTCHECK_DATA_DIR", default_value = "./factcheck-data")]
+        data_dir: PathBuf,
+    },
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RoleArg {
+    /// Read, list and watch.
+    Reader,
+    /// Also create, and update or delete their own annotations.
+    Analyst,
+    /// Also update or delete anyone's annotations.
+    Reviewer,
+    /// Everything.
+    Admin,
+}
+
+impl From<RoleArg> for crate::domain::Role {
+    fn from(r: RoleArg) -> Self {
+        match r {
+            RoleArg::Reader => Self::Reader,
+            RoleArg::Analyst => Self::Analyst,
+            RoleArg::Reviewer => Self::Reviewer,
+            RoleArg::Admin => Self::Admin,
+        }
+    }
 }
 
 /// How to reach the server, and how to print.
@@ -147,6 +234,10 @@ pub struct ClientArgs {
     /// Bearer token. Default: the admin token the server wrote in --data-dir.
     #[arg(long, env = "FACTCHECK_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+
+    /// PEM file of the CA that signed the server's certificate (https://).
+    #[arg(long, env = "FACTCHECK_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
 
     /// Where a server on this machine keeps its data (for its admin token).
     #[arg(long, env = "FACTCHECK_DATA_DIR", default_value = "./factcheck-data")]
@@ -213,4 +304,22 @@ pub struct ServeArgs {
     /// sled's page cache in MiB: the main term of the server's memory.
     #[arg(long, env = "FACTCHECK_CACHE_MB", default_value_t = 256)]
     pub cache_mb: u64,
+
+    /// PEM certificate chain: serve TLS (with --tls-key).
+    #[arg(long, env = "FACTCHECK_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "FACTCHECK_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Allow listening on a non-loopback address without TLS, which sends
+    /// bearer tokens in clear text.
+    #[arg(long, env = "FACTCHECK_INSECURE")]
+    pub insecure: bool,
+
+    /// Deadline of a unary call, in seconds, unless the client sets a
+    /// shorter one; watch streams have none.
+    #[arg(long, env = "FACTCHECK_CALL_TIMEOUT", default_value_t = 30)]
+    pub call_timeout_secs: u64,
 }

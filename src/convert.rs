@@ -7,8 +7,8 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::domain::{
-    Annotation, AnnotationFilter, AnnotationName, Article, ArticleId, ContestedSpan, Judgement,
-    MAX_NOTE_CHARS, MAX_SOURCE_CHARS, MAX_SOURCES, Review, Span, Verdict,
+    Annotation, AnnotationFilter, AnnotationName, Article, ArticleId, ContestedSpan, EventKind, Judgement,
+    MAX_NOTE_CHARS, MAX_SOURCE_CHARS, MAX_SOURCES, Review, Revision, Span, Verdict,
 };
 use crate::error::{Error, Result};
 use crate::pb;
@@ -343,6 +343,32 @@ pub fn span_to_pb(s: Span) -> pb::Span {
     pb::Span {
         start: s.start(),
         end: s.end(),
+    }
+}
+
+/// Page tokens of one annotation's history serve only that history.
+pub fn history_fingerprint(name: &AnnotationName) -> [u8; 16] {
+    let digest = Sha256::digest(format!("history-v1 {name}").as_bytes());
+    digest[..16].try_into().expect("16 of 32 bytes")
+}
+
+pub fn revision_to_pb(r: &Revision, article: &Article) -> pb::AnnotationRevision {
+    use pb::annotation_event::Type;
+    pb::AnnotationRevision {
+        annotation: Some(annotation_to_pb(&r.annotation, article)),
+        revision: r.revision,
+        actor: r.actor.clone(),
+        change_time: Some(timestamp(r.time_us)),
+        r#type: match r.kind {
+            EventKind::Created => Type::Created,
+            EventKind::Updated => Type::Updated,
+            EventKind::Deleted => Type::Deleted,
+        } as i32,
+        changed_fields: (r.kind == EventKind::Updated).then(|| prost_types::FieldMask {
+            paths: r.changed.clone(),
+        }),
+        hash: hex::encode(r.hash),
+        previous_hash: hex::encode(r.prev_hash),
     }
 }
 

@@ -161,10 +161,71 @@ impl fmt::Display for Analyst {
     }
 }
 
+/// What a token may do; each role may do everything the one before it may.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Read, list and watch.
+    Reader,
+    /// Also create annotations, and update or delete their own.
+    Analyst,
+    /// Also update or delete anyone's annotations: adjudication.
+    Reviewer,
+    /// Everything.
+    Admin,
+}
+
+impl Role {
+    pub const ALL: [Role; 4] = [Role::Reader, Role::Analyst, Role::Reviewer, Role::Admin];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Reader => "reader",
+            Role::Analyst => "analyst",
+            Role::Reviewer => "reviewer",
+            Role::Admin => "admin",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The caller of an RPC, as established by its bearer token.
 #[derive(Clone, Debug)]
 pub struct Caller {
     pub analyst: Analyst,
+    pub role: Role,
+}
+
+impl Caller {
+    /// Whether the caller's role is at least `role`; `action` says what
+    /// was refused, e.g. `create annotations`.
+    pub fn require(&self, role: Role, action: &str) -> Result<(), crate::error::Error> {
+        if self.role >= role {
+            return Ok(());
+        }
+        Err(crate::error::Error::PermissionDenied {
+            reason: "ROLE_REQUIRED",
+            message: format!(
+                "{} has role {} and may not {action}: that needs role {role} or above",
+                self.analyst, self.role
+            ),
+        })
+    }
+
+    /// The owner a mutation of someone's annotation must match: the caller
+    /// unless their role may adjudicate (reviewer and above).
+    pub fn owner_restriction(&self) -> Option<Analyst> {
+        (self.role < Role::Reviewer).then(|| self.analyst.clone())
+    }
 }
 
 /// An article: immutable once loaded, shared by every reader.
@@ -421,6 +482,22 @@ impl Review {
             last_update_time_us,
         }
     }
+}
+
+/// One state in an annotation's audit history.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Revision {
+    /// After the change; for a deletion, as it was deleted.
+    pub annotation: Annotation,
+    pub revision: u64,
+    pub actor: String,
+    /// Microseconds since the Unix epoch.
+    pub time_us: i64,
+    pub kind: EventKind,
+    /// For an update, the fields that changed.
+    pub changed: Vec<String>,
+    pub hash: [u8; 32],
+    pub prev_hash: [u8; 32],
 }
 
 /// One annotation's change within a revision.

@@ -44,6 +44,10 @@ pub enum Error {
     #[error("{0}")]
     Unauthenticated(String),
 
+    /// The caller's role does not allow the call, or not on this annotation.
+    #[error("{message}")]
+    PermissionDenied { reason: &'static str, message: String },
+
     /// The server is shutting down.
     #[error("the server is shutting down")]
     Unavailable,
@@ -97,7 +101,8 @@ impl Error {
             Error::AlreadyExists { reason, .. }
             | Error::FailedPrecondition { reason, .. }
             | Error::Aborted { reason, .. }
-            | Error::ResourceExhausted { reason, .. } => reason,
+            | Error::ResourceExhausted { reason, .. }
+            | Error::PermissionDenied { reason, .. } => reason,
             Error::Compacted { .. } => "REVISION_COMPACTED",
             Error::Child { error, .. } => error.reason(),
             Error::Unauthenticated(_) => "UNAUTHENTICATED",
@@ -116,6 +121,7 @@ impl Error {
             Error::Compacted { .. } => Code::FailedPrecondition,
             Error::ResourceExhausted { .. } => Code::ResourceExhausted,
             Error::Unauthenticated(_) => Code::Unauthenticated,
+            Error::PermissionDenied { .. } => Code::PermissionDenied,
             Error::Unavailable => Code::Unavailable,
             Error::Child { error, .. } => error.code(),
             Error::Internal(_) => Code::Internal,

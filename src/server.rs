@@ -25,12 +25,31 @@ const SERVICE_NAME: &str = "factcheck.v1.FactCheckService";
 /// that the remaining connections are closed.
 pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// The deadline of a unary call unless the client asks for a shorter one.
+pub const DEFAULT_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Server settings beyond the store and the tokens.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Options {
     pub watch: WatchOptions,
     /// Counts live watch streams; keep a clone to observe them.
     pub watch_gauge: Arc<WatchGauge>,
+    /// PEM certificate chain and private key: serve TLS.
+    pub tls: Option<(Vec<u8>, Vec<u8>)>,
+    /// Deadline of every unary call (a shorter `grpc-timeout` from the client
+    /// wins); watch streams are not bounded by it.
+    pub call_timeout: std::time::Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            watch: WatchOptions::default(),
+            watch_gauge: Arc::default(),
+            tls: None,
+            call_timeout: DEFAULT_CALL_TIMEOUT,
+        }
+    }
 }
 
 /// [`run_with`] with default options.
@@ -93,7 +112,13 @@ pub async fn run_with(
     // caller's listener needs it on the incoming stream, or Nagle's algorithm
     // holds small responses back for up to 40 ms.
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let serve = Server::builder()
+    let mut builder = Server::builder().timeout(options.call_timeout);
+    if let Some((cert, key)) = &options.tls {
+        let tls = tonic::transport::ServerTlsConfig::new()
+            .identity(tonic::transport::Identity::from_pem(cert, key));
+        builder = builder.tls_config(tls)?;
+    }
+    let serve = builder
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -8,7 +8,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::convert::{self, PageTokens};
-use crate::domain::{Annotation, AnnotationName, Article, ArticleId, Caller};
+use crate::domain::{Annotation, AnnotationName, Article, ArticleId, Caller, Role};
 use crate::error::{Error, Result};
 use crate::pb;
 use crate::pb::fact_check_service_server::FactCheckService;
@@ -120,6 +120,7 @@ impl Service {
         &self,
         req: &pb::UpdateAnnotationRequest,
         within: Option<Option<&ArticleId>>,
+        caller: &Caller,
     ) -> Result<Mutation> {
         let annotation = req
             .annotation
@@ -139,13 +140,19 @@ impl Service {
             .into_iter()
             .find(|e| !e.is_empty())
             .cloned();
-        Ok(Mutation::Update { name, patch, etag })
+        Ok(Mutation::Update {
+            name,
+            patch,
+            etag,
+            owner: caller.owner_restriction(),
+        })
     }
 
     fn delete_mutation(
         &self,
         req: &pb::DeleteAnnotationRequest,
         within: Option<Option<&ArticleId>>,
+        caller: &Caller,
     ) -> Result<Mutation> {
         let name = convert::annotation_name("name", &req.name)?;
         check_within(&name, within.flatten())?;
@@ -153,7 +160,11 @@ impl Service {
             return Err(Error::not_found(name.to_string()));
         }
         let etag = (!req.etag.is_empty()).then(|| req.etag.clone());
-        Ok(Mutation::Delete { name, etag })
+        Ok(Mutation::Delete {
+            name,
+            etag,
+            owner: caller.owner_restriction(),
+        })
     }
 
     /// Submits a batch's mutations, with its request id if it has one.
@@ -175,6 +186,7 @@ impl Service {
         self.store
             .submit(Submit {
                 mutations,
+                actor: caller.analyst.clone(),
                 request,
                 validate_only,
                 children: Some("requests"),
@@ -230,6 +242,14 @@ fn check_within(name: &AnnotationName, within: Option<&ArticleId>) -> Result<()>
         )),
         _ => Ok(()),
     }
+}
+
+/// The caller, if their role may write (analyst and above); checked before
+/// anything about the request or the store (AIP-193).
+fn writer<T>(req: &Request<T>, action: &str) -> Result<Caller> {
+    let caller = caller(req)?;
+    caller.require(Role::Analyst, action)?;
+    Ok(caller)
 }
 
 fn caller<T>(req: &Request<T>) -> Result<Caller> {
@@ -318,12 +338,16 @@ impl FactCheckService for Service {
         &self,
         req: Request<pb::CreateAnnotationRequest>,
     ) -> Result<Response<pb::Annotation>, Status> {
-        let caller = caller(&req)?;
+        let caller = writer(&req, "create annotations")?;
         let req = req.into_inner();
         let (mutation, article) = self.create_mutation(&req, None, &caller)?;
         let request_id = convert::request_id("request_id", &req.request_id)?;
         let request = request_key(request_id, &req, &caller, |r| r.request_id.clear());
-        let created = single(self.store.apply(vec![mutation], request).await?)?;
+        let created = single(
+            self.store
+                .apply(vec![mutation], caller.analyst.clone(), request)
+                .await?,
+        )?;
         Ok(Response::new(convert::annotation_to_pb(&created, &article)))
     }
 
@@ -348,9 +372,13 @@ impl FactCheckService for Service {
         &self,
         req: Request<pb::UpdateAnnotationRequest>,
     ) -> Result<Response<pb::Annotation>, Status> {
-        caller(&req)?;
-        let mutation = self.update_mutation(&req.into_inner(), None)?;
-        let updated = single(self.store.apply(vec![mutation], None).await?)?;
+        let caller = writer(&req, "update annotations")?;
+        let mutation = self.update_mutation(&req.into_inner(), None, &caller)?;
+        let updated = single(
+            self.store
+                .apply(vec![mutation], caller.analyst.clone(), None)
+                .await?,
+        )?;
         Ok(Response::new(self.to_pb(&updated)?))
     }
 
@@ -358,9 +386,11 @@ impl FactCheckService for Service {
         &self,
         req: Request<pb::DeleteAnnotationRequest>,
     ) -> Result<Response<()>, Status> {
-        caller(&req)?;
-        let mutation = self.delete_mutation(&req.into_inner(), None)?;
-        self.store.apply(vec![mutation], None).await?;
+        let caller = writer(&req, "delete annotations")?;
+        let mutation = self.delete_mutation(&req.into_inner(), None, &caller)?;
+        self.store
+            .apply(vec![mutation], caller.analyst.clone(), None)
+            .await?;
         Ok(Response::new(()))
     }
 
@@ -368,7 +398,7 @@ impl FactCheckService for Service {
         &self,
         req: Request<pb::BatchCreateAnnotationsRequest>,
     ) -> Result<Response<pb::BatchCreateAnnotationsResponse>, Status> {
-        let caller = caller(&req)?;
+        let caller = writer(&req, "create annotations")?;
         let req = req.into_inner();
         let within = convert::annotation_parent("parent", &req.parent)?;
         convert::batch_size("requests", req.requests.len())?;
@@ -396,12 +426,12 @@ impl FactCheckService for Service {
         &self,
         req: Request<pb::BatchUpdateAnnotationsRequest>,
     ) -> Result<Response<pb::BatchUpdateAnnotationsResponse>, Status> {
-        let caller = caller(&req)?;
+        let caller = writer(&req, "update annotations")?;
         let req = req.into_inner();
         let within = convert::annotation_parent("parent", &req.parent)?;
         convert::batch_size("requests", req.requests.len())?;
         let mutations = children(&req.requests, |child| {
-            self.update_mutation(child, Some(within.as_ref()))
+            self.update_mutation(child, Some(within.as_ref()), &caller)
         })?;
         let applied = self
             .submit(mutations, &req, &caller, req.validate_only, |r| {
@@ -418,12 +448,12 @@ impl FactCheckService for Service {
         &self,
         req: Request<pb::BatchDeleteAnnotationsRequest>,
     ) -> Result<Response<pb::BatchDeleteAnnotationsResponse>, Status> {
-        let caller = caller(&req)?;
+        let caller = writer(&req, "delete annotations")?;
         let req = req.into_inner();
         let within = convert::annotation_parent("parent", &req.parent)?;
         convert::batch_size("requests", req.requests.len())?;
         let mutations = children(&req.requests, |child| {
-            self.delete_mutation(child, Some(within.as_ref()))
+            self.delete_mutation(child, Some(within.as_ref()), &caller)
         })?;
         let applied = self
             .submit(mutations, &req, &caller, req.validate_only, |r| {
@@ -505,6 +535,42 @@ impl FactCheckService for Service {
             annotations,
             next_page_token,
             revision: page.revision,
+        }))
+    }
+
+    async fn list_annotation_revisions(
+        &self,
+        req: Request<pb::ListAnnotationRevisionsRequest>,
+    ) -> Result<Response<pb::ListAnnotationRevisionsResponse>, Status> {
+        let req = req.into_inner();
+        let name = convert::annotation_name("name", &req.name)?;
+        let size = convert::page_size("page_size", req.page_size)?;
+        let article = self
+            .store
+            .article(&name.article)
+            .ok_or_else(|| Error::not_found(name.to_string()))?
+            .clone();
+        let fp = convert::history_fingerprint(&name);
+        let after = match self.tokens().decode("page_token", &req.page_token, &fp)? {
+            Some(c) => Some(u64::from_be_bytes(
+                c.try_into()
+                    .map_err(|_| Error::invalid("page_token", "is malformed"))?,
+            )),
+            None => None,
+        };
+        let (revisions, more) = self
+            .blocking(move |store| store.history(&name, after, size))
+            .await?;
+        let next_page_token = match (more, revisions.last()) {
+            (true, Some(last)) => self.tokens().encode(&fp, &last.revision.to_be_bytes()),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::ListAnnotationRevisionsResponse {
+            revisions: revisions
+                .iter()
+                .map(|r| convert::revision_to_pb(r, &article))
+                .collect(),
+            next_page_token,
         }))
     }
 

@@ -73,14 +73,56 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         "store open"
     );
 
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let read = |p: &std::path::Path| {
+                std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
+            };
+            Some((read(cert)?, read(key)?))
+        }
+        _ => None,
+    };
+    if tls.is_none() && !args.listen.ip().is_loopback() && !args.insecure {
+        return Err(format!(
+            "refusing to listen on {} without TLS: bearer tokens would cross the network in clear text; \
+             give --tls-cert and --tls-key, or --insecure to accept the risk",
+            args.listen
+        ));
+    }
+    let tokens = Arc::new(tokens);
+    #[cfg(unix)]
+    tokio::spawn(reload_on_sighup(tokens.clone()));
+
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
-    factcheck::server::run(listener, store, Arc::new(tokens), shutdown_signal())
+    let options = factcheck::server::Options {
+        tls,
+        call_timeout: std::time::Duration::from_secs(args.call_timeout_secs),
+        ..Default::default()
+    };
+    factcheck::server::run_with(listener, store, tokens, options, shutdown_signal())
         .await
         .map_err(|e| format!("server failed: {e}"))?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Rereads the tokens file on each SIGHUP; connections stay up, and a file
+/// that does not parse leaves the tokens as they were.
+#[cfg(unix)]
+async fn reload_on_sighup(tokens: Arc<Tokens>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP: tokens reload only on restart");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        match tokens.reload() {
+            Ok(n) => tracing::info!(tokens = n, "reloaded tokens"),
+            Err(e) => tracing::error!(error = %e, "tokens not reloaded: keeping the previous ones"),
+        }
+    }
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -1,6 +1,7 @@
 //! The `factcheck` client commands: pleasant for people, reliable for
 //! scripts (`--output json`, documented exit codes, one-line errors).
 
+pub mod admin;
 mod apply;
 mod json;
 
@@ -112,9 +113,20 @@ pub async fn connect(args: &ClientArgs) -> Result<Client> {
     let header = format!("Bearer {token}")
         .parse()
         .map_err(|_| CliError::Usage("the token has characters a header cannot carry".into()))?;
-    let endpoint = Channel::from_shared(args.server.clone())
+    let mut endpoint = Channel::from_shared(args.server.clone())
         .map_err(|e| CliError::Usage(format!("--server {:?} is not a URL: {e}", args.server)))?
         .connect_timeout(Duration::from_secs(5));
+    if args.server.starts_with("https://") {
+        let mut tls = tonic::transport::ClientTlsConfig::new().with_native_roots();
+        if let Some(ca) = &args.ca_cert {
+            let pem = std::fs::read(ca)
+                .map_err(|e| CliError::Usage(format!("cannot read --ca-cert {}: {e}", ca.display())))?;
+            tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(pem));
+        }
+        endpoint = endpoint
+            .tls_config(tls)
+            .map_err(|e| CliError::Usage(format!("TLS set-up failed: {}", source_chain(&e))))?;
+    }
     let channel = endpoint
         .connect()
         .await
@@ -195,6 +207,10 @@ pub fn article_name(id: &str) -> String {
 pub async fn run(command: Command) -> Result<()> {
     match command {
         Command::Serve(_) => unreachable!("serve is not a client command"),
+        Command::Token { action } => admin::token(action),
+        Command::Audit { action } => tokio::task::spawn_blocking(move || admin::audit(action))
+            .await
+            .map_err(|e| CliError::Other(e.to_string()))?,
         Command::Articles(client) => articles(&client).await,
         Command::Article { client, id, spans } => article(&client, &id, spans).await,
         Command::Annotate {

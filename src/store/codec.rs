@@ -65,6 +65,47 @@ pub struct RequestRecord {
     pub revision: u64,
 }
 
+/// One state in an annotation's audit history. Records of one annotation
+/// form a chain: each carries the previous record's hash, and its own hash
+/// covers everything else in it, so an edit anywhere breaks the chain.
+#[derive(Serialize, Deserialize, Clone)]
+pub struct HistoryRecord {
+    pub revision: u64,
+    pub time_us: i64,
+    /// Who made the change.
+    pub actor: String,
+    pub kind: HistoryKind,
+    /// The fields an update changed, in `span, verdict, note, sources` order.
+    pub changed: Vec<String>,
+    /// The annotation after the change; for a deletion, as it was deleted.
+    pub state: AnnotationRecord,
+    /// The previous record's hash; zeros for the first.
+    pub prev_hash: [u8; 32],
+    /// [`HistoryRecord::content_hash`], as written.
+    pub hash: [u8; 32],
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HistoryKind {
+    Created,
+    Updated,
+    Deleted,
+}
+
+impl HistoryRecord {
+    /// SHA-256 over a domain tag and the record with `hash` zeroed.
+    pub fn content_hash(&self) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        let mut bare = self.clone();
+        bare.hash = [0; 32];
+        let bytes = postcard::to_stdvec(&bare).expect("postcard encodes plain structs");
+        let mut h = Sha256::new();
+        h.update(b"factcheck.history.v1\0");
+        h.update(bytes);
+        h.finalize().into()
+    }
+}
+
 /// Per-article facts kept up to date at write time.
 #[derive(Serialize, Deserialize, Default)]
 pub struct StatsRecord {

@@ -19,7 +19,9 @@ use std::sync::atomic::Ordering;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use super::codec::{self, AnnotationRecord, ChangeRecord, RequestRecord, StatsRecord};
+use super::codec::{
+    self, AnnotationRecord, ChangeRecord, HistoryKind, HistoryRecord, RequestRecord, StatsRecord,
+};
 use super::{Shared, keys};
 use crate::domain::{Analyst, Annotation, AnnotationName, ArticleId, Change, Event, Judgement, Patch};
 use crate::error::{Error, Result};
@@ -40,10 +42,14 @@ pub enum Mutation {
         patch: Patch,
         /// Apply only if the annotation still has this etag.
         etag: Option<String>,
+        /// Apply only if the annotation is this analyst's (a caller who may
+        /// not adjudicate); `None`: anyone's.
+        owner: Option<Analyst>,
     },
     Delete {
         name: AnnotationName,
         etag: Option<String>,
+        owner: Option<Analyst>,
     },
 }
 
@@ -57,6 +63,8 @@ pub struct RequestKey {
 /// Mutations applied all together or not at all, as one revision.
 pub struct Job {
     pub mutations: Vec<Mutation>,
+    /// Who asked: recorded in the audit history.
+    pub actor: Analyst,
     pub request: Option<RequestKey>,
     /// Check everything, write nothing.
     pub validate_only: bool,
@@ -235,6 +243,9 @@ struct Group<'a> {
     /// Annotations changed by jobs staged so far: the new state, `None` if
     /// deleted. Later jobs of the group read through this.
     touched: HashMap<Uuid, Option<Annotation>>,
+    /// The hash of the last history record of each annotation the group
+    /// changed so far.
+    history_heads: HashMap<Uuid, [u8; 32]>,
     /// Request ids recorded by jobs staged so far.
     requests: HashMap<Uuid, RequestRecord>,
     /// Articles whose annotations changed, with the time of the change.
@@ -253,6 +264,7 @@ impl<'a> Group<'a> {
             shared,
             batch: sled::Batch::default(),
             touched: HashMap::new(),
+            history_heads: HashMap::new(),
             requests: HashMap::new(),
             stats: HashMap::new(),
             changes: Vec::new(),
@@ -315,16 +327,25 @@ impl<'a> Group<'a> {
                     };
                     (None, Some(created))
                 }
-                Mutation::Update { name, patch, etag } => {
-                    let before = self.existing(&local, name, etag.as_deref()).map_err(name_child)?;
+                Mutation::Update {
+                    name,
+                    patch,
+                    etag,
+                    owner,
+                } => {
+                    let before = self
+                        .existing(&local, name, etag.as_deref(), owner.as_ref())
+                        .map_err(name_child)?;
                     let mut after = before.clone();
                     patch.apply(&mut after.judgement);
                     after.update_time_us = now;
                     after.revision = revision;
                     (Some(before), Some(after))
                 }
-                Mutation::Delete { name, etag } => {
-                    let before = self.existing(&local, name, etag.as_deref()).map_err(name_child)?;
+                Mutation::Delete { name, etag, owner } => {
+                    let before = self
+                        .existing(&local, name, etag.as_deref(), owner.as_ref())
+                        .map_err(name_child)?;
                     (Some(before), None)
                 }
             };
@@ -338,8 +359,33 @@ impl<'a> Group<'a> {
         // Accepted: stage the writes.
         let mut results = Vec::with_capacity(changes.len());
         let mut events = Vec::with_capacity(changes.len());
+        // The history heads this job moves, read before anything is staged.
+        let mut heads = HashMap::new();
+        for (before, after) in &changes {
+            let id = before
+                .as_ref()
+                .or(after.as_ref())
+                .expect("a change has a state")
+                .name
+                .id;
+            if let std::collections::hash_map::Entry::Vacant(e) = heads.entry(id) {
+                e.insert(self.history_head(id)?);
+            }
+        }
         for (before, after) in changes {
             self.stage_change(before.as_ref(), after.as_ref(), now);
+            let record = history_record(
+                before.as_ref(),
+                after.as_ref(),
+                &job.actor,
+                revision,
+                now,
+                &mut heads,
+            );
+            self.batch.insert(
+                keys::history(Uuid::from_bytes(record.state.id), revision),
+                codec::encode(&record),
+            );
             let event = Event { before, after };
             results.push(event.annotation().clone());
             events.push(event);
@@ -356,6 +402,7 @@ impl<'a> Group<'a> {
         for (id, state) in local {
             self.touched.insert(id, state);
         }
+        self.history_heads.extend(heads);
         let change = Change {
             revision,
             commit_time_us: now,
@@ -405,6 +452,24 @@ impl<'a> Group<'a> {
         );
     }
 
+    /// The hash of the annotation's last history record; zeros if none.
+    fn history_head(&self, id: Uuid) -> Result<[u8; 32]> {
+        if let Some(h) = self.history_heads.get(&id) {
+            return Ok(*h);
+        }
+        match self
+            .shared
+            .tree
+            .scan_prefix(keys::history_prefix(id))
+            .next_back()
+            .transpose()
+            .map_err(Error::internal)?
+        {
+            Some((_, v)) => Ok(codec::decode::<HistoryRecord>(&v)?.hash),
+            None => Ok([0; 32]),
+        }
+    }
+
     fn request(&self, id: Uuid) -> Result<Option<RequestRecord>> {
         if let Some(r) = self.requests.get(&id) {
             return Ok(Some(RequestRecord {
@@ -433,16 +498,29 @@ impl<'a> Group<'a> {
         Ok(state.filter(|a| a.name.article == name.article))
     }
 
-    /// The current annotation, if it exists and matches `etag`.
+    /// The current annotation, if it exists, belongs to `owner` (if set) and
+    /// matches `etag` (if set).
     fn existing(
         &self,
         local: &HashMap<Uuid, Option<Annotation>>,
         name: &AnnotationName,
         etag: Option<&str>,
+        owner: Option<&Analyst>,
     ) -> Result<Annotation> {
         let current = self
             .current(local, name)?
             .ok_or_else(|| Error::not_found(name.to_string()))?;
+        if let Some(owner) = owner
+            && *owner != current.analyst
+        {
+            return Err(Error::PermissionDenied {
+                reason: "NOT_OWNER",
+                message: format!(
+                    "{name} is {}'s: {owner} may change only their own annotations (a reviewer may change any)",
+                    current.analyst
+                ),
+            });
+        }
         if let Some(etag) = etag
             && etag != current.etag()
         {
@@ -485,6 +563,53 @@ impl<'a> Group<'a> {
         }
         Ok(self.changes)
     }
+}
+
+/// The history record of one change, chained to `heads`, which it moves.
+fn history_record(
+    before: Option<&Annotation>,
+    after: Option<&Annotation>,
+    actor: &Analyst,
+    revision: u64,
+    now: i64,
+    heads: &mut HashMap<Uuid, [u8; 32]>,
+) -> HistoryRecord {
+    let (kind, changed) = match (before, after) {
+        (None, _) => (HistoryKind::Created, Vec::new()),
+        (Some(b), Some(a)) => {
+            let (b, a) = (&b.judgement, &a.judgement);
+            let changed = [
+                ("span", b.span != a.span),
+                ("verdict", b.verdict != a.verdict),
+                ("note", b.note != a.note),
+                ("sources", b.sources != a.sources),
+            ];
+            (
+                HistoryKind::Updated,
+                changed
+                    .into_iter()
+                    .filter(|(_, c)| *c)
+                    .map(|(f, _)| f.to_owned())
+                    .collect(),
+            )
+        }
+        (Some(_), None) => (HistoryKind::Deleted, Vec::new()),
+    };
+    let state = after.or(before).expect("a change has a state");
+    let prev_hash = heads.get(&state.name.id).copied().unwrap_or([0; 32]);
+    let mut record = HistoryRecord {
+        revision,
+        time_us: now,
+        actor: actor.to_string(),
+        kind,
+        changed,
+        state: AnnotationRecord::from(state),
+        prev_hash,
+        hash: [0; 32],
+    };
+    record.hash = record.content_hash();
+    heads.insert(state.name.id, record.hash);
+    record
 }
 
 /// Microseconds since the Unix epoch.

@@ -14,6 +14,7 @@
 //! | request ids | `r` `request_uuid: 16` | [`codec::RequestRecord`](super::codec::RequestRecord) |
 //! | article stats | `s` `article_id` | [`codec::StatsRecord`](super::codec::StatsRecord) |
 //! | changelog | `l` `revision: u64 BE` | [`codec::ChangeRecord`](super::codec::ChangeRecord) |
+//! | audit history | `h` `uuid: 16` `revision: u64 BE` | [`codec::HistoryRecord`](super::codec::HistoryRecord), chained by hash; never trimmed |
 //!
 //! Meta names: `revision` is the last committed revision; `compacted` the
 //! highest revision trimmed from the changelog (0: none), so the oldest kept
@@ -33,6 +34,7 @@ pub const LOCATION: u8 = b'n';
 pub const REQUEST: u8 = b'r';
 pub const STATS: u8 = b's';
 pub const CHANGE: u8 = b'l';
+pub const HISTORY: u8 = b'h';
 
 pub const META_REVISION: &[u8] = b"mrevision";
 pub const META_PAGE_SECRET: &[u8] = b"mpage_secret";
@@ -101,6 +103,17 @@ pub fn location_value(start: u32, article: &ArticleId) -> Vec<u8> {
 /// The start offset a location value points at, if well formed.
 pub fn location_start(value: &[u8]) -> Option<u32> {
     Some(u32::from_be_bytes(value.get(..4)?.try_into().ok()?))
+}
+
+/// `h uuid`: the audit history of one annotation.
+pub fn history_prefix(uuid: Uuid) -> Vec<u8> {
+    prefixed(HISTORY, uuid.as_bytes())
+}
+
+pub fn history(uuid: Uuid, revision: u64) -> Vec<u8> {
+    let mut k = history_prefix(uuid);
+    k.extend_from_slice(&revision.to_be_bytes());
+    k
 }
 
 pub fn request(id: Uuid) -> Vec<u8> {

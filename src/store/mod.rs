@@ -7,6 +7,7 @@
 //! they brought the store to. The key layout is in [`keys`], the value
 //! formats in [`codec`].
 
+mod audit;
 mod codec;
 mod committer;
 mod index;
@@ -20,10 +21,13 @@ use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use uuid::Uuid;
 
+pub use audit::AuditReport;
 use committer::Job;
 pub use committer::{Applied, Mutation, RequestKey};
 
-use crate::domain::{Annotation, AnnotationFilter, AnnotationName, Article, ArticleId, Change, Review};
+use crate::domain::{
+    Analyst, Annotation, AnnotationFilter, AnnotationName, Article, ArticleId, Change, Review,
+};
 use crate::error::{Error, Result};
 use index::Index;
 
@@ -146,6 +150,8 @@ impl Cursor {
 /// A job for [`Store::submit`].
 pub struct Submit {
     pub mutations: Vec<Mutation>,
+    /// Who asked: recorded in the audit history.
+    pub actor: Analyst,
     pub request: Option<RequestKey>,
     /// Check everything, write nothing.
     pub validate_only: bool,
@@ -257,9 +263,15 @@ impl Store {
 
     /// Applies `mutations` atomically as one revision, durably. A repeated
     /// `request` returns the first outcome instead.
-    pub async fn apply(&self, mutations: Vec<Mutation>, request: Option<RequestKey>) -> Result<Applied> {
+    pub async fn apply(
+        &self,
+        mutations: Vec<Mutation>,
+        actor: Analyst,
+        request: Option<RequestKey>,
+    ) -> Result<Applied> {
         self.submit(Submit {
             mutations,
+            actor,
             request,
             validate_only: false,
             children: None,
@@ -272,6 +284,7 @@ impl Store {
     pub async fn submit(&self, submit: Submit) -> Result<Applied> {
         let Submit {
             mutations,
+            actor,
             request,
             validate_only,
             children,
@@ -286,6 +299,7 @@ impl Store {
         let (reply, answer) = oneshot::channel();
         let job = Job {
             mutations,
+            actor,
             request,
             validate_only,
             children,

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use factcheck::auth::Tokens;
+use factcheck::domain::Role;
 use factcheck::pb::fact_check_service_client::FactCheckServiceClient;
 use factcheck::server::Options;
 use factcheck::store::{Retention, Store, StoreConfig};
@@ -22,8 +23,13 @@ use tonic::transport::Channel;
 
 pub use factcheck::pb;
 
+/// Analysts.
 pub const ALICE: &str = "alice-token";
 pub const BOB: &str = "bob-token";
+/// Reader `rita`.
+pub const READER: &str = "reader-token";
+/// Reviewer `rosa`.
+pub const REVIEWER: &str = "reviewer-token";
 
 pub type Client = FactCheckServiceClient<InterceptedService<Channel, Auth>>;
 
@@ -51,6 +57,8 @@ impl Interceptor for Auth {
 pub struct Setup {
     pub retention: Retention,
     pub watch: WatchOptions,
+    /// PEM certificate chain and key: serve TLS.
+    pub tls: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 impl Default for Setup {
@@ -61,6 +69,7 @@ impl Default for Setup {
                 progress_interval: Duration::from_millis(200),
                 max_watchers: 2_000,
             },
+            tls: None,
         }
     }
 }
@@ -101,7 +110,13 @@ impl TestServer {
             .await
             .unwrap()
             .unwrap();
-        let tokens = Tokens::from_pairs([(ALICE, "alice"), (BOB, "bob")]).unwrap();
+        let tokens = Tokens::from_roles([
+            (ALICE, "alice", Role::Analyst),
+            (BOB, "bob", Role::Analyst),
+            (READER, "rita", Role::Reader),
+            (REVIEWER, "rosa", Role::Reviewer),
+        ])
+        .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
@@ -109,6 +124,8 @@ impl TestServer {
         let options = Options {
             watch: setup.watch.clone(),
             watch_gauge: gauge.clone(),
+            tls: setup.tls.clone(),
+            ..Options::default()
         };
         let handle = tokio::spawn(async move {
             factcheck::server::run_with(listener, store, Arc::new(tokens), options, async {

@@ -1,0 +1,88 @@
+//! Offline commands: the tokens file and the audit check. They touch files
+//! in the data dir, not a running server.
+
+use crate::auth::TokensFile;
+use crate::config::{AuditAction, TokenAction};
+use crate::domain::{Analyst, Role};
+use crate::store::{Store, StoreConfig};
+
+use super::{CliError, Result};
+
+pub fn token(action: TokenAction) -> Result<()> {
+    match action {
+        TokenAction::Add { file, name, role } => {
+            let analyst =
+                Analyst::parse(&name).map_err(|e| CliError::Usage(format!("invalid name {name:?}: {e}")))?;
+            let path = file.path();
+            let mut tokens = if path.exists() {
+                TokensFile::read(&path).map_err(|e| CliError::Other(e.to_string()))?
+            } else {
+                TokensFile::default()
+            };
+            let role = Role::from(role);
+            let token = tokens.add(&analyst, role);
+            tokens.write(&path).map_err(|e| CliError::Other(e.to_string()))?;
+            eprintln!(
+                "added a {role} token for {analyst} to {}: a running server uses it after SIGHUP. It is shown only now:",
+                path.display()
+            );
+            println!("{token}");
+            Ok(())
+        }
+        TokenAction::List { file } => {
+            let tokens = TokensFile::read(&file.path()).map_err(|e| CliError::Other(e.to_string()))?;
+            for t in &tokens.tokens {
+                println!(
+                    "{}\t{}\t{}…",
+                    t.analyst,
+                    t.role,
+                    &t.sha256[..12.min(t.sha256.len())]
+                );
+            }
+            Ok(())
+        }
+        TokenAction::Revoke { file, name } => {
+            let path = file.path();
+            let mut tokens = TokensFile::read(&path).map_err(|e| CliError::Other(e.to_string()))?;
+            match tokens.revoke(&name) {
+                0 => Err(CliError::Usage(format!(
+                    "no token of {name:?} in {}",
+                    path.display()
+                ))),
+                n => {
+                    tokens.write(&path).map_err(|e| CliError::Other(e.to_string()))?;
+                    eprintln!("revoked {n} token(s) of {name}: a running server refuses them after SIGHUP");
+                    Ok(())
+                }
+            }
+        }
+    }
+}
+
+pub fn audit(action: AuditAction) -> Result<()> {
+    match action {
+        AuditAction::Verify { data_dir } => {
+            if !data_dir.join("db").exists() {
+                return Err(CliError::Usage(format!("no store in {}", data_dir.display())));
+            }
+            let store =
+                Store::open(&StoreConfig::new(&data_dir)).map_err(|e| CliError::Other(e.to_string()))?;
+            let report = store.verify_audit().map_err(|e| CliError::Other(e.to_string()))?;
+            for p in &report.problems {
+                println!("BROKEN {p}");
+            }
+            println!(
+                "{} histories, {} records, {} problem(s), at revision {}",
+                report.chains,
+                report.records,
+                report.problems.len(),
+                store.revision()
+            );
+            if report.problems.is_empty() {
+                Ok(())
+            } else {
+                Err(CliError::Other("the audit history is not intact".into()))
+            }
+        }
+    }
+}

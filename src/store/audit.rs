@@ -1,0 +1,197 @@
+//! The audit history: reading it, and checking its hash chains.
+//!
+//! The committer writes one [`HistoryRecord`] per change of an annotation, in
+//! the same batch as the change (`h uuid revision`), chained to the previous
+//! record of that annotation by hash. Nothing trims or rewrites it.
+
+use std::ops::Bound;
+
+use uuid::Uuid;
+
+use super::codec::{self, HistoryKind, HistoryRecord};
+use super::{Store, keys, read_annotation};
+use crate::domain::{Annotation, AnnotationName, EventKind, Revision};
+use crate::error::{Error, Result};
+
+/// What [`Store::verify_audit`] found.
+#[derive(Debug, Default)]
+pub struct AuditReport {
+    /// Annotations with a history.
+    pub chains: u64,
+    /// History records checked.
+    pub records: u64,
+    /// Every break found, one line each; empty when all is well.
+    pub problems: Vec<String>,
+}
+
+impl Store {
+    /// Up to `limit` history records of `name` after revision `after`,
+    /// oldest first, and whether more follow. Not found if the annotation
+    /// never existed. Blocking.
+    pub fn history(
+        &self,
+        name: &AnnotationName,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<(Vec<Revision>, bool)> {
+        let tree = &self.inner.shared.tree;
+        let _index = self.read_lock();
+        let lower = match after {
+            Some(r) => Bound::Excluded(keys::history(name.id, r)),
+            None => Bound::Included(keys::history_prefix(name.id)),
+        };
+        let upper = Bound::Included(keys::history(name.id, u64::MAX));
+        let mut out = Vec::new();
+        let mut more = false;
+        for item in tree.range((lower, upper)) {
+            let (_, v) = item.map_err(Error::internal)?;
+            if out.len() == limit {
+                more = true;
+                break;
+            }
+            let record: HistoryRecord = codec::decode(&v)?;
+            let revision = to_revision(record)?;
+            if revision.annotation.name.article != name.article {
+                return Err(Error::not_found(name.to_string()));
+            }
+            out.push(revision);
+        }
+        if out.is_empty()
+            && after.is_none()
+            && tree.scan_prefix(keys::history_prefix(name.id)).next().is_none()
+        {
+            return Err(Error::not_found(name.to_string()));
+        }
+        Ok((out, more))
+    }
+
+    /// Checks every history chain: each record's hash, its link to the one
+    /// before, revisions in order, and that the last state of each chain is
+    /// the stored annotation (or that a deleted one is gone). Blocking;
+    /// reads the whole history.
+    pub fn verify_audit(&self) -> Result<AuditReport> {
+        let tree = &self.inner.shared.tree;
+        let _index = self.read_lock();
+        let mut report = AuditReport::default();
+        let mut current: Option<(Uuid, HistoryRecord)> = None;
+        let mut live = 0u64;
+        for item in tree.scan_prefix([keys::HISTORY]) {
+            let (k, v) = item.map_err(Error::internal)?;
+            report.records += 1;
+            let Some((id, key_revision)) = parse_key(&k) else {
+                report
+                    .problems
+                    .push(format!("malformed history key {}", hex::encode(&k)));
+                continue;
+            };
+            let record: HistoryRecord = match codec::decode(&v) {
+                Ok(r) => r,
+                Err(_) => {
+                    report
+                        .problems
+                        .push(format!("{id} revision {key_revision}: record does not decode"));
+                    continue;
+                }
+            };
+            let at = format!("{id} revision {key_revision}");
+            if record.revision != key_revision || Uuid::from_bytes(record.state.id) != id {
+                report
+                    .problems
+                    .push(format!("{at}: record does not match its key"));
+            }
+            if record.content_hash() != record.hash {
+                report
+                    .problems
+                    .push(format!("{at}: hash does not match the record's content"));
+            }
+            match &current {
+                Some((prev_id, prev)) if *prev_id == id => {
+                    if record.prev_hash != prev.hash {
+                        report.problems.push(format!(
+                            "{at}: previous hash does not link to revision {}",
+                            prev.revision
+                        ));
+                    }
+                    if record.revision <= prev.revision {
+                        report.problems.push(format!("{at}: revisions out of order"));
+                    }
+                    if prev.kind == HistoryKind::Deleted {
+                        report.problems.push(format!("{at}: follows a deletion"));
+                    }
+                }
+                _ => {
+                    if let Some((prev_id, prev)) = current.take() {
+                        live += u64::from(self.check_last(prev_id, &prev, &mut report.problems)?);
+                    }
+                    report.chains += 1;
+                    if record.prev_hash != [0; 32] {
+                        report
+                            .problems
+                            .push(format!("{at}: first record has a previous hash"));
+                    }
+                    if record.kind != HistoryKind::Created {
+                        report
+                            .problems
+                            .push(format!("{at}: history does not begin with a creation"));
+                    }
+                }
+            }
+            current = Some((id, record));
+        }
+        if let Some((id, last)) = current {
+            live += u64::from(self.check_last(id, &last, &mut report.problems)?);
+        }
+        let stored = tree.scan_prefix([keys::POSITION]).count() as u64;
+        if stored != live {
+            report.problems.push(format!(
+                "{stored} annotations are stored but {live} histories end in a live state"
+            ));
+        }
+        Ok(report)
+    }
+
+    /// Whether the chain ends live; notes where its last state and the
+    /// stored annotation disagree.
+    fn check_last(&self, id: Uuid, last: &HistoryRecord, problems: &mut Vec<String>) -> Result<bool> {
+        let stored = read_annotation(&self.inner.shared.tree, id)?;
+        let expected: Option<Annotation> = match last.kind {
+            HistoryKind::Deleted => None,
+            _ => Some(last.state.clone().try_into()?),
+        };
+        if stored != expected {
+            problems.push(format!(
+                "{id}: the stored annotation differs from the last history record (revision {})",
+                last.revision
+            ));
+        }
+        Ok(expected.is_some())
+    }
+}
+
+fn parse_key(k: &[u8]) -> Option<(Uuid, u64)> {
+    let rest = k.strip_prefix(&[keys::HISTORY])?;
+    if rest.len() != 24 {
+        return None;
+    }
+    Some((
+        Uuid::from_slice(&rest[..16]).ok()?,
+        u64::from_be_bytes(rest[16..].try_into().ok()?),
+    ))
+}
+
+fn to_revision(r: HistoryRecord) -> Result<Revision> {
+    Ok(Revision {
+        annotation: r.state.try_into()?,
+        revision: r.revision,
+        actor: r.actor,
+        time_us: r.time_us,
+        kind: match r.kind {
+            HistoryKind::Created => EventKind::Created,
+            HistoryKind::Updated => EventKind::Updated,
+            HistoryKind::Deleted => EventKind::Deleted,
+        },
+        changed: r.changed,
+        hash: r.hash,
+        prev_hash: r.prev_hash,
+    })
+}
