@@ -242,3 +242,106 @@ pub async fn snapshot(client: &mut Client) -> (Vec<pb::Annotation>, u64) {
         token = page.next_page_token;
     }
 }
+
+/// The real `factcheck serve` binary as a child process.
+pub struct ChildServer {
+    pub child: std::process::Child,
+    pub addr: String,
+    pub data_dir: PathBuf,
+    /// The server's log lines, as they come.
+    pub log: std::sync::mpsc::Receiver<String>,
+}
+
+impl ChildServer {
+    /// Starts the binary on `data_dir` with the seeds and `extra` flags, and
+    /// returns once it logs its address.
+    pub fn start(data_dir: &std::path::Path, extra: &[&str]) -> ChildServer {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_factcheck"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--seeds"])
+            .arg(seeds_dir())
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        let (tx, log) = std::sync::mpsc::channel();
+        // Keep draining the log so the server never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in stderr.lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    // Nobody listens any more; keep draining.
+                }
+            }
+        });
+        let mut server = ChildServer {
+            child,
+            addr: String::new(),
+            data_dir: data_dir.to_owned(),
+            log,
+        };
+        let line = server.wait_for_log("serving addr=");
+        server.addr = line.split("serving addr=").nth(1).unwrap().trim().to_owned();
+        server
+    }
+
+    /// Waits for a log line containing `needle` and returns it; panics if
+    /// the server exits first.
+    pub fn wait_for_log(&self, needle: &str) -> String {
+        loop {
+            match self.log.recv() {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("the server exited before logging {needle:?}"),
+            }
+        }
+    }
+
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("admin-token"))
+            .unwrap()
+            .trim()
+            .to_owned()
+    }
+
+    pub async fn client(&self, token: &str) -> Client {
+        let channel = Channel::from_shared(format!("http://{}", self.addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        FactCheckServiceClient::with_interceptor(channel, Auth(Some(format!("Bearer {token}").parse().unwrap())))
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for ChildServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the `factcheck` binary with `args`; its exit code and output.
+pub fn factcheck_cli(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_factcheck"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
