@@ -96,7 +96,11 @@ async fn roles_decide_who_may_write_what_and_refusals_change_nothing() {
     for status in &refusals {
         assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
         assert_eq!(reason(status), "ROLE_REQUIRED");
-        assert!(status.message().contains("rita has role reader"), "{}", status.message());
+        assert!(
+            status.message().contains("rita has role reader"),
+            "{}",
+            status.message()
+        );
     }
 
     // An analyst may not change another analyst's annotation, alone or in a
@@ -121,25 +125,39 @@ async fn roles_decide_who_may_write_what_and_refusals_change_nothing() {
         .unwrap_err();
     assert_eq!(s.code(), Code::PermissionDenied);
     let info = s.get_details_error_info().unwrap();
-    assert_eq!(info.metadata.get("child").map(String::as_str), Some("requests[1]"));
+    assert_eq!(
+        info.metadata.get("child").map(String::as_str),
+        Some("requests[1]")
+    );
     assert_eq!(
         bob.delete_annotation(delete(&missing)).await.unwrap_err().code(),
         Code::NotFound
     );
     let (all, _) = snapshot(&mut alice).await;
-    assert_eq!(all.len(), 2, "bob's own annotation stays: the batch was all or nothing");
+    assert_eq!(
+        all.len(),
+        2,
+        "bob's own annotation stays: the batch was all or nothing"
+    );
 
     // Their own is fine; a reviewer adjudicates anyone's.
     bob.update_annotation(update(&mine.name, Verdict::Verified, "on reflection"))
         .await
         .unwrap();
     let adjudicated = reviewer
-        .update_annotation(update(&theirs.name, Verdict::Disputed, "the ministry says otherwise"))
+        .update_annotation(update(
+            &theirs.name,
+            Verdict::Disputed,
+            "the ministry says otherwise",
+        ))
         .await
         .unwrap()
         .into_inner();
     assert_eq!(adjudicated.verdict, Verdict::Disputed as i32);
-    assert_eq!(adjudicated.analyst, "alice", "the author stays; the history says who changed it");
+    assert_eq!(
+        adjudicated.analyst, "alice",
+        "the author stays; the history says who changed it"
+    );
     let history = reviewer
         .list_annotation_revisions(pb::ListAnnotationRevisionsRequest {
             name: theirs.name.clone(),
@@ -164,7 +182,11 @@ async fn the_history_keeps_every_state_chained_also_after_delete_and_restart() {
     let span = find_span(&text, "조태열");
     let created = create(&mut alice, A1, span, Verdict::Verified).await;
     alice
-        .update_annotation(update(&created.name, Verdict::Disputed, "the “source” was a blog – not the ministry"))
+        .update_annotation(update(
+            &created.name,
+            Verdict::Disputed,
+            "the “source” was a blog – not the ministry",
+        ))
         .await
         .unwrap();
     // An update that changes only the sources.

@@ -314,7 +314,10 @@ impl ChildServer {
             .connect()
             .await
             .unwrap();
-        FactCheckServiceClient::with_interceptor(channel, Auth(Some(format!("Bearer {token}").parse().unwrap())))
+        FactCheckServiceClient::with_interceptor(
+            channel,
+            Auth(Some(format!("Bearer {token}").parse().unwrap())),
+        )
     }
 
     pub fn signal(&self, signal: &str) {
