@@ -129,6 +129,18 @@ impl Error {
     }
 }
 
+/// The longest message or field description sent: errors quote the input,
+/// and a quoted 20 KB name would make a response header no client accepts.
+const MAX_MESSAGE_CHARS: usize = 512;
+
+/// `s` cut to [`MAX_MESSAGE_CHARS`] code points, marked where cut.
+fn capped(s: String) -> String {
+    match s.char_indices().nth(MAX_MESSAGE_CHARS) {
+        Some((at, _)) => format!("{}… (cut)", &s[..at]),
+        None => s,
+    }
+}
+
 impl From<Error> for Status {
     fn from(err: Error) -> Status {
         let mut metadata = std::collections::HashMap::<String, String>::new();
@@ -150,15 +162,18 @@ impl From<Error> for Status {
                 "internal error".to_owned()
             }
             Error::InvalidArgument { field, description } => {
-                details.add_bad_request_violation(format!("{prefix}{field}"), description.clone());
+                details.add_bad_request_violation(
+                    capped(format!("{prefix}{field}")),
+                    capped(description.clone()),
+                );
                 err.to_string()
             }
             Error::NotFound { resource } => {
-                details.set_resource_info("", resource.clone(), "", "");
+                details.set_resource_info("", capped(resource.clone()), "", "");
                 err.to_string()
             }
             _ => err.to_string(),
         };
-        Status::with_error_details(err.code(), message, details)
+        Status::with_error_details(err.code(), capped(message), details)
     }
 }

@@ -42,6 +42,7 @@
 
 pub mod auth;
 pub mod cli;
+pub mod codec;
 pub mod config;
 pub mod convert;
 pub mod domain;

@@ -52,6 +52,72 @@ impl Default for Options {
     }
 }
 
+/// tonic refuses a request above the size limit with OUT_OF_RANGE; gRPC's
+/// status codes say RESOURCE_EXHAUSTED. No handler of ours returns
+/// OUT_OF_RANGE, so every one is this case.
+fn oversized_is_resource_exhausted<B>(mut res: http::Response<B>) -> http::Response<B> {
+    let out_of_range = (tonic::Code::OutOfRange as i32).to_string();
+    if res
+        .headers()
+        .get("grpc-status")
+        .is_some_and(|v| v.as_bytes() == out_of_range.as_bytes())
+    {
+        let headers = res.headers_mut();
+        let code = (tonic::Code::ResourceExhausted as i32).to_string();
+        headers.insert("grpc-status", code.parse().expect("digits are a valid header"));
+        let message = format!("request is larger than the limit of {MAX_REQUEST_BYTES} bytes");
+        headers.insert("grpc-message", message.parse().expect("ascii is a valid header"));
+    }
+    res
+}
+
+/// The per-call deadline of the service's unary calls, answered with
+/// DEADLINE_EXCEEDED. tonic's own `Server::timeout` would also cut streams
+/// short of nothing but answer CANCELLED, so it is not used.
+#[derive(Clone)]
+struct Deadline<S> {
+    inner: S,
+    limit: std::time::Duration,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for Deadline<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = std::pin::Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let path = req.uri().path();
+        let unary = path
+            .strip_prefix('/')
+            .and_then(|p| p.strip_prefix(SERVICE_NAME))
+            .and_then(|p| p.strip_prefix('/'))
+            .is_some_and(|method| method != "WatchAnnotations");
+        let call = self.inner.call(req);
+        if !unary {
+            return Box::pin(call);
+        }
+        let limit = self.limit;
+        Box::pin(async move {
+            match tokio::time::timeout(limit, call).await {
+                Ok(response) => response,
+                Err(_) => Ok(tonic::Status::deadline_exceeded(format!(
+                    "the call took longer than the server's deadline of {limit:?}: \
+                     a write may still have landed; retry it with the same request_id"
+                ))
+                .into_http()),
+            }
+        })
+    }
+}
+
 /// [`run_with`] with default options.
 pub async fn run(
     listener: TcpListener,
@@ -112,7 +178,12 @@ pub async fn run_with(
     // caller's listener needs it on the incoming stream, or Nagle's algorithm
     // holds small responses back for up to 40 ms.
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let mut builder = Server::builder().timeout(options.call_timeout);
+    let limit = options.call_timeout;
+    let mut builder = Server::builder()
+        .layer(tower::util::MapResponseLayer::new(
+            oversized_is_resource_exhausted,
+        ))
+        .layer(tower::layer::layer_fn(move |inner| Deadline { inner, limit }));
     if let Some((cert, key)) = &options.tls {
         let tls = tonic::transport::ServerTlsConfig::new()
             .identity(tonic::transport::Identity::from_pem(cert, key));

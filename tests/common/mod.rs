@@ -59,6 +59,7 @@ pub struct Setup {
     pub watch: WatchOptions,
     /// PEM certificate chain and key: serve TLS.
     pub tls: Option<(Vec<u8>, Vec<u8>)>,
+    pub call_timeout: Duration,
 }
 
 impl Default for Setup {
@@ -70,6 +71,7 @@ impl Default for Setup {
                 max_watchers: 2_000,
             },
             tls: None,
+            call_timeout: factcheck::server::DEFAULT_CALL_TIMEOUT,
         }
     }
 }
@@ -125,7 +127,7 @@ impl TestServer {
             watch: setup.watch.clone(),
             watch_gauge: gauge.clone(),
             tls: setup.tls.clone(),
-            ..Options::default()
+            call_timeout: setup.call_timeout,
         };
         let handle = tokio::spawn(async move {
             factcheck::server::run_with(listener, store, Arc::new(tokens), options, async {
