@@ -305,6 +305,12 @@ pub struct ServeArgs {
     #[arg(long, env = "FACTCHECK_CACHE_MB", default_value_t = 256)]
     pub cache_mb: u64,
 
+    /// Whether an acknowledged write must survive power loss: after each group
+    /// commit, `fdatasync` the store's log (`true`), or rely on sled's flush,
+    /// which survives a crash of the process but not of the machine (`false`).
+    #[arg(long, env = "FACTCHECK_SYNC", default_value_t = true, action = clap::ArgAction::Set)]
+    pub sync: bool,
+
     /// PEM certificate chain: serve TLS (with --tls-key).
     #[arg(long, env = "FACTCHECK_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,

@@ -62,6 +62,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let mut config = StoreConfig::new(&args.data_dir);
     config.seeds_dir = Some(args.seeds.clone());
     config.cache_capacity_bytes = args.cache_mb * 1024 * 1024;
+    config.sync = args.sync;
     let store = tokio::task::spawn_blocking(move || Store::open(&config))
         .await
         .map_err(|e| e.to_string())?

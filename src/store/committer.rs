@@ -554,6 +554,9 @@ impl<'a> Group<'a> {
         let mut index = self.shared.visible.write().unwrap_or_else(|e| e.into_inner());
         self.shared.tree.apply_batch(self.batch)?;
         self.shared.db.flush()?;
+        if let Some(file) = &self.shared.sync_file {
+            file.sync_data()?;
+        }
         for change in &self.changes {
             index.apply(change);
         }

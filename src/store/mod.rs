@@ -45,6 +45,11 @@ pub struct StoreConfig {
     pub cache_capacity_bytes: u64,
     /// How much of the changelog to keep for watchers resuming.
     pub retention: Retention,
+    /// After each group's flush, also `fdatasync` sled's log file, so an
+    /// acknowledged write survives power loss, not only a crash of the
+    /// process. sled's own flush uses `sync_file_range`, which writes the
+    /// pages out but neither flushes the drive's cache nor the file's size.
+    pub sync: bool,
 }
 
 /// Changelog retention: an entry is trimmed once it is more than `revisions`
@@ -84,6 +89,7 @@ impl StoreConfig {
             seeds_dir: None,
             cache_capacity_bytes: 256 * 1024 * 1024,
             retention: Retention::default(),
+            sync: true,
         }
     }
 }
@@ -98,6 +104,8 @@ pub struct Store {
 struct Shared {
     db: sled::Db,
     tree: sled::Tree,
+    /// sled's log file, for `fdatasync` after each flush; `None`: no sync.
+    sync_file: Option<std::fs::File>,
     /// The in-memory index. Readers hold it shared; the committer holds it
     /// exclusively while it applies and flushes a group and updates it.
     visible: RwLock<Index>,
@@ -220,9 +228,18 @@ impl Store {
         let index = build_index(&tree)?;
         db.flush().map_err(Error::internal)?;
 
+        let sync_file = if config.sync {
+            let log = path.join("db");
+            Some(std::fs::File::open(&log).map_err(|e| {
+                Error::internal(format!("cannot open {} to sync it: {e}", log.display()))
+            })?)
+        } else {
+            None
+        };
         let shared = Arc::new(Shared {
             db,
             tree,
+            sync_file,
             visible: RwLock::new(index),
             revision: AtomicU64::new(revision),
             compacted: AtomicU64::new(compacted),
