@@ -8,8 +8,11 @@
 //! Unicode code points, with a verdict, a note and sources. Every mutation
 //! goes through one committer thread that applies whole groups of waiting
 //! mutations as one atomic sled batch and flushes once before answering
-//! (group commit); reads go to sled directly. `GetArticleReview` summarises
-//! where the review of an article stands.
+//! (group commit), with a history record per change chained by SHA-256; reads
+//! go to an in-memory index of spans (kept by the committer) and to sled for
+//! the records. `GetArticleReview` summarises where the review of an article
+//! stands, computed once per state of the article. Tokens carry roles:
+//! reader, analyst, reviewer, admin.
 //!
 //! # Layout
 //!
@@ -17,14 +20,20 @@
 //! - [`domain`]: types that cannot hold invalid values (spans, names, verdicts).
 //! - [`convert`]: protobuf ↔ domain, and all request validation.
 //! - [`error`]: the one error enum and its one mapping to gRPC statuses.
-//! - [`store`]: the only code that imports sled; key layout in `store::keys`.
-//! - [`auth`]: bearer tokens → analysts.
+//! - [`store`]: the only code that imports sled; key layout in `store::keys`,
+//!   the in-memory index in `store::index`, the audit history in
+//!   `store::audit`.
+//! - [`auth`]: bearer tokens → analysts and roles; the tokens file.
+//! - [`codec`]: prost's gRPC codec, with undecodable requests as
+//!   INVALID_ARGUMENT.
 //! - [`service`]: the RPC handlers.
 //! - [`watch`]: one task per `WatchAnnotations` stream: changelog replay, then
 //!   the live broadcast.
-//! - [`server`]: [`server::run`] serves on a listener the caller bound.
+//! - [`server`]: [`server::run`] serves on a listener the caller bound (TLS,
+//!   the per-call deadline, the request size limit).
 //! - [`config`]: command-line flags.
-//! - [`cli`]: the client subcommands (`annotate`, `list`, `apply`, ...).
+//! - [`cli`]: the client subcommands (`annotate`, `list`, `apply`, ...) and
+//!   the offline ones (`token`, `audit verify`).
 //! - `bin/factcheck.rs`: the binary.
 //!
 //! # Invariants
@@ -37,6 +46,11 @@
 //! - A rejected request changes nothing: a job is checked completely before
 //!   any of it is staged.
 //! - Spans are `[start, end)` in code points, `start < end <= length`.
+//! - The index, the changelog and the audit history change in the same
+//!   commit as the annotations they describe: readers under the lock see them
+//!   agree. The history is never trimmed; each record's hash covers the
+//!   previous record's.
+//! - Roles are checked before anything about the request or the store.
 //! - Clients never see sled errors or file paths: `Error::Internal` is logged
 //!   and answered as a plain "internal error".
 
