@@ -119,31 +119,37 @@ async fn bytes_that_are_not_utf8_are_invalid_argument_and_never_stored() {
     assert_eq!(snapshot(&mut c).await, before);
 }
 
+/// The status refusing a batch of 1000 creates in A1, the `i`th being
+/// `annotation(i)`.
+async fn refused_batch_of_1000(c: &mut Client, annotation: impl Fn(u32) -> pb::Annotation) -> tonic::Status {
+    let requests = (0..1000)
+        .map(|i| pb::CreateAnnotationRequest {
+            annotation: Some(annotation(i)),
+            ..Default::default()
+        })
+        .collect();
+    c.batch_create_annotations(pb::BatchCreateAnnotationsRequest {
+        parent: article(A1),
+        requests,
+        ..Default::default()
+    })
+    .await
+    .unwrap_err()
+}
+
 #[tokio::test]
 async fn a_request_over_4_mib_is_resource_exhausted() {
     let server = TestServer::start().await;
     let mut c = server.client().await;
     let before = snapshot(&mut c).await;
     // 1000 children of ~4.2 KiB each.
-    let requests = (0..1000)
-        .map(|_| pb::CreateAnnotationRequest {
-            annotation: Some(pb::Annotation {
-                span: Some(pb::Span { start: 0, end: 3 }),
-                verdict: Verdict::Verified as i32,
-                note: "x".repeat(4_200),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .collect();
-    let s = c
-        .batch_create_annotations(pb::BatchCreateAnnotationsRequest {
-            parent: article(A1),
-            requests,
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
+    let s = refused_batch_of_1000(&mut c, |_| pb::Annotation {
+        span: Some(pb::Span { start: 0, end: 3 }),
+        verdict: Verdict::Verified as i32,
+        note: "x".repeat(4_200),
+        ..Default::default()
+    })
+    .await;
     assert_eq!(s.code(), Code::ResourceExhausted, "{s:?}");
     assert!(s.message().contains("4194304"), "{}", s.message());
     assert_eq!(snapshot(&mut c).await, before);
@@ -166,23 +172,10 @@ async fn the_unary_deadline_cuts_calls_but_not_watch_streams() {
         .unwrap()
         .into_inner();
     // A batch of 1000 takes far longer than 1 ms to check and commit.
-    let requests = (0..1000)
-        .map(|i| pb::CreateAnnotationRequest {
-            annotation: Some(new_annotation(
-                pb::Span { start: i, end: i + 2 },
-                Verdict::Verified,
-            )),
-            ..Default::default()
-        })
-        .collect();
-    let s = c
-        .batch_create_annotations(pb::BatchCreateAnnotationsRequest {
-            parent: article(A1),
-            requests,
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
+    let s = refused_batch_of_1000(&mut c, |i| {
+        new_annotation(pb::Span { start: i, end: i + 2 }, Verdict::Verified)
+    })
+    .await;
     assert_eq!(s.code(), Code::DeadlineExceeded, "{s:?}");
     // The stream outlives many deadlines: the first message, then progress
     // (every 200 ms here) or the batch's event, in any case well past 1 ms.

@@ -230,9 +230,10 @@ impl Store {
 
         let sync_file = if config.sync {
             let log = path.join("db");
-            Some(std::fs::File::open(&log).map_err(|e| {
-                Error::internal(format!("cannot open {} to sync it: {e}", log.display()))
-            })?)
+            Some(
+                std::fs::File::open(&log)
+                    .map_err(|e| Error::internal(format!("cannot open {} to sync it: {e}", log.display())))?,
+            )
         } else {
             None
         };
