@@ -36,8 +36,16 @@ struct Writer {
     doubt: Option<Doubt>,
 }
 
-/// Writes until the first failure (the kill), recording every acknowledgement.
-async fn write_until_failure(mut c: Client, mut w: Writer, id: usize, cycle: usize, seed: u64) -> Writer {
+/// Writes until the first failure (the kill), recording every acknowledgement
+/// and announcing it on `acks`.
+async fn write_until_failure(
+    mut c: Client,
+    mut w: Writer,
+    id: usize,
+    cycle: usize,
+    seed: u64,
+    acks: tokio::sync::mpsc::UnboundedSender<()>,
+) -> Writer {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     for op in 0.. {
         let tag = format!("w{id}-c{cycle}-op{op} – “tagged”");
@@ -73,6 +81,7 @@ async fn write_until_failure(mut c: Client, mut w: Writer, id: usize, cycle: usi
                     Ok(a) => {
                         let a = a.into_inner();
                         w.acked.insert(a.name.clone(), Some(a));
+                        let _ = acks.send(());
                     }
                     Err(_) => {
                         w.doubt = Some(Doubt::Create { tag });
@@ -100,6 +109,7 @@ async fn write_until_failure(mut c: Client, mut w: Writer, id: usize, cycle: usi
                         for a in r.into_inner().annotations {
                             w.acked.insert(a.name.clone(), Some(a));
                         }
+                        let _ = acks.send(());
                     }
                     Err(_) => {
                         w.doubt = Some(Doubt::Batch { tag, size });
@@ -126,6 +136,7 @@ async fn write_until_failure(mut c: Client, mut w: Writer, id: usize, cycle: usi
                 match r {
                     Ok(a) => {
                         w.acked.insert(name, Some(a.into_inner()));
+                        let _ = acks.send(());
                     }
                     Err(_) => {
                         w.doubt = Some(Doubt::Update { name, tag, verdict });
@@ -144,6 +155,7 @@ async fn write_until_failure(mut c: Client, mut w: Writer, id: usize, cycle: usi
                 match r {
                     Ok(_) => {
                         w.acked.insert(name, None);
+                        let _ = acks.send(());
                     }
                     Err(_) => {
                         w.doubt = Some(Doubt::Delete { name });
@@ -303,19 +315,21 @@ async fn sigkill_during_writes_loses_nothing_acknowledged_and_halves_nothing() {
             break;
         }
 
-        // Four writers, then SIGKILL at a random moment.
+        // Four writers, then SIGKILL once a random number of writes were
+        // acknowledged, with more in flight.
+        let (acks, mut acked) = tokio::sync::mpsc::unbounded_channel();
         let tasks: Vec<_> = std::mem::take(&mut writers)
             .into_iter()
             .enumerate()
             .map(|(i, w)| {
                 let c = c.clone();
                 let seed = rng.random();
-                tokio::spawn(write_until_failure(c, w, i, cycle, seed))
+                tokio::spawn(write_until_failure(c, w, i, cycle, seed, acks.clone()))
             })
             .collect();
-        // Not a wait for readiness: the moment of the kill, chosen at random.
-        let run_for = Duration::from_millis(rng.random_range(50..400));
-        tokio::time::sleep(run_for).await;
+        for _ in 0..rng.random_range(20..300) {
+            acked.recv().await.expect("the writers stopped before the kill");
+        }
         let mut server = server;
         server.child.kill().unwrap();
         server.child.wait().unwrap();

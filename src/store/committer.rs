@@ -360,16 +360,14 @@ impl<'a> Group<'a> {
         let mut results = Vec::with_capacity(changes.len());
         let mut events = Vec::with_capacity(changes.len());
         // The history heads this job moves, read before anything is staged.
+        // A created annotation has a fresh id, so no history: only updates
+        // and deletes look theirs up.
         let mut heads = HashMap::new();
-        for (before, after) in &changes {
-            let id = before
-                .as_ref()
-                .or(after.as_ref())
-                .expect("a change has a state")
-                .name
-                .id;
-            if let std::collections::hash_map::Entry::Vacant(e) = heads.entry(id) {
-                e.insert(self.history_head(id)?);
+        for (before, _) in &changes {
+            if let Some(b) = before
+                && let std::collections::hash_map::Entry::Vacant(e) = heads.entry(b.name.id)
+            {
+                e.insert(self.history_head(b.name.id)?);
             }
         }
         for (before, after) in changes {
