@@ -108,7 +108,7 @@ impl Server {
     fn start(data_dir: &Path) -> Server {
         let seeds = Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds");
         let mut child = Command::new(env!("CARGO_BIN_EXE_factcheck"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--cache-mb", "256"])
+            .args(["serve", "--listen", "127.0.0.1:0"])
             .arg("--seeds")
             .arg(&seeds)
             .arg("--data-dir")

@@ -302,7 +302,7 @@ pub struct ServeArgs {
     pub tokens: Option<PathBuf>,
 
     /// sled's page cache in MiB: the main term of the server's memory.
-    #[arg(long, env = "FACTCHECK_CACHE_MB", default_value_t = 256)]
+    #[arg(long, env = "FACTCHECK_CACHE_MB", default_value_t = 128)]
     pub cache_mb: u64,
 
     /// Whether an acknowledged write must survive power loss: after each group

@@ -87,7 +87,7 @@ impl StoreConfig {
         Self {
             data_dir: data_dir.into(),
             seeds_dir: None,
-            cache_capacity_bytes: 256 * 1024 * 1024,
+            cache_capacity_bytes: 128 * 1024 * 1024,
             retention: Retention::default(),
             sync: true,
         }
