@@ -120,18 +120,15 @@ async fn write_until_failure(
             6..=8 if !live.is_empty() => {
                 let name = live[rng.random_range(0..live.len())].clone();
                 let r = c
-                    .update_annotation(pb::UpdateAnnotationRequest {
-                        annotation: Some(pb::Annotation {
+                    .update_annotation(masked_update(
+                        pb::Annotation {
                             name: name.clone(),
                             verdict,
                             note: tag.clone(),
                             ..Default::default()
-                        }),
-                        update_mask: Some(prost_types::FieldMask {
-                            paths: vec!["verdict".into(), "note".into()],
-                        }),
-                        etag: String::new(),
-                    })
+                        },
+                        &["verdict", "note"],
+                    ))
                     .await;
                 match r {
                     Ok(a) => {
@@ -553,17 +550,14 @@ async fn audit_verify_finds_an_edited_history_record() {
         .await
         .unwrap()
         .into_inner();
-    c.update_annotation(pb::UpdateAnnotationRequest {
-        annotation: Some(pb::Annotation {
+    c.update_annotation(masked_update(
+        pb::Annotation {
             name: a.name.clone(),
             verdict: Verdict::Verified as i32,
             ..Default::default()
-        }),
-        update_mask: Some(prost_types::FieldMask {
-            paths: vec!["verdict".into()],
-        }),
-        etag: String::new(),
-    })
+        },
+        &["verdict"],
+    ))
     .await
     .unwrap();
     drop(c);

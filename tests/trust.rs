@@ -17,18 +17,13 @@ fn reason(status: &tonic::Status) -> String {
 }
 
 fn update(name: &str, verdict: Verdict, note: &str) -> pb::UpdateAnnotationRequest {
-    pb::UpdateAnnotationRequest {
-        annotation: Some(pb::Annotation {
-            name: name.to_owned(),
-            verdict: verdict as i32,
-            note: note.to_owned(),
-            ..Default::default()
-        }),
-        update_mask: Some(prost_types::FieldMask {
-            paths: vec!["verdict".into(), "note".into()],
-        }),
-        etag: String::new(),
-    }
+    let annotation = pb::Annotation {
+        name: name.to_owned(),
+        verdict: verdict as i32,
+        note: note.to_owned(),
+        ..Default::default()
+    };
+    masked_update(annotation, &["verdict", "note"])
 }
 
 fn delete(name: &str) -> pb::DeleteAnnotationRequest {
@@ -191,17 +186,14 @@ async fn the_history_keeps_every_state_chained_also_after_delete_and_restart() {
         .unwrap();
     // An update that changes only the sources.
     alice
-        .update_annotation(pb::UpdateAnnotationRequest {
-            annotation: Some(pb::Annotation {
+        .update_annotation(masked_update(
+            pb::Annotation {
                 name: created.name.clone(),
                 sources: vec!["https://example.org/ministry’s-statement".into()],
                 ..Default::default()
-            }),
-            update_mask: Some(prost_types::FieldMask {
-                paths: vec!["sources".into()],
-            }),
-            etag: String::new(),
-        })
+            },
+            &["sources"],
+        ))
         .await
         .unwrap();
     alice.delete_annotation(delete(&created.name)).await.unwrap();

@@ -350,3 +350,14 @@ pub fn factcheck_cli(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// An update of the `paths` of `annotation` (which names it), without etag.
+pub fn masked_update(annotation: pb::Annotation, paths: &[&str]) -> pb::UpdateAnnotationRequest {
+    pb::UpdateAnnotationRequest {
+        annotation: Some(annotation),
+        update_mask: Some(prost_types::FieldMask {
+            paths: paths.iter().map(|p| p.to_string()).collect(),
+        }),
+        etag: String::new(),
+    }
+}
