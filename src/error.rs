@@ -52,6 +52,18 @@ pub enum Error {
     #[error("the server is shutting down")]
     Unavailable,
 
+    /// The store failed to make a commit durable earlier: it refuses writes
+    /// until restarted (fail-stop).
+    #[error("the store failed to write to disk and refuses writes until the server is restarted")]
+    StoreFailed,
+
+    /// This call's commit could not be made durable (e.g. the disk is full).
+    /// Readers never saw it; after a restart it may or may not be there.
+    #[error(
+        "the write could not be made durable and was not applied here; after the server restarts it may or may not be there: retry with the same request_id"
+    )]
+    CommitFailed,
+
     /// One child of a batch failed, which fails the whole batch.
     #[error("{at}: {error}")]
     Child { at: String, error: Box<Error> },
@@ -85,7 +97,7 @@ impl Error {
     pub fn at(self, at: impl Into<String>) -> Self {
         match self {
             // Internal errors are about the whole call, not a child.
-            Error::Internal(_) | Error::Unavailable => self,
+            Error::Internal(_) | Error::Unavailable | Error::StoreFailed | Error::CommitFailed => self,
             error => Error::Child {
                 at: at.into(),
                 error: Box::new(error),
@@ -107,6 +119,8 @@ impl Error {
             Error::Child { error, .. } => error.reason(),
             Error::Unauthenticated(_) => "UNAUTHENTICATED",
             Error::Unavailable => "UNAVAILABLE",
+            Error::StoreFailed => "STORE_FAILED",
+            Error::CommitFailed => "COMMIT_FAILED",
             Error::Internal(_) => "INTERNAL",
         }
     }
@@ -122,7 +136,8 @@ impl Error {
             Error::ResourceExhausted { .. } => Code::ResourceExhausted,
             Error::Unauthenticated(_) => Code::Unauthenticated,
             Error::PermissionDenied { .. } => Code::PermissionDenied,
-            Error::Unavailable => Code::Unavailable,
+            Error::Unavailable | Error::StoreFailed => Code::Unavailable,
+            Error::CommitFailed => Code::Internal,
             Error::Child { error, .. } => error.code(),
             Error::Internal(_) => Code::Internal,
         }

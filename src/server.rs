@@ -157,6 +157,22 @@ pub async fn run_with(
         .build_v1alpha()
         .expect("the embedded descriptor set is valid");
 
+    // Fail-stop: once a commit fails the store refuses writes, and health
+    // says so, for a load balancer or supervisor to act on.
+    let mut failed = store.failed();
+    let reporter = health.clone();
+    tokio::spawn(async move {
+        if failed.wait_for(|f| *f).await.is_ok() {
+            tracing::error!(
+                "the store failed a commit: reporting NOT_SERVING; restart the server once the disk is fixed"
+            );
+            reporter
+                .set_service_status(SERVICE_NAME, ServingStatus::NotServing)
+                .await;
+            reporter.set_service_status("", ServingStatus::NotServing).await;
+        }
+    });
+
     let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
     let service = Service::new(store, options.watch, options.watch_gauge, stopping.clone());
     let factcheck = FactCheckServiceServer::new(service).max_decoding_message_size(MAX_REQUEST_BYTES);

@@ -12,7 +12,7 @@ use crate::domain::{Annotation, AnnotationName, Article, ArticleId, Caller, Role
 use crate::error::{Error, Result};
 use crate::pb;
 use crate::pb::fact_check_service_server::FactCheckService;
-use crate::store::{Applied, Cursor, Mutation, RequestKey, Store, Submit};
+use crate::store::{Applied, Cursor, HistoryCursor, Mutation, RequestKey, Store, Submit};
 use crate::watch::{self as watcher, WatchGauge, WatchOptions};
 
 /// The service; clones share the store.
@@ -552,23 +552,22 @@ impl FactCheckService for Service {
             .clone();
         let fp = convert::history_fingerprint(&name);
         let after = match self.tokens().decode("page_token", &req.page_token, &fp)? {
-            Some(c) => Some(u64::from_be_bytes(
-                c.try_into()
-                    .map_err(|_| Error::invalid("page_token", "is malformed"))?,
-            )),
+            Some(c) => Some(
+                HistoryCursor::from_bytes(&c).ok_or_else(|| Error::invalid("page_token", "is malformed"))?,
+            ),
             None => None,
         };
         let (revisions, more) = self
             .blocking(move |store| store.history(&name, after, size))
             .await?;
         let next_page_token = match (more, revisions.last()) {
-            (true, Some(last)) => self.tokens().encode(&fp, &last.revision.to_be_bytes()),
+            (true, Some((_, cursor))) => self.tokens().encode(&fp, &cursor.to_bytes()),
             _ => String::new(),
         };
         Ok(Response::new(pb::ListAnnotationRevisionsResponse {
             revisions: revisions
                 .iter()
-                .map(|r| convert::revision_to_pb(r, &article))
+                .map(|(r, _)| convert::revision_to_pb(r, &article))
                 .collect(),
             next_page_token,
         }))

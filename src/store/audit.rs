@@ -25,36 +25,47 @@ pub struct AuditReport {
 }
 
 impl Store {
-    /// Up to `limit` history records of `name` after revision `after`,
-    /// oldest first, and whether more follow. Not found if the annotation
-    /// never existed. Blocking.
+    /// Up to `limit` history records of `name` after the record at
+    /// `after`, oldest first, as of the last durable revision, and whether
+    /// more follow. Not found if the annotation never existed. Blocking.
     pub fn history(
         &self,
         name: &AnnotationName,
-        after: Option<u64>,
+        after: Option<HistoryCursor>,
         limit: usize,
-    ) -> Result<(Vec<Revision>, bool)> {
+    ) -> Result<(Vec<(Revision, HistoryCursor)>, bool)> {
         let tree = &self.inner.shared.tree;
-        let _index = self.read_lock();
+        let at = self.revision();
         let lower = match after {
-            Some(r) => Bound::Excluded(keys::history(name.id, r)),
+            Some(c) => Bound::Excluded(keys::history(name.id, c.revision, c.seq)),
             None => Bound::Included(keys::history_prefix(name.id)),
         };
-        let upper = Bound::Included(keys::history(name.id, u64::MAX));
+        let upper = Bound::Included(keys::history(name.id, u64::MAX, u32::MAX));
         let mut out = Vec::new();
         let mut more = false;
         for item in tree.range((lower, upper)) {
-            let (_, v) = item.map_err(Error::internal)?;
+            let (k, v) = item.map_err(Error::internal)?;
+            let Some((_, key_revision, seq)) = keys::parse_history(&k) else {
+                return Err(Error::internal("malformed history key"));
+            };
+            if key_revision > at {
+                // Not durable yet, or never will be.
+                break;
+            }
             if out.len() == limit {
                 more = true;
                 break;
             }
             let record: HistoryRecord = codec::decode(&v)?;
             let revision = to_revision(record)?;
+            let cursor = HistoryCursor {
+                revision: key_revision,
+                seq,
+            };
             if revision.annotation.name.article != name.article {
                 return Err(Error::not_found(name.to_string()));
             }
-            out.push(revision);
+            out.push((revision, cursor));
         }
         if out.is_empty()
             && after.is_none()
@@ -78,7 +89,7 @@ impl Store {
         for item in tree.scan_prefix([keys::HISTORY]) {
             let (k, v) = item.map_err(Error::internal)?;
             report.records += 1;
-            let Some((id, key_revision)) = parse_key(&k) else {
+            let Some((id, key_revision, seq)) = keys::parse_history(&k) else {
                 report
                     .problems
                     .push(format!("malformed history key {}", hex::encode(&k)));
@@ -93,7 +104,10 @@ impl Store {
                     continue;
                 }
             };
-            let at = format!("{id} revision {key_revision}");
+            let at = match seq {
+                0 => format!("{id} revision {key_revision}"),
+                seq => format!("{id} revision {key_revision} change {seq}"),
+            };
             if record.revision != key_revision || Uuid::from_bytes(record.state.id) != id {
                 report
                     .problems
@@ -112,7 +126,7 @@ impl Store {
                             prev.revision
                         ));
                     }
-                    if record.revision <= prev.revision {
+                    if record.revision < prev.revision || (record.revision == prev.revision && seq == 0) {
                         report.problems.push(format!("{at}: revisions out of order"));
                     }
                     if prev.kind == HistoryKind::Deleted {
@@ -168,15 +182,56 @@ impl Store {
     }
 }
 
-fn parse_key(k: &[u8]) -> Option<(Uuid, u64)> {
-    let rest = k.strip_prefix(&[keys::HISTORY])?;
-    if rest.len() != 24 {
-        return None;
+/// Where a page of one annotation's history ends: the key of its last
+/// record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HistoryCursor {
+    pub revision: u64,
+    /// Which change of the annotation within that revision, from 0.
+    pub seq: u32,
+}
+
+impl HistoryCursor {
+    /// 8 bytes (the revision) when `seq` is 0, as page tokens were before
+    /// a revision could hold several changes of one annotation; else 12.
+    pub fn to_bytes(self) -> Vec<u8> {
+        let mut b = self.revision.to_be_bytes().to_vec();
+        if self.seq > 0 {
+            b.extend_from_slice(&self.seq.to_be_bytes());
+        }
+        b
     }
-    Some((
-        Uuid::from_slice(&rest[..16]).ok()?,
-        u64::from_be_bytes(rest[16..].try_into().ok()?),
-    ))
+
+    pub fn from_bytes(b: &[u8]) -> Option<Self> {
+        let revision = u64::from_be_bytes(b.get(..8)?.try_into().ok()?);
+        let seq = match b.len() {
+            8 => 0,
+            12 => u32::from_be_bytes(b[8..].try_into().ok()?),
+            _ => return None,
+        };
+        Some(Self { revision, seq })
+    }
+}
+
+/// The annotation `id` as it stood at revision `at`: the state of its last
+/// history record at or before `at`; `None` if deleted then or not yet
+/// created.
+pub(super) fn state_at(tree: &sled::Tree, id: Uuid, at: u64) -> Result<Option<Annotation>> {
+    for item in tree.scan_prefix(keys::history_prefix(id)).rev() {
+        let (k, v) = item.map_err(Error::internal)?;
+        let Some((_, revision, _)) = keys::parse_history(&k) else {
+            return Err(Error::internal("malformed history key"));
+        };
+        if revision > at {
+            continue;
+        }
+        let record: HistoryRecord = codec::decode(&v)?;
+        return match record.kind {
+            HistoryKind::Deleted => Ok(None),
+            _ => Ok(Some(record.state.try_into()?)),
+        };
+    }
+    Ok(None)
 }
 
 fn to_revision(r: HistoryRecord) -> Result<Revision> {

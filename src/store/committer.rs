@@ -106,13 +106,17 @@ fn run(shared: &Shared, mut rx: mpsc::Receiver<Job>) {
         }
         if failed {
             for job in jobs.drain(..) {
-                let _ = job
-                    .reply
-                    .send(Err(Error::internal("the store failed an earlier commit")));
+                let _ = job.reply.send(Err(Error::StoreFailed));
             }
             continue;
         }
         failed = !commit_group(shared, &mut jobs, &mut compactor);
+        if failed {
+            // Fail-stop, as databases do after a failed fsync: what sled
+            // holds in memory may not be on disk, so nothing more is built
+            // on it. Readers stay at the last durable revision.
+            shared.failed.send_replace(true);
+        }
     }
     tracing::debug!("committer stopped");
 }
@@ -148,10 +152,13 @@ fn commit_group(shared: &Shared, jobs: &mut Vec<Job>, compactor: &mut Compactor)
             true
         }
         Err(e) => {
-            tracing::error!(error = %e, "group commit failed");
+            tracing::error!(
+                error = %e,
+                "group commit failed: the store refuses writes from now on; restart the server once the disk is fixed"
+            );
             for r in &mut results {
                 if r.is_ok() {
-                    *r = Err(Error::internal("commit failed"));
+                    *r = Err(Error::CommitFailed);
                 }
             }
             false
@@ -356,6 +363,21 @@ impl<'a> Group<'a> {
             changes.push((before, after));
         }
 
+        let cost: usize = changes
+            .iter()
+            .map(|(_, a)| a.as_ref().map_or(0, result_cost))
+            .sum();
+        if cost > self.shared.max_result_bytes {
+            return Err(Error::ResourceExhausted {
+                reason: "RESULT_TOO_LARGE",
+                message: format!(
+                    "the annotations this request returns would take about {cost} bytes, over the limit of {}: \
+                     split it into smaller batches",
+                    self.shared.max_result_bytes
+                ),
+            });
+        }
+
         // Accepted: stage the writes.
         let mut results = Vec::with_capacity(changes.len());
         let mut events = Vec::with_capacity(changes.len());
@@ -363,6 +385,10 @@ impl<'a> Group<'a> {
         // A created annotation has a fresh id, so no history: only updates
         // and deletes look theirs up.
         let mut heads = HashMap::new();
+        // How many changes of each annotation this job staged so far: a
+        // batch may change one annotation more than once, and each change
+        // keeps its own history record.
+        let mut seqs: HashMap<Uuid, u32> = HashMap::new();
         for (before, _) in &changes {
             if let Some(b) = before
                 && let std::collections::hash_map::Entry::Vacant(e) = heads.entry(b.name.id)
@@ -380,10 +406,11 @@ impl<'a> Group<'a> {
                 now,
                 &mut heads,
             );
-            self.batch.insert(
-                keys::history(Uuid::from_bytes(record.state.id), revision),
-                codec::encode(&record),
-            );
+            let id = Uuid::from_bytes(record.state.id);
+            let seq = seqs.entry(id).or_insert(0);
+            self.batch
+                .insert(keys::history(id, revision, *seq), codec::encode(&record));
+            *seq += 1;
             let event = Event { before, after };
             results.push(event.annotation().clone());
             events.push(event);
@@ -533,8 +560,13 @@ impl<'a> Group<'a> {
         Ok(current)
     }
 
-    /// Applies the batch atomically and makes it durable; returns the
-    /// changes committed.
+    /// Applies the batch atomically, makes it durable, then publishes it to
+    /// readers; returns the changes committed.
+    ///
+    /// Readers are not held back while the batch is written and synced:
+    /// they read at the published revision, and a record newer than that
+    /// is read from the history as it was (see `Store::read_at`). The lock
+    /// is taken only to move the index and the revision forward together.
     fn commit(mut self) -> std::result::Result<Vec<Change>, sled::Error> {
         if self.changes.is_empty() && self.compacted.is_none() {
             return Ok(Vec::new());
@@ -547,23 +579,41 @@ impl<'a> Group<'a> {
         }
         self.batch
             .insert(keys::META_REVISION, &self.revision.to_be_bytes());
-        // Readers hold the other side of this lock, so they see a group
-        // whole or not at all, and only once it is durable.
-        let mut index = self.shared.visible.write().unwrap_or_else(|e| e.into_inner());
         self.shared.tree.apply_batch(self.batch)?;
+        fail::fail_point!("commit::flush", |_| Err(injected("flush")));
         self.shared.db.flush()?;
-        if let Some(file) = &self.shared.sync_file {
-            file.sync_data()?;
+        if let Some(sync) = &self.shared.sync {
+            fail::fail_point!("commit::sync", |_| Err(injected("sync")));
+            sync.sync().map_err(sled::Error::Io)?;
         }
+        let mut index = self.shared.visible.write().unwrap_or_else(|e| e.into_inner());
         for change in &self.changes {
             index.apply(change);
         }
         self.shared.revision.store(self.revision, Ordering::Release);
+        drop(index);
         if let Some(c) = self.compacted {
             self.shared.compacted.store(c, Ordering::Release);
         }
         Ok(self.changes)
     }
+}
+
+/// The error a failpoint injects.
+#[cfg(feature = "failpoints")]
+fn injected(what: &str) -> sled::Error {
+    sled::Error::Io(std::io::Error::other(format!("injected {what} failure")))
+}
+
+/// About how many bytes `a` takes in a response: its stored fields, its
+/// quote (at most 4 bytes a code point) and the message overhead. An upper
+/// bound, so a job under the limit answers under it.
+pub fn result_cost(a: &Annotation) -> usize {
+    let j = &a.judgement;
+    256 + a.analyst.as_str().len()
+        + j.note.len()
+        + j.sources.iter().map(|s| s.len() + 3).sum::<usize>()
+        + 4 * (j.span.end() - j.span.start()) as usize
 }
 
 /// The history record of one change, chained to `heads`, which it moves.

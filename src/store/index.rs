@@ -43,6 +43,27 @@ pub struct ArticleIndex {
     /// The review of the current state, computed by the first reader after a
     /// change: a burst of writes costs one computation, not one per write.
     review: OnceLock<Arc<Review>>,
+    /// +1 on every change, so a review computed outside the lock is shared
+    /// only if the article did not change meanwhile.
+    version: u64,
+}
+
+/// What a review is computed from: a copy of one article's index.
+pub struct Snapshot {
+    marks: Vec<Mark>,
+    analysts: u32,
+    last_update_time_us: Option<i64>,
+}
+
+impl Snapshot {
+    pub fn compute(self, article: &Arc<Article>) -> Review {
+        Review::compute(
+            article.clone(),
+            &self.marks,
+            self.analysts,
+            self.last_update_time_us,
+        )
+    }
 }
 
 impl ArticleIndex {
@@ -63,6 +84,7 @@ impl ArticleIndex {
             },
         );
         self.review = OnceLock::new();
+        self.version += 1;
     }
 
     fn remove(&mut self, a: &Annotation) {
@@ -75,6 +97,7 @@ impl ArticleIndex {
             }
         }
         self.review = OnceLock::new();
+        self.version += 1;
     }
 
     /// The article's review if already computed for its current state.
@@ -82,38 +105,46 @@ impl ArticleIndex {
         self.review.get().cloned()
     }
 
-    /// The article's review, computed once per state.
-    pub fn review(&self, article: &Arc<Article>) -> Arc<Review> {
-        self.review
-            .get_or_init(|| {
-                let marks: Vec<Mark> = self
-                    .spans
-                    .iter()
-                    .filter_map(|(&(start, id), e)| {
-                        Some(Mark {
-                            span: Span::new(start, e.end)?,
-                            verdict: e.verdict,
-                            id,
-                        })
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// A copy of what the review needs: O(n), a plain copy, so a reader
+    /// holds the lock for that only and computes the review after.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            marks: self
+                .spans
+                .iter()
+                .filter_map(|(&(start, id), e)| {
+                    Some(Mark {
+                        span: Span::new(start, e.end)?,
+                        verdict: e.verdict,
+                        id,
                     })
-                    .collect();
-                Arc::new(Review::compute(
-                    article.clone(),
-                    &marks,
-                    self.analysts.len() as u32,
-                    self.last_update_time_us,
-                ))
-            })
-            .clone()
+                })
+                .collect(),
+            analysts: self.analysts.len() as u32,
+            last_update_time_us: self.last_update_time_us,
+        }
+    }
+
+    /// Keeps `review` as the review of the current state (the caller checked
+    /// [`ArticleIndex::version`]).
+    pub fn share_review(&self, review: Arc<Review>) {
+        let _ = self.review.set(review);
     }
 
     /// The keys `(start, id)` after `after` that match `filter`, in order,
-    /// at most `limit` of them.
+    /// at most `limit` of them. `length` is the article's: an `overlaps`
+    /// range is clamped to it, so the work follows the article, not the
+    /// query (an `overlaps` of `[0, 2^32-1)` once walked 67M buckets).
     pub fn select(
         &self,
         filter: &AnnotationFilter,
         after: Option<(u32, Uuid)>,
         limit: usize,
+        length: u32,
     ) -> Vec<(u32, Uuid)> {
         let matches = |(&(start, id), e): (&(u32, Uuid), &Entry)| {
             let keep = filter.verdict.is_none_or(|v| v == e.verdict)
@@ -137,7 +168,14 @@ impl ArticleIndex {
         // its start.
         let mut out = Vec::new();
         let first = after.map_or(0, |(start, _)| start / BUCKET);
-        let last = (overlaps.end() - 1) / BUCKET;
+        let end = overlaps.end().min(length);
+        if end == 0 {
+            return out;
+        }
+        // No bucket past the last one holding a span.
+        let last = ((end - 1) / BUCKET).min(self.bucket_max_end.len().saturating_sub(1) as u32);
+        #[cfg(test)]
+        BUCKETS_VISITED.with(|v| v.set(v.get() + u64::from(last.saturating_sub(first)) + 1));
         for bucket in first..=last {
             if out.len() == limit {
                 break;
@@ -170,6 +208,13 @@ impl ArticleIndex {
         }
         out
     }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Buckets an `overlaps` query looked at, for the test that its work
+    /// follows the article, not the query.
+    static BUCKETS_VISITED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
 /// Every article's index.
@@ -232,6 +277,33 @@ impl Index {
 
 #[cfg(test)]
 mod tests {
+    /// An `overlaps` range far past the article costs what the article
+    /// holds: before the clamp, `[0, 2^32-1)` walked 67M buckets.
+    #[test]
+    fn overlaps_is_clamped_to_the_article() {
+        let article = ArticleId::parse("a").unwrap();
+        let mut index = Index::default();
+        for start in [0, 100, 3000] {
+            index.insert(&annotation(&article, start, start + 10, Verdict::Verified, "ana"));
+        }
+        let entry = index.article(&article).unwrap();
+        let filter = AnnotationFilter {
+            article: Some(article.clone()),
+            overlaps: Some(Span::new(0, u32::MAX).unwrap()),
+            ..Default::default()
+        };
+        BUCKETS_VISITED.with(|v| v.set(0));
+        assert_eq!(entry.select(&filter, None, 100, 4000).len(), 3);
+        let visited = BUCKETS_VISITED.with(|v| v.get());
+        assert!(visited <= 4000 / BUCKET as u64 + 1, "visited {visited} buckets");
+        // Past the article's end: nothing, at no cost.
+        let beyond = AnnotationFilter {
+            overlaps: Some(Span::new(5000, u32::MAX).unwrap()),
+            ..filter
+        };
+        assert!(entry.select(&beyond, None, 100, 4000).is_empty());
+    }
+
     use rand::{Rng, SeedableRng};
 
     use super::*;
@@ -314,7 +386,7 @@ mod tests {
             let mut got: Vec<(u32, Uuid)> = Vec::new();
             let mut after = None;
             loop {
-                let keys = entry.select(&filter, after, page);
+                let keys = entry.select(&filter, after, page, 6300);
                 got.extend(&keys);
                 if keys.len() < page {
                     break;

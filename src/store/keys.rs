@@ -14,11 +14,18 @@
 //! | request ids | `r` `request_uuid: 16` | [`codec::RequestRecord`](super::codec::RequestRecord) |
 //! | article stats | `s` `article_id` | [`codec::StatsRecord`](super::codec::StatsRecord) |
 //! | changelog | `l` `revision: u64 BE` | [`codec::ChangeRecord`](super::codec::ChangeRecord) |
-//! | audit history | `h` `uuid: 16` `revision: u64 BE` | [`codec::HistoryRecord`](super::codec::HistoryRecord), chained by hash; never trimmed |
+//! | audit history | `h` `uuid: 16` `revision: u64 BE` [`seq: u32 BE`] | [`codec::HistoryRecord`](super::codec::HistoryRecord), chained by hash; never trimmed |
 //!
 //! Meta names: `revision` is the last committed revision; `compacted` the
 //! highest revision trimmed from the changelog (0: none), so the oldest kept
 //! is `compacted + 1`.
+//!
+//! A revision may change one annotation several times (a batch that updates
+//! it twice): each change keeps its own history record. The first change of an
+//! annotation in a revision has no `seq` (the key every record had before
+//! batches could repeat a name); the next ones have `seq` 1, 2, ... A shorter
+//! key sorts before its extensions, so a history scans in the order it was
+//! written.
 //!
 //! Article ids never contain `0x00` (see [`ArticleId`]), so `article_id 0x00`
 //! is a prefix that no other article's keys share, and the position index
@@ -110,10 +117,30 @@ pub fn history_prefix(uuid: Uuid) -> Vec<u8> {
     prefixed(HISTORY, uuid.as_bytes())
 }
 
-pub fn history(uuid: Uuid, revision: u64) -> Vec<u8> {
+/// The key of the `seq`-th change (from 0) of `uuid` in `revision`.
+pub fn history(uuid: Uuid, revision: u64, seq: u32) -> Vec<u8> {
     let mut k = history_prefix(uuid);
     k.extend_from_slice(&revision.to_be_bytes());
+    if seq > 0 {
+        k.extend_from_slice(&seq.to_be_bytes());
+    }
     k
+}
+
+/// The id, revision and seq of a history key, if well formed.
+pub fn parse_history(k: &[u8]) -> Option<(Uuid, u64, u32)> {
+    let rest = k.strip_prefix(&[HISTORY])?;
+    let (id, rest) = rest.split_at_checked(16)?;
+    let id = Uuid::from_slice(id).ok()?;
+    match rest.len() {
+        8 => Some((id, u64::from_be_bytes(rest.try_into().ok()?), 0)),
+        12 => {
+            let seq = u32::from_be_bytes(rest[8..].try_into().ok()?);
+            // seq 0 is written without its bytes: a key with them is not ours.
+            (seq > 0).then_some((id, u64::from_be_bytes(rest[..8].try_into().ok()?), seq))
+        }
+        _ => None,
+    }
 }
 
 pub fn request(id: Uuid) -> Vec<u8> {

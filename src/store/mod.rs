@@ -1,17 +1,22 @@
 //! The store: the only code that imports sled.
 //!
-//! Reads go to sled directly under the read side of `visible`; every write
-//! goes through the single committer thread (see [`committer`]), which holds
-//! the write side while it applies and flushes a group. A reader therefore
-//! sees whole groups only, and only durable ones, together with the revision
-//! they brought the store to. The key layout is in [`keys`], the value
-//! formats in [`codec`].
+//! Every write goes through the single committer thread (see
+//! [`committer`]), which applies a group to sled, makes it durable, and only
+//! then publishes it: it moves the in-memory index and the store's revision
+//! forward together, under the write side of `visible`, for a moment. Readers
+//! take the read side only to pick an index state and its revision, then
+//! read sled *at that revision* (see [`read_at`]): a record a later group
+//! wrote, durable yet or not, is read from the audit history as it was. So a
+//! reader sees whole groups only, and only durable ones, and never waits for a
+//! flush or a sync. The key layout is in [`keys`], the value formats in
+//! [`codec`].
 
 mod audit;
 mod codec;
 mod committer;
 mod index;
 mod keys;
+mod sync;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -21,7 +26,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use uuid::Uuid;
 
-pub use audit::AuditReport;
+pub use audit::{AuditReport, HistoryCursor};
 use committer::Job;
 pub use committer::{Applied, Mutation, RequestKey};
 
@@ -48,9 +53,18 @@ pub struct StoreConfig {
     /// After each group's flush, also `fdatasync` sled's log file, so an
     /// acknowledged write survives power loss, not only a crash of the
     /// process. sled's own flush uses `sync_file_range`, which writes the
-    /// pages out but neither flushes the drive's cache nor the file's size.
+    /// pages out but neither flushes the drive's cache nor the file's size;
+    /// see [`sync`] for the blob files.
     pub sync: bool,
+    /// The most a write's answer may hold, in bytes (about): a larger batch
+    /// is refused before it is applied, so no answer, changelog entry or
+    /// watch message grows past it.
+    pub max_result_bytes: usize,
 }
+
+/// The default of [`StoreConfig::max_result_bytes`] and of the server's
+/// response limit.
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
 
 /// Changelog retention: an entry is trimmed once it is more than `revisions`
 /// behind the head or older than `age`, whichever comes first.
@@ -90,6 +104,7 @@ impl StoreConfig {
             cache_capacity_bytes: 128 * 1024 * 1024,
             retention: Retention::default(),
             sync: true,
+            max_result_bytes: DEFAULT_MAX_RESPONSE_BYTES,
         }
     }
 }
@@ -104,13 +119,20 @@ pub struct Store {
 struct Shared {
     db: sled::Db,
     tree: sled::Tree,
-    /// sled's log file, for `fdatasync` after each flush; `None`: no sync.
-    sync_file: Option<std::fs::File>,
-    /// The in-memory index. Readers hold it shared; the committer holds it
-    /// exclusively while it applies and flushes a group and updates it.
+    /// Syncs the log and the blob files after each flush; `None`: no sync.
+    sync: Option<sync::Syncer>,
+    /// The in-memory index at `revision`. Readers hold it shared while they
+    /// pick keys; the committer holds it exclusively only to apply a durable
+    /// group and move `revision`, never across a flush.
     visible: RwLock<Index>,
-    /// The revision of the last durable group.
+    /// The revision of the last durable, published group: what readers read
+    /// at.
     revision: AtomicU64,
+    /// Turns true when a commit fails: the store then refuses writes until
+    /// it is reopened (fail-stop), and the server reports NOT_SERVING.
+    failed: tokio::sync::watch::Sender<bool>,
+    /// See [`StoreConfig::max_result_bytes`].
+    max_result_bytes: usize,
     /// The highest revision trimmed from the changelog (0: none).
     compacted: AtomicU64,
     retention: Retention,
@@ -228,21 +250,22 @@ impl Store {
         let index = build_index(&tree)?;
         db.flush().map_err(Error::internal)?;
 
-        let sync_file = if config.sync {
-            let log = path.join("db");
-            Some(
-                std::fs::File::open(&log)
-                    .map_err(|e| Error::internal(format!("cannot open {} to sync it: {e}", log.display())))?,
-            )
-        } else {
-            None
-        };
+        let sync =
+            if config.sync {
+                Some(sync::Syncer::open(&path).map_err(|e| {
+                    Error::internal(format!("cannot sync the store at {}: {e}", path.display()))
+                })?)
+            } else {
+                None
+            };
         let shared = Arc::new(Shared {
             db,
             tree,
-            sync_file,
+            sync,
             visible: RwLock::new(index),
             revision: AtomicU64::new(revision),
+            failed: tokio::sync::watch::channel(false).0,
+            max_result_bytes: config.max_result_bytes,
             compacted: AtomicU64::new(compacted),
             retention: config.retention,
             changes: broadcast::channel(LIVE_BUFFER).0,
@@ -328,23 +351,36 @@ impl Store {
     }
 
     /// Several annotations read at one revision; `None` where missing.
-    /// Blocking, briefly.
+    /// Blocking, briefly: never waits for a commit.
     pub fn get_many(&self, names: &[AnnotationName]) -> Result<(Vec<Option<Annotation>>, u64)> {
-        let _visible = self.read_lock();
+        let at = self.revision();
+        let tree = &self.inner.shared.tree;
         let found = names
             .iter()
-            .map(|n| {
-                Ok(read_annotation(&self.inner.shared.tree, n.id)?.filter(|a| a.name.article == n.article))
-            })
+            .map(|n| Ok(read_at(tree, n.id, None, at)?.filter(|a| a.name.article == n.article)))
             .collect::<Result<Vec<_>>>()?;
-        Ok((found, self.revision()))
+        Ok((found, at))
     }
 
-    /// One annotation by name. Blocking, briefly.
+    /// One annotation by name, as of the last durable revision. Blocking,
+    /// briefly: never waits for a commit.
     pub fn get(&self, article: &ArticleId, id: Uuid) -> Result<Option<Annotation>> {
-        let _visible = self.read_lock();
-        let found = read_annotation(&self.inner.shared.tree, id)?;
+        let found = read_at(&self.inner.shared.tree, id, None, self.revision())?;
         Ok(found.filter(|a| &a.name.article == article))
+    }
+
+    /// Whether a commit failed, and the store refuses writes; follows it.
+    pub fn failed(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.inner.shared.failed.subscribe()
+    }
+
+    /// Blob files made durable since open (0 without `sync`).
+    pub fn blob_files_synced(&self) -> u64 {
+        self.inner
+            .shared
+            .sync
+            .as_ref()
+            .map_or(0, sync::Syncer::blob_files_synced)
     }
 
     /// Up to `limit` annotations matching `filter`, after `cursor`. Blocking:
@@ -365,6 +401,7 @@ impl Store {
         };
         let index = self.read_lock();
         let revision = self.revision();
+        let lengths = |id: &ArticleId| self.inner.articles.get(id).map_or(0, |a| a.len());
         // One more than a page: whether there is a next page.
         let mut keys: Vec<(&ArticleId, u32, Uuid)> = Vec::new();
         for id in articles {
@@ -377,7 +414,7 @@ impl Store {
                 let want = limit + 1 - keys.len();
                 keys.extend(
                     article
-                        .select(filter, from, want)
+                        .select(filter, from, want, lengths(id))
                         .into_iter()
                         .map(|(start, uuid)| (id, start, uuid)),
                 );
@@ -391,18 +428,17 @@ impl Store {
             Cursor(keys::position(a, start, uuid))
         });
         keys.truncate(limit);
+        let keys: Vec<(ArticleId, u32, Uuid)> = keys.into_iter().map(|(a, s, u)| (a.clone(), s, u)).collect();
+        // The index is picked; the records are read at its revision, without
+        // the lock.
+        drop(index);
         let tree = &self.inner.shared.tree;
         let annotations = keys
             .into_iter()
-            .map(
-                |(a, start, uuid)| match tree.get(keys::position(a, start, uuid)) {
-                    Ok(Some(v)) => codec::decode_annotation(&v),
-                    Ok(None) => Err(Error::internal(format!(
-                        "indexed annotation {uuid} has no record"
-                    ))),
-                    Err(e) => Err(Error::internal(e)),
-                },
-            )
+            .map(|(a, start, uuid)| {
+                read_at(tree, uuid, Some((&a, start)), revision)?
+                    .ok_or_else(|| Error::internal(format!("indexed annotation {uuid} has no record")))
+            })
             .collect::<Result<Vec<_>>>()?;
         Ok(AnnotationPage {
             annotations,
@@ -413,14 +449,31 @@ impl Store {
 
     /// Where the review of `article` stands, and the revision it stands at.
     /// Computed once per state of the article and then shared, so usually
-    /// cheap; the first call after a change is O(n log n) in its annotations.
+    /// cheap; the first call after a change is O(n log n) in its annotations,
+    /// computed from a copy taken under the lock, not under it, so neither
+    /// the committer nor other readers wait for it.
     pub fn review(&self, article: &Arc<Article>) -> Result<(Arc<Review>, u64)> {
-        let index = self.read_lock();
-        let review = match index.article(&article.id) {
-            Some(a) => a.review(article),
-            None => Arc::new(Review::compute(article.clone(), &[], 0, None)),
+        let (snapshot, version, revision) = {
+            let index = self.read_lock();
+            let revision = self.revision();
+            match index.article(&article.id) {
+                None => {
+                    return Ok((Arc::new(Review::compute(article.clone(), &[], 0, None)), revision));
+                }
+                Some(a) => match a.cached_review() {
+                    Some(review) => return Ok((review, revision)),
+                    None => (a.snapshot(), a.version(), revision),
+                },
+            }
         };
-        Ok((review, self.revision()))
+        let review = Arc::new(snapshot.compute(article));
+        let index = self.read_lock();
+        if let Some(a) = index.article(&article.id)
+            && a.version() == version
+        {
+            a.share_review(review.clone());
+        }
+        Ok((review, revision))
     }
 
     /// The review of `article` if it is already computed and the store is
@@ -449,7 +502,6 @@ impl Store {
     /// Up to `limit` changes from revision `from` on, up to the durable
     /// head. Blocking.
     pub fn changes_since(&self, from: u64, limit: usize) -> Result<ChangesRead> {
-        let _visible = self.read_lock();
         let head = self.revision();
         let oldest = self.oldest_revision();
         if from < oldest {
@@ -502,6 +554,57 @@ fn build_index(tree: &sled::Tree) -> Result<Index> {
     Ok(index)
 }
 
+/// The annotation `id` as it stood at revision `at`, in whatever article.
+/// `position` is where the index says it starts, if the caller knows.
+///
+/// Its stored record, unless a commit after `at` changed it (its revision is
+/// newer, or it moved or was deleted): then the last history record at or
+/// before `at`, which the same atomic batch wrote. The committer applies a
+/// group before it is durable, and after a failed commit what it applied
+/// stays in sled's memory: this is how readers never see either.
+fn read_at(
+    tree: &sled::Tree,
+    id: Uuid,
+    position: Option<(&ArticleId, u32)>,
+    at: u64,
+) -> Result<Option<Annotation>> {
+    let stored = match position {
+        Some((article, start)) => match tree
+            .get(keys::position(article, start, id))
+            .map_err(Error::internal)?
+        {
+            Some(v) => Some(codec::decode_annotation(&v)?),
+            None => None,
+        },
+        None => match tree.get(keys::location(id)).map_err(Error::internal)? {
+            Some(location) => {
+                let start =
+                    keys::location_start(&location).ok_or_else(|| Error::internal("corrupt location"))?;
+                let article = std::str::from_utf8(&location[4..])
+                    .ok()
+                    .and_then(|s| ArticleId::parse(s).ok())
+                    .ok_or_else(|| Error::internal("corrupt location"))?;
+                // `None` if a commit moved or deleted it since the location
+                // was read: the history has it.
+                match tree
+                    .get(keys::position(&article, start, id))
+                    .map_err(Error::internal)?
+                {
+                    Some(v) => Some(codec::decode_annotation(&v)?),
+                    None => None,
+                }
+            }
+            None => None,
+        },
+    };
+    if let Some(a) = stored
+        && a.revision <= at
+    {
+        return Ok(Some(a));
+    }
+    audit::state_at(tree, id, at)
+}
+
 /// The stored annotation with this id, in whatever article.
 fn read_annotation(tree: &sled::Tree, id: Uuid) -> Result<Option<Annotation>> {
     let Some(location) = tree.get(keys::location(id)).map_err(Error::internal)? else {
@@ -523,8 +626,9 @@ fn read_annotation(tree: &sled::Tree, id: Uuid) -> Result<Option<Annotation>> {
     }
 }
 
-/// Loads `dir/*.txt` into the articles keyspace. An article that already has
-/// annotations keeps its stored text even if its seed file changed.
+/// Loads `dir/*.txt` into the articles keyspace. An article that has ever
+/// been annotated keeps its stored text even if its seed file changed, so
+/// every history record still quotes the text it judged.
 fn load_seeds(tree: &sled::Tree, dir: &Path) -> Result<()> {
     let entries = std::fs::read_dir(dir)
         .map_err(|e| Error::internal(format!("cannot read the seeds directory {}: {e}", dir.display())))?;
@@ -561,21 +665,20 @@ fn load_seeds(tree: &sled::Tree, dir: &Path) -> Result<()> {
             if stored.text == text {
                 continue;
             }
-            let annotated = tree
-                .scan_prefix(keys::position_prefix(&id))
-                .next()
-                .transpose()
-                .map_err(Error::internal)?
-                .is_some();
+            // Any annotation ever made on it, deleted ones too: their
+            // history and the changelog quote this text, and would read
+            // false under another (the stats record is written with the
+            // first annotation and never removed).
+            let annotated = tree.contains_key(keys::stats(&id)).map_err(Error::internal)?;
             if annotated {
                 tracing::warn!(
                     file = %file.display(),
                     article = %id,
-                    "seed file differs from the stored text of an annotated article: keeping the stored text"
+                    "seed file differs from the stored text of an article that has been annotated: keeping the stored text"
                 );
                 continue;
             }
-            tracing::info!(article = %id, "seed text changed and the article has no annotations: replacing it");
+            tracing::info!(article = %id, "seed text changed and the article was never annotated: replacing it");
         }
         tree.insert(key, codec::encode(&codec::ArticleRecord { text }))
             .map_err(Error::internal)?;

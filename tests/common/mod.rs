@@ -60,6 +60,8 @@ pub struct Setup {
     /// PEM certificate chain and key: serve TLS.
     pub tls: Option<(Vec<u8>, Vec<u8>)>,
     pub call_timeout: Duration,
+    /// The seeds directory; the repository's `seeds/` when `None`.
+    pub seeds: Option<PathBuf>,
 }
 
 impl Default for Setup {
@@ -72,6 +74,7 @@ impl Default for Setup {
             },
             tls: None,
             call_timeout: factcheck::server::DEFAULT_CALL_TIMEOUT,
+            seeds: None,
         }
     }
 }
@@ -81,6 +84,8 @@ pub struct TestServer {
     pub data_dir: TempDir,
     pub gauge: Arc<WatchGauge>,
     pub setup: Setup,
+    /// The server's store, to observe what no RPC shows.
+    pub store: Store,
     shutdown: Option<oneshot::Sender<()>>,
     handle: Option<tokio::task::JoinHandle<()>>,
 }
@@ -106,7 +111,7 @@ impl TestServer {
     pub async fn start_with(data_dir: TempDir, setup: Setup) -> Self {
         let mut config = StoreConfig::new(data_dir.path());
         config.retention = setup.retention;
-        config.seeds_dir = Some(seeds_dir());
+        config.seeds_dir = Some(setup.seeds.clone().unwrap_or_else(seeds_dir));
         config.cache_capacity_bytes = 32 * 1024 * 1024;
         let store = tokio::task::spawn_blocking(move || Store::open(&config))
             .await
@@ -129,8 +134,9 @@ impl TestServer {
             tls: setup.tls.clone(),
             call_timeout: setup.call_timeout,
         };
+        let served = store.clone();
         let handle = tokio::spawn(async move {
-            factcheck::server::run_with(listener, store, Arc::new(tokens), options, async {
+            factcheck::server::run_with(listener, served, Arc::new(tokens), options, async {
                 let _ = rx.await;
             })
             .await
@@ -141,6 +147,7 @@ impl TestServer {
             data_dir,
             gauge,
             setup,
+            store,
             shutdown: Some(tx),
             handle: Some(handle),
         }

@@ -1,0 +1,362 @@
+//! Regression tests for the adversarial review (issue 10): each fails on
+//! the code before its fix. Fault injection lives in `tests/faults.rs`.
+
+mod common;
+
+use std::collections::HashMap;
+
+use common::*;
+use factcheck::store::{Store, StoreConfig};
+use pb::Verdict;
+use proptest::prelude::*;
+
+const KOREAN: &str = "001_728dec46794c22c1";
+
+/// Checks the audit history of a stopped server's data dir offline, as
+/// `factcheck audit verify` does.
+fn verify_offline(dir: &std::path::Path) -> Vec<String> {
+    let store = Store::open(&StoreConfig::new(dir)).unwrap();
+    store.verify_audit().unwrap().problems
+}
+
+async fn history(client: &mut Client, name: &str) -> Vec<pb::AnnotationRevision> {
+    let mut out = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = client
+            .list_annotation_revisions(pb::ListAnnotationRevisionsRequest {
+                name: name.into(),
+                page_size: 2,
+                page_token: token,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        out.extend(page.revisions);
+        if page.next_page_token.is_empty() {
+            return out;
+        }
+        token = page.next_page_token;
+    }
+}
+
+fn update_child(name: &str, verdict: Option<Verdict>, note: Option<&str>) -> pb::UpdateAnnotationRequest {
+    let mut a = pb::Annotation {
+        name: name.into(),
+        ..Default::default()
+    };
+    let mut paths = Vec::new();
+    if let Some(v) = verdict {
+        a.verdict = v as i32;
+        paths.push("verdict");
+    }
+    if let Some(n) = note {
+        a.note = n.into();
+        paths.push("note");
+    }
+    masked_update(a, &paths)
+}
+
+/// Item 1: a batch that changes one annotation twice keeps both changes in
+/// its history (they once shared a key, and the second overwrote the first),
+/// and the chain still verifies.
+#[tokio::test]
+async fn a_batch_changing_one_annotation_twice_keeps_both_history_records() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let text = seed_text(KOREAN);
+    let a = create(&mut client, KOREAN, find_span(&text, "조태열"), Verdict::Verified).await;
+    let batch = client
+        .batch_update_annotations(pb::BatchUpdateAnnotationsRequest {
+            parent: article(KOREAN),
+            requests: vec![
+                update_child(&a.name, Some(Verdict::Disputed), None),
+                update_child(
+                    &a.name,
+                    None,
+                    Some("the ministry spells it “Cho Tae-yul” – see its site"),
+                ),
+            ],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let records = history(&mut client, &a.name).await;
+    let kinds: Vec<(u64, Vec<String>)> = records
+        .iter()
+        .map(|r| {
+            (
+                r.revision,
+                r.changed_fields.clone().map(|m| m.paths).unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (a.etag.trim_matches('"').parse().unwrap(), vec![]),
+            (batch.revision, vec!["verdict".to_owned()]),
+            (batch.revision, vec!["note".to_owned()]),
+        ]
+    );
+    assert_eq!(
+        records[1].annotation.as_ref().unwrap().verdict,
+        Verdict::Disputed as i32
+    );
+    assert_eq!(records[2].previous_hash, records[1].hash);
+    let dir = server.stop().await;
+    assert_eq!(verify_offline(dir.path()), Vec::<String>::new());
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Create {
+        start: u32,
+        len: u32,
+        verdict: u8,
+    },
+    Update {
+        pick: usize,
+        verdict: u8,
+    },
+    Delete {
+        pick: usize,
+    },
+    /// Several changes in one batch, picks repeating.
+    BatchUpdate {
+        picks: Vec<(usize, u8)>,
+    },
+    BatchCreate {
+        n: usize,
+    },
+}
+
+fn verdict(v: u8) -> Verdict {
+    [Verdict::Verified, Verdict::Disputed, Verdict::Unattributed][v as usize % 3]
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        3 => (0u32..3900, 1u32..40, 0u8..3).prop_map(|(start, len, verdict)| Op::Create { start, len, verdict }),
+        3 => (any::<usize>(), 0u8..3).prop_map(|(pick, verdict)| Op::Update { pick, verdict }),
+        1 => any::<usize>().prop_map(|pick| Op::Delete { pick }),
+        2 => prop::collection::vec((any::<usize>(), 0u8..3), 1..6).prop_map(|picks| Op::BatchUpdate { picks }),
+        1 => (1usize..4).prop_map(|n| Op::BatchCreate { n }),
+    ]
+}
+
+/// Runs `ops` (each made legal against the live set) and returns, per
+/// annotation ever created, how many changes it had and whether it lives.
+async fn run_ops(client: &mut Client, ops: &[Op]) -> HashMap<String, (usize, bool)> {
+    let mut model: HashMap<String, (usize, bool)> = HashMap::new();
+    let mut live: Vec<String> = Vec::new();
+    let length = seed_text(KOREAN).chars().count() as u32;
+    for op in ops {
+        match op {
+            Op::Create {
+                start,
+                len,
+                verdict: v,
+            } => {
+                let span = pb::Span {
+                    start: *start,
+                    end: (start + len).min(length),
+                };
+                let a = create(client, KOREAN, span, verdict(*v)).await;
+                model.insert(a.name.clone(), (1, true));
+                live.push(a.name);
+            }
+            Op::BatchCreate { n } => {
+                let requests = (0..*n as u32)
+                    .map(|i| pb::CreateAnnotationRequest {
+                        annotation: Some(new_annotation(
+                            pb::Span {
+                                start: i * 7,
+                                end: i * 7 + 5,
+                            },
+                            Verdict::Verified,
+                        )),
+                        ..Default::default()
+                    })
+                    .collect();
+                let created = client
+                    .batch_create_annotations(pb::BatchCreateAnnotationsRequest {
+                        parent: article(KOREAN),
+                        requests,
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner();
+                for a in created.annotations {
+                    model.insert(a.name.clone(), (1, true));
+                    live.push(a.name);
+                }
+            }
+            Op::Update { pick, verdict: v } if !live.is_empty() => {
+                let name = live[pick % live.len()].clone();
+                client
+                    .update_annotation(update_child(&name, Some(verdict(*v)), Some("updated")))
+                    .await
+                    .unwrap();
+                model.get_mut(&name).unwrap().0 += 1;
+            }
+            Op::Delete { pick } if !live.is_empty() => {
+                let name = live.swap_remove(pick % live.len());
+                client
+                    .delete_annotation(pb::DeleteAnnotationRequest {
+                        name: name.clone(),
+                        etag: String::new(),
+                    })
+                    .await
+                    .unwrap();
+                let entry = model.get_mut(&name).unwrap();
+                entry.0 += 1;
+                entry.1 = false;
+            }
+            Op::BatchUpdate { picks } if !live.is_empty() => {
+                let requests = picks
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (pick, v))| {
+                        update_child(
+                            &live[pick % live.len()],
+                            Some(verdict(*v)),
+                            Some(&format!("change {i}")),
+                        )
+                    })
+                    .collect();
+                client
+                    .batch_update_annotations(pb::BatchUpdateAnnotationsRequest {
+                        parent: article(KOREAN),
+                        requests,
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap();
+                for (pick, _) in picks {
+                    model.get_mut(&live[pick % live.len()]).unwrap().0 += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    model
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// Item 1, in general: any legal sequence of creates, updates, deletes
+    /// and batches (names repeating within a batch) leaves a history with
+    /// one record per change, each replaying to the stored state, and an
+    /// audit that passes.
+    #[test]
+    fn every_change_keeps_its_history_record(ops in prop::collection::vec(op(), 1..30)) {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let server = TestServer::start().await;
+            let mut client = server.client().await;
+            let model = run_ops(&mut client, &ops).await;
+            for (name, (changes, alive)) in &model {
+                let records = history(&mut client, name).await;
+                assert_eq!(records.len(), *changes, "{name}: one record per change");
+                let last = records.last().unwrap();
+                let got = client.get_annotation(pb::GetAnnotationRequest { name: name.clone() }).await;
+                if *alive {
+                    let stored = got.unwrap().into_inner();
+                    let replayed = last.annotation.clone().unwrap();
+                    assert_eq!(replayed, stored, "{name}: history ends in the stored state");
+                } else {
+                    assert_eq!(got.unwrap_err().code(), tonic::Code::NotFound);
+                    assert_eq!(last.r#type, pb::annotation_event::Type::Deleted as i32);
+                }
+            }
+            let dir = server.stop().await;
+            assert_eq!(verify_offline(dir.path()), Vec::<String>::new());
+        });
+    }
+}
+
+/// Item 2: a batch whose changelog entry is over sled's blob threshold
+/// (~128 KiB) lands in its own file under `db/blobs`; with sync on, every
+/// such file is synced before the batch is acknowledged.
+#[tokio::test]
+async fn blob_files_of_a_large_batch_are_synced_before_the_answer() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let note = "“조태열” – checked 🙂 ".repeat(500);
+    let requests = (0..30)
+        .map(|i| pb::CreateAnnotationRequest {
+            annotation: Some(pb::Annotation {
+                note: note.clone(),
+                ..new_annotation(pb::Span { start: i, end: i + 3 }, Verdict::Disputed)
+            }),
+            ..Default::default()
+        })
+        .collect();
+    client
+        .batch_create_annotations(pb::BatchCreateAnnotationsRequest {
+            parent: article(KOREAN),
+            requests,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let blobs = std::fs::read_dir(server.data_dir.path().join("db").join("blobs"))
+        .unwrap()
+        .count() as u64;
+    assert!(blobs >= 1, "the changelog entry should be a blob file");
+    assert!(
+        server.store.blob_files_synced() >= blobs,
+        "{blobs} blob files, {} synced",
+        server.store.blob_files_synced()
+    );
+}
+
+/// Item 4: an article annotated once keeps its text when its seed changes,
+/// even after every annotation on it is deleted: the history still quotes
+/// what the analyst judged.
+#[tokio::test]
+async fn a_changed_seed_never_rewrites_what_a_deleted_annotation_quoted() {
+    let seeds = tempfile::tempdir().unwrap();
+    let original = seed_text(KOREAN);
+    std::fs::write(seeds.path().join(format!("{KOREAN}.txt")), &original).unwrap();
+    let setup = Setup {
+        seeds: Some(seeds.path().to_owned()),
+        ..Setup::default()
+    };
+    let server = TestServer::start_with(tempfile::tempdir().unwrap(), setup.clone()).await;
+    let mut client = server.client().await;
+    let span = find_span(&original, "조태열");
+    let a = create(&mut client, KOREAN, span, Verdict::Disputed).await;
+    assert_eq!(a.quote, "조태열");
+    client
+        .delete_annotation(pb::DeleteAnnotationRequest {
+            name: a.name.clone(),
+            etag: String::new(),
+        })
+        .await
+        .unwrap();
+    let dir = server.stop().await;
+
+    let corrected = original.replace("조태열", "趙兌烈");
+    std::fs::write(seeds.path().join(format!("{KOREAN}.txt")), &corrected).unwrap();
+    let server = TestServer::start_with(dir, setup).await;
+    let mut client = server.client().await;
+    let article_text = client
+        .get_article(pb::GetArticleRequest {
+            name: article(KOREAN),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .text;
+    assert_eq!(article_text, original, "the annotated article keeps its text");
+    let records = history(&mut client, &a.name).await;
+    for r in &records {
+        assert_eq!(r.annotation.as_ref().unwrap().quote, "조태열");
+    }
+}
