@@ -111,12 +111,6 @@ fn run(shared: &Shared, mut rx: mpsc::Receiver<Job>) {
             continue;
         }
         failed = !commit_group(shared, &mut jobs, &mut compactor);
-        if failed {
-            // Fail-stop, as databases do after a failed fsync: what sled
-            // holds in memory may not be on disk, so nothing more is built
-            // on it. Readers stay at the last durable revision.
-            shared.failed.send_replace(true);
-        }
     }
     tracing::debug!("committer stopped");
 }
@@ -161,6 +155,11 @@ fn commit_group(shared: &Shared, jobs: &mut Vec<Job>, compactor: &mut Compactor)
                     *r = Err(Error::CommitFailed);
                 }
             }
+            // Fail-stop, as databases do after a failed fsync: what sled
+            // holds in memory may not be on disk, so nothing more is built
+            // on it, and readers stay at the last durable revision. Set
+            // before anyone is answered.
+            shared.failed.send_replace(true);
             false
         }
     };

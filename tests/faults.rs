@@ -1,0 +1,261 @@
+//! Fault injection with failpoints (the `fail` crate; the `failpoints`
+//! feature is on for tests). Failpoints are global to the process, so this
+//! file holds only tests that use them, each inside a `FailScenario`, which
+//! runs them one at a time.
+
+mod common;
+
+use std::sync::{Mutex, mpsc};
+use std::time::Duration;
+
+use common::*;
+use factcheck::store::{Store, StoreConfig};
+use pb::Verdict;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+const KOREAN: &str = "001_728dec46794c22c1";
+
+/// A hang is a failure here, not a wait: reads that block behind the
+/// paused commit would never return.
+const HANG: Duration = Duration::from_secs(20);
+
+async fn health(server: &TestServer) -> i32 {
+    HealthClient::new(server.channel().await)
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+}
+
+fn verdict_update(name: &str, verdict: Verdict) -> pb::UpdateAnnotationRequest {
+    masked_update(
+        pb::Annotation {
+            name: name.into(),
+            verdict: verdict as i32,
+            ..Default::default()
+        },
+        &["verdict"],
+    )
+}
+
+fn reason(status: &tonic::Status) -> String {
+    use tonic_types::StatusExt;
+    status.get_error_details().error_info().unwrap().reason.clone()
+}
+
+/// Pauses the committer at `failpoint` until the returned sender is used;
+/// the receiver says when it got there.
+fn pause_at(failpoint: &str) -> (mpsc::Receiver<()>, mpsc::Sender<()>) {
+    let (reached_tx, reached) = mpsc::channel();
+    let (release, release_rx) = mpsc::channel::<()>();
+    let reached_tx = Mutex::new(reached_tx);
+    let release_rx = Mutex::new(release_rx);
+    fail::cfg_callback(failpoint, move || {
+        let _ = reached_tx.lock().unwrap().send(());
+        let _ = release_rx.lock().unwrap().recv();
+    })
+    .unwrap();
+    (reached, release)
+}
+
+/// Item 8 and 3: while a group is applied to sled but not yet flushed,
+/// readers neither wait for it nor see it: Get, List, BatchGet, the review,
+/// the history and health all answer at once, with the state before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_neither_wait_for_nor_see_a_commit_in_flight() {
+    let scenario = fail::FailScenario::setup();
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let text = seed_text(KOREAN);
+    let a = create(&mut client, KOREAN, find_span(&text, "조태열"), Verdict::Verified).await;
+
+    let (reached, release) = pause_at("commit::flush");
+    let mut writer = server.client().await;
+    let name = a.name.clone();
+    let write = tokio::spawn(async move {
+        writer
+            .update_annotation(verdict_update(&name, Verdict::Disputed))
+            .await
+    });
+    tokio::task::spawn_blocking(move || reached.recv().unwrap())
+        .await
+        .unwrap();
+
+    let reads = async {
+        let got = client
+            .get_annotation(pb::GetAnnotationRequest { name: a.name.clone() })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(got, a, "a reader saw a commit that is not durable");
+        let (all, revision) = snapshot(&mut client).await;
+        assert_eq!(all, vec![a.clone()]);
+        let batch = client
+            .batch_get_annotations(pb::BatchGetAnnotationsRequest {
+                parent: article(KOREAN),
+                names: vec![a.name.clone()],
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(batch.annotations, vec![a.clone()]);
+        assert_eq!(batch.revision, revision);
+        let review = client
+            .get_article_review(pb::GetArticleReviewRequest {
+                name: format!("{}/review", article(KOREAN)),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            (review.verified_count, review.disputed_count, review.revision),
+            (1, 0, revision)
+        );
+        let history = client
+            .list_annotation_revisions(pb::ListAnnotationRevisionsRequest {
+                name: a.name.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(history.revisions.len(), 1);
+        assert_eq!(health(&server).await, ServingStatus::Serving as i32);
+    };
+    tokio::time::timeout(HANG, reads)
+        .await
+        .expect("reads waited for the commit");
+
+    release.send(()).unwrap();
+    let updated = write.await.unwrap().unwrap().into_inner();
+    assert_eq!(updated.verdict, Verdict::Disputed as i32);
+    let mut client = server.client().await;
+    let got = client
+        .get_annotation(pb::GetAnnotationRequest { name: a.name.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got, updated);
+    scenario.teardown();
+}
+
+/// Item 3: a commit whose flush fails is answered COMMIT_FAILED, is never
+/// visible to readers or watchers, turns health NOT_SERVING and makes the
+/// store refuse writes (STORE_FAILED) even once the disk is back, until a
+/// restart; after it the store is whole and its audit passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_flush_is_never_visible_and_stops_writes_until_restart() {
+    let scenario = fail::FailScenario::setup();
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let text = seed_text(KOREAN);
+    let a = create(&mut client, KOREAN, find_span(&text, "조태열"), Verdict::Verified).await;
+    let mut watch = client
+        .watch_annotations(pb::WatchAnnotationsRequest {
+            parent: article(KOREAN),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let created = watch.message().await.unwrap().unwrap();
+
+    fail::cfg("commit::flush", "return").unwrap();
+    let err = client
+        .update_annotation(verdict_update(&a.name, Verdict::Disputed))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.code(), reason(&err).as_str()),
+        (tonic::Code::Internal, "COMMIT_FAILED")
+    );
+    fail::remove("commit::flush");
+
+    let got = client
+        .get_annotation(pb::GetAnnotationRequest { name: a.name.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got, a, "the failed update must not be visible");
+    let (all, revision) = snapshot(&mut client).await;
+    assert_eq!((all, revision), (vec![a.clone()], created.revision));
+
+    // Fail-stop: health says so and every write is refused, the disk being
+    // fine again or not.
+    let mut statuses = HealthClient::new(server.channel().await)
+        .watch(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    tokio::time::timeout(HANG, async {
+        while statuses.message().await.unwrap().unwrap().status != ServingStatus::NotServing as i32 {}
+    })
+    .await
+    .expect("health never turned NOT_SERVING");
+    let err = client
+        .create_annotation(pb::CreateAnnotationRequest {
+            parent: article(KOREAN),
+            annotation: Some(new_annotation(pb::Span { start: 0, end: 3 }, Verdict::Verified)),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.code(), reason(&err).as_str()),
+        (tonic::Code::Unavailable, "STORE_FAILED")
+    );
+    // The watcher got nothing past the last durable revision.
+    let quiet = tokio::time::timeout(Duration::from_millis(700), async {
+        loop {
+            let msg = watch.message().await.unwrap().unwrap();
+            assert!(msg.events.is_empty(), "a watcher saw the failed commit: {msg:?}");
+            assert!(msg.revision <= created.revision);
+        }
+    })
+    .await;
+    assert!(quiet.is_err());
+
+    // A restart recovers: the store is consistent whichever way the failed
+    // write went, and writes work again.
+    drop((watch, statuses, client));
+    let dir = server.stop().await;
+    {
+        let store = Store::open(&StoreConfig::new(dir.path())).unwrap();
+        assert_eq!(store.verify_audit().unwrap().problems, Vec::<String>::new());
+    }
+    let server = TestServer::start_in(dir).await;
+    assert_eq!(health(&server).await, ServingStatus::Serving as i32);
+    let mut client = server.client().await;
+    client
+        .update_annotation(verdict_update(&a.name, Verdict::Unattributed))
+        .await
+        .unwrap();
+    scenario.teardown();
+}
+
+/// Item 3, the sync: a failed fdatasync is a failed commit too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_sync_is_a_failed_commit() {
+    let scenario = fail::FailScenario::setup();
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    fail::cfg("commit::sync", "return").unwrap();
+    let err = client
+        .create_annotation(pb::CreateAnnotationRequest {
+            parent: article(KOREAN),
+            annotation: Some(new_annotation(pb::Span { start: 0, end: 3 }, Verdict::Verified)),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    fail::remove("commit::sync");
+    assert_eq!(reason(&err), "COMMIT_FAILED");
+    assert_eq!(snapshot(&mut client).await, (vec![], 0));
+    scenario.teardown();
+}
