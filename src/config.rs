@@ -328,4 +328,24 @@ pub struct ServeArgs {
     /// shorter one; watch streams have none.
     #[arg(long, env = "FACTCHECK_CALL_TIMEOUT", default_value_t = 30)]
     pub call_timeout_secs: u64,
+
+    /// The largest response, in MiB: a list ends its page early (with a
+    /// next_page_token), a BatchGet or batch write whose answer would be
+    /// larger is refused (RESOURCE_EXHAUSTED).
+    #[arg(long, env = "FACTCHECK_MAX_RESPONSE_MB", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub max_response_mb: u64,
+
+    /// Most open connections; more wait in the kernel's backlog until one
+    /// closes (logged). Lowered to fit the process's file-descriptor limit.
+    #[arg(long, env = "FACTCHECK_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+
+    /// Most concurrent HTTP/2 streams (calls) on one connection.
+    #[arg(long, env = "FACTCHECK_MAX_STREAMS_PER_CONNECTION", default_value_t = 200)]
+    pub max_streams_per_connection: u32,
+
+    /// Most watch streams one analyst may hold open, so one token cannot
+    /// take every watch slot.
+    #[arg(long, env = "FACTCHECK_MAX_WATCHERS_PER_ANALYST", default_value_t = 1000)]
+    pub max_watchers_per_analyst: usize,
 }

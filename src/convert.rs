@@ -399,8 +399,21 @@ fn contested_to_pb(c: &ContestedSpan, article: &Article) -> pb::ContestedSpan {
 }
 
 /// `r` as of store revision `revision`.
-pub fn review_to_pb(r: &Review, revision: u64) -> pb::ArticleReview {
+/// The review, its contested spans cut to those that fit in `budget` bytes
+/// (`contested_span_count` still counts them all).
+pub fn review_to_pb(r: &Review, revision: u64, budget: usize) -> pb::ArticleReview {
+    use prost::Message;
     let article = &r.article;
+    let mut used = 0;
+    let contested_spans = r
+        .contested
+        .iter()
+        .map(|c| contested_to_pb(c, article))
+        .take_while(|c| {
+            used += c.encoded_len() + 4;
+            used <= budget
+        })
+        .collect();
     let len = article.len();
     pb::ArticleReview {
         name: format!("{}/review", article.id.name()),
@@ -414,7 +427,8 @@ pub fn review_to_pb(r: &Review, revision: u64) -> pb::ArticleReview {
         } else {
             f64::from(r.covered) / f64::from(len)
         },
-        contested_spans: r.contested.iter().map(|c| contested_to_pb(c, article)).collect(),
+        contested_spans,
+        contested_span_count: r.contested.len() as u32,
         analyst_count: r.analysts,
         last_update_time: r.last_update_time_us.map(timestamp),
         revision,

@@ -39,6 +39,10 @@ pub struct Options {
     /// Deadline of every unary call (a shorter `grpc-timeout` from the client
     /// wins); watch streams are not bounded by it.
     pub call_timeout: std::time::Duration,
+    /// The largest response in bytes: lists end their page early, BatchGet
+    /// refuses beyond it. Give the store the same as its
+    /// `max_result_bytes`, which bounds what a write answers.
+    pub max_response_bytes: usize,
 }
 
 impl Default for Options {
@@ -48,6 +52,7 @@ impl Default for Options {
             watch_gauge: Arc::default(),
             tls: None,
             call_timeout: DEFAULT_CALL_TIMEOUT,
+            max_response_bytes: crate::store::DEFAULT_MAX_RESPONSE_BYTES,
         }
     }
 }
@@ -174,7 +179,13 @@ pub async fn run_with(
     });
 
     let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
-    let service = Service::new(store, options.watch, options.watch_gauge, stopping.clone());
+    let service = Service::new(
+        store,
+        options.watch,
+        options.watch_gauge,
+        stopping.clone(),
+        options.max_response_bytes,
+    );
     let factcheck = FactCheckServiceServer::new(service).max_decoding_message_size(MAX_REQUEST_BYTES);
     let factcheck = tonic::service::interceptor::InterceptedService::new(factcheck, tokens.interceptor());
 

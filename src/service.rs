@@ -23,6 +23,9 @@ pub struct Service {
     gauge: Arc<WatchGauge>,
     /// Turns true when the server begins to shut down: watch streams end.
     stopping: watch::Receiver<bool>,
+    /// The largest response, in bytes (about): lists end their page early,
+    /// BatchGet refuses beyond it.
+    max_response: usize,
 }
 
 impl Service {
@@ -31,13 +34,31 @@ impl Service {
         watch: WatchOptions,
         gauge: Arc<WatchGauge>,
         stopping: watch::Receiver<bool>,
+        max_response: usize,
     ) -> Self {
         Self {
             store,
             watch,
             gauge,
             stopping,
+            max_response,
         }
+    }
+
+    /// How many of `items`, from the first, fit in the response limit; at
+    /// least one, so a page always moves forward (one annotation is far
+    /// under any limit the flag allows).
+    fn fitting<M: prost::Message>(&self, items: &[M]) -> usize {
+        // Reserve room for the rest of the response (tokens, revision).
+        let budget = self.max_response.saturating_sub(1024);
+        let mut used = 0;
+        for (i, item) in items.iter().enumerate() {
+            used += item.encoded_len() + 4;
+            if used > budget {
+                return i.max(1);
+            }
+        }
+        items.len()
     }
 
     fn article(&self, id: &ArticleId) -> Result<&Arc<Article>> {
@@ -305,13 +326,16 @@ impl FactCheckService for Service {
             .store
             .articles()
             .filter(|a| after.as_deref().is_none_or(|c| a.id.as_str().as_bytes() > c));
-        let page: Vec<pb::Article> = articles
+        let mut page: Vec<pb::Article> = articles
             .by_ref()
             .take(size)
             .map(|a| convert::article_to_pb(a, full))
             .collect();
-        let next_page_token = match (articles.next(), page.last()) {
-            (Some(_), Some(last)) => {
+        let fit = self.fitting(&page);
+        let cut = fit < page.len();
+        page.truncate(fit);
+        let next_page_token = match (cut || articles.next().is_some(), page.last()) {
+            (true, Some(last)) => {
                 let id = last.name.trim_start_matches("articles/");
                 self.tokens().encode(&fp, id.as_bytes())
             }
@@ -486,6 +510,18 @@ impl FactCheckService for Service {
                 Ok(name)
             })
             .collect::<Result<Vec<_>>>()?;
+        // A name asked twice would be answered twice: one small request for
+        // one large annotation a thousand times made a 450 MB answer.
+        let mut seen = std::collections::HashMap::with_capacity(names.len());
+        for (i, name) in names.iter().enumerate() {
+            if let Some(first) = seen.insert(name.id, i) {
+                return Err(Error::invalid(
+                    format!("names[{i}]"),
+                    format!("repeats names[{first}]: ask for each annotation once"),
+                )
+                .into());
+            }
+        }
         let (found, revision) = self.blocking(move |store| store.get_many(&names)).await?;
         let annotations = found
             .into_iter()
@@ -495,6 +531,18 @@ impl FactCheckService for Service {
                 self.to_pb(&a)
             })
             .collect::<Result<Vec<_>>>()?;
+        if self.fitting(&annotations) < annotations.len() {
+            let size: usize = annotations.iter().map(prost::Message::encoded_len).sum();
+            return Err(Error::ResourceExhausted {
+                reason: "RESPONSE_TOO_LARGE",
+                message: format!(
+                    "the {} annotations take {size} bytes, over the response limit of {} bytes: ask for fewer names",
+                    annotations.len(),
+                    self.max_response
+                ),
+            }
+            .into());
+        }
         Ok(Response::new(pb::BatchGetAnnotationsResponse {
             annotations,
             revision,
@@ -519,7 +567,7 @@ impl FactCheckService for Service {
         let page = self
             .blocking(move |store| store.list(&filter, cursor.as_ref(), size))
             .await?;
-        let annotations = page
+        let mut annotations = page
             .annotations
             .iter()
             .map(|a| {
@@ -527,8 +575,16 @@ impl FactCheckService for Service {
                 Ok(convert::annotation_to_pb(a, article))
             })
             .collect::<Result<Vec<_>>>()?;
-        let next_page_token = page
-            .next
+        // A page over the response limit ends early; the next one starts
+        // after its last annotation.
+        let fit = self.fitting(&annotations);
+        let next = if fit < annotations.len() {
+            annotations.truncate(fit);
+            Some(Cursor::after(&page.annotations[fit - 1]))
+        } else {
+            page.next
+        };
+        let next_page_token = next
             .map(|c| self.tokens().encode(&fp, c.as_bytes()))
             .unwrap_or_default();
         Ok(Response::new(pb::ListAnnotationsResponse {
@@ -557,18 +613,24 @@ impl FactCheckService for Service {
             ),
             None => None,
         };
-        let (revisions, more) = self
+        let (revisions, mut more) = self
             .blocking(move |store| store.history(&name, after, size))
             .await?;
-        let next_page_token = match (more, revisions.last()) {
+        let mut page: Vec<pb::AnnotationRevision> = revisions
+            .iter()
+            .map(|(r, _)| convert::revision_to_pb(r, &article))
+            .collect();
+        let fit = self.fitting(&page);
+        if fit < page.len() {
+            page.truncate(fit);
+            more = true;
+        }
+        let next_page_token = match (more, revisions.get(page.len().wrapping_sub(1))) {
             (true, Some((_, cursor))) => self.tokens().encode(&fp, &cursor.to_bytes()),
             _ => String::new(),
         };
         Ok(Response::new(pb::ListAnnotationRevisionsResponse {
-            revisions: revisions
-                .iter()
-                .map(|(r, _)| convert::revision_to_pb(r, &article))
-                .collect(),
+            revisions: page,
             next_page_token,
         }))
     }
@@ -584,7 +646,11 @@ impl FactCheckService for Service {
             Some(cached) => cached,
             None => self.blocking(move |store| store.review(&article)).await?,
         };
-        Ok(Response::new(convert::review_to_pb(&review, revision)))
+        Ok(Response::new(convert::review_to_pb(
+            &review,
+            revision,
+            self.max_response.saturating_sub(64 * 1024),
+        )))
     }
 }
 

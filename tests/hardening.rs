@@ -360,3 +360,126 @@ async fn a_changed_seed_never_rewrites_what_a_deleted_annotation_quoted() {
         assert_eq!(r.annotation.as_ref().unwrap().quote, "조태열");
     }
 }
+
+/// An annotation of about 440 KB: the longest note and the most sources,
+/// of four-byte characters.
+fn huge(start: u32) -> pb::Annotation {
+    pb::Annotation {
+        note: "🙂".repeat(10_000),
+        sources: (0..50).map(|i| format!("{i}{}", "😀".repeat(2_040))).collect(),
+        ..new_annotation(
+            pb::Span {
+                start,
+                end: start + 3,
+            },
+            Verdict::Disputed,
+        )
+    }
+}
+
+fn code_and_reason(status: &tonic::Status) -> (tonic::Code, String) {
+    use tonic_types::StatusExt;
+    (
+        status.code(),
+        status.get_error_details().error_info().unwrap().reason.clone(),
+    )
+}
+
+/// Item 5: no response outgrows the limit. BatchGet refuses a repeated name
+/// (one 78 KB request once made a 450 MB answer) and an answer over the
+/// limit; a list ends its page early and pages on; a batch write whose
+/// answer would be over it is refused before anything is written.
+#[tokio::test]
+async fn no_response_outgrows_the_limit() {
+    let setup = Setup {
+        max_response_bytes: 1024 * 1024,
+        ..Setup::default()
+    };
+    let server = TestServer::start_with(tempfile::tempdir().unwrap(), setup).await;
+    let mut client = server.client().await;
+    let mut names = Vec::new();
+    for i in 0..5 {
+        let a = client
+            .create_annotation(pb::CreateAnnotationRequest {
+                parent: article(KOREAN),
+                annotation: Some(huge(i * 10)),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        names.push(a.name);
+    }
+
+    let err = client
+        .batch_get_annotations(pb::BatchGetAnnotationsRequest {
+            parent: article(KOREAN),
+            names: vec![names[0].clone(), names[0].clone()],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("names[1]"), "{}", err.message());
+
+    let err = client
+        .batch_get_annotations(pb::BatchGetAnnotationsRequest {
+            parent: article(KOREAN),
+            names: names.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        code_and_reason(&err),
+        (tonic::Code::ResourceExhausted, "RESPONSE_TOO_LARGE".into())
+    );
+
+    let mut token = String::new();
+    let mut seen = Vec::new();
+    let mut pages = 0;
+    loop {
+        let page = client
+            .list_annotations(pb::ListAnnotationsRequest {
+                parent: article(KOREAN),
+                page_size: 100,
+                page_token: token,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(prost::Message::encoded_len(&page) <= 1024 * 1024);
+        pages += 1;
+        seen.extend(page.annotations.into_iter().map(|a| a.name));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert!(pages >= 3, "{pages} pages");
+    seen.sort();
+    let mut expected = names.clone();
+    expected.sort();
+    assert_eq!(seen, expected);
+
+    let (before, revision) = snapshot(&mut client).await;
+    let err = client
+        .batch_update_annotations(pb::BatchUpdateAnnotationsRequest {
+            parent: article(KOREAN),
+            requests: names
+                .iter()
+                .map(|n| update_child(n, Some(Verdict::Verified), None))
+                .collect(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        code_and_reason(&err),
+        (tonic::Code::ResourceExhausted, "RESULT_TOO_LARGE".into())
+    );
+    assert_eq!(
+        snapshot(&mut client).await,
+        (before, revision),
+        "a refused batch changes nothing"
+    );
+}

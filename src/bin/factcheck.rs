@@ -63,6 +63,8 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     config.seeds_dir = Some(args.seeds.clone());
     config.cache_capacity_bytes = args.cache_mb * 1024 * 1024;
     config.sync = args.sync;
+    let max_response_bytes = (args.max_response_mb * 1024 * 1024) as usize;
+    config.max_result_bytes = max_response_bytes;
     let store = tokio::task::spawn_blocking(move || Store::open(&config))
         .await
         .map_err(|e| e.to_string())?
@@ -100,6 +102,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let options = factcheck::server::Options {
         tls,
         call_timeout: std::time::Duration::from_secs(args.call_timeout_secs),
+        max_response_bytes,
         ..Default::default()
     };
     factcheck::server::run_with(listener, store, tokens, options, shutdown_signal())

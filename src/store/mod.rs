@@ -175,6 +175,15 @@ impl Cursor {
     pub fn from_bytes(bytes: Vec<u8>) -> Self {
         Self(bytes)
     }
+
+    /// The cursor of a page that ends with `a`.
+    pub fn after(a: &Annotation) -> Self {
+        Self(keys::position(
+            &a.name.article,
+            a.judgement.span.start(),
+            a.name.id,
+        ))
+    }
 }
 
 /// A job for [`Store::submit`].

@@ -62,6 +62,8 @@ pub struct Setup {
     pub call_timeout: Duration,
     /// The seeds directory; the repository's `seeds/` when `None`.
     pub seeds: Option<PathBuf>,
+    /// The response limit, and the store's limit of what a write answers.
+    pub max_response_bytes: usize,
 }
 
 impl Default for Setup {
@@ -75,6 +77,7 @@ impl Default for Setup {
             tls: None,
             call_timeout: factcheck::server::DEFAULT_CALL_TIMEOUT,
             seeds: None,
+            max_response_bytes: factcheck::store::DEFAULT_MAX_RESPONSE_BYTES,
         }
     }
 }
@@ -113,6 +116,7 @@ impl TestServer {
         config.retention = setup.retention;
         config.seeds_dir = Some(setup.seeds.clone().unwrap_or_else(seeds_dir));
         config.cache_capacity_bytes = 32 * 1024 * 1024;
+        config.max_result_bytes = setup.max_response_bytes;
         let store = tokio::task::spawn_blocking(move || Store::open(&config))
             .await
             .unwrap()
@@ -133,6 +137,7 @@ impl TestServer {
             watch_gauge: gauge.clone(),
             tls: setup.tls.clone(),
             call_timeout: setup.call_timeout,
+            max_response_bytes: setup.max_response_bytes,
         };
         let served = store.clone();
         let handle = tokio::spawn(async move {
