@@ -57,15 +57,50 @@ impl TokensFile {
         Ok(file)
     }
 
-    /// Writes the file whole, through a temporary file and a rename, so a
-    /// server reloading it never reads half of it. Mode 0600.
+    /// Writes the file whole, through a temporary file of its own and a
+    /// rename, so a server reloading it never reads half of it. Mode 0600.
+    /// A read-modify-write goes through [`TokensFile::update`].
     pub fn write(&self, path: &Path) -> Result<(), Error> {
         let json = serde_json::to_string_pretty(self).expect("plain struct");
-        let tmp = path.with_extension("json.tmp");
-        let _ = std::fs::remove_file(&tmp);
+        let suffix: u64 = rand::random();
+        let tmp = path.with_extension(format!("json.{suffix:016x}.tmp"));
         write_private(&tmp, json.as_bytes())?;
-        std::fs::rename(&tmp, path)
-            .map_err(|e| Error::internal(format!("cannot replace {}: {e}", path.display())))
+        std::fs::rename(&tmp, path).map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            Error::internal(format!("cannot replace {}: {e}", path.display()))
+        })?;
+        // The rename itself must survive a crash.
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+        }
+        Ok(())
+    }
+
+    /// Reads the file (empty if it does not exist), lets `change` modify
+    /// it, and writes it back, all under an exclusive lock on
+    /// `<file>.lock`: concurrent `token add` and `token revoke` runs each
+    /// see the others' changes, none is lost.
+    pub fn update<R>(path: &Path, change: impl FnOnce(&mut TokensFile) -> R) -> Result<R, Error> {
+        let lock_path = path.with_extension("json.lock");
+        let mut options = std::fs::OpenOptions::new();
+        options.read(true).write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let lock = options
+            .open(&lock_path)
+            .map_err(|e| Error::internal(format!("cannot open {}: {e}", lock_path.display())))?;
+        lock.lock()
+            .map_err(|e| Error::internal(format!("cannot lock {}: {e}", lock_path.display())))?;
+        let mut file = if path.exists() {
+            TokensFile::read(path)?
+        } else {
+            TokensFile::default()
+        };
+        let out = change(&mut file);
+        file.write(path)?;
+        // The lock is released when `lock` is closed.
+        drop(lock);
+        Ok(out)
     }
 
     fn by_hash(&self) -> Result<HashMap<[u8; 32], Caller>, String> {
@@ -108,12 +143,25 @@ impl TokensFile {
 }
 
 /// Known tokens, by hash; reloadable from the file they came from.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Tokens {
     by_hash: RwLock<Arc<HashMap<[u8; 32], Caller>>>,
     /// Where [`Tokens::reload`] reads from; `None` for tokens given in code.
     path: Option<PathBuf>,
+    /// +1 on every reload: open streams check their token again.
+    reloads: tokio::sync::watch::Sender<u64>,
 }
+
+impl Default for Tokens {
+    fn default() -> Self {
+        Self::with(HashMap::new(), None)
+    }
+}
+
+/// The SHA-256 of the token a call came with, in its request extensions
+/// beside the [`Caller`]: a long-lived stream checks it again on reload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TokenHash(pub [u8; 32]);
 
 impl Tokens {
     /// Tokens given in clear text, each with the analyst role; for tests
@@ -131,19 +179,39 @@ impl Tokens {
             let analyst = Analyst::parse(analyst).map_err(|e| Error::invalid("analyst", e))?;
             by_hash.insert(hash(token), Caller { analyst, role });
         }
-        Ok(Tokens {
+        Ok(Self::with(by_hash, None))
+    }
+
+    fn with(by_hash: HashMap<[u8; 32], Caller>, path: Option<PathBuf>) -> Self {
+        Tokens {
             by_hash: RwLock::new(Arc::new(by_hash)),
-            path: None,
-        })
+            path,
+            reloads: tokio::sync::watch::channel(0).0,
+        }
+    }
+
+    /// Changes each time the tokens are reloaded.
+    pub fn reloads(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.reloads.subscribe()
+    }
+
+    /// Whether the token with `hash` still names `caller` with a role that
+    /// may `action` at `role` or above: UNAUTHENTICATED if it was revoked,
+    /// PERMISSION_DENIED if its role no longer allows it.
+    pub fn recheck(&self, hash: &TokenHash, caller: &Caller, role: Role, action: &str) -> Result<(), Error> {
+        match self.current().get(&hash.0) {
+            Some(now) if now.analyst == caller.analyst => now.require(role, action),
+            _ => Err(Error::Unauthenticated(format!(
+                "the token of {} was revoked",
+                caller.analyst
+            ))),
+        }
     }
 
     /// Reads a tokens file; [`Tokens::reload`] reads it again.
     pub fn load(path: &Path) -> Result<Self, Error> {
         let by_hash = TokensFile::read(path)?.by_hash().map_err(Error::internal)?;
-        Ok(Tokens {
-            by_hash: RwLock::new(Arc::new(by_hash)),
-            path: Some(path.to_owned()),
-        })
+        Ok(Self::with(by_hash, Some(path.to_owned())))
     }
 
     /// Reads the tokens file again; on error the tokens stay as they were.
@@ -155,6 +223,7 @@ impl Tokens {
         let by_hash = TokensFile::read(path)?.by_hash().map_err(Error::internal)?;
         let n = by_hash.len();
         *self.by_hash.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(by_hash);
+        self.reloads.send_modify(|g| *g += 1);
         Ok(n)
     }
 
@@ -170,13 +239,17 @@ impl Tokens {
         }
         let path = data_dir.join(DEFAULT_TOKENS_FILE);
         if !path.exists() {
-            let mut file = TokensFile::default();
-            let token = file.add(&Analyst::parse("admin").expect("a valid name"), Role::Admin);
             let admin_path = data_dir.join(ADMIN_TOKEN_FILE);
-            // A leftover from a run that died before writing the tokens file.
-            let _ = std::fs::remove_file(&admin_path);
-            write_private(&admin_path, format!("{token}\n").as_bytes())?;
-            file.write(&path)?;
+            TokensFile::update(&path, |file| {
+                if !file.tokens.is_empty() {
+                    // A `token add` got there first.
+                    return Ok(());
+                }
+                let token = file.add(&Analyst::parse("admin").expect("a valid name"), Role::Admin);
+                // A leftover from a run that died before writing the tokens file.
+                let _ = std::fs::remove_file(&admin_path);
+                write_private(&admin_path, format!("{token}\n").as_bytes())
+            })??;
             tracing::info!(
                 token_file = %admin_path.display(),
                 "created a tokens file with an admin token: send it as 'authorization: Bearer <token>'"
@@ -193,31 +266,44 @@ impl Tokens {
         self.len() == 0
     }
 
-    /// The caller named by an `authorization` header value.
-    pub fn authenticate(&self, header: Option<&str>) -> Result<Caller, Error> {
+    /// The caller named by an `authorization` header value, and its
+    /// token's hash.
+    pub fn authenticate(&self, header: Option<&[u8]>) -> Result<(Caller, TokenHash), Error> {
         let header = header.ok_or_else(|| {
             Error::Unauthenticated(
                 "missing authorization header: send 'authorization: Bearer <token>'".into(),
             )
         })?;
+        let header = std::str::from_utf8(header)
+            .ok()
+            .filter(|h| h.is_ascii())
+            .ok_or_else(|| {
+                Error::Unauthenticated(
+                    "the authorization header is not ASCII: tokens are URL-safe base64 (A-Z, a-z, 0-9, '-', '_')"
+                        .into(),
+                )
+            })?;
         let token = header
             .strip_prefix("Bearer ")
             .or_else(|| header.strip_prefix("bearer "))
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or_else(|| Error::Unauthenticated("authorization header is not 'Bearer <token>'".into()))?;
+        let digest = hash(token);
         self.current()
-            .get(&hash(token))
+            .get(&digest)
             .cloned()
+            .map(|caller| (caller, TokenHash(digest)))
             .ok_or_else(|| Error::Unauthenticated("unknown token".into()))
     }
 
     /// A tonic interceptor that puts the [`Caller`] in the request extensions.
     pub fn interceptor(self: Arc<Self>) -> impl FnMut(Request<()>) -> Result<Request<()>, Status> + Clone {
         move |mut req: Request<()>| {
-            let header = req.metadata().get("authorization").and_then(|v| v.to_str().ok());
-            let caller = self.authenticate(header)?;
+            let header = req.metadata().get("authorization").map(|v| v.as_bytes());
+            let (caller, token) = self.authenticate(header)?;
             req.extensions_mut().insert(caller);
+            req.extensions_mut().insert(token);
             Ok(req)
         }
     }

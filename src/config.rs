@@ -340,6 +340,10 @@ pub struct ServeArgs {
     #[arg(long, env = "FACTCHECK_MAX_CONNECTIONS", default_value_t = 1024)]
     pub max_connections: usize,
 
+    /// A connection that sends nothing for this many seconds is closed.
+    #[arg(long, env = "FACTCHECK_HANDSHAKE_TIMEOUT", default_value_t = 10)]
+    pub handshake_timeout_secs: u64,
+
     /// Most concurrent HTTP/2 streams (calls) on one connection.
     #[arg(long, env = "FACTCHECK_MAX_STREAMS_PER_CONNECTION", default_value_t = 200)]
     pub max_streams_per_connection: u32,
@@ -348,4 +352,37 @@ pub struct ServeArgs {
     /// take every watch slot.
     #[arg(long, env = "FACTCHECK_MAX_WATCHERS_PER_ANALYST", default_value_t = 1000)]
     pub max_watchers_per_analyst: usize,
+}
+
+/// Creates the data dir readable by its owner only (0700), and makes the
+/// files created in it 0600 (the process umask). An existing dir that
+/// others may read is warned about, not changed: its owner chose.
+pub fn private_data_dir(dir: &std::path::Path) -> Result<(), String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        // SAFETY: umask only sets the process's file-creation mask.
+        unsafe { libc::umask(0o077) };
+        if dir.exists() {
+            let mode = std::fs::metadata(dir)
+                .map_err(|e| format!("cannot read the data dir {}: {e}", dir.display()))?
+                .permissions()
+                .mode();
+            if mode & 0o077 != 0 {
+                tracing::warn!(
+                    data_dir = %dir.display(),
+                    mode = format!("{:o}", mode & 0o777),
+                    "the data dir is readable by other users, who can read every annotation and token hash: chmod 700 it"
+                );
+            }
+            return Ok(());
+        }
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| format!("cannot create the data dir {}: {e}", dir.display()))
+    }
+    #[cfg(not(unix))]
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create the data dir {}: {e}", dir.display()))
 }

@@ -30,7 +30,9 @@
 //! - [`watch`]: one task per `WatchAnnotations` stream: changelog replay, then
 //!   the live broadcast.
 //! - [`server`]: [`server::run`] serves on a listener the caller bound (TLS,
-//!   the per-call deadline, the request size limit).
+//!   the per-call deadline, the request size limit, HTTP/2 limits).
+//! - [`listener`]: accepting connections: the connection cap, back-off when
+//!   out of descriptors, the first-byte timeout.
 //! - [`config`]: command-line flags.
 //! - [`cli`]: the client subcommands (`annotate`, `list`, `apply`, ...) and
 //!   the offline ones (`token`, `audit verify`).
@@ -61,6 +63,7 @@ pub mod config;
 pub mod convert;
 pub mod domain;
 pub mod error;
+pub mod listener;
 pub mod pb;
 pub mod server;
 pub mod service;

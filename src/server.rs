@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
 use crate::auth::Tokens;
@@ -43,6 +42,10 @@ pub struct Options {
     /// refuses beyond it. Give the store the same as its
     /// `max_result_bytes`, which bounds what a write answers.
     pub max_response_bytes: usize,
+    /// The connection cap and the first-byte timeout.
+    pub connections: crate::listener::Limits,
+    /// Most concurrent HTTP/2 streams (calls, watches) on one connection.
+    pub max_streams_per_connection: u32,
 }
 
 impl Default for Options {
@@ -53,6 +56,8 @@ impl Default for Options {
             tls: None,
             call_timeout: DEFAULT_CALL_TIMEOUT,
             max_response_bytes: crate::store::DEFAULT_MAX_RESPONSE_BYTES,
+            connections: crate::listener::Limits::default(),
+            max_streams_per_connection: 200,
         }
     }
 }
@@ -185,6 +190,7 @@ pub async fn run_with(
         options.watch_gauge,
         stopping.clone(),
         options.max_response_bytes,
+        tokens.clone(),
     );
     let factcheck = FactCheckServiceServer::new(service).max_decoding_message_size(MAX_REQUEST_BYTES);
     let factcheck = tonic::service::interceptor::InterceptedService::new(factcheck, tokens.interceptor());
@@ -201,12 +207,14 @@ pub async fn run_with(
             .await;
         health.set_service_status("", ServingStatus::NotServing).await;
     };
-    // `Server::tcp_nodelay` applies only to sockets tonic binds itself: the
-    // caller's listener needs it on the incoming stream, or Nagle's algorithm
-    // holds small responses back for up to 40 ms.
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let incoming = crate::listener::incoming(listener, options.connections);
     let limit = options.call_timeout;
     let mut builder = Server::builder()
+        // A client may not open unbounded streams on one connection, and a
+        // peer that stops answering pings is dropped.
+        .max_concurrent_streams(options.max_streams_per_connection)
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
         .layer(tower::util::MapResponseLayer::new(
             oversized_is_resource_exhausted,
         ))

@@ -4,9 +4,9 @@
 use std::sync::Arc;
 
 use tokio::sync::watch;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use crate::auth::{TokenHash, Tokens};
 use crate::convert::{self, PageTokens};
 use crate::domain::{Annotation, AnnotationName, Article, ArticleId, Caller, Role};
 use crate::error::{Error, Result};
@@ -26,6 +26,8 @@ pub struct Service {
     /// The largest response, in bytes (about): lists end their page early,
     /// BatchGet refuses beyond it.
     max_response: usize,
+    /// The known tokens: a watch stream checks its token again on reload.
+    tokens: Arc<Tokens>,
 }
 
 impl Service {
@@ -35,6 +37,7 @@ impl Service {
         gauge: Arc<WatchGauge>,
         stopping: watch::Receiver<bool>,
         max_response: usize,
+        tokens: Arc<Tokens>,
     ) -> Self {
         Self {
             store,
@@ -42,6 +45,7 @@ impl Service {
             gauge,
             stopping,
             max_response,
+            tokens,
         }
     }
 
@@ -290,12 +294,21 @@ fn single(applied: Applied) -> Result<Annotation> {
 
 #[tonic::async_trait]
 impl FactCheckService for Service {
-    type WatchAnnotationsStream = ReceiverStream<watcher::Outgoing>;
+    type WatchAnnotationsStream = watcher::Body;
 
     async fn watch_annotations(
         &self,
         req: Request<pb::WatchAnnotationsRequest>,
     ) -> Result<Response<Self::WatchAnnotationsStream>, Status> {
+        let identity = watcher::Identity {
+            tokens: self.tokens.clone(),
+            token: req
+                .extensions()
+                .get::<TokenHash>()
+                .copied()
+                .ok_or_else(|| Error::Unauthenticated("missing credentials".into()))?,
+            caller: caller(&req)?,
+        };
         let req = req.into_inner();
         let filter = convert::watch_filter(&req)?;
         if let Some(id) = &filter.article {
@@ -309,8 +322,9 @@ impl FactCheckService for Service {
             &self.watch,
             &self.gauge,
             self.stopping.clone(),
+            identity,
         )?;
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(rx))
     }
 
     async fn list_articles(

@@ -11,23 +11,38 @@
 //! that reads slowly costs a fixed amount of memory, not a growing backlog.
 //! Progress messages go through the same queue as events, so a progress
 //! revision never overtakes an event.
+//!
+//! Memory is bounded in bytes, not messages: the live ring holds a change
+//! whole only if it is small ([`crate::store::LIVE_CHANGE_BYTES`]; a larger one is read
+//! from disk by each watcher), and each stream's queue holds at most
+//! [`STREAM_BUDGET`] bytes of encoded messages (one larger message alone), so
+//! a stalled client costs a fixed amount whatever the writes. One analyst
+//! holds at most [`WatchOptions::max_per_analyst`] streams, and a stream ends
+//! (UNAUTHENTICATED) when the tokens are reloaded without its token.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, watch};
 use tonic::Status;
 
+use crate::auth::{TokenHash, Tokens};
 use crate::convert;
-use crate::domain::{Change, EventKind, WatchFilter};
+use crate::domain::{Analyst, Caller, Change, EventKind, Role, WatchFilter};
 use crate::error::Error;
 use crate::pb;
 use crate::pb::watch_annotations_response::Kind;
-use crate::store::{ChangesRead, Store};
+use crate::store::{ChangesRead, Live, Store};
 
 /// Messages queued for one stream before the task waits for the client.
 const STREAM_QUEUE: usize = 64;
+/// Bytes of encoded messages queued for one stream before the task waits
+/// for the client; a larger message waits until the queue is empty.
+pub const STREAM_BUDGET: usize = 1024 * 1024;
 /// Changes read from the changelog at a time while catching up.
 const CATCH_UP_CHUNK: usize = 512;
 
@@ -38,6 +53,9 @@ pub struct WatchOptions {
     pub progress_interval: Duration,
     /// More concurrent streams than this are refused (RESOURCE_EXHAUSTED).
     pub max_watchers: usize,
+    /// More concurrent streams of one analyst than this are refused, so one
+    /// token cannot take every slot.
+    pub max_per_analyst: usize,
 }
 
 impl Default for WatchOptions {
@@ -45,6 +63,7 @@ impl Default for WatchOptions {
         Self {
             progress_interval: Duration::from_secs(5),
             max_watchers: 10_000,
+            max_per_analyst: 1_000,
         }
     }
 }
@@ -56,6 +75,12 @@ pub struct WatchGauge {
     /// Times a watcher fell behind the live ring and went back to the
     /// changelog on disk.
     fell_behind: AtomicU64,
+    /// Streams open per analyst.
+    per_analyst: Mutex<HashMap<Analyst, usize>>,
+    /// Bytes of messages queued for clients, over all streams, and the most
+    /// there ever were.
+    queued: AtomicUsize,
+    peak_queued: AtomicUsize,
 }
 
 impl Default for WatchGauge {
@@ -63,6 +88,9 @@ impl Default for WatchGauge {
         Self {
             live: watch::channel(0).0,
             fell_behind: AtomicU64::new(0),
+            per_analyst: Mutex::default(),
+            queued: AtomicUsize::new(0),
+            peak_queued: AtomicUsize::new(0),
         }
     }
 }
@@ -83,32 +111,106 @@ impl WatchGauge {
         self.live.subscribe()
     }
 
-    /// Takes a slot, or `None` if `max` are taken.
-    fn enter(self: &Arc<Self>, max: usize) -> Option<Slot> {
+    /// The most bytes of messages ever queued for clients at once, over all
+    /// streams.
+    pub fn peak_queued_bytes(&self) -> usize {
+        self.peak_queued.load(Ordering::Relaxed)
+    }
+
+    /// Takes a slot for `analyst`; refused if `options` allow no more.
+    fn enter(self: &Arc<Self>, analyst: &Analyst, options: &WatchOptions) -> Result<Slot, Error> {
+        let mut per_analyst = self.per_analyst.lock().unwrap_or_else(|e| e.into_inner());
+        let mine = per_analyst.get(analyst).copied().unwrap_or(0);
+        if mine >= options.max_per_analyst {
+            return Err(Error::ResourceExhausted {
+                reason: "TOO_MANY_WATCHERS_FOR_ANALYST",
+                message: format!(
+                    "{analyst} already holds {mine} watch streams, the most one analyst may: close one and retry"
+                ),
+            });
+        }
         let mut taken = false;
         self.live.send_if_modified(|n| {
-            taken = *n < max;
+            taken = *n < options.max_watchers;
             if taken {
                 *n += 1;
             }
             taken
         });
-        taken.then(|| Slot(self.clone()))
+        if !taken {
+            return Err(Error::ResourceExhausted {
+                reason: "TOO_MANY_WATCHERS",
+                message: format!(
+                    "the server already serves {} watch streams: close one and retry",
+                    options.max_watchers
+                ),
+            });
+        }
+        *per_analyst.entry(analyst.clone()).or_default() += 1;
+        Ok(Slot(self.clone(), analyst.clone()))
     }
 }
 
 /// A live stream's place in the gauge, given back when the task ends.
-struct Slot(Arc<WatchGauge>);
+struct Slot(Arc<WatchGauge>, Analyst);
 
 impl Drop for Slot {
     fn drop(&mut self) {
+        let mut per_analyst = self.0.per_analyst.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = per_analyst.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                per_analyst.remove(&self.1);
+            }
+        }
+        drop(per_analyst);
         self.0.live.send_modify(|n| *n -= 1);
     }
 }
 
 pub type Outgoing = Result<pb::WatchAnnotationsResponse, Status>;
 
-/// Starts a watch; the returned receiver is the stream's body.
+/// A message and its share of the stream's byte budget, given back once
+/// the message is handed to the transport.
+struct Queued {
+    msg: Outgoing,
+    _permit: Option<Budget>,
+}
+
+/// Bytes taken from a stream's budget and from the gauge's count.
+struct Budget {
+    _permit: OwnedSemaphorePermit,
+    bytes: usize,
+    gauge: Arc<WatchGauge>,
+}
+
+impl Drop for Budget {
+    fn drop(&mut self) {
+        self.gauge.queued.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
+
+/// The body of a `WatchAnnotations` response.
+pub struct Body {
+    rx: mpsc::Receiver<Queued>,
+}
+
+impl tokio_stream::Stream for Body {
+    type Item = Outgoing;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Outgoing>> {
+        self.rx.poll_recv(cx).map(|q| q.map(|q| q.msg))
+    }
+}
+
+/// Who a stream serves: checked again whenever the tokens are reloaded.
+pub struct Identity {
+    pub tokens: Arc<Tokens>,
+    pub token: TokenHash,
+    pub caller: Caller,
+}
+
+/// Starts a watch; the returned body is the stream's.
 pub fn start(
     store: Store,
     filter: WatchFilter,
@@ -116,16 +218,9 @@ pub fn start(
     options: &WatchOptions,
     gauge: &Arc<WatchGauge>,
     shutdown: watch::Receiver<bool>,
-) -> Result<mpsc::Receiver<Outgoing>, Error> {
-    let slot = gauge
-        .enter(options.max_watchers)
-        .ok_or_else(|| Error::ResourceExhausted {
-            reason: "TOO_MANY_WATCHERS",
-            message: format!(
-                "the server already serves {} watch streams: close one and retry",
-                options.max_watchers
-            ),
-        })?;
+    identity: Identity,
+) -> Result<Body, Error> {
+    let slot = gauge.enter(&identity.caller.analyst, options)?;
     // Subscribe before anything reads the head: see the module docs.
     let live = store.subscribe();
     let head = store.revision();
@@ -136,17 +231,21 @@ pub fn start(
         }
     }
     let (tx, rx) = mpsc::channel(STREAM_QUEUE);
+    let reloads = identity.tokens.reloads();
     let watcher = Watcher {
         store,
         filter,
         next: start_revision.unwrap_or(head + 1),
         tx,
+        budget: Arc::new(Semaphore::new(STREAM_BUDGET)),
         shutdown,
+        reloads,
+        identity,
         progress_interval: options.progress_interval,
         slot,
     };
     tokio::spawn(watcher.run(live, head));
-    Ok(rx)
+    Ok(Body { rx })
 }
 
 fn compacted(start: u64, oldest: u64) -> Error {
@@ -163,8 +262,14 @@ struct Watcher {
     filter: WatchFilter,
     /// The next revision to deliver: everything before it is delivered.
     next: u64,
-    tx: mpsc::Sender<Outgoing>,
+    tx: mpsc::Sender<Queued>,
+    /// [`STREAM_BUDGET`] bytes, taken by queued messages.
+    budget: Arc<Semaphore>,
     shutdown: watch::Receiver<bool>,
+    /// Changes when the tokens are reloaded: the stream's token is checked
+    /// again.
+    reloads: watch::Receiver<u64>,
+    identity: Identity,
     progress_interval: Duration,
     slot: Slot,
 }
@@ -178,7 +283,7 @@ enum Stop {
 }
 
 impl Watcher {
-    async fn run(mut self, mut live: broadcast::Receiver<Arc<Change>>, head: u64) {
+    async fn run(mut self, mut live: broadcast::Receiver<Live>, head: u64) {
         let created = message(Kind::Created, head);
         let result = match self.send(Ok(created)).await {
             Ok(()) => self.follow(&mut live).await,
@@ -186,13 +291,17 @@ impl Watcher {
         };
         if let Err(Stop::Fail(status)) = result {
             // Bounded: a client that stopped reading does not hold shutdown.
-            let _ = tokio::time::timeout(Duration::from_secs(1), self.tx.send(Err(status))).await;
+            let last = Queued {
+                msg: Err(status),
+                _permit: None,
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(1), self.tx.send(last)).await;
         }
     }
 
     /// Catches up from the changelog, then follows the live changes, going
     /// back to the changelog whenever it falls behind.
-    async fn follow(&mut self, live: &mut broadcast::Receiver<Arc<Change>>) -> Result<(), Stop> {
+    async fn follow(&mut self, live: &mut broadcast::Receiver<Live>) -> Result<(), Stop> {
         loop {
             self.catch_up().await?;
             self.follow_live(live).await?;
@@ -200,10 +309,17 @@ impl Watcher {
     }
 
     async fn catch_up(&mut self) -> Result<(), Stop> {
-        while self.next <= self.store.revision() {
+        self.catch_up_to(u64::MAX, CATCH_UP_CHUNK).await
+    }
+
+    /// Delivers from the changelog up to `through` (or the head), `chunk`
+    /// changes per read.
+    async fn catch_up_to(&mut self, through: u64, chunk: usize) -> Result<(), Stop> {
+        while self.next <= self.store.revision().min(through) {
             let store = self.store.clone();
             let from = self.next;
-            let read = tokio::task::spawn_blocking(move || store.changes_since(from, CATCH_UP_CHUNK))
+            let limit = chunk.min((through - from).saturating_add(1) as usize);
+            let read = tokio::task::spawn_blocking(move || store.changes_since(from, limit))
                 .await
                 .map_err(|e| Stop::Fail(Error::internal(e).into()))?
                 .map_err(|e| Stop::Fail(e.into()))?;
@@ -223,7 +339,7 @@ impl Watcher {
     }
 
     /// Returns when the watcher fell behind the live buffer.
-    async fn follow_live(&mut self, live: &mut broadcast::Receiver<Arc<Change>>) -> Result<(), Stop> {
+    async fn follow_live(&mut self, live: &mut broadcast::Receiver<Live>) -> Result<(), Stop> {
         let mut progress = tokio::time::interval_at(
             tokio::time::Instant::now() + self.progress_interval,
             self.progress_interval,
@@ -234,9 +350,13 @@ impl Watcher {
                 biased;
                 _ = self.shutdown.wait_for(|stopping| *stopping) => return Err(shutting_down()),
                 () = self.tx.closed() => return Err(Stop::Gone),
+                Ok(()) = self.reloads.changed() => {
+                    recheck(&self.identity)?;
+                    continue;
+                }
                 received = live.recv() => match received {
-                    Ok(change) if change.revision < self.next => continue,
-                    Ok(change) if change.revision == self.next => Some(change),
+                    Ok(change) if change.revision() < self.next => continue,
+                    Ok(change) if change.revision() == self.next => Some(change),
                     // A gap: the missed changes are in the changelog.
                     Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
                         self.slot.0.fell_behind.fetch_add(1, Ordering::Relaxed);
@@ -247,12 +367,22 @@ impl Watcher {
                 _ = progress.tick() => None,
             };
             match wake {
-                Some(change) => {
+                Some(Live::Change(change)) => {
                     if self.deliver(&change).await? {
                         progress.reset();
                     }
                 }
-                None => self.send(Ok(message(Kind::Progress, self.next - 1))).await?,
+                Some(Live::OnDisk { revision }) => {
+                    // Too large for the ring: read it from the changelog.
+                    self.catch_up_to(revision, 1).await?;
+                    progress.reset();
+                }
+                None => {
+                    // Everything through the head is delivered, or was
+                    // before `start_revision`; never a revision not reached.
+                    let through = (self.next - 1).min(self.store.revision());
+                    self.send(Ok(message(Kind::Progress, through))).await?
+                }
             }
         }
     }
@@ -289,15 +419,53 @@ impl Watcher {
         Ok(true)
     }
 
-    /// Queues a message; waits while the client is slow, but not past
-    /// shutdown.
+    /// Queues a message; waits while the client is slow (for a slot and for
+    /// its bytes in the budget), but not past shutdown or a revoked token.
     async fn send(&mut self, msg: Outgoing) -> Result<(), Stop> {
-        tokio::select! {
-            biased;
-            _ = self.shutdown.wait_for(|stopping| *stopping) => Err(shutting_down()),
-            sent = self.tx.send(msg) => sent.map_err(|_| Stop::Gone),
+        let bytes = match &msg {
+            Ok(m) => prost::Message::encoded_len(m).clamp(1, STREAM_BUDGET),
+            Err(_) => 1,
+        };
+        let gauge = self.slot.0.clone();
+        let budget = self.budget.clone();
+        let tx = self.tx.clone();
+        let queue = async move {
+            let permit = budget
+                .acquire_many_owned(bytes as u32)
+                .await
+                .map_err(|_| Stop::Gone)?;
+            let queued = gauge.queued.fetch_add(bytes, Ordering::Relaxed) + bytes;
+            gauge.peak_queued.fetch_max(queued, Ordering::Relaxed);
+            let item = Queued {
+                msg,
+                _permit: Some(Budget {
+                    _permit: permit,
+                    bytes,
+                    gauge: gauge.clone(),
+                }),
+            };
+            tx.send(item).await.map_err(|_| Stop::Gone)
+        };
+        tokio::pin!(queue);
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.shutdown.wait_for(|stopping| *stopping) => return Err(shutting_down()),
+                Ok(()) = self.reloads.changed() => recheck(&self.identity)?,
+                sent = &mut queue => return sent,
+            }
         }
     }
+}
+
+/// Ends the stream if its token was revoked or its role lost the right.
+fn recheck(id: &Identity) -> Result<(), Stop> {
+    id.tokens
+        .recheck(&id.token, &id.caller, Role::Reader, "watch annotations")
+        .map_err(|e| {
+            tracing::info!(analyst = %id.caller.analyst, "ending a watch stream: {e}");
+            Stop::Fail(e.into())
+        })
 }
 
 fn shutting_down() -> Stop {

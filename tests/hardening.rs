@@ -483,3 +483,122 @@ async fn no_response_outgrows_the_limit() {
         "a refused batch changes nothing"
     );
 }
+
+async fn watch(client: &mut Client, start_revision: u64) -> tonic::Streaming<pb::WatchAnnotationsResponse> {
+    client
+        .watch_annotations(pb::WatchAnnotationsRequest {
+            parent: article(KOREAN),
+            start_revision,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// Item 6: a stalled watcher costs a bounded number of bytes, whatever the
+/// size of the changes: the live ring announces a large change by its
+/// revision only, and a stream's queue holds at most its byte budget. When
+/// the client reads again it gets every change, in order, once.
+#[tokio::test]
+async fn a_stalled_watcher_holds_a_bounded_number_of_bytes() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let a = client
+        .create_annotation(pb::CreateAnnotationRequest {
+            parent: article(KOREAN),
+            annotation: Some(huge(0)),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut ring = server.store.subscribe();
+    let mut stalled = watch(&mut client, 0).await;
+    let created = stalled.message().await.unwrap().unwrap();
+    let mut revisions = Vec::new();
+    for i in 0..24 {
+        let verdict = [Verdict::Verified, Verdict::Disputed][i % 2];
+        let updated = client
+            .update_annotation(update_child(&a.name, Some(verdict), None))
+            .await
+            .unwrap()
+            .into_inner();
+        revisions.push(updated.etag.trim_matches('"').parse::<u64>().unwrap());
+    }
+    match ring.recv().await.unwrap() {
+        factcheck::store::Live::OnDisk { revision } => assert_eq!(revision, revisions[0]),
+        factcheck::store::Live::Change(c) => {
+            panic!("a {} event change was kept whole in the ring", c.events.len())
+        }
+    }
+    let peak = server.gauge.peak_queued_bytes();
+    assert!(
+        peak <= factcheck::watch::STREAM_BUDGET,
+        "{peak} bytes queued for one stream"
+    );
+
+    let mut got = Vec::new();
+    while got.len() < revisions.len() {
+        let msg = stalled.message().await.unwrap().unwrap();
+        if !msg.events.is_empty() {
+            assert!(msg.revision > created.revision);
+            got.push(msg.revision);
+        }
+    }
+    assert_eq!(got, revisions);
+}
+
+/// Item 9: one analyst cannot take every watch slot.
+#[tokio::test]
+async fn one_analyst_cannot_take_every_watch_slot() {
+    let mut setup = Setup::default();
+    setup.watch.max_per_analyst = 3;
+    let server = TestServer::start_with(tempfile::tempdir().unwrap(), setup).await;
+    let mut alice = server.client().await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(watch(&mut alice, 0).await);
+    }
+    let err = alice
+        .watch_annotations(pb::WatchAnnotationsRequest {
+            parent: article(KOREAN),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        code_and_reason(&err),
+        (
+            tonic::Code::ResourceExhausted,
+            "TOO_MANY_WATCHERS_FOR_ANALYST".into()
+        )
+    );
+    let mut bob = server.client_with(Some(BOB)).await;
+    watch(&mut bob, 0).await.message().await.unwrap().unwrap();
+    // A slot given back can be taken again.
+    drop(held.pop());
+    let mut gauge = server.gauge.subscribe();
+    gauge.wait_for(|n| *n <= 3).await.unwrap();
+    watch(&mut alice, 0).await.message().await.unwrap().unwrap();
+}
+
+/// Item 14: a watch from a future revision reports progress at the real
+/// head, not at the revision it waits for.
+#[tokio::test]
+async fn progress_of_a_watch_from_the_future_is_the_real_head() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let text = seed_text(KOREAN);
+    let a = create(&mut client, KOREAN, find_span(&text, "조태열"), Verdict::Verified).await;
+    let head: u64 = a.etag.trim_matches('"').parse().unwrap();
+    let mut stream = watch(&mut client, head + 1000).await;
+    let created = stream.message().await.unwrap().unwrap();
+    assert_eq!(created.revision, head);
+    let progress = stream.message().await.unwrap().unwrap();
+    assert_eq!(
+        progress.kind,
+        pb::watch_annotations_response::Kind::Progress as i32
+    );
+    assert_eq!(progress.revision, head);
+}

@@ -15,6 +15,9 @@ use factcheck::store::{Store, StoreConfig};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
+    // Test builds only: failpoints from the FAILPOINTS environment variable.
+    #[cfg(feature = "failpoints")]
+    let _failpoints = fail::FailScenario::setup();
     let cli = Cli::parse();
     // The server logs at info by default; client commands only warn.
     let default_level = if matches!(cli.command, Command::Serve(_)) {
@@ -53,11 +56,19 @@ fn main() -> ExitCode {
 }
 
 async fn serve(args: ServeArgs) -> Result<(), String> {
-    std::fs::create_dir_all(&args.data_dir)
-        .map_err(|e| format!("cannot create the data dir {}: {e}", args.data_dir.display()))?;
+    // SIGHUP's default action ends the process: listen for it before
+    // anything slow (opening a large store takes seconds).
+    #[cfg(unix)]
+    let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(|e| format!("cannot listen for SIGHUP: {e}"))?;
+    factcheck::config::private_data_dir(&args.data_dir)?;
     let (tokens, tokens_path) =
         Tokens::load_or_init(args.tokens.as_deref(), &args.data_dir).map_err(|e| e.to_string())?;
     tracing::info!(tokens = tokens.len(), file = %tokens_path.display(), "loaded tokens");
+    let tokens = Arc::new(tokens);
+    #[cfg(unix)]
+    tokio::spawn(reload_on_sighup(tokens.clone(), hup));
+    tracing::info!(data_dir = %args.data_dir.display(), "opening the store");
 
     let mut config = StoreConfig::new(&args.data_dir);
     config.seeds_dir = Some(args.seeds.clone());
@@ -92,10 +103,6 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             args.listen
         ));
     }
-    let tokens = Arc::new(tokens);
-    #[cfg(unix)]
-    tokio::spawn(reload_on_sighup(tokens.clone()));
-
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
@@ -103,6 +110,15 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         tls,
         call_timeout: std::time::Duration::from_secs(args.call_timeout_secs),
         max_response_bytes,
+        connections: factcheck::listener::Limits {
+            max_connections: args.max_connections,
+            handshake_timeout: std::time::Duration::from_secs(args.handshake_timeout_secs),
+        },
+        max_streams_per_connection: args.max_streams_per_connection,
+        watch: factcheck::watch::WatchOptions {
+            max_per_analyst: args.max_watchers_per_analyst,
+            ..Default::default()
+        },
         ..Default::default()
     };
     factcheck::server::run_with(listener, store, tokens, options, shutdown_signal())
@@ -115,12 +131,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
 /// Rereads the tokens file on each SIGHUP; connections stay up, and a file
 /// that does not parse leaves the tokens as they were.
 #[cfg(unix)]
-async fn reload_on_sighup(tokens: Arc<Tokens>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else {
-        tracing::warn!("cannot listen for SIGHUP: tokens reload only on restart");
-        return;
-    };
+async fn reload_on_sighup(tokens: Arc<Tokens>, mut hup: tokio::signal::unix::Signal) {
     while hup.recv().await.is_some() {
         match tokens.reload() {
             Ok(n) => tracing::info!(tokens = n, "reloaded tokens"),

@@ -14,14 +14,9 @@ pub fn token(action: TokenAction) -> Result<()> {
             let analyst =
                 Analyst::parse(&name).map_err(|e| CliError::Usage(format!("invalid name {name:?}: {e}")))?;
             let path = file.path();
-            let mut tokens = if path.exists() {
-                TokensFile::read(&path).map_err(|e| CliError::Other(e.to_string()))?
-            } else {
-                TokensFile::default()
-            };
             let role = Role::from(role);
-            let token = tokens.add(&analyst, role);
-            tokens.write(&path).map_err(|e| CliError::Other(e.to_string()))?;
+            let token = TokensFile::update(&path, |tokens| tokens.add(&analyst, role))
+                .map_err(|e| CliError::Other(e.to_string()))?;
             eprintln!(
                 "added a {role} token for {analyst} to {}: a running server uses it after SIGHUP. It is shown only now:",
                 path.display()
@@ -43,15 +38,20 @@ pub fn token(action: TokenAction) -> Result<()> {
         }
         TokenAction::Revoke { file, name } => {
             let path = file.path();
-            let mut tokens = TokensFile::read(&path).map_err(|e| CliError::Other(e.to_string()))?;
-            match tokens.revoke(&name) {
+            if !path.exists() {
+                return Err(CliError::Other(format!("no tokens file at {}", path.display())));
+            }
+            match TokensFile::update(&path, |tokens| tokens.revoke(&name))
+                .map_err(|e| CliError::Other(e.to_string()))?
+            {
                 0 => Err(CliError::Usage(format!(
                     "no token of {name:?} in {}",
                     path.display()
                 ))),
                 n => {
-                    tokens.write(&path).map_err(|e| CliError::Other(e.to_string()))?;
-                    eprintln!("revoked {n} token(s) of {name}: a running server refuses them after SIGHUP");
+                    eprintln!(
+                        "revoked {n} token(s) of {name}: a running server refuses them, and ends their watch streams, after SIGHUP"
+                    );
                     Ok(())
                 }
             }
@@ -65,8 +65,17 @@ pub fn audit(action: AuditAction) -> Result<()> {
             if !data_dir.join("db").exists() {
                 return Err(CliError::Usage(format!("no store in {}", data_dir.display())));
             }
-            let store =
-                Store::open(&StoreConfig::new(&data_dir)).map_err(|e| CliError::Other(e.to_string()))?;
+            let store = Store::open(&StoreConfig::new(&data_dir)).map_err(|e| {
+                let e = e.to_string();
+                if e.contains("WouldBlock") || e.contains("could not acquire lock") {
+                    CliError::Other(format!(
+                        "the store in {} is open in a running server: stop the server first (audit verify reads the store offline)",
+                        data_dir.display()
+                    ))
+                } else {
+                    CliError::Other(e)
+                }
+            })?;
             let report = store.verify_audit().map_err(|e| CliError::Other(e.to_string()))?;
             for p in &report.problems {
                 println!("BROKEN {p}");

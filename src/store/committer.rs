@@ -141,7 +141,21 @@ fn commit_group(shared: &Shared, jobs: &mut Vec<Job>, compactor: &mut Compactor)
             // Only now, once durable: a change is never published twice or
             // published and then lost.
             for change in changes {
-                let _ = shared.changes.send(Arc::new(change));
+                let size: usize = change
+                    .events
+                    .iter()
+                    .flat_map(|e| [&e.before, &e.after])
+                    .flatten()
+                    .map(result_cost)
+                    .sum();
+                let live = if size > super::LIVE_CHANGE_BYTES {
+                    super::Live::OnDisk {
+                        revision: change.revision,
+                    }
+                } else {
+                    super::Live::Change(Arc::new(change))
+                };
+                let _ = shared.changes.send(live);
             }
             true
         }

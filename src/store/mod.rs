@@ -88,6 +88,31 @@ impl Default for Retention {
 /// further behind catches up from the changelog on disk.
 pub const LIVE_BUFFER: usize = 1024;
 
+/// The largest change (about, in bytes) the live buffer holds whole; a
+/// larger one is announced by its revision only, and watchers read it from
+/// the changelog on disk. So the buffer holds at most
+/// `LIVE_BUFFER * LIVE_CHANGE_BYTES` (16 MiB), whatever the writes.
+pub const LIVE_CHANGE_BYTES: usize = 16 * 1024;
+
+/// One committed change, as the live buffer carries it.
+#[derive(Clone, Debug)]
+pub enum Live {
+    Change(Arc<Change>),
+    /// A change over [`LIVE_CHANGE_BYTES`]: read it from the changelog.
+    OnDisk {
+        revision: u64,
+    },
+}
+
+impl Live {
+    pub fn revision(&self) -> u64 {
+        match self {
+            Live::Change(c) => c.revision,
+            Live::OnDisk { revision } => *revision,
+        }
+    }
+}
+
 /// A read of the changelog.
 pub enum ChangesRead {
     /// The changes from the revision asked for, in order.
@@ -137,7 +162,7 @@ struct Shared {
     compacted: AtomicU64,
     retention: Retention,
     /// Committed changes, published by the committer after each flush.
-    changes: broadcast::Sender<Arc<Change>>,
+    changes: broadcast::Sender<Live>,
 }
 
 struct Inner {
@@ -210,6 +235,8 @@ pub struct AnnotationPage {
 impl Store {
     /// Opens (or creates) the store and loads the seed articles. Blocking.
     pub fn open(config: &StoreConfig) -> Result<Store> {
+        // Tests hold the open here, as a large store would.
+        fail::fail_point!("store::open");
         let path = config.data_dir.join("db");
         let db = sled::Config::new()
             .path(&path)
@@ -499,7 +526,7 @@ impl Store {
     /// Live changes committed from now on. A receiver that falls more than
     /// [`LIVE_BUFFER`] changes behind gets `Lagged` and should catch up with
     /// [`Store::changes_since`].
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Change>> {
+    pub fn subscribe(&self) -> broadcast::Receiver<Live> {
         self.inner.shared.changes.subscribe()
     }
 

@@ -73,6 +73,7 @@ impl Default for Setup {
             watch: WatchOptions {
                 progress_interval: Duration::from_millis(200),
                 max_watchers: 2_000,
+                max_per_analyst: 2_000,
             },
             tls: None,
             call_timeout: factcheck::server::DEFAULT_CALL_TIMEOUT,
@@ -138,6 +139,7 @@ impl TestServer {
             tls: setup.tls.clone(),
             call_timeout: setup.call_timeout,
             max_response_bytes: setup.max_response_bytes,
+            ..Options::default()
         };
         let served = store.clone();
         let handle = tokio::spawn(async move {
@@ -270,8 +272,30 @@ impl ChildServer {
     /// Starts the binary on `data_dir` with the seeds and `extra` flags, and
     /// returns once it logs its address.
     pub fn start(data_dir: &std::path::Path, extra: &[&str]) -> ChildServer {
+        let mut server = Self::spawn(
+            std::process::Command::new(env!("CARGO_BIN_EXE_factcheck")),
+            data_dir,
+            extra,
+        );
+        server.wait_until_serving();
+        server
+    }
+
+    /// Waits for the log line with the server's address.
+    pub fn wait_until_serving(&mut self) {
+        let line = self.wait_for_log("serving addr=");
+        self.addr = line.split("serving addr=").nth(1).unwrap().trim().to_owned();
+    }
+
+    /// Starts `command` (the binary, with whatever environment or limits
+    /// the caller set) as `serve` on `data_dir`; returns at once.
+    pub fn spawn(
+        mut command: std::process::Command,
+        data_dir: &std::path::Path,
+        extra: &[&str],
+    ) -> ChildServer {
         use std::io::BufRead;
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_factcheck"))
+        let mut child = command
             .args(["serve", "--listen", "127.0.0.1:0", "--seeds"])
             .arg(seeds_dir())
             .arg("--data-dir")
@@ -292,15 +316,12 @@ impl ChildServer {
                 }
             }
         });
-        let mut server = ChildServer {
+        ChildServer {
             child,
             addr: String::new(),
             data_dir: data_dir.to_owned(),
             log,
-        };
-        let line = server.wait_for_log("serving addr=");
-        server.addr = line.split("serving addr=").nth(1).unwrap().trim().to_owned();
-        server
+        }
     }
 
     /// Waits for a log line containing `needle` and returns it; panics if
