@@ -10,7 +10,9 @@
 //! mutations as one atomic sled batch and flushes once before answering
 //! (group commit), with a history record per change chained by SHA-256; reads
 //! go to an in-memory index of spans (kept by the committer) and to sled for
-//! the records. `GetArticleReview` summarises where the review of an article
+//! the records, *at the last durable revision*: a record newer than that is
+//! read from its history, so readers never wait for a flush and never see a
+//! write that is not durable. A failed commit stops writes (fail-stop). `GetArticleReview` summarises where the review of an article
 //! stands, computed once per state of the article. Tokens carry roles:
 //! reader, analyst, reviewer, admin.
 //!
@@ -22,7 +24,7 @@
 //! - [`error`]: the one error enum and its one mapping to gRPC statuses.
 //! - [`store`]: the only code that imports sled; key layout in `store::keys`,
 //!   the in-memory index in `store::index`, the audit history in
-//!   `store::audit`.
+//!   `store::audit`, syncing the log and blob files in `store::sync`.
 //! - [`auth`]: bearer tokens → analysts and roles; the tokens file.
 //! - [`codec`]: prost's gRPC codec, with undecodable requests as
 //!   INVALID_ARGUMENT.
@@ -44,7 +46,12 @@
 //!   answers, and only the committer writes.
 //! - Revisions are gap-free: each committed job (one RPC) is the next one.
 //! - A reader sees whole commit groups, only once they are durable, together
-//!   with the revision they brought the store to.
+//!   with the revision they brought the store to; no reader holds a lock
+//!   across a flush or a sync.
+//! - Every change of an annotation has its own history record, even two in
+//!   one revision.
+//! - Memory per client is bounded in bytes: responses by the response limit,
+//!   watch streams by their queue budget and the live ring's size cap.
 //! - A rejected request changes nothing: a job is checked completely before
 //!   any of it is staged.
 //! - Spans are `[start, end)` in code points, `start < end <= length`.
