@@ -282,6 +282,19 @@ fn parse_span(s: &str) -> Result<(u32, u32), String> {
     Ok((start, end))
 }
 
+/// An origin as browsers send it: `scheme://host[:port]`, no path.
+fn parse_origin(s: &str) -> Result<String, String> {
+    let rest = s
+        .strip_prefix("https://")
+        .or_else(|| s.strip_prefix("http://"))
+        .ok_or_else(|| format!("{s:?} is not an origin: it must start with http:// or https://"))?;
+    let rest = rest.trim_end_matches('/');
+    if rest.is_empty() || rest.contains('/') || !rest.is_ascii() || rest.contains(char::is_whitespace) {
+        return Err(format!("{s:?} is not an origin: scheme://host[:port], no path"));
+    }
+    Ok(s.trim_end_matches('/').to_owned())
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct ServeArgs {
     /// Address to listen on.
@@ -347,6 +360,16 @@ pub struct ServeArgs {
     /// Most concurrent HTTP/2 streams (calls) on one connection.
     #[arg(long, env = "FACTCHECK_MAX_STREAMS_PER_CONNECTION", default_value_t = 200)]
     pub max_streams_per_connection: u32,
+
+    /// An origin (`https://cms.example.org`) whose pages may call the API
+    /// over grpc-web (CORS); repeat for several. None by default: only the
+    /// server's own web app.
+    #[arg(long = "cors-origin", env = "FACTCHECK_CORS_ORIGINS", value_delimiter = ',', value_parser = parse_origin)]
+    pub cors_origins: Vec<String>,
+
+    /// Do not serve the web app at `/`.
+    #[arg(long, env = "FACTCHECK_NO_WEB")]
+    pub no_web: bool,
 
     /// Most watch streams one analyst may hold open, so one token cannot
     /// take every watch slot.

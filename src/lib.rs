@@ -35,6 +35,8 @@
 //!   the per-call deadline, the request size limit, HTTP/2 limits).
 //! - [`listener`]: accepting connections: the connection cap, back-off when
 //!   out of descriptors, the first-byte timeout.
+//! - [`web`]: the web app (`web/`, built and embedded), served at `/`; it
+//!   calls the API over grpc-web on the same port.
 //! - [`config`]: command-line flags.
 //! - [`cli`]: the client subcommands (`annotate`, `list`, `apply`, ...) and
 //!   the offline ones (`token`, `audit verify`).
@@ -76,3 +78,4 @@ pub mod server;
 pub mod service;
 pub mod store;
 pub mod watch;
+pub mod web;

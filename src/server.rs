@@ -46,6 +46,11 @@ pub struct Options {
     pub connections: crate::listener::Limits,
     /// Most concurrent HTTP/2 streams (calls, watches) on one connection.
     pub max_streams_per_connection: u32,
+    /// Serve the web app at `/`.
+    pub web: bool,
+    /// Origins whose pages may call the API (CORS); none: only the server's
+    /// own web app.
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for Options {
@@ -58,6 +63,8 @@ impl Default for Options {
             max_response_bytes: crate::store::DEFAULT_MAX_RESPONSE_BYTES,
             connections: crate::listener::Limits::default(),
             max_streams_per_connection: 200,
+            web: true,
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -104,6 +111,13 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        // A grpc-web client needs its own content type back, even on a
+        // trailers-only answer.
+        let content_type = req
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .filter(|v| v.as_bytes().starts_with(b"application/grpc-web"))
+            .cloned();
         let path = req.uri().path();
         let unary = path
             .strip_prefix('/')
@@ -118,14 +132,55 @@ where
         Box::pin(async move {
             match tokio::time::timeout(limit, call).await {
                 Ok(response) => response,
-                Err(_) => Ok(tonic::Status::deadline_exceeded(format!(
-                    "the call took longer than the server's deadline of {limit:?}: \
-                     a write may still have landed; retry it with the same request_id"
-                ))
-                .into_http()),
+                Err(_) => {
+                    let mut res = tonic::Status::deadline_exceeded(format!(
+                        "the call took longer than the server's deadline of {limit:?}: \
+                         a write may still have landed; retry it with the same request_id"
+                    ))
+                    .into_http();
+                    if let Some(ct) = content_type {
+                        res.headers_mut().insert(http::header::CONTENT_TYPE, ct);
+                    }
+                    Ok(res)
+                }
             }
         })
     }
+}
+
+/// The CORS layer for `origins` (none: no layer, so browsers refuse every
+/// other origin): preflights, the headers a grpc-web client sends, and the
+/// gRPC status headers it must read, as the grpc-web spec says.
+fn cors(origins: &[String]) -> Result<Option<tower_http::cors::CorsLayer>, String> {
+    use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderName};
+    if origins.is_empty() {
+        return Ok(None);
+    }
+    let origins = origins
+        .iter()
+        .map(|o| {
+            http::HeaderValue::from_str(o.trim_end_matches('/'))
+                .map_err(|_| format!("--cors-origin {o:?} is not a valid origin"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Some(
+        tower_http::cors::CorsLayer::new()
+            .allow_origin(tower_http::cors::AllowOrigin::list(origins))
+            .allow_methods([http::Method::POST])
+            .allow_headers([
+                AUTHORIZATION,
+                CONTENT_TYPE,
+                HeaderName::from_static("x-grpc-web"),
+                HeaderName::from_static("x-user-agent"),
+                HeaderName::from_static("grpc-timeout"),
+            ])
+            .expose_headers([
+                HeaderName::from_static("grpc-status"),
+                HeaderName::from_static("grpc-message"),
+                HeaderName::from_static("grpc-status-details-bin"),
+            ])
+            .max_age(std::time::Duration::from_secs(24 * 3600)),
+    ))
 }
 
 /// [`run_with`] with default options.
@@ -209,12 +264,22 @@ pub async fn run_with(
     };
     let incoming = crate::listener::incoming(listener, options.connections);
     let limit = options.call_timeout;
+    let cors = cors(&options.cors_origins).unwrap_or_else(|e| {
+        tracing::error!("{e}: allowing no other origin");
+        None
+    });
     let mut builder = Server::builder()
+        // Browsers speak grpc-web, over HTTP/1.1 as well as HTTP/2.
+        .accept_http1(true)
         // A client may not open unbounded streams on one connection, and a
         // peer that stops answering pings is dropped.
         .max_concurrent_streams(options.max_streams_per_connection)
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
+        // Outermost first: CORS answers preflights. grpc-web is translated
+        // per service (below), so the web app's pages, which are not gRPC,
+        // reach the fallback.
+        .layer(tower::util::option_layer(cors))
         .layer(tower::util::MapResponseLayer::new(
             oversized_is_resource_exhausted,
         ))
@@ -224,11 +289,23 @@ pub async fn run_with(
             .identity(tonic::transport::Identity::from_pem(cert, key));
         builder = builder.tls_config(tls)?;
     }
+    use tower::Layer;
+    let web = tonic_web::GrpcWebLayer::new();
+    let routes = tonic::service::Routes::builder()
+        .add_service(web.layer(health_service))
+        .add_service(web.layer(reflection_v1))
+        .add_service(web.layer(reflection_v1alpha))
+        .add_service(web.layer(factcheck))
+        .clone()
+        .routes()
+        .into_axum_router();
+    let routes = if options.web {
+        routes.fallback(crate::web::asset)
+    } else {
+        routes.fallback(crate::web::disabled)
+    };
     let serve = builder
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(factcheck)
+        .add_routes(tonic::service::Routes::from(routes))
         .serve_with_incoming_shutdown(incoming, shutdown);
     tokio::pin!(serve);
     tokio::select! {

@@ -649,6 +649,14 @@ impl FactCheckService for Service {
         }))
     }
 
+    async fn get_caller(&self, req: Request<pb::GetCallerRequest>) -> Result<Response<pb::Caller>, Status> {
+        let caller = caller(&req)?;
+        Ok(Response::new(pb::Caller {
+            analyst: caller.analyst.to_string(),
+            role: caller.role.to_string(),
+        }))
+    }
+
     async fn get_article_review(
         &self,
         req: Request<pb::GetArticleReviewRequest>,

@@ -115,6 +115,8 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             handshake_timeout: std::time::Duration::from_secs(args.handshake_timeout_secs),
         },
         max_streams_per_connection: args.max_streams_per_connection,
+        web: !args.no_web,
+        cors_origins: args.cors_origins.clone(),
         watch: factcheck::watch::WatchOptions {
             max_per_analyst: args.max_watchers_per_analyst,
             ..Default::default()

@@ -64,6 +64,12 @@ pub struct Setup {
     pub seeds: Option<PathBuf>,
     /// The response limit, and the store's limit of what a write answers.
     pub max_response_bytes: usize,
+    /// Origins allowed to call over grpc-web from their pages.
+    pub cors_origins: Vec<String>,
+    /// Serve the web app.
+    pub web: bool,
+    /// Where to listen; `127.0.0.1:0` when `None`.
+    pub listen: Option<SocketAddr>,
 }
 
 impl Default for Setup {
@@ -79,6 +85,9 @@ impl Default for Setup {
             call_timeout: factcheck::server::DEFAULT_CALL_TIMEOUT,
             seeds: None,
             max_response_bytes: factcheck::store::DEFAULT_MAX_RESPONSE_BYTES,
+            cors_origins: Vec::new(),
+            web: true,
+            listen: None,
         }
     }
 }
@@ -129,7 +138,10 @@ impl TestServer {
             (REVIEWER, "rosa", Role::Reviewer),
         ])
         .unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener =
+            tokio::net::TcpListener::bind(setup.listen.unwrap_or_else(|| "127.0.0.1:0".parse().unwrap()))
+                .await
+                .unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
         let gauge = Arc::new(WatchGauge::default());
@@ -139,6 +151,8 @@ impl TestServer {
             tls: setup.tls.clone(),
             call_timeout: setup.call_timeout,
             max_response_bytes: setup.max_response_bytes,
+            cors_origins: setup.cors_origins.clone(),
+            web: setup.web,
             ..Options::default()
         };
         let served = store.clone();

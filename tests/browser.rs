@@ -1,0 +1,551 @@
+//! The web app in a real headless Chromium, over WebDriver (fantoccini and
+//! `chromedriver`), against a real server: sign in, annotate by selecting
+//! text (astral characters included), follow a colleague's changes live,
+//! conflicts, roles, a server restart under an open page, and CORS.
+//!
+//! Needs `chromium` and `chromium-driver` (Debian): run with
+//! `cargo test --release --features browser-tests --test browser`, as
+//! `.ci/run` does after installing them.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use fantoccini::{Client as Browser, ClientBuilder, Locator};
+use pb::Verdict;
+use serde_json::json;
+
+const KOREAN: &str = "001_728dec46794c22c1";
+const ASTRAL: &str = "005_astral";
+const ASTRAL_TEXT: &str = "Sejong 세종 😀 said “x”.\nThe king 👑 wrote: “한글” – 1443.\n";
+
+/// A hang is a failure here, not a wait.
+const HANG: Duration = Duration::from_secs(20);
+
+/// The five seeds and one article with astral characters.
+fn seeds() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(seeds_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
+    }
+    std::fs::write(dir.path().join(format!("{ASTRAL}.txt")), ASTRAL_TEXT).unwrap();
+    dir
+}
+
+/// A free loopback port, for a server that must come back on the same one.
+fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// `chromedriver` on a free port, killed on drop.
+struct Driver {
+    child: Child,
+    url: String,
+}
+
+impl Driver {
+    fn start() -> Driver {
+        let port = free_addr().port();
+        let mut child = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver is not installed: apt-get install chromium chromium-driver");
+        use std::io::BufRead;
+        let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        for line in stdout.lines() {
+            if line.unwrap().contains("started successfully") {
+                break;
+            }
+        }
+        Driver {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    async fn browser(&self) -> Browser {
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            json!({ "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,800"] }),
+        );
+        ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps)
+            .connect(&self.url)
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `check` until it holds; fails after [`HANG`].
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !check().await {
+        assert!(start.elapsed() < HANG, "never happened: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn sign_in(b: &Browser, base: &str, token: &str, article: &str) {
+    b.goto(&format!("{base}/#articles%2F{article}")).await.unwrap();
+    let input = b
+        .wait()
+        .at_most(HANG)
+        .for_element(Locator::Id("token"))
+        .await
+        .unwrap();
+    input.send_keys(token).await.unwrap();
+    b.find(Locator::Css("#signin-form button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.wait()
+        .at_most(HANG)
+        .for_element(Locator::Css("#who:not(:empty)"))
+        .await
+        .unwrap();
+    if !article.is_empty() {
+        let title = b
+            .wait()
+            .at_most(HANG)
+            .for_element(Locator::Css("#article-title"))
+            .await
+            .unwrap();
+        let _ = title;
+        eventually("the article is shown", || async {
+            b.execute(
+                "return document.querySelector('#text').textContent.length > 0",
+                vec![],
+            )
+            .await
+            .unwrap()
+                == json!(true)
+        })
+        .await;
+    }
+}
+
+/// Selects the `n`th (from 0) occurrence of `needle` in the article text,
+/// across highlights, as a person dragging the mouse would, and lets the
+/// page see the mouseup.
+async fn select(b: &Browser, needle: &str, n: usize) {
+    let script = r#"
+        const [needle, n] = arguments;
+        const root = document.getElementById('text');
+        const text = root.textContent;
+        let at = -1;
+        for (let i = 0; i <= n; i++) at = text.indexOf(needle, at + 1);
+        if (at < 0) throw new Error('not found: ' + needle);
+        const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
+        const pos = (offset) => {
+            let node, seen = 0;
+            while ((node = walker.nextNode())) {
+                if (seen + node.length >= offset) return [node, offset - seen];
+                seen += node.length;
+            }
+        };
+        const [sn, so] = pos(at);
+        walker.currentNode = root;
+        const [en, eo] = pos(at + needle.length);
+        const range = document.createRange();
+        range.setStart(sn, so);
+        range.setEnd(en, eo);
+        const sel = window.getSelection();
+        sel.removeAllRanges();
+        sel.addRange(range);
+        root.dispatchEvent(new MouseEvent('mouseup', { bubbles: true }));
+    "#;
+    b.execute(script, vec![json!(needle), json!(n)]).await.unwrap();
+    b.wait()
+        .at_most(HANG)
+        .for_element(Locator::Css("#popover:not([hidden])"))
+        .await
+        .unwrap();
+}
+
+async fn save_with(b: &Browser, verdict: Verdict, note: &str) {
+    b.find(Locator::Css(&format!(
+        "#popover input[name=verdict][value='{}']",
+        verdict as i32
+    )))
+    .await
+    .unwrap()
+    .click()
+    .await
+    .unwrap();
+    b.find(Locator::Id("popover-note"))
+        .await
+        .unwrap()
+        .send_keys(note)
+        .await
+        .unwrap();
+    b.find(Locator::Id("popover-save"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    eventually("the popover closes", || async {
+        b.execute("return document.getElementById('popover').hidden", vec![])
+            .await
+            .unwrap()
+            == json!(true)
+    })
+    .await;
+}
+
+async fn only_annotation(client: &mut Client, article_id: &str) -> pb::Annotation {
+    let list = client
+        .list_annotations(pb::ListAnnotationsRequest {
+            parent: article(article_id),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(list.annotations.len(), 1, "{:?}", list.annotations);
+    list.annotations.into_iter().next().unwrap()
+}
+
+async fn marks(b: &Browser) -> usize {
+    b.execute("return document.querySelectorAll('#text mark').length", vec![])
+        .await
+        .unwrap()
+        .as_u64()
+        .unwrap() as usize
+}
+
+/// 1–2: an analyst annotates `조태열` by selecting it; the server holds
+/// 2843..2846; a second analyst's open page shows it live, figures and all.
+#[tokio::test]
+async fn annotate_by_selection_and_see_it_live_elsewhere() {
+    let seeds = seeds();
+    let setup = Setup {
+        seeds: Some(seeds.path().to_owned()),
+        ..Setup::default()
+    };
+    let server = TestServer::start_with(tempfile::tempdir().unwrap(), setup).await;
+    let driver = Driver::start();
+    let alice = driver.browser().await;
+    let bob = driver.browser().await;
+    sign_in(&alice, &server.url(), ALICE, KOREAN).await;
+    sign_in(&bob, &server.url(), BOB, KOREAN).await;
+    assert_eq!(marks(&bob).await, 0);
+    eventually("bob's page is live", || async {
+        bob.find(Locator::Css("#live.live")).await.is_ok()
+    })
+    .await;
+
+    select(&alice, "조태열", 0).await;
+    save_with(
+        &alice,
+        Verdict::Disputed,
+        "romanisation differs – see the ministry",
+    )
+    .await;
+    let mut grpc = server.client().await;
+    let a = only_annotation(&mut grpc, KOREAN).await;
+    assert_eq!(
+        (a.span.unwrap().start, a.span.unwrap().end, a.quote.as_str()),
+        (2843, 2846, "조태열")
+    );
+    assert_eq!(a.analyst, "alice");
+
+    eventually("bob sees the highlight without a reload", || async {
+        marks(&bob).await == 1
+    })
+    .await;
+    let mark_text: String = bob
+        .execute(
+            "return document.querySelector('#text mark.v2').textContent",
+            vec![],
+        )
+        .await
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .into();
+    assert_eq!(mark_text, "조태열");
+    eventually("bob's figures count it", || async {
+        let figs = bob
+            .find(Locator::Id("figures"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        figs.contains("1") && figs.contains("covered")
+    })
+    .await;
+    if let Ok(path) = std::env::var("FACTCHECK_SCREENSHOT") {
+        let mut grpc = server.client_with(Some(BOB)).await;
+        let text = seed_text(KOREAN);
+        create(
+            &mut grpc,
+            KOREAN,
+            find_span(
+                &text,
+                "Cho Tae-yul (Korean: 조태열; born 10 November 1955) is a South Korean diplomat.",
+            ),
+            Verdict::Verified,
+        )
+        .await;
+        create(
+            &mut grpc,
+            KOREAN,
+            find_span(&text, "Minister of Foreign Affairs"),
+            Verdict::Unattributed,
+        )
+        .await;
+        eventually("three marks", || async { marks(&alice).await >= 3 }).await;
+        alice.execute("const m = document.querySelector('#text mark.contested'); m.scrollIntoView({block:'center'}); m.focus()", vec![]).await.unwrap();
+        std::fs::write(path, alice.screenshot().await.unwrap()).unwrap();
+    }
+    alice.close().await.unwrap();
+    bob.close().await.unwrap();
+}
+
+/// 3: a selection after an emoji is sent as code points, not UTF-16 units.
+#[tokio::test]
+async fn a_selection_after_an_emoji_is_counted_in_code_points() {
+    let seeds = seeds();
+    let setup = Setup {
+        seeds: Some(seeds.path().to_owned()),
+        ..Setup::default()
+    };
+    let server = TestServer::start_with(tempfile::tempdir().unwrap(), setup).await;
+    let driver = Driver::start();
+    let b = driver.browser().await;
+    sign_in(&b, &server.url(), ALICE, ASTRAL).await;
+    select(&b, "한글", 0).await;
+    save_with(&b, Verdict::Verified, "").await;
+    let mut grpc = server.client().await;
+    let a = only_annotation(&mut grpc, ASTRAL).await;
+    let start = ASTRAL_TEXT.chars().position(|c| c == '한').unwrap() as u32;
+    assert_eq!((a.span.unwrap().start, a.span.unwrap().end), (start, start + 2));
+    assert_eq!(a.quote, "한글");
+    b.close().await.unwrap();
+}
+
+/// 4: a stale edit shows the conflict instead of overwriting; a reader gets
+/// no edit controls, and a call forced from the page is refused.
+#[tokio::test]
+async fn stale_edits_conflict_and_readers_cannot_write() {
+    let seeds = seeds();
+    let setup = Setup {
+        seeds: Some(seeds.path().to_owned()),
+        ..Setup::default()
+    };
+    let server = TestServer::start_with(tempfile::tempdir().unwrap(), setup).await;
+    let mut grpc = server.client().await;
+    let text = seed_text(KOREAN);
+    let a = create(&mut grpc, KOREAN, find_span(&text, "조태열"), Verdict::Verified).await;
+    let driver = Driver::start();
+    let b = driver.browser().await;
+    sign_in(&b, &server.url(), ALICE, KOREAN).await;
+    b.wait()
+        .at_most(HANG)
+        .for_element(Locator::Css("#annotation-list .edit"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    // Meanwhile, the same annotation changes elsewhere; the page may or may
+    // not have heard of it yet: it was opened with the old etag.
+    grpc.update_annotation(masked_update(
+        pb::Annotation {
+            name: a.name.clone(),
+            note: "changed elsewhere".into(),
+            ..Default::default()
+        },
+        &["note"],
+    ))
+    .await
+    .unwrap();
+    b.find(Locator::Id("popover-note"))
+        .await
+        .unwrap()
+        .send_keys("mine")
+        .await
+        .unwrap();
+    b.find(Locator::Id("popover-save"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let title = b
+        .wait()
+        .at_most(HANG)
+        .for_element(Locator::Css("dialog[open] #dialog-title"))
+        .await
+        .unwrap();
+    assert_eq!(title.text().await.unwrap(), "This annotation changed meanwhile");
+    b.find(Locator::Css("dialog[open] button[value=keep]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let now = grpc
+        .get_annotation(pb::GetAnnotationRequest { name: a.name.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(now.note, "changed elsewhere", "nothing was overwritten");
+
+    let reader = driver.browser().await;
+    sign_in(&reader, &server.url(), READER, KOREAN).await;
+    eventually("the reader sees the annotation", || async {
+        marks(&reader).await == 1
+    })
+    .await;
+    assert!(reader.find(Locator::Css("#annotation-list .edit")).await.is_err());
+    assert!(
+        reader
+            .find(Locator::Css("#annotation-list .delete"))
+            .await
+            .is_err()
+    );
+    // Forced: a grpc-web DeleteAnnotation from the page with the reader's token.
+    let status = reader
+        .execute_async(
+            r#"
+            const done = arguments[arguments.length - 1];
+            fetch('/factcheck.v1.FactCheckService/DeleteAnnotation', {
+                method: 'POST',
+                headers: { 'content-type': 'application/grpc-web+proto', 'x-grpc-web': '1',
+                           'authorization': 'Bearer ' + sessionStorage.getItem('factcheck.token') },
+                body: new Uint8Array([0, 0, 0, 0, 0]),
+            }).then(async (r) => done((r.headers.get('grpc-status') || '') + '|' + new TextDecoder().decode(await r.arrayBuffer())));
+            "#,
+            vec![],
+        )
+        .await
+        .unwrap();
+    let status = status.as_str().unwrap().to_owned();
+    assert!(
+        status.starts_with("7|") || status.contains("grpc-status:7"),
+        "{status}"
+    );
+    b.close().await.unwrap();
+    reader.close().await.unwrap();
+}
+
+/// 5: the server restarts under an open page; a change made meanwhile by
+/// another client appears once the page reconnects, once.
+#[tokio::test]
+async fn the_page_resumes_after_a_server_restart() {
+    let seeds = seeds();
+    let setup = Setup {
+        seeds: Some(seeds.path().to_owned()),
+        listen: Some(free_addr()),
+        ..Setup::default()
+    };
+    let server = TestServer::start_with(tempfile::tempdir().unwrap(), setup.clone()).await;
+    let driver = Driver::start();
+    let b = driver.browser().await;
+    sign_in(&b, &server.url(), ALICE, KOREAN).await;
+    eventually("live", || async {
+        b.find(Locator::Css("#live.live")).await.is_ok()
+    })
+    .await;
+    let dir = server.stop().await;
+    eventually("the page notices", || async {
+        b.find(Locator::Css("#live.reconnecting")).await.is_ok()
+    })
+    .await;
+    let server = TestServer::start_with(dir, setup).await;
+    let mut grpc = server.client_with(Some(BOB)).await;
+    let text = seed_text(KOREAN);
+    create(
+        &mut grpc,
+        KOREAN,
+        find_span(&text, "조태열"),
+        Verdict::Unattributed,
+    )
+    .await;
+    eventually("the change made while away appears", || async {
+        marks(&b).await == 1
+    })
+    .await;
+    eventually("live again", || async {
+        b.find(Locator::Css("#live.live")).await.is_ok()
+    })
+    .await;
+    let items = b
+        .execute(
+            "return document.querySelectorAll('#annotation-list li').length",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(items, json!(1), "shown once");
+    b.close().await.unwrap();
+}
+
+/// 6: a page of an allowed origin may call the API; another origin's call
+/// is refused by the browser.
+#[tokio::test]
+async fn cors_is_enforced_by_the_browser() {
+    let seeds = seeds();
+    let addr = free_addr();
+    let allowed_origin = format!("http://localhost:{}", addr.port());
+    let setup = Setup {
+        seeds: Some(seeds.path().to_owned()),
+        listen: Some(addr),
+        cors_origins: vec![allowed_origin.clone()],
+        ..Setup::default()
+    };
+    let server = TestServer::start_with(tempfile::tempdir().unwrap(), setup).await;
+    let closed = TestServer::start().await;
+    let driver = Driver::start();
+    let b = driver.browser().await;
+    // The page's origin is http://localhost:PORT; the API is called at
+    // http://127.0.0.1:PORT, another origin. (A page that is not the web
+    // app, whose CSP allows it to call its own origin only.)
+    b.goto(&format!("{allowed_origin}/a-cms-page")).await.unwrap();
+    let call = r#"
+        const [url, token] = arguments;
+        const done = arguments[arguments.length - 1];
+        fetch(url + '/factcheck.v1.FactCheckService/ListArticles', {
+            method: 'POST',
+            headers: { 'content-type': 'application/grpc-web+proto', 'x-grpc-web': '1', 'authorization': 'Bearer ' + token },
+            body: new Uint8Array([0, 0, 0, 0, 0]),
+        }).then((r) => done('ok ' + r.status + ' ' + r.headers.get('grpc-status')), (e) => done('refused ' + e));
+    "#;
+    let ok = b
+        .execute_async(call, vec![json!(server.url()), json!(ALICE)])
+        .await
+        .unwrap();
+    assert!(ok.as_str().unwrap().starts_with("ok 200"), "{ok}");
+    let refused = b
+        .execute_async(call, vec![json!(closed.url()), json!(ALICE)])
+        .await
+        .unwrap();
+    assert!(refused.as_str().unwrap().starts_with("refused"), "{refused}");
+    b.close().await.unwrap();
+}
