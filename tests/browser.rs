@@ -8,13 +8,14 @@
 //! `.ci/run` does after installing them.
 
 mod common;
+#[path = "common/driver.rs"]
+mod driver;
 
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use fantoccini::{Client as Browser, ClientBuilder, Locator};
+use driver::{Driver, free_addr};
+use fantoccini::{Client as Browser, Locator};
 use pb::Verdict;
 use serde_json::json;
 
@@ -34,63 +35,6 @@ fn seeds() -> tempfile::TempDir {
     }
     std::fs::write(dir.path().join(format!("{ASTRAL}.txt")), ASTRAL_TEXT).unwrap();
     dir
-}
-
-/// A free loopback port, for a server that must come back on the same one.
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
-/// `chromedriver` on a free port, killed on drop.
-struct Driver {
-    child: Child,
-    url: String,
-}
-
-impl Driver {
-    fn start() -> Driver {
-        let port = free_addr().port();
-        let mut child = Command::new("chromedriver")
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("chromedriver is not installed: apt-get install chromium chromium-driver");
-        use std::io::BufRead;
-        let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-        for line in stdout.lines() {
-            if line.unwrap().contains("started successfully") {
-                break;
-            }
-        }
-        Driver {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-        }
-    }
-
-    async fn browser(&self) -> Browser {
-        let mut caps = serde_json::Map::new();
-        caps.insert(
-            "goog:chromeOptions".into(),
-            json!({ "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,800"] }),
-        );
-        ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-            .capabilities(caps)
-            .connect(&self.url)
-            .await
-            .unwrap()
-    }
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Polls `check` until it holds; fails after [`HANG`].

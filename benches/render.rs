@@ -1,0 +1,108 @@
+//! How long the web app takes to show the largest seed article with 1,000
+//! annotations in headless Chromium: the page's own `performance.measure`
+//! figures (`factcheck:render`, building the highlighted text;
+//! `factcheck:open`, fetching and listing too, until the next frame).
+//! A figure for docs/BENCHMARKS.md, not a test:
+//!
+//! ```sh
+//! cargo bench --features browser-tests --bench render
+//! ```
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+#[path = "../tests/common/driver.rs"]
+mod driver;
+
+use common::*;
+use fantoccini::Locator;
+use serde_json::json;
+
+const LARGEST: &str = "002_946fad7c8fee627f";
+
+#[tokio::main]
+async fn main() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let length = seed_text(LARGEST).chars().count() as u32;
+    // 1,000 annotations of 5 to 80 code points, spread and overlapping.
+    let mut seed = 7u32;
+    let mut next = || {
+        seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+        seed >> 8
+    };
+    for _ in 0..2 {
+        let requests = (0..500)
+            .map(|_| {
+                let len = 5 + next() % 76;
+                let start = next() % (length - len);
+                let verdict = [
+                    pb::Verdict::Verified,
+                    pb::Verdict::Disputed,
+                    pb::Verdict::Unattributed,
+                ][(next() % 3) as usize];
+                pb::CreateAnnotationRequest {
+                    annotation: Some(new_annotation(
+                        pb::Span {
+                            start,
+                            end: start + len,
+                        },
+                        verdict,
+                    )),
+                    ..Default::default()
+                }
+            })
+            .collect();
+        client
+            .batch_create_annotations(pb::BatchCreateAnnotationsRequest {
+                parent: article(LARGEST),
+                requests,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    let driver = driver::Driver::start();
+    let b = driver.browser().await;
+    let mut renders = Vec::new();
+    let mut opens = Vec::new();
+    for _ in 0..5 {
+        b.goto(&format!("{}/#articles%2F{LARGEST}", server.url()))
+            .await
+            .unwrap();
+        b.execute(
+            "sessionStorage.setItem('factcheck.token', arguments[0])",
+            vec![json!(ALICE)],
+        )
+        .await
+        .unwrap();
+        b.refresh().await.unwrap();
+        b.wait().for_element(Locator::Css("#text mark")).await.unwrap();
+        let figures = loop {
+            let v = b
+                .execute(
+                    "const f = (n) => performance.getEntriesByName(n).map((e) => e.duration); return [f('factcheck:render'), f('factcheck:open')]",
+                    vec![],
+                )
+                .await
+                .unwrap();
+            if v[1].as_array().is_some_and(|a| !a.is_empty()) {
+                break v;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        };
+        renders.push(figures[0][0].as_f64().unwrap());
+        opens.push(figures[1][0].as_f64().unwrap());
+    }
+    let marks = b
+        .execute("return document.querySelectorAll('#text mark').length", vec![])
+        .await
+        .unwrap();
+    renders.sort_by(f64::total_cmp);
+    opens.sort_by(f64::total_cmp);
+    println!(
+        "{LARGEST} ({length} code points), 1000 annotations, {marks} highlighted pieces: \
+         render median {:.1} ms (min {:.1}), open median {:.1} ms (min {:.1}), 5 loads",
+        renders[2], renders[0], opens[2], opens[0]
+    );
+    b.close().await.unwrap();
+}
