@@ -271,6 +271,8 @@ struct Watcher {
     reloads: watch::Receiver<u64>,
     identity: Identity,
     progress_interval: Duration,
+    /// Last, so it is given back after `store` is dropped: a server that
+    /// saw the gauge reach 0 holds no store in a watch task.
     slot: Slot,
 }
 
@@ -451,6 +453,10 @@ impl Watcher {
             tokio::select! {
                 biased;
                 _ = self.shutdown.wait_for(|stopping| *stopping) => return Err(shutting_down()),
+                // A client gone while its budget is full: its queued messages
+                // (and their budget) live as long as this sender, so wait no
+                // more.
+                () = self.tx.closed() => return Err(Stop::Gone),
                 Ok(()) = self.reloads.changed() => recheck(&self.identity)?,
                 sent = &mut queue => return sent,
             }

@@ -37,6 +37,19 @@ fn seeds() -> tempfile::TempDir {
     dir
 }
 
+/// A server on the test seeds (keep the dir while it runs).
+async fn start() -> (TestServer, tempfile::TempDir) {
+    let seeds = seeds();
+    let setup = Setup {
+        seeds: Some(seeds.path().to_owned()),
+        ..Setup::default()
+    };
+    (
+        TestServer::start_with(tempfile::tempdir().unwrap(), setup).await,
+        seeds,
+    )
+}
+
 /// Polls `check` until it holds; fails after [`HANG`].
 async fn eventually<F, Fut>(what: &str, mut check: F)
 where
@@ -185,12 +198,7 @@ async fn marks(b: &Browser) -> usize {
 /// 2843..2846; a second analyst's open page shows it live, figures and all.
 #[tokio::test]
 async fn annotate_by_selection_and_see_it_live_elsewhere() {
-    let seeds = seeds();
-    let setup = Setup {
-        seeds: Some(seeds.path().to_owned()),
-        ..Setup::default()
-    };
-    let server = TestServer::start_with(tempfile::tempdir().unwrap(), setup).await;
+    let (server, _seeds) = start().await;
     let driver = Driver::start();
     let alice = driver.browser().await;
     let bob = driver.browser().await;
@@ -274,12 +282,7 @@ async fn annotate_by_selection_and_see_it_live_elsewhere() {
 /// 3: a selection after an emoji is sent as code points, not UTF-16 units.
 #[tokio::test]
 async fn a_selection_after_an_emoji_is_counted_in_code_points() {
-    let seeds = seeds();
-    let setup = Setup {
-        seeds: Some(seeds.path().to_owned()),
-        ..Setup::default()
-    };
-    let server = TestServer::start_with(tempfile::tempdir().unwrap(), setup).await;
+    let (server, _seeds) = start().await;
     let driver = Driver::start();
     let b = driver.browser().await;
     sign_in(&b, &server.url(), ALICE, ASTRAL).await;
@@ -297,12 +300,7 @@ async fn a_selection_after_an_emoji_is_counted_in_code_points() {
 /// no edit controls, and a call forced from the page is refused.
 #[tokio::test]
 async fn stale_edits_conflict_and_readers_cannot_write() {
-    let seeds = seeds();
-    let setup = Setup {
-        seeds: Some(seeds.path().to_owned()),
-        ..Setup::default()
-    };
-    let server = TestServer::start_with(tempfile::tempdir().unwrap(), setup).await;
+    let (server, _seeds) = start().await;
     let mut grpc = server.client().await;
     let text = seed_text(KOREAN);
     let a = create(&mut grpc, KOREAN, find_span(&text, "조태열"), Verdict::Verified).await;

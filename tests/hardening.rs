@@ -602,3 +602,36 @@ async fn progress_of_a_watch_from_the_future_is_the_real_head() {
     );
     assert_eq!(progress.revision, head);
 }
+
+/// A client that goes away while its stream's byte budget is full frees
+/// its watch slot (and the store) at once: its queued messages once held the
+/// budget, and the task, for ever.
+#[tokio::test]
+async fn a_watcher_gone_with_a_full_budget_gives_its_slot_back() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let a = client
+        .create_annotation(pb::CreateAnnotationRequest {
+            parent: article(KOREAN),
+            annotation: Some(huge(0)),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut stalled = watch(&mut client, 0).await;
+    stalled.message().await.unwrap().unwrap();
+    for i in 0..24 {
+        let verdict = [Verdict::Verified, Verdict::Disputed][i % 2];
+        client
+            .update_annotation(update_child(&a.name, Some(verdict), None))
+            .await
+            .unwrap();
+    }
+    drop(stalled);
+    let mut live = server.gauge.subscribe();
+    tokio::time::timeout(std::time::Duration::from_secs(20), live.wait_for(|n| *n == 0))
+        .await
+        .expect("the watch task of a gone client never ended")
+        .unwrap();
+}

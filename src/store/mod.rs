@@ -604,34 +604,15 @@ fn read_at(
     position: Option<(&ArticleId, u32)>,
     at: u64,
 ) -> Result<Option<Annotation>> {
+    let position = match position {
+        Some((article, start)) => Some((article.clone(), start)),
+        None => location(tree, id)?,
+    };
+    // `None` if a commit moved or deleted it since the location was read:
+    // the history has it.
     let stored = match position {
-        Some((article, start)) => match tree
-            .get(keys::position(article, start, id))
-            .map_err(Error::internal)?
-        {
-            Some(v) => Some(codec::decode_annotation(&v)?),
-            None => None,
-        },
-        None => match tree.get(keys::location(id)).map_err(Error::internal)? {
-            Some(location) => {
-                let start =
-                    keys::location_start(&location).ok_or_else(|| Error::internal("corrupt location"))?;
-                let article = std::str::from_utf8(&location[4..])
-                    .ok()
-                    .and_then(|s| ArticleId::parse(s).ok())
-                    .ok_or_else(|| Error::internal("corrupt location"))?;
-                // `None` if a commit moved or deleted it since the location
-                // was read: the history has it.
-                match tree
-                    .get(keys::position(&article, start, id))
-                    .map_err(Error::internal)?
-                {
-                    Some(v) => Some(codec::decode_annotation(&v)?),
-                    None => None,
-                }
-            }
-            None => None,
-        },
+        Some((article, start)) => record(tree, &article, start, id)?,
+        None => None,
     };
     if let Some(a) = stored
         && a.revision <= at
@@ -641,8 +622,8 @@ fn read_at(
     audit::state_at(tree, id, at)
 }
 
-/// The stored annotation with this id, in whatever article.
-fn read_annotation(tree: &sled::Tree, id: Uuid) -> Result<Option<Annotation>> {
+/// Where the annotation `id` is stored: its article and start.
+fn location(tree: &sled::Tree, id: Uuid) -> Result<Option<(ArticleId, u32)>> {
     let Some(location) = tree.get(keys::location(id)).map_err(Error::internal)? else {
         return Ok(None);
     };
@@ -651,15 +632,28 @@ fn read_annotation(tree: &sled::Tree, id: Uuid) -> Result<Option<Annotation>> {
         .ok()
         .and_then(|s| ArticleId::parse(s).ok())
         .ok_or_else(|| Error::internal("corrupt location"))?;
+    Ok(Some((article, start)))
+}
+
+/// The record at a position key, if any.
+fn record(tree: &sled::Tree, article: &ArticleId, start: u32, id: Uuid) -> Result<Option<Annotation>> {
     match tree
-        .get(keys::position(&article, start, id))
+        .get(keys::position(article, start, id))
         .map_err(Error::internal)?
     {
         Some(v) => Ok(Some(codec::decode_annotation(&v)?)),
-        None => Err(Error::internal(format!(
-            "annotation {id} has a location but no record"
-        ))),
+        None => Ok(None),
     }
+}
+
+/// The stored annotation with this id, in whatever article.
+fn read_annotation(tree: &sled::Tree, id: Uuid) -> Result<Option<Annotation>> {
+    let Some((article, start)) = location(tree, id)? else {
+        return Ok(None);
+    };
+    record(tree, &article, start, id)?
+        .map(Some)
+        .ok_or_else(|| Error::internal(format!("annotation {id} has a location but no record")))
 }
 
 /// Loads `dir/*.txt` into the articles keyspace. An article that has ever

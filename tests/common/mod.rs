@@ -203,6 +203,10 @@ impl TestServer {
     pub async fn stop(mut self) -> TempDir {
         self.shutdown.take().unwrap().send(()).unwrap();
         self.handle.take().unwrap().await.unwrap();
+        // Watch tasks end on their own once shutdown begins; each holds the
+        // store (and so sled's lock on the data dir) until it has.
+        let mut live = self.gauge.subscribe();
+        live.wait_for(|n| *n == 0).await.unwrap();
         self.data_dir
     }
 }
