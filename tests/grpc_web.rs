@@ -243,3 +243,50 @@ async fn the_web_app_is_served_from_the_binary() {
         .await
         .unwrap();
 }
+
+/// grpc-web-text (base64 bodies, as browsers without binary streams send)
+/// is served too.
+#[tokio::test]
+async fn grpc_web_text_is_served() {
+    use base64::Engine;
+    let server = TestServer::start().await;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    // One uncompressed frame holding an empty ListArticlesRequest.
+    let frame = b64.encode([0u8, 0, 0, 0, 0]);
+    let http = HttpClient::builder(TokioExecutor::new()).build_http::<http_body_util::Full<bytes::Bytes>>();
+    let req = http::Request::post(format!(
+        "{}/factcheck.v1.FactCheckService/ListArticles",
+        server.url()
+    ))
+    .header("content-type", "application/grpc-web-text")
+    .header("accept", "application/grpc-web-text")
+    .header("x-grpc-web", "1")
+    .header("authorization", format!("Bearer {ALICE}"))
+    .body(http_body_util::Full::new(bytes::Bytes::from(frame)))
+    .unwrap();
+    let res = http.request(req).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(
+        res.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/grpc-web-text")
+    );
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    // Base64 chunks, each padded: decode them one by one.
+    let mut bytes = Vec::new();
+    for chunk in body.split(|&b| b == b'=').filter(|c| !c.is_empty()) {
+        let mut c = chunk.to_vec();
+        while c.len() % 4 != 0 {
+            c.push(b'=');
+        }
+        bytes.extend(b64.decode(&c).unwrap());
+    }
+    // A data frame with the five articles, then a trailer frame with status 0.
+    assert_eq!(bytes[0], 0);
+    let len = u32::from_be_bytes(bytes[1..5].try_into().unwrap()) as usize;
+    let list: pb::ListArticlesResponse = prost::Message::decode(&bytes[5..5 + len]).unwrap();
+    assert_eq!(list.articles.len(), 5);
+    let trailer = String::from_utf8_lossy(&bytes[5 + len + 5..]).to_ascii_lowercase();
+    assert!(trailer.contains("grpc-status:0"), "{trailer}");
+}

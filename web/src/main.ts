@@ -173,6 +173,8 @@ async function openArticle(name: string) {
     pageToken = page.nextPageToken;
   } while (pageToken);
   open = { article, chars: codePoints(article.text), annotations, listedAt };
+  // On a narrow screen the list sits above the text: fold it away.
+  if (window.matchMedia("(max-width: 900px)").matches) $<HTMLDetailsElement>("articles-box").open = false;
   history.replaceState(null, "", `#${encodeURIComponent(name)}`);
   $("article-title").textContent = article.title || name;
   await refreshReview(name);
