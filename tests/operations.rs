@@ -224,8 +224,10 @@ async fn idle_connections_cannot_lock_clients_out() {
     let mut server = ChildServer::spawn(command, dir.path(), &["--handshake-timeout-secs", "1"]);
     server.wait_until_serving();
     server.wait_for_log("lowered the connection cap");
+    // A connect the backlog cannot take would wait for minutes: bound it.
+    let addr: std::net::SocketAddr = server.addr.parse().unwrap();
     let idle: Vec<std::net::TcpStream> = (0..300)
-        .filter_map(|_| std::net::TcpStream::connect(&server.addr).ok())
+        .filter_map(|_| std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok())
         .collect();
     assert!(idle.len() > 200, "only {} connections", idle.len());
     let check = async {

@@ -344,12 +344,21 @@ impl ChildServer {
 
     /// Waits for a log line containing `needle` and returns it; panics if
     /// the server exits first.
+    /// A line that never comes fails the test after a minute rather than
+    /// hanging it.
     pub fn wait_for_log(&self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
         loop {
-            match self.log.recv() {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.log.recv_timeout(left) {
                 Ok(line) if line.contains(needle) => return line,
                 Ok(_) => {}
-                Err(_) => panic!("the server exited before logging {needle:?}"),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    panic!("the server never logged {needle:?}")
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    panic!("the server exited before logging {needle:?}")
+                }
             }
         }
     }
