@@ -11,7 +11,7 @@ mod common;
 #[path = "common/driver.rs"]
 mod driver;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use driver::{Driver, free_addr};
@@ -50,17 +50,25 @@ async fn start() -> (TestServer, tempfile::TempDir) {
     )
 }
 
-/// Polls `check` until it holds; fails after [`HANG`].
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while !check().await {
-        assert!(start.elapsed() < HANG, "never happened: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+/// Waits, in the page, until the JavaScript expression `condition` holds:
+/// checked now and again on every change to the document (a
+/// MutationObserver), so nothing polls. Fails after [`HANG`] (the session's
+/// script timeout).
+async fn wait_until(b: &Browser, what: &str, condition: &str) {
+    let script = format!(
+        r#"
+        const done = arguments[arguments.length - 1];
+        const holds = () => {{ try {{ return !!({condition}); }} catch (e) {{ return false; }} }};
+        if (holds()) return done(true);
+        const seen = new MutationObserver(() => {{ if (holds()) {{ seen.disconnect(); done(true); }} }});
+        seen.observe(document, {{ subtree: true, childList: true, attributes: true, characterData: true }});
+        "#
+    );
+    let held = b.execute_async(&script, vec![]).await;
+    assert!(
+        matches!(held, Ok(ref v) if *v == json!(true)),
+        "never happened: {what} ({held:?})"
+    );
 }
 
 async fn sign_in(b: &Browser, base: &str, token: &str, article: &str) {
@@ -91,15 +99,11 @@ async fn sign_in(b: &Browser, base: &str, token: &str, article: &str) {
             .await
             .unwrap();
         let _ = title;
-        eventually("the article is shown", || async {
-            b.execute(
-                "return document.querySelector('#text').textContent.length > 0",
-                vec![],
-            )
-            .await
-            .unwrap()
-                == json!(true)
-        })
+        wait_until(
+            b,
+            "the article is shown",
+            "document.querySelector('#text').textContent.length > 0",
+        )
         .await;
     }
 }
@@ -164,12 +168,11 @@ async fn save_with(b: &Browser, verdict: Verdict, note: &str) {
         .click()
         .await
         .unwrap();
-    eventually("the popover closes", || async {
-        b.execute("return document.getElementById('popover').hidden", vec![])
-            .await
-            .unwrap()
-            == json!(true)
-    })
+    wait_until(
+        b,
+        "the popover closes",
+        "document.getElementById('popover').hidden",
+    )
     .await;
 }
 
@@ -205,10 +208,7 @@ async fn annotate_by_selection_and_see_it_live_elsewhere() {
     sign_in(&alice, &server.url(), ALICE, KOREAN).await;
     sign_in(&bob, &server.url(), BOB, KOREAN).await;
     assert_eq!(marks(&bob).await, 0);
-    eventually("bob's page is live", || async {
-        bob.find(Locator::Css("#live.live")).await.is_ok()
-    })
-    .await;
+    wait_until(&bob, "bob's page is live", "document.querySelector('#live.live')").await;
 
     select(&alice, "조태열", 0).await;
     save_with(
@@ -225,9 +225,11 @@ async fn annotate_by_selection_and_see_it_live_elsewhere() {
     );
     assert_eq!(a.analyst, "alice");
 
-    eventually("bob sees the highlight without a reload", || async {
-        marks(&bob).await == 1
-    })
+    wait_until(
+        &bob,
+        "bob sees the highlight without a reload",
+        "document.querySelectorAll('#text mark').length === 1",
+    )
     .await;
     let mark_text: String = bob
         .execute(
@@ -240,16 +242,11 @@ async fn annotate_by_selection_and_see_it_live_elsewhere() {
         .unwrap()
         .into();
     assert_eq!(mark_text, "조태열");
-    eventually("bob's figures count it", || async {
-        let figs = bob
-            .find(Locator::Id("figures"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        figs.contains("1") && figs.contains("covered")
-    })
+    wait_until(
+        &bob,
+        "bob's figures count it",
+        "(t => /1/.test(t) && t.includes('covered'))(document.getElementById('figures').textContent)",
+    )
     .await;
     if let Ok(path) = std::env::var("FACTCHECK_SCREENSHOT") {
         let mut grpc = server.client_with(Some(BOB)).await;
@@ -271,7 +268,12 @@ async fn annotate_by_selection_and_see_it_live_elsewhere() {
             Verdict::Unattributed,
         )
         .await;
-        eventually("three marks", || async { marks(&alice).await >= 3 }).await;
+        wait_until(
+            &alice,
+            "three marks",
+            "document.querySelectorAll('#text mark').length >= 3",
+        )
+        .await;
         alice.execute("const m = document.querySelector('#text mark.contested'); m.scrollIntoView({block:'center'}); m.focus()", vec![]).await.unwrap();
         std::fs::write(path, alice.screenshot().await.unwrap()).unwrap();
     }
@@ -361,9 +363,11 @@ async fn stale_edits_conflict_and_readers_cannot_write() {
 
     let reader = driver.browser().await;
     sign_in(&reader, &server.url(), READER, KOREAN).await;
-    eventually("the reader sees the annotation", || async {
-        marks(&reader).await == 1
-    })
+    wait_until(
+        &reader,
+        "the reader sees the annotation",
+        "document.querySelectorAll('#text mark').length === 1",
+    )
     .await;
     assert!(reader.find(Locator::Css("#annotation-list .edit")).await.is_err());
     assert!(
@@ -411,14 +415,13 @@ async fn the_page_resumes_after_a_server_restart() {
     let driver = Driver::start();
     let b = driver.browser().await;
     sign_in(&b, &server.url(), ALICE, KOREAN).await;
-    eventually("live", || async {
-        b.find(Locator::Css("#live.live")).await.is_ok()
-    })
-    .await;
+    wait_until(&b, "live", "document.querySelector('#live.live')").await;
     let dir = server.stop().await;
-    eventually("the page notices", || async {
-        b.find(Locator::Css("#live.reconnecting")).await.is_ok()
-    })
+    wait_until(
+        &b,
+        "the page notices",
+        "document.querySelector('#live.reconnecting')",
+    )
     .await;
     let server = TestServer::start_with(dir, setup).await;
     let mut grpc = server.client_with(Some(BOB)).await;
@@ -430,14 +433,13 @@ async fn the_page_resumes_after_a_server_restart() {
         Verdict::Unattributed,
     )
     .await;
-    eventually("the change made while away appears", || async {
-        marks(&b).await == 1
-    })
+    wait_until(
+        &b,
+        "the change made while away appears",
+        "document.querySelectorAll('#text mark').length === 1",
+    )
     .await;
-    eventually("live again", || async {
-        b.find(Locator::Css("#live.live")).await.is_ok()
-    })
-    .await;
+    wait_until(&b, "live again", "document.querySelector('#live.live')").await;
     let items = b
         .execute(
             "return document.querySelectorAll('#annotation-list li').length",

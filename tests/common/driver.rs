@@ -52,11 +52,22 @@ impl Driver {
             "goog:chromeOptions".into(),
             json!({ "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,800"] }),
         );
-        ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        let browser = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
             .capabilities(caps)
             .connect(&self.url)
             .await
-            .unwrap()
+            .unwrap();
+        // Waits in the page (`execute_async`) give up after this: a hang
+        // fails, it does not block the suite.
+        browser
+            .update_timeouts(fantoccini::wd::TimeoutConfiguration::new(
+                Some(std::time::Duration::from_secs(20)),
+                None,
+                None,
+            ))
+            .await
+            .unwrap();
+        browser
     }
 }
 
