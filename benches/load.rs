@@ -367,6 +367,7 @@ async fn reviews(clients: &[Client], time: Duration) -> Figure {
     Figure::of(|| {
         closed_loop(clients, 64, time, |mut c: Client, _| async move {
             c.get_article_review(pb::GetArticleReviewRequest {
+                offset_encoding: 0,
                 name: format!("articles/{BIG}/review"),
             })
             .await

@@ -7,8 +7,9 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::domain::{
-    Annotation, AnnotationFilter, AnnotationName, Article, ArticleId, ContestedSpan, EventKind, Judgement,
-    MAX_NOTE_CHARS, MAX_SOURCE_CHARS, MAX_SOURCES, Review, Revision, Span, Verdict,
+    Anchor, Annotation, AnnotationFilter, AnnotationName, Article, ArticleId, ContestedSpan, EventKind,
+    Judgement, MAX_NOTE_CHARS, MAX_SOURCE_CHARS, MAX_SOURCES, OffsetEncoding, OffsetError, Review, Revision,
+    Span, Verdict,
 };
 use crate::error::{Error, Result};
 use crate::pb;
@@ -101,20 +102,106 @@ pub fn span(field: &str, span: Option<&pb::Span>) -> Result<Span> {
     })
 }
 
-/// A span that lies within `article`.
-pub fn span_in(field: &str, value: Option<&pb::Span>, article: &Article) -> Result<Span> {
-    let s = span(field, value)?;
-    if s.end() > article.len() {
+/// `articles/{article}` or `articles/{article}@{revision}`.
+pub fn article_revision_name(field: &str, name: &str) -> Result<(ArticleId, Option<u32>)> {
+    match name.split_once('@') {
+        None => Ok((article_name(field, name)?, None)),
+        Some((article, rev)) => {
+            let id = article_name(field, article)?;
+            let rev = rev.parse::<u32>().ok().filter(|&r| r > 0).ok_or_else(|| {
+                Error::invalid(
+                    field,
+                    format!("revision {rev:?} is not a revision id (1, 2, ...)"),
+                )
+            })?;
+            Ok((id, Some(rev)))
+        }
+    }
+}
+
+/// A request's offset encoding; code points when unset.
+pub fn offset_encoding(field: &str, value: i32) -> Result<OffsetEncoding> {
+    match pb::OffsetEncoding::try_from(value) {
+        Ok(pb::OffsetEncoding::Unspecified | pb::OffsetEncoding::CodePoints) => {
+            Ok(OffsetEncoding::CodePoints)
+        }
+        Ok(pb::OffsetEncoding::Utf16) => Ok(OffsetEncoding::Utf16),
+        Ok(pb::OffsetEncoding::Utf8) => Ok(OffsetEncoding::Utf8),
+        Err(_) => Err(Error::invalid(
+            field,
+            format!("{value} is not an OffsetEncoding value"),
+        )),
+    }
+}
+
+/// A batch child's offset encoding: unset, or the batch's.
+pub fn child_encoding(value: i32, batch: OffsetEncoding) -> Result<()> {
+    if value != 0 && offset_encoding("offset_encoding", value)? != batch {
         return Err(Error::invalid(
-            format!("{field}.end"),
-            format!(
-                "must be at most the article length ({} code points), got {}",
-                article.len(),
-                s.end()
-            ),
+            "offset_encoding",
+            "must be unset or the batch's offset_encoding",
         ));
     }
-    Ok(s)
+    Ok(())
+}
+
+/// A span counted in `enc` that lies within `article` and starts and ends
+/// on grapheme cluster boundaries, in code points.
+pub fn span_in(
+    field: &str,
+    value: Option<&pb::Span>,
+    article: &Article,
+    enc: OffsetEncoding,
+) -> Result<Span> {
+    let raw = span(field, value)?;
+    let unit = enc.unit();
+    let point = |name: &str, offset: u32| -> Result<u32> {
+        let field = format!("{field}.{name}");
+        let cp = article.decode_offset(offset, enc).map_err(|e| match e {
+            OffsetError::PastEnd(len) => Error::invalid(
+                &field,
+                format!("must be at most the article length ({len} {unit}), got {offset}"),
+            ),
+            OffsetError::InsideCodePoint(before, after) => Error::invalid(
+                &field,
+                format!(
+                    "{offset} falls inside a character (within a UTF-16 surrogate pair or a UTF-8 sequence): \
+                     the nearest character boundaries are {before} and {after} ({unit})"
+                ),
+            ),
+        })?;
+        article.grapheme_boundary(cp).map_err(|(before, after)| {
+            Error::invalid(
+                &field,
+                format!(
+                    "{offset} splits a grapheme cluster (a letter and its combining marks, a flag, an emoji \
+                     sequence or a Hangul syllable): the nearest boundaries are {} and {} ({unit})",
+                    article.encode_offset(before, enc),
+                    article.encode_offset(after, enc)
+                ),
+            )
+        })?;
+        Ok(cp)
+    };
+    let start = point("start", raw.start())?;
+    let end = point("end", raw.end())?;
+    Span::new(start, end).ok_or_else(|| Error::internal("an encoded span lost its length"))
+}
+
+/// An `overlaps` filter counted in `enc`, in code points: clamped to the
+/// article and widened to whole characters, as a range query may be.
+pub fn overlaps_in(span: Span, article: &Article, enc: OffsetEncoding) -> Span {
+    let point = |offset: u32, up: bool| match article.decode_offset(offset, enc) {
+        Ok(cp) => cp,
+        Err(OffsetError::PastEnd(_)) => article.len(),
+        Err(OffsetError::InsideCodePoint(before, after)) => {
+            let b = if up { after } else { before };
+            article.decode_offset(b, enc).unwrap_or(article.len())
+        }
+    };
+    let start = point(span.start(), false);
+    let end = point(span.end(), true);
+    Span::new(start, end.max(start + 1)).expect("end past start")
 }
 
 pub fn note(field: &str, note: &str) -> Result<String> {
@@ -159,9 +246,9 @@ fn no_nul(field: &str, s: &str) -> Result<()> {
 }
 
 /// The judgement of an annotation to create, checked against its article.
-pub fn new_judgement(a: &pb::Annotation, article: &Article) -> Result<Judgement> {
+pub fn new_judgement(a: &pb::Annotation, article: &Article, enc: OffsetEncoding) -> Result<Judgement> {
     Ok(Judgement {
-        span: span_in("annotation.span", a.span.as_ref(), article)?,
+        span: span_in("annotation.span", a.span.as_ref(), article, enc)?,
         verdict: required_verdict("annotation.verdict", a.verdict)?,
         note: note("annotation.note", &a.note)?,
         sources: sources("annotation.sources", &a.sources)?,
@@ -230,6 +317,7 @@ pub fn watch_filter(req: &pb::WatchAnnotationsRequest) -> Result<crate::domain::
         article: annotation_parent("parent", &req.parent)?,
         verdict: verdict("verdict", req.verdict)?,
         analyst: (!req.analyst.is_empty()).then(|| req.analyst.clone()),
+        encoding: offset_encoding("offset_encoding", req.offset_encoding)?,
     })
 }
 
@@ -316,13 +404,29 @@ pub fn timestamp(us: i64) -> prost_types::Timestamp {
     }
 }
 
-pub fn article_to_pb(a: &Article, full: bool) -> pb::Article {
+/// An article revision; `named` names it `articles/{id}@{revision}`.
+pub fn article_to_pb(a: &Article, full: bool, enc: OffsetEncoding, named: bool) -> pb::Article {
     pb::Article {
-        name: a.id.name(),
+        name: if named { a.revision_name() } else { a.id.name() },
         title: a.title.clone(),
         text: if full { a.text.clone() } else { String::new() },
-        length: a.len(),
+        length: a.len_in(enc),
         sha256: a.sha256.clone(),
+        revision_id: a.revision.to_string(),
+        revision_author: a.author.clone(),
+        revision_create_time: Some(timestamp(a.revision_time_us)),
+        create_time: Some(timestamp(a.create_time_us)),
+        source_url: a.source_url.clone(),
+        etag: a.etag(),
+    }
+}
+
+pub fn anchor_to_pb(a: Anchor) -> pb::AnchorState {
+    match a {
+        Anchor::Anchored => pb::AnchorState::Anchored,
+        Anchor::Moved => pb::AnchorState::Moved,
+        Anchor::Changed => pb::AnchorState::Changed,
+        Anchor::Orphaned => pb::AnchorState::Orphaned,
     }
 }
 
@@ -339,10 +443,11 @@ pub fn article_view_full(field: &str, view: i32, default_full: bool) -> Result<b
     }
 }
 
-pub fn span_to_pb(s: Span) -> pb::Span {
+/// A span of `article`, counted in `enc`.
+pub fn span_to_pb(s: Span, article: &Article, enc: OffsetEncoding) -> pb::Span {
     pb::Span {
-        start: s.start(),
-        end: s.end(),
+        start: article.encode_offset(s.start(), enc),
+        end: article.encode_offset(s.end(), enc),
     }
 }
 
@@ -352,10 +457,11 @@ pub fn history_fingerprint(name: &AnnotationName) -> [u8; 16] {
     digest[..16].try_into().expect("16 of 32 bytes")
 }
 
-pub fn revision_to_pb(r: &Revision, article: &Article) -> pb::AnnotationRevision {
+/// A history record; `article` is the revision its span points into.
+pub fn revision_to_pb(r: &Revision, article: &Article, enc: OffsetEncoding) -> pb::AnnotationRevision {
     use pb::annotation_event::Type;
     pb::AnnotationRevision {
-        annotation: Some(annotation_to_pb(&r.annotation, article)),
+        annotation: Some(annotation_to_pb(&r.annotation, article, enc)),
         revision: r.revision,
         actor: r.actor.clone(),
         change_time: Some(timestamp(r.time_us)),
@@ -372,11 +478,14 @@ pub fn revision_to_pb(r: &Revision, article: &Article) -> pb::AnnotationRevision
     }
 }
 
-pub fn annotation_to_pb(a: &Annotation, article: &Article) -> pb::Annotation {
+/// An annotation; `article` is the revision its span points into
+/// (`a.article_revision`).
+pub fn annotation_to_pb(a: &Annotation, article: &Article, enc: OffsetEncoding) -> pb::Annotation {
+    debug_assert_eq!(article.revision, a.article_revision);
     let j = &a.judgement;
     pb::Annotation {
         name: a.name.to_string(),
-        span: Some(span_to_pb(j.span)),
+        span: Some(span_to_pb(j.span, article, enc)),
         quote: article.quote(j.span).unwrap_or_default().to_owned(),
         verdict: verdict_to_pb(j.verdict) as i32,
         note: j.note.clone(),
@@ -385,12 +494,14 @@ pub fn annotation_to_pb(a: &Annotation, article: &Article) -> pb::Annotation {
         create_time: Some(timestamp(a.create_time_us)),
         update_time: Some(timestamp(a.update_time_us)),
         etag: a.etag(),
+        article_revision: a.article_revision.to_string(),
+        anchor_state: anchor_to_pb(a.anchor) as i32,
     }
 }
 
-fn contested_to_pb(c: &ContestedSpan, article: &Article) -> pb::ContestedSpan {
+fn contested_to_pb(c: &ContestedSpan, article: &Article, enc: OffsetEncoding) -> pb::ContestedSpan {
     pb::ContestedSpan {
-        span: Some(span_to_pb(c.span)),
+        span: Some(span_to_pb(c.span, article, enc)),
         quote: article.quote(c.span).unwrap_or_default().to_owned(),
         verdicts: c.verdicts.iter().map(|&v| verdict_to_pb(v) as i32).collect(),
         annotations: c.annotations.iter().map(ToString::to_string).collect(),
@@ -401,14 +512,14 @@ fn contested_to_pb(c: &ContestedSpan, article: &Article) -> pb::ContestedSpan {
 /// `r` as of store revision `revision`.
 /// The review, its contested spans cut to those that fit in `budget` bytes
 /// (`contested_span_count` still counts them all).
-pub fn review_to_pb(r: &Review, revision: u64, budget: usize) -> pb::ArticleReview {
+pub fn review_to_pb(r: &Review, revision: u64, budget: usize, enc: OffsetEncoding) -> pb::ArticleReview {
     use prost::Message;
     let article = &r.article;
     let mut used = 0;
     let contested_spans = r
         .contested
         .iter()
-        .map(|c| contested_to_pb(c, article))
+        .map(|c| contested_to_pb(c, article, enc))
         .take_while(|c| {
             used += c.encoded_len() + 4;
             used <= budget
@@ -432,6 +543,9 @@ pub fn review_to_pb(r: &Review, revision: u64, budget: usize) -> pb::ArticleRevi
         analyst_count: r.analysts,
         last_update_time: r.last_update_time_us.map(timestamp),
         revision,
+        needs_review_count: r.needs_review,
+        orphaned_count: r.orphaned,
+        article_revision: article.revision.to_string(),
     }
 }
 
@@ -441,6 +555,7 @@ pub fn patch(
     annotation: &pb::Annotation,
     mask: Option<&prost_types::FieldMask>,
     article: &Article,
+    enc: OffsetEncoding,
 ) -> Result<crate::domain::Patch> {
     const UPDATABLE: [&str; 4] = ["span", "verdict", "note", "sources"];
     let paths: Vec<&str> = match mask {
@@ -483,7 +598,14 @@ pub fn patch(
     let mut patch = crate::domain::Patch::default();
     for p in paths {
         match p {
-            "span" => patch.span = Some(span_in("annotation.span", annotation.span.as_ref(), article)?),
+            "span" => {
+                patch.span = Some(span_in(
+                    "annotation.span",
+                    annotation.span.as_ref(),
+                    article,
+                    enc,
+                )?)
+            }
             "verdict" => patch.verdict = Some(required_verdict("annotation.verdict", annotation.verdict)?),
             "note" => patch.note = Some(note("annotation.note", &annotation.note)?),
             "sources" => patch.sources = Some(sources("annotation.sources", &annotation.sources)?),

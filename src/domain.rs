@@ -228,32 +228,132 @@ impl Caller {
     }
 }
 
-/// An article: immutable once loaded, shared by every reader.
-#[derive(Debug)]
+/// One revision of an article: immutable once made, shared by every reader.
+/// A correction makes a new revision; old ones stay readable
+/// (`articles/{id}@{revision}`), so every annotation and history record
+/// quotes the text it judged.
+#[derive(Debug, Clone)]
 pub struct Article {
     pub id: ArticleId,
     pub title: String,
     pub text: String,
+    /// Where the article is published; empty if unknown.
+    pub source_url: String,
     /// Lowercase hex SHA-256 of `text`.
     pub sha256: String,
+    /// The article revision, from 1: the first text is revision 1, and each
+    /// change makes the next.
+    pub revision: u32,
+    /// Who made this revision: an analyst, or `seeds` for a seed file.
+    pub author: String,
+    /// When revision 1 was made, microseconds since the Unix epoch.
+    pub create_time_us: i64,
+    /// When this revision was made.
+    pub revision_time_us: i64,
     /// Byte offset of every code point, plus `text.len()` at the end, so a
     /// span becomes a byte range in O(1).
     offsets: Vec<u32>,
+    /// UTF-16 offset of every code point, plus the end; empty when the text
+    /// has no astral code point (every offset is then its code point).
+    utf16: Vec<u32>,
 }
 
+/// How a client counts offsets into a text (LSP's `positionEncoding`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum OffsetEncoding {
+    /// Unicode code points: what is stored.
+    #[default]
+    CodePoints,
+    /// UTF-16 code units: JavaScript, Java, C#.
+    Utf16,
+    /// UTF-8 bytes.
+    Utf8,
+}
+
+impl OffsetEncoding {
+    /// What the unit is called in messages.
+    pub fn unit(self) -> &'static str {
+        match self {
+            OffsetEncoding::CodePoints => "code points",
+            OffsetEncoding::Utf16 => "UTF-16 code units",
+            OffsetEncoding::Utf8 => "UTF-8 bytes",
+        }
+    }
+}
+
+/// Why an offset does not name a position in a text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OffsetError {
+    /// Past the end of the text (its length in the encoding is given).
+    PastEnd(u32),
+    /// Inside a code point: between the two halves of a UTF-16 surrogate
+    /// pair, or among a UTF-8 sequence's bytes. The code point boundaries
+    /// around it are given.
+    InsideCodePoint(u32, u32),
+}
+
+/// Who is recorded as making the articles loaded from seed files.
+pub const SEEDS_AUTHOR: &str = "seeds";
+
 impl Article {
+    /// Revision 1 of an article from a seed file: the title is the first
+    /// line.
     pub fn new(id: ArticleId, text: String) -> Arc<Self> {
-        let title = text.lines().next().unwrap_or_default().trim().to_owned();
+        Arc::new(Self::revision(
+            id,
+            String::new(),
+            text,
+            String::new(),
+            1,
+            SEEDS_AUTHOR.into(),
+            0,
+            0,
+        ))
+    }
+
+    /// An article revision. An empty `title` becomes the text's first line.
+    #[allow(clippy::too_many_arguments)]
+    pub fn revision(
+        id: ArticleId,
+        title: String,
+        text: String,
+        source_url: String,
+        revision: u32,
+        author: String,
+        create_time_us: i64,
+        revision_time_us: i64,
+    ) -> Self {
+        let title = if title.is_empty() {
+            text.lines().next().unwrap_or_default().trim().to_owned()
+        } else {
+            title
+        };
         let sha256 = hex::encode(Sha256::digest(text.as_bytes()));
         let mut offsets: Vec<u32> = text.char_indices().map(|(i, _)| i as u32).collect();
         offsets.push(text.len() as u32);
-        Arc::new(Self {
+        let mut utf16 = Vec::new();
+        if text.chars().any(|c| c.len_utf16() == 2) {
+            utf16.reserve(offsets.len());
+            let mut at = 0u32;
+            for c in text.chars() {
+                utf16.push(at);
+                at += c.len_utf16() as u32;
+            }
+            utf16.push(at);
+        }
+        Self {
             id,
+            utf16,
             title,
             text,
+            source_url,
             sha256,
+            revision,
+            author,
+            create_time_us,
+            revision_time_us,
             offsets,
-        })
+        }
     }
 
     /// Length of the text in code points.
@@ -270,6 +370,131 @@ impl Article {
         let start = *self.offsets.get(span.start() as usize)? as usize;
         let end = *self.offsets.get(span.end() as usize)? as usize;
         Some(&self.text[start..end])
+    }
+
+    /// The byte offset of code point `i` (`len()` maps to the text's end).
+    pub fn byte_offset(&self, i: u32) -> Option<usize> {
+        self.offsets.get(i as usize).map(|&b| b as usize)
+    }
+
+    /// The code point at byte offset `b`, if `b` is a code point boundary.
+    pub fn code_point_at_byte(&self, b: usize) -> Option<u32> {
+        self.offsets.binary_search(&(b as u32)).ok().map(|i| i as u32)
+    }
+
+    /// The text's length in `enc`.
+    pub fn len_in(&self, enc: OffsetEncoding) -> u32 {
+        self.encode_offset(self.len(), enc)
+    }
+
+    /// Code point offset `cp` (at most `len()`) counted in `enc`.
+    pub fn encode_offset(&self, cp: u32, enc: OffsetEncoding) -> u32 {
+        let cp = cp.min(self.len()) as usize;
+        match enc {
+            OffsetEncoding::CodePoints => cp as u32,
+            OffsetEncoding::Utf8 => self.offsets[cp],
+            OffsetEncoding::Utf16 if self.utf16.is_empty() => cp as u32,
+            OffsetEncoding::Utf16 => self.utf16[cp],
+        }
+    }
+
+    /// The code point offset of `offset`, counted in `enc`.
+    pub fn decode_offset(&self, offset: u32, enc: OffsetEncoding) -> Result<u32, OffsetError> {
+        let table = match enc {
+            OffsetEncoding::CodePoints => None,
+            OffsetEncoding::Utf8 => Some(&self.offsets),
+            OffsetEncoding::Utf16 if self.utf16.is_empty() => None,
+            OffsetEncoding::Utf16 => Some(&self.utf16),
+        };
+        let Some(table) = table else {
+            return if offset > self.len() {
+                Err(OffsetError::PastEnd(self.len()))
+            } else {
+                Ok(offset)
+            };
+        };
+        let last = *table.last().expect("the end is always there");
+        if offset > last {
+            return Err(OffsetError::PastEnd(last));
+        }
+        match table.binary_search(&offset) {
+            Ok(cp) => Ok(cp as u32),
+            Err(next) => Err(OffsetError::InsideCodePoint(table[next - 1], table[next])),
+        }
+    }
+
+    /// Whether code point offset `cp` is an extended grapheme cluster
+    /// boundary; if not, the boundaries before and after it.
+    pub fn grapheme_boundary(&self, cp: u32) -> Result<(), (u32, u32)> {
+        use unicode_segmentation::GraphemeCursor;
+        let Some(byte) = self.byte_offset(cp) else {
+            return Ok(());
+        };
+        let text = self.text.as_str();
+        let mut cursor = GraphemeCursor::new(byte, text.len(), true);
+        if cursor.is_boundary(text, 0).unwrap_or(true) {
+            return Ok(());
+        }
+        let prev = cursor.prev_boundary(text, 0).ok().flatten().unwrap_or(0);
+        let mut cursor = GraphemeCursor::new(byte, text.len(), true);
+        let next = cursor.next_boundary(text, 0).ok().flatten().unwrap_or(text.len());
+        let cp_of = |b: usize| self.code_point_at_byte(b).unwrap_or(cp);
+        Err((cp_of(prev), cp_of(next)))
+    }
+
+    /// `"{revision}"`: an update applies only to the revision it read.
+    pub fn etag(&self) -> String {
+        format!("\"{}\"", self.revision)
+    }
+
+    /// `articles/{id}@{revision}`.
+    pub fn revision_name(&self) -> String {
+        format!("articles/{}@{}", self.id, self.revision)
+    }
+}
+
+/// How an annotation's span relates to its article after the last change of
+/// the article's text (see [`crate::anchor`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Anchor {
+    /// Its text and position are unchanged (or it was made on this text).
+    #[default]
+    Anchored,
+    /// The same quote, at new offsets: text before it changed.
+    Moved,
+    /// The quoted text itself was edited; the span covers the edited text.
+    /// Needs re-review; any edit of the annotation confirms it.
+    Changed,
+    /// The quoted text is gone: the span still points into the article
+    /// revision it was made on, and it counts toward no coverage. Setting a
+    /// new span anchors it again.
+    Orphaned,
+}
+
+impl Anchor {
+    /// Whether an analyst should look at it again.
+    pub fn needs_review(self) -> bool {
+        matches!(self, Anchor::Changed | Anchor::Orphaned)
+    }
+
+    /// The stored code.
+    pub fn code(self) -> u8 {
+        match self {
+            Anchor::Anchored => 1,
+            Anchor::Moved => 2,
+            Anchor::Changed => 3,
+            Anchor::Orphaned => 4,
+        }
+    }
+
+    pub fn from_code(c: u8) -> Option<Self> {
+        Some(match c {
+            1 => Anchor::Anchored,
+            2 => Anchor::Moved,
+            3 => Anchor::Changed,
+            4 => Anchor::Orphaned,
+            _ => return None,
+        })
     }
 }
 
@@ -296,6 +521,11 @@ pub struct Annotation {
     pub update_time_us: i64,
     /// The store revision of the last change: the etag.
     pub revision: u64,
+    /// The article revision `judgement.span` points into: the current one
+    /// unless the annotation is orphaned.
+    pub article_revision: u32,
+    /// How the last correction of the article moved it.
+    pub anchor: Anchor,
 }
 
 impl Annotation {
@@ -344,7 +574,9 @@ impl AnnotationFilter {
     pub fn matches(&self, a: &Annotation) -> bool {
         self.verdict.is_none_or(|v| v == a.judgement.verdict)
             && self.analyst.as_deref().is_none_or(|n| n == a.analyst.as_str())
-            && self.overlaps.is_none_or(|s| s.intersects(a.judgement.span))
+            && self
+                .overlaps
+                .is_none_or(|s| a.anchor != Anchor::Orphaned && s.intersects(a.judgement.span))
     }
 }
 
@@ -371,6 +603,7 @@ pub struct Mark {
     pub span: Span,
     pub verdict: Verdict,
     pub id: Uuid,
+    pub anchor: Anchor,
 }
 
 /// Where the review of one article stands, at some revision.
@@ -383,13 +616,21 @@ pub struct Review {
     pub contested: Vec<ContestedSpan>,
     pub analysts: u32,
     pub last_update_time_us: Option<i64>,
+    /// Annotations whose quoted text a correction edited or removed
+    /// ([`Anchor::needs_review`]).
+    pub needs_review: u32,
+    /// Of those, the ones whose text is gone: not in `covered` or
+    /// `contested`.
+    pub orphaned: u32,
 }
 
 impl PartialEq for Article {
     fn eq(&self, other: &Self) -> bool {
-        self.id == other.id && self.text == other.text
+        self.id == other.id && self.revision == other.revision && self.text == other.text
     }
 }
+
+impl Eq for Article {}
 
 impl Review {
     /// Computes the review from the article's marks, sorted by start then
@@ -402,9 +643,25 @@ impl Review {
         last_update_time_us: Option<i64>,
     ) -> Self {
         let mut counts = [0u32; 3];
+        let mut needs_review = 0;
+        let mut orphaned = 0;
         for m in marks {
             counts[m.verdict.index()] += 1;
+            needs_review += u32::from(m.anchor.needs_review());
+            orphaned += u32::from(m.anchor == Anchor::Orphaned);
         }
+        // An orphan's span points into an older text: it covers nothing here.
+        let orphans: Vec<Mark>;
+        let marks = if orphaned > 0 {
+            orphans = marks
+                .iter()
+                .filter(|m| m.anchor != Anchor::Orphaned)
+                .copied()
+                .collect();
+            &orphans[..]
+        } else {
+            marks
+        };
 
         // Sweep over span boundaries: +1 at a start, -1 at an end, per verdict.
         let mut edges: Vec<(u32, i32, usize)> = Vec::with_capacity(marks.len() * 2);
@@ -480,6 +737,8 @@ impl Review {
             contested,
             analysts,
             last_update_time_us,
+            needs_review,
+            orphaned,
         }
     }
 }
@@ -542,6 +801,18 @@ pub struct Change {
     /// Microseconds since the Unix epoch.
     pub commit_time_us: i64,
     pub events: Vec<Event>,
+    /// Articles created or corrected; their annotations' re-anchoring is in
+    /// `events`.
+    pub articles: Vec<ArticleEvent>,
+}
+
+/// An article created or changed within a revision.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArticleEvent {
+    /// The article's new revision.
+    pub article: Arc<Article>,
+    /// Whether this created the article.
+    pub created: bool,
 }
 
 /// Which changes a watcher wants.
@@ -551,6 +822,8 @@ pub struct WatchFilter {
     pub article: Option<ArticleId>,
     pub verdict: Option<Verdict>,
     pub analyst: Option<String>,
+    /// How the spans of the events are counted.
+    pub encoding: OffsetEncoding,
 }
 
 impl WatchFilter {
@@ -565,5 +838,11 @@ impl WatchFilter {
     pub fn matches(&self, e: &Event) -> bool {
         e.before.as_ref().is_some_and(|a| self.matches_state(a))
             || e.after.as_ref().is_some_and(|a| self.matches_state(a))
+    }
+
+    /// Article events reach every watcher of the article, whatever its
+    /// verdict and analyst filters: a correction moves their annotations.
+    pub fn matches_article(&self, e: &ArticleEvent) -> bool {
+        self.article.as_ref().is_none_or(|id| *id == e.article.id)
     }
 }

@@ -65,6 +65,7 @@
 //! - Clients never see sled errors or file paths: `Error::Internal` is logged
 //!   and answered as a plain "internal error".
 
+pub mod anchor;
 pub mod auth;
 pub mod cli;
 pub mod codec;

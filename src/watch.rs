@@ -32,7 +32,7 @@ use tonic::Status;
 
 use crate::auth::{TokenHash, Tokens};
 use crate::convert;
-use crate::domain::{Analyst, Caller, Change, EventKind, Role, WatchFilter};
+use crate::domain::{Analyst, Annotation, Article, ArticleId, Caller, Change, EventKind, Role, WatchFilter};
 use crate::error::Error;
 use crate::pb;
 use crate::pb::watch_annotations_response::Kind;
@@ -393,29 +393,61 @@ impl Watcher {
     async fn deliver(&mut self, change: &Change) -> Result<bool, Stop> {
         debug_assert_eq!(change.revision, self.next);
         self.next = change.revision + 1;
+        let enc = self.filter.encoding;
+        // The revision a state's span points into: read once per revision
+        // of the article (old ones from the store's cache, or sled, briefly).
+        let mut articles: std::collections::HashMap<(ArticleId, u32), Option<Arc<Article>>> =
+            std::collections::HashMap::new();
+        let mut to_pb = |a: &Annotation| {
+            let article = articles
+                .entry((a.name.article.clone(), a.article_revision))
+                .or_insert_with(|| {
+                    self.store
+                        .article_revision(&a.name.article, a.article_revision)
+                        .ok()
+                        .flatten()
+                })
+                .clone()?;
+            Some(convert::annotation_to_pb(a, &article, enc))
+        };
         let events: Vec<pb::AnnotationEvent> = change
             .events
             .iter()
             .filter(|e| self.filter.matches(e))
             .filter_map(|e| {
-                let article = self.store.article(&e.annotation().name.article)?;
-                let to_pb = |a: &crate::domain::Annotation| convert::annotation_to_pb(a, article);
                 Some(pb::AnnotationEvent {
                     r#type: match e.kind() {
                         EventKind::Created => pb::annotation_event::Type::Created,
                         EventKind::Updated => pb::annotation_event::Type::Updated,
                         EventKind::Deleted => pb::annotation_event::Type::Deleted,
                     } as i32,
-                    annotation: Some(to_pb(e.annotation())),
-                    previous: e.before.as_ref().map(to_pb),
+                    annotation: Some(to_pb(e.annotation())?),
+                    previous: match &e.before {
+                        Some(b) => Some(to_pb(b)?),
+                        None => None,
+                    },
                 })
             })
             .collect();
-        if events.is_empty() {
+        let article_events: Vec<pb::ArticleEvent> = change
+            .articles
+            .iter()
+            .filter(|e| self.filter.matches_article(e))
+            .map(|e| pb::ArticleEvent {
+                r#type: if e.created {
+                    pb::article_event::Type::Created
+                } else {
+                    pb::article_event::Type::Updated
+                } as i32,
+                article: Some(convert::article_to_pb(&e.article, false, enc, false)),
+            })
+            .collect();
+        if events.is_empty() && article_events.is_empty() {
             return Ok(false);
         }
         let mut msg = message(Kind::Events, change.revision);
         msg.events = events;
+        msg.article_events = article_events;
         msg.commit_time = Some(convert::timestamp(change.commit_time_us));
         self.send(Ok(msg)).await?;
         Ok(true)

@@ -70,6 +70,7 @@ async fn lists_all_seed_articles_with_code_point_lengths() {
     // The non-ASCII seeds are longer in bytes than in code points.
     let a1 = client
         .get_article(pb::GetArticleRequest {
+            offset_encoding: 0,
             name: article(A1),
             view: 0,
         })
@@ -112,6 +113,7 @@ async fn spans_over_non_ascii_text_quote_the_right_code_points() {
         assert_eq!(created.analyst, "alice");
         let fetched = client
             .get_annotation(pb::GetAnnotationRequest {
+                offset_encoding: 0,
                 name: created.name.clone(),
             })
             .await
@@ -317,6 +319,7 @@ async fn bad_input_gets_a_clear_status_and_changes_nothing() {
         Code::InvalidArgument,
         Some("name"),
         c.get_annotation(pb::GetAnnotationRequest {
+            offset_encoding: 0,
             name: "articles/x/annotations/123".into()
         })
     );
@@ -325,6 +328,7 @@ async fn bad_input_gets_a_clear_status_and_changes_nothing() {
         Code::InvalidArgument,
         Some("name"),
         c.get_annotation(pb::GetAnnotationRequest {
+            offset_encoding: 0,
             name: existing.name.replace("/annotations/", "/notes/")
         })
     );
@@ -334,6 +338,7 @@ async fn bad_input_gets_a_clear_status_and_changes_nothing() {
         Code::NotFound,
         None::<&str>,
         c.get_annotation(pb::GetAnnotationRequest {
+            offset_encoding: 0,
             name: missing.clone()
         })
     );
@@ -344,7 +349,10 @@ async fn bad_input_gets_a_clear_status_and_changes_nothing() {
         c,
         Code::NotFound,
         None::<&str>,
-        c.get_annotation(pb::GetAnnotationRequest { name: moved.clone() })
+        c.get_annotation(pb::GetAnnotationRequest {
+            name: moved.clone(),
+            offset_encoding: 0
+        })
     );
     refused!(
         c,
@@ -369,6 +377,7 @@ async fn bad_input_gets_a_clear_status_and_changes_nothing() {
         Code::InvalidArgument,
         Some("name"),
         c.get_article(pb::GetArticleRequest {
+            offset_encoding: 0,
             name: "articles/a/b".into(),
             view: 0
         })
@@ -378,6 +387,7 @@ async fn bad_input_gets_a_clear_status_and_changes_nothing() {
         Code::NotFound,
         None::<&str>,
         c.get_article(pb::GetArticleRequest {
+            offset_encoding: 0,
             name: "articles/nope".into(),
             view: 0
         })
@@ -387,6 +397,7 @@ async fn bad_input_gets_a_clear_status_and_changes_nothing() {
         Code::InvalidArgument,
         Some("view"),
         c.get_article(pb::GetArticleRequest {
+            offset_encoding: 0,
             name: article(A1),
             view: 9
         })
@@ -395,19 +406,24 @@ async fn bad_input_gets_a_clear_status_and_changes_nothing() {
         c,
         Code::InvalidArgument,
         Some("name"),
-        c.get_article_review(pb::GetArticleReviewRequest { name: article(A1) })
+        c.get_article_review(pb::GetArticleReviewRequest {
+            name: article(A1),
+            offset_encoding: 0
+        })
     );
     refused!(
         c,
         Code::NotFound,
         None::<&str>,
         c.get_article_review(pb::GetArticleReviewRequest {
+            offset_encoding: 0,
             name: "articles/nope/review".into()
         })
     );
 
     // Updates.
     let update = |a: pb::Annotation, paths: &[&str]| pb::UpdateAnnotationRequest {
+        offset_encoding: 0,
         annotation: Some(a),
         update_mask: Some(prost_types::FieldMask {
             paths: paths.iter().map(|p| p.to_string()).collect(),
@@ -450,6 +466,7 @@ async fn bad_input_gets_a_clear_status_and_changes_nothing() {
         Code::InvalidArgument,
         Some("update_mask"),
         c.update_annotation(pb::UpdateAnnotationRequest {
+            offset_encoding: 0,
             annotation: Some(pb::Annotation {
                 name: existing.name.clone(),
                 ..Default::default()
@@ -548,6 +565,7 @@ async fn stale_etags_abort_and_change_nothing() {
     edit.note = "the agency retracted this".into();
     let updated = c
         .update_annotation(pb::UpdateAnnotationRequest {
+            offset_encoding: 0,
             annotation: Some(edit.clone()),
             update_mask: Some(prost_types::FieldMask {
                 paths: vec!["verdict".into(), "note".into()],
@@ -570,6 +588,7 @@ async fn stale_etags_abort_and_change_nothing() {
         Code::Aborted,
         None::<&str>,
         c.update_annotation(pb::UpdateAnnotationRequest {
+            offset_encoding: 0,
             annotation: Some(pb::Annotation {
                 verdict: Verdict::Verified as i32,
                 ..edit.clone()
@@ -587,6 +606,7 @@ async fn stale_etags_abort_and_change_nothing() {
         Code::Aborted,
         None::<&str>,
         c.update_annotation(pb::UpdateAnnotationRequest {
+            offset_encoding: 0,
             annotation: Some(pb::Annotation {
                 note: "x".into(),
                 etag: a.etag.clone(),
@@ -612,6 +632,7 @@ async fn stale_etags_abort_and_change_nothing() {
     // Moving the span re-quotes it; the current etag deletes.
     let moved = c
         .update_annotation(pb::UpdateAnnotationRequest {
+            offset_encoding: 0,
             annotation: Some(pb::Annotation {
                 name: a.name.clone(),
                 span: Some(find_span(&text, "Kremlin’s")),
@@ -632,7 +653,10 @@ async fn stale_etags_abort_and_change_nothing() {
     .await
     .unwrap();
     let gone = c
-        .get_annotation(pb::GetAnnotationRequest { name: a.name.clone() })
+        .get_annotation(pb::GetAnnotationRequest {
+            name: a.name.clone(),
+            offset_encoding: 0,
+        })
         .await
         .unwrap_err();
     assert_eq!(gone.code(), Code::NotFound);
@@ -645,6 +669,7 @@ async fn a_repeated_request_id_returns_the_first_result() {
     let mut c = server.client().await;
     let text = seed_text(A1);
     let req = pb::CreateAnnotationRequest {
+        offset_encoding: 0,
         parent: article(A1),
         annotation: Some(new_annotation(find_span(&text, "조태열"), Verdict::Verified)),
         request_id: uuid::Uuid::new_v4().to_string(),
@@ -826,6 +851,7 @@ async fn review_counts_coverage_and_contested_spans() {
 
     let empty = alice
         .get_article_review(pb::GetArticleReviewRequest {
+            offset_encoding: 0,
             name: format!("{}/review", article(A1)),
         })
         .await
@@ -870,6 +896,7 @@ async fn review_counts_coverage_and_contested_spans() {
 
     let r = alice
         .get_article_review(pb::GetArticleReviewRequest {
+            offset_encoding: 0,
             name: format!("{}/review", article(A1)),
         })
         .await
@@ -898,6 +925,7 @@ async fn review_counts_coverage_and_contested_spans() {
 
     // Resolving the disagreement clears the contested span.
     bob.update_annotation(pb::UpdateAnnotationRequest {
+        offset_encoding: 0,
         annotation: Some(pb::Annotation {
             name: b.name.clone(),
             verdict: Verdict::Verified as i32,
@@ -910,6 +938,7 @@ async fn review_counts_coverage_and_contested_spans() {
     .unwrap();
     let r = alice
         .get_article_review(pb::GetArticleReviewRequest {
+            offset_encoding: 0,
             name: format!("{}/review", article(A1)),
         })
         .await
@@ -953,6 +982,7 @@ async fn a_crowded_contested_region_names_the_first_hundred_and_counts_all() {
     .unwrap();
     let review = |mut c: Client| async move {
         c.get_article_review(pb::GetArticleReviewRequest {
+            offset_encoding: 0,
             name: format!("{}/review", article(A1)),
         })
         .await
@@ -1019,6 +1049,7 @@ async fn restart_on_the_same_data_dir_keeps_everything() {
     let text = seed_text(A1);
     let request_id = uuid::Uuid::new_v4().to_string();
     let req = pb::CreateAnnotationRequest {
+        offset_encoding: 0,
         parent: article(A1),
         annotation: Some(new_annotation(find_span(&text, "조태열"), Verdict::Verified)),
         request_id: request_id.clone(),

@@ -101,6 +101,7 @@ async fn batch_create_is_one_revision_in_request_order() {
     names.reverse();
     let got = c
         .batch_get_annotations(pb::BatchGetAnnotationsRequest {
+            offset_encoding: 0,
             parent: "articles/-".into(),
             names: names.clone(),
         })
@@ -156,6 +157,7 @@ async fn a_bad_child_rejects_the_whole_batch_and_writes_nothing() {
 
     // Updates: one stale etag aborts all; a missing one is not found.
     let ok_update = |name: &str, note: &str, etag: &str| pb::UpdateAnnotationRequest {
+        offset_encoding: 0,
         annotation: Some(pb::Annotation {
             name: name.into(),
             note: note.into(),
@@ -210,6 +212,7 @@ async fn a_bad_child_rejects_the_whole_batch_and_writes_nothing() {
 
     let s = c
         .batch_get_annotations(pb::BatchGetAnnotationsRequest {
+            offset_encoding: 0,
             parent: article(A2),
             names: vec![existing.name.clone(), missing],
         })
@@ -250,6 +253,7 @@ async fn batch_update_and_delete_apply_in_order_as_one_revision() {
             parent: article(A2),
             requests: vec![
                 pb::UpdateAnnotationRequest {
+                    offset_encoding: 0,
                     annotation: Some(pb::Annotation {
                         name: a.name.clone(),
                         note: "first".into(),
@@ -259,6 +263,7 @@ async fn batch_update_and_delete_apply_in_order_as_one_revision() {
                     etag: a.etag.clone(),
                 },
                 pb::UpdateAnnotationRequest {
+                    offset_encoding: 0,
                     annotation: Some(pb::Annotation {
                         name: a.name.clone(),
                         verdict: Verdict::Disputed as i32,
@@ -268,6 +273,7 @@ async fn batch_update_and_delete_apply_in_order_as_one_revision() {
                     etag: String::new(),
                 },
                 pb::UpdateAnnotationRequest {
+                    offset_encoding: 0,
                     annotation: Some(pb::Annotation {
                         name: b.name.clone(),
                         verdict: Verdict::Disputed as i32,
@@ -373,6 +379,7 @@ async fn batch_size_limit_retry_and_validate_only() {
 
     // A full batch of 1000 lands as one revision; a retry returns it again.
     let req = pb::BatchCreateAnnotationsRequest {
+        offset_encoding: 0,
         parent: article(A2),
         requests: many(1000),
         request_id: uuid::Uuid::new_v4().to_string(),

@@ -355,7 +355,10 @@ async fn stale_edits_conflict_and_readers_cannot_write() {
         .await
         .unwrap();
     let now = grpc
-        .get_annotation(pb::GetAnnotationRequest { name: a.name.clone() })
+        .get_annotation(pb::GetAnnotationRequest {
+            name: a.name.clone(),
+            offset_encoding: 0,
+        })
         .await
         .unwrap()
         .into_inner();

@@ -87,7 +87,10 @@ async fn readers_neither_wait_for_nor_see_a_commit_in_flight() {
 
     let reads = async {
         let got = client
-            .get_annotation(pb::GetAnnotationRequest { name: a.name.clone() })
+            .get_annotation(pb::GetAnnotationRequest {
+                name: a.name.clone(),
+                offset_encoding: 0,
+            })
             .await
             .unwrap()
             .into_inner();
@@ -96,6 +99,7 @@ async fn readers_neither_wait_for_nor_see_a_commit_in_flight() {
         assert_eq!(all, vec![a.clone()]);
         let batch = client
             .batch_get_annotations(pb::BatchGetAnnotationsRequest {
+                offset_encoding: 0,
                 parent: article(KOREAN),
                 names: vec![a.name.clone()],
             })
@@ -106,6 +110,7 @@ async fn readers_neither_wait_for_nor_see_a_commit_in_flight() {
         assert_eq!(batch.revision, revision);
         let review = client
             .get_article_review(pb::GetArticleReviewRequest {
+                offset_encoding: 0,
                 name: format!("{}/review", article(KOREAN)),
             })
             .await
@@ -135,7 +140,10 @@ async fn readers_neither_wait_for_nor_see_a_commit_in_flight() {
     assert_eq!(updated.verdict, Verdict::Disputed as i32);
     let mut client = server.client().await;
     let got = client
-        .get_annotation(pb::GetAnnotationRequest { name: a.name.clone() })
+        .get_annotation(pb::GetAnnotationRequest {
+            name: a.name.clone(),
+            offset_encoding: 0,
+        })
         .await
         .unwrap()
         .into_inner();
@@ -176,7 +184,10 @@ async fn a_failed_flush_is_never_visible_and_stops_writes_until_restart() {
     fail::remove("commit::flush");
 
     let got = client
-        .get_annotation(pb::GetAnnotationRequest { name: a.name.clone() })
+        .get_annotation(pb::GetAnnotationRequest {
+            name: a.name.clone(),
+            offset_encoding: 0,
+        })
         .await
         .unwrap()
         .into_inner();

@@ -97,6 +97,7 @@ async fn grpc_web_over_http1_serves_calls_streams_and_errors() {
     );
     let err = web
         .get_annotation(pb::GetAnnotationRequest {
+            offset_encoding: 0,
             name: "articles/nope/annotations/x".into(),
         })
         .await

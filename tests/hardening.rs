@@ -25,6 +25,7 @@ async fn history(client: &mut Client, name: &str) -> Vec<pb::AnnotationRevision>
     loop {
         let page = client
             .list_annotation_revisions(pb::ListAnnotationRevisionsRequest {
+                offset_encoding: 0,
                 name: name.into(),
                 page_size: 2,
                 page_token: token,
@@ -263,7 +264,7 @@ proptest! {
                 let records = history(&mut client, name).await;
                 assert_eq!(records.len(), *changes, "{name}: one record per change");
                 let last = records.last().unwrap();
-                let got = client.get_annotation(pb::GetAnnotationRequest { name: name.clone() }).await;
+                let got = client.get_annotation(pb::GetAnnotationRequest { name: name.clone(), offset_encoding: 0 }).await;
                 if *alive {
                     let stored = got.unwrap().into_inner();
                     let replayed = last.annotation.clone().unwrap();
@@ -315,9 +316,10 @@ async fn blob_files_of_a_large_batch_are_synced_before_the_answer() {
     );
 }
 
-/// Item 4: an article annotated once keeps its text when its seed changes,
-/// even after every annotation on it is deleted: the history still quotes
-/// what the analyst judged.
+/// Item 4: when the seed of an article annotated once changes, even after
+/// every annotation on it is deleted, the history still quotes what the
+/// analyst judged: the correction is the article's next revision, and the
+/// history reads the revision it was made on.
 #[tokio::test]
 async fn a_changed_seed_never_rewrites_what_a_deleted_annotation_quoted() {
     let seeds = tempfile::tempdir().unwrap();
@@ -345,16 +347,26 @@ async fn a_changed_seed_never_rewrites_what_a_deleted_annotation_quoted() {
     std::fs::write(seeds.path().join(format!("{KOREAN}.txt")), &corrected).unwrap();
     let server = TestServer::start_with(dir, setup).await;
     let mut client = server.client().await;
-    let article_text = client
+    let now = client
         .get_article(pb::GetArticleRequest {
             name: article(KOREAN),
             ..Default::default()
         })
         .await
         .unwrap()
-        .into_inner()
-        .text;
-    assert_eq!(article_text, original, "the annotated article keeps its text");
+        .into_inner();
+    assert_eq!(now.text, corrected, "the corrected seed is the current text");
+    assert_eq!(now.revision_id, "2");
+    assert_eq!(now.revision_author, "seeds");
+    let first = client
+        .get_article(pb::GetArticleRequest {
+            name: format!("{}@1", article(KOREAN)),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first.text, original, "revision 1 keeps the text that was judged");
     let records = history(&mut client, &a.name).await;
     for r in &records {
         assert_eq!(r.annotation.as_ref().unwrap().quote, "조태열");
@@ -413,6 +425,7 @@ async fn no_response_outgrows_the_limit() {
 
     let err = client
         .batch_get_annotations(pb::BatchGetAnnotationsRequest {
+            offset_encoding: 0,
             parent: article(KOREAN),
             names: vec![names[0].clone(), names[0].clone()],
         })
@@ -423,6 +436,7 @@ async fn no_response_outgrows_the_limit() {
 
     let err = client
         .batch_get_annotations(pb::BatchGetAnnotationsRequest {
+            offset_encoding: 0,
             parent: article(KOREAN),
             names: names.clone(),
         })

@@ -409,6 +409,7 @@ async fn make(c: &mut Client, call: Call) -> Result<(), (tonic::Status, bool)> {
             request_id,
         } => c
             .create_annotation(pb::CreateAnnotationRequest {
+                offset_encoding: 0,
                 parent,
                 annotation: Some(pb::Annotation {
                     span: span(start, end),
@@ -433,6 +434,7 @@ async fn make(c: &mut Client, call: Call) -> Result<(), (tonic::Status, bool)> {
             etag,
         } => c
             .update_annotation(pb::UpdateAnnotationRequest {
+                offset_encoding: 0,
                 annotation: Some(pb::Annotation {
                     name,
                     span: span(start, end),
@@ -452,7 +454,10 @@ async fn make(c: &mut Client, call: Call) -> Result<(), (tonic::Status, bool)> {
             .map(drop)
             .map_err(write),
         Call::Get { name } => c
-            .get_annotation(pb::GetAnnotationRequest { name })
+            .get_annotation(pb::GetAnnotationRequest {
+                name,
+                offset_encoding: 0,
+            })
             .await
             .map(drop)
             .map_err(read),
@@ -465,6 +470,7 @@ async fn make(c: &mut Client, call: Call) -> Result<(), (tonic::Status, bool)> {
             end,
         } => c
             .list_annotations(pb::ListAnnotationsRequest {
+                offset_encoding: 0,
                 parent,
                 page_size,
                 page_token,
@@ -476,12 +482,16 @@ async fn make(c: &mut Client, call: Call) -> Result<(), (tonic::Status, bool)> {
             .map(drop)
             .map_err(read),
         Call::Review { name } => c
-            .get_article_review(pb::GetArticleReviewRequest { name })
+            .get_article_review(pb::GetArticleReviewRequest {
+                name,
+                offset_encoding: 0,
+            })
             .await
             .map(drop)
             .map_err(read),
         Call::Revisions { name, page_token } => c
             .list_annotation_revisions(pb::ListAnnotationRevisionsRequest {
+                offset_encoding: 0,
                 name,
                 page_size: 0,
                 page_token,
@@ -496,6 +506,7 @@ async fn make(c: &mut Client, call: Call) -> Result<(), (tonic::Status, bool)> {
         } => {
             let mut stream = c
                 .watch_annotations(pb::WatchAnnotationsRequest {
+                    offset_encoding: 0,
                     parent,
                     start_revision,
                     verdict,

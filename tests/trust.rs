@@ -47,6 +47,7 @@ async fn roles_decide_who_may_write_what_and_refusals_change_nothing() {
     // A reader reads, lists and watches...
     reader
         .get_annotation(pb::GetAnnotationRequest {
+            offset_encoding: 0,
             name: theirs.name.clone(),
         })
         .await
@@ -201,6 +202,7 @@ async fn the_history_keeps_every_state_chained_also_after_delete_and_restart() {
     assert_eq!(
         alice
             .get_annotation(pb::GetAnnotationRequest {
+                offset_encoding: 0,
                 name: created.name.clone(),
             })
             .await
@@ -250,6 +252,7 @@ async fn the_history_keeps_every_state_chained_also_after_delete_and_restart() {
     loop {
         let page = alice
             .list_annotation_revisions(pb::ListAnnotationRevisionsRequest {
+                offset_encoding: 0,
                 name: created.name.clone(),
                 page_size: 1,
                 page_token: token,
@@ -276,6 +279,7 @@ async fn the_history_keeps_every_state_chained_also_after_delete_and_restart() {
         .into_inner();
     let s = alice
         .list_annotation_revisions(pb::ListAnnotationRevisionsRequest {
+            offset_encoding: 0,
             name: other.name.clone(),
             page_size: 1,
             page_token: first.next_page_token,

@@ -127,6 +127,7 @@ async fn write_mix(mut client: Client, seed: u32, n: u32) -> u32 {
         if i % 3 == 0 {
             let updated = client
                 .update_annotation(pb::UpdateAnnotationRequest {
+                    offset_encoding: 0,
                     annotation: Some(pb::Annotation {
                         name: a.name.clone(),
                         note: format!("re-checked by writer {seed}: “{i}”"),
@@ -272,6 +273,7 @@ async fn filters_deliver_exactly_the_matching_events() {
     // Leaving the selection is seen: disputed → verified.
     let moved = bob
         .update_annotation(pb::UpdateAnnotationRequest {
+            offset_encoding: 0,
             annotation: Some(pb::Annotation {
                 name: hit.name.clone(),
                 verdict: Verdict::Verified as i32,

@@ -281,6 +281,7 @@ async fn plan(client: &mut Client, ops: Vec<(usize, Op)>) -> Result<Vec<Planned>
                         if !texts.contains_key(&parent) {
                             let a = client
                                 .get_article(pb::GetArticleRequest {
+                                    offset_encoding: 0,
                                     name: parent.clone(),
                                     view: pb::ArticleView::Full as i32,
                                 })
@@ -300,6 +301,7 @@ async fn plan(client: &mut Client, ops: Vec<(usize, Op)>) -> Result<Vec<Planned>
                     }
                 };
                 Batch::Create(vec![pb::CreateAnnotationRequest {
+                    offset_encoding: 0,
                     parent,
                     annotation: Some(pb::Annotation {
                         span: Some(span),
@@ -416,6 +418,7 @@ async fn send(
         let result = match &p.batch {
             Batch::Create(v) => client
                 .batch_create_annotations(pb::BatchCreateAnnotationsRequest {
+                    offset_encoding: 0,
                     parent: "articles/-".into(),
                     requests: v.clone(),
                     request_id: request_id.clone(),
@@ -425,6 +428,7 @@ async fn send(
                 .map(|r| r.into_inner().revision),
             Batch::Update(v) => client
                 .batch_update_annotations(pb::BatchUpdateAnnotationsRequest {
+                    offset_encoding: 0,
                     parent: "articles/-".into(),
                     requests: v.clone(),
                     request_id: request_id.clone(),

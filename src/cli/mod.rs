@@ -182,6 +182,7 @@ pub fn update_request(
         return None;
     }
     Some(pb::UpdateAnnotationRequest {
+        offset_encoding: 0,
         annotation: Some(pb::Annotation {
             name,
             verdict: verdict.unwrap_or_default(),
@@ -232,6 +233,7 @@ pub async fn run(command: Command) -> Result<()> {
             };
             let created = c
                 .create_annotation(pb::CreateAnnotationRequest {
+                    offset_encoding: 0,
                     parent: article.name.clone(),
                     annotation: Some(pb::Annotation {
                         span: Some(span),
@@ -292,6 +294,7 @@ pub async fn run(command: Command) -> Result<()> {
             let mut c = connect(&client).await?;
             let r = c
                 .get_article_review(pb::GetArticleReviewRequest {
+                    offset_encoding: 0,
                     name: format!("{}/review", article_name(&id)),
                 })
                 .await?
@@ -376,6 +379,7 @@ async fn articles(client: &ClientArgs) -> Result<()> {
     loop {
         let page = c
             .list_articles(pb::ListArticlesRequest {
+                offset_encoding: 0,
                 page_size: 1000,
                 page_token: token,
                 view: 0,
@@ -407,6 +411,7 @@ async fn articles(client: &ClientArgs) -> Result<()> {
 
 async fn get_article(c: &mut Client, id: &str) -> Result<pb::Article> {
     Ok(c.get_article(pb::GetArticleRequest {
+        offset_encoding: 0,
         name: article_name(id),
         view: pb::ArticleView::Full as i32,
     })

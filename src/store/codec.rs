@@ -1,40 +1,108 @@
 //! Stored values: a format version byte, then the record in postcard.
 //!
 //! A new format gets a new version byte and a decoder beside the old one, so
-//! a data directory written by an older server stays readable.
+//! a data directory written by an older server stays readable. Format 1 had
+//! no article revisions: its annotation records (and the history, request
+//! and changelog records that hold them) read as made on article revision 1,
+//! anchored; its history records keep the hash they were written with.
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use uuid::Uuid;
 
 use crate::domain::{
-    Analyst, Annotation, AnnotationName, ArticleId, Change, Event, Judgement, Span, Verdict,
+    Analyst, Anchor, Annotation, AnnotationName, ArticleEvent, ArticleId, Change, Event, Judgement, Span,
+    Verdict,
 };
 use crate::error::{Error, Result};
 
-/// The version byte every value written today starts with.
+/// The format before article revisions.
 const V1: u8 = 1;
+/// The version byte every value written today starts with.
+const V2: u8 = 2;
 
 pub fn encode<T: Serialize>(record: &T) -> Vec<u8> {
-    let mut out = vec![V1];
+    let mut out = vec![V2];
     // Serializing plain structs into a Vec cannot fail.
     out.extend(postcard::to_stdvec(record).expect("postcard encodes plain structs"));
     out
 }
 
-pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+/// A stored record type, and how it reads in the older format.
+pub trait Record: DeserializeOwned {
+    /// The record from format-1 bytes (after the version byte). Types that
+    /// did not change read them as they are.
+    fn from_v1(bytes: &[u8]) -> Result<Self> {
+        postcard_decode(bytes)
+    }
+}
+
+fn postcard_decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    postcard::from_bytes(bytes).map_err(|e| Error::internal(format!("corrupt stored record: {e}")))
+}
+
+pub fn decode<T: Record>(bytes: &[u8]) -> Result<T> {
     match bytes.split_first() {
-        Some((&V1, rest)) => {
-            postcard::from_bytes(rest).map_err(|e| Error::internal(format!("corrupt stored record: {e}")))
-        }
+        Some((&V2, rest)) => postcard_decode(rest),
+        Some((&V1, rest)) => T::from_v1(rest),
         Some((v, _)) => Err(Error::internal(format!("unknown record format version {v}"))),
         None => Err(Error::internal("empty stored record")),
     }
 }
 
-/// An article as stored: its text is the authority once annotated.
+/// An article as format 1 stored it (`a article_id`): one text, no
+/// revisions. Read once at open and rewritten as its revision 1.
 #[derive(Serialize, Deserialize)]
 pub struct ArticleRecord {
     pub text: String,
+}
+
+impl Record for ArticleRecord {}
+
+/// One article revision (`v article_id 0x00 revision`). Never rewritten:
+/// annotations and their history quote it.
+#[derive(Serialize, Deserialize)]
+pub struct ArticleRevisionRecord {
+    pub title: String,
+    pub text: String,
+    pub source_url: String,
+    /// Who made the revision.
+    pub author: String,
+    /// When revision 1 was made (copied forward, so any revision tells).
+    pub create_time_us: i64,
+    /// When this revision was made.
+    pub time_us: i64,
+    /// The store revision that made it; 0 for seeds loaded into an empty
+    /// store.
+    pub store_revision: u64,
+}
+
+impl Record for ArticleRevisionRecord {}
+
+impl ArticleRevisionRecord {
+    pub fn from_article(a: &crate::domain::Article, store_revision: u64) -> Self {
+        Self {
+            title: a.title.clone(),
+            text: a.text.clone(),
+            source_url: a.source_url.clone(),
+            author: a.author.clone(),
+            create_time_us: a.create_time_us,
+            time_us: a.revision_time_us,
+            store_revision,
+        }
+    }
+
+    pub fn into_article(self, id: ArticleId, revision: u32) -> crate::domain::Article {
+        crate::domain::Article::revision(
+            id,
+            self.title,
+            self.text,
+            self.source_url,
+            revision,
+            self.author,
+            self.create_time_us,
+            self.time_us,
+        )
+    }
 }
 
 /// An annotation as stored in the position index.
@@ -52,6 +120,70 @@ pub struct AnnotationRecord {
     pub create_time_us: i64,
     pub update_time_us: i64,
     pub revision: u64,
+    /// The article revision the span points into.
+    pub article_revision: u32,
+    /// [`Anchor::code`].
+    pub anchor: u8,
+}
+
+/// [`AnnotationRecord`] in format 1.
+#[derive(Serialize, Deserialize, Clone)]
+struct AnnotationRecordV1 {
+    article: String,
+    id: [u8; 16],
+    start: u32,
+    end: u32,
+    verdict: u8,
+    note: String,
+    sources: Vec<String>,
+    analyst: String,
+    create_time_us: i64,
+    update_time_us: i64,
+    revision: u64,
+}
+
+impl From<AnnotationRecordV1> for AnnotationRecord {
+    fn from(r: AnnotationRecordV1) -> Self {
+        Self {
+            article: r.article,
+            id: r.id,
+            start: r.start,
+            end: r.end,
+            verdict: r.verdict,
+            note: r.note,
+            sources: r.sources,
+            analyst: r.analyst,
+            create_time_us: r.create_time_us,
+            update_time_us: r.update_time_us,
+            revision: r.revision,
+            article_revision: 1,
+            anchor: Anchor::Anchored.code(),
+        }
+    }
+}
+
+impl From<AnnotationRecord> for AnnotationRecordV1 {
+    fn from(r: AnnotationRecord) -> Self {
+        Self {
+            article: r.article,
+            id: r.id,
+            start: r.start,
+            end: r.end,
+            verdict: r.verdict,
+            note: r.note,
+            sources: r.sources,
+            analyst: r.analyst,
+            create_time_us: r.create_time_us,
+            update_time_us: r.update_time_us,
+            revision: r.revision,
+        }
+    }
+}
+
+impl Record for AnnotationRecord {
+    fn from_v1(bytes: &[u8]) -> Result<Self> {
+        Ok(postcard_decode::<AnnotationRecordV1>(bytes)?.into())
+    }
 }
 
 /// The outcome of a request made with a `request_id`.
@@ -63,6 +195,24 @@ pub struct RequestRecord {
     pub results: Vec<AnnotationRecord>,
     /// The revision the request committed as.
     pub revision: u64,
+}
+
+#[derive(Deserialize)]
+struct RequestRecordV1 {
+    fingerprint: [u8; 32],
+    results: Vec<AnnotationRecordV1>,
+    revision: u64,
+}
+
+impl Record for RequestRecord {
+    fn from_v1(bytes: &[u8]) -> Result<Self> {
+        let r: RequestRecordV1 = postcard_decode(bytes)?;
+        Ok(Self {
+            fingerprint: r.fingerprint,
+            results: r.results.into_iter().map(Into::into).collect(),
+            revision: r.revision,
+        })
+    }
 }
 
 /// One state in an annotation's audit history. Records of one annotation
@@ -83,6 +233,40 @@ pub struct HistoryRecord {
     pub prev_hash: [u8; 32],
     /// [`HistoryRecord::content_hash`], as written.
     pub hash: [u8; 32],
+    /// The format it was read in: its hash covers that format's bytes. Not
+    /// stored (the version byte says it).
+    #[serde(skip)]
+    pub format: u8,
+}
+
+/// [`HistoryRecord`] in format 1.
+#[derive(Serialize, Deserialize)]
+struct HistoryRecordV1 {
+    revision: u64,
+    time_us: i64,
+    actor: String,
+    kind: HistoryKind,
+    changed: Vec<String>,
+    state: AnnotationRecordV1,
+    prev_hash: [u8; 32],
+    hash: [u8; 32],
+}
+
+impl Record for HistoryRecord {
+    fn from_v1(bytes: &[u8]) -> Result<Self> {
+        let r: HistoryRecordV1 = postcard_decode(bytes)?;
+        Ok(Self {
+            revision: r.revision,
+            time_us: r.time_us,
+            actor: r.actor,
+            kind: r.kind,
+            changed: r.changed,
+            state: r.state.into(),
+            prev_hash: r.prev_hash,
+            hash: r.hash,
+            format: V1,
+        })
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,15 +277,30 @@ pub enum HistoryKind {
 }
 
 impl HistoryRecord {
-    /// SHA-256 over a domain tag and the record with `hash` zeroed.
+    /// SHA-256 over a domain tag and the record with `hash` zeroed, in the
+    /// format it was written in.
     pub fn content_hash(&self) -> [u8; 32] {
         use sha2::{Digest, Sha256};
         let mut bare = self.clone();
         bare.hash = [0; 32];
-        let bytes = postcard::to_stdvec(&bare).expect("postcard encodes plain structs");
         let mut h = Sha256::new();
-        h.update(b"factcheck.history.v1\0");
-        h.update(bytes);
+        if self.format == V1 {
+            let v1 = HistoryRecordV1 {
+                revision: bare.revision,
+                time_us: bare.time_us,
+                actor: bare.actor,
+                kind: bare.kind,
+                changed: bare.changed,
+                state: bare.state.into(),
+                prev_hash: bare.prev_hash,
+                hash: bare.hash,
+            };
+            h.update(b"factcheck.history.v1\0");
+            h.update(postcard::to_stdvec(&v1).expect("postcard encodes plain structs"));
+        } else {
+            h.update(b"factcheck.history.v2\0");
+            h.update(postcard::to_stdvec(&bare).expect("postcard encodes plain structs"));
+        }
         h.finalize().into()
     }
 }
@@ -112,6 +311,8 @@ pub struct StatsRecord {
     /// When an annotation of the article last changed.
     pub last_update_time_us: i64,
 }
+
+impl Record for StatsRecord {}
 
 fn verdict_code(v: Verdict) -> u8 {
     match v {
@@ -135,6 +336,8 @@ impl From<&Annotation> for AnnotationRecord {
             create_time_us: a.create_time_us,
             update_time_us: a.update_time_us,
             revision: a.revision,
+            article_revision: a.article_revision,
+            anchor: a.anchor.code(),
         }
     }
 }
@@ -165,6 +368,8 @@ impl TryFrom<AnnotationRecord> for Annotation {
             create_time_us: r.create_time_us,
             update_time_us: r.update_time_us,
             revision: r.revision,
+            article_revision: r.article_revision,
+            anchor: Anchor::from_code(r.anchor).ok_or_else(|| corrupt("anchor"))?,
         })
     }
 }
@@ -179,12 +384,53 @@ pub struct ChangeRecord {
     pub revision: u64,
     pub commit_time_us: i64,
     pub events: Vec<EventRecord>,
+    /// Articles created or corrected: their revision records hold the rest.
+    pub articles: Vec<ArticleEventRecord>,
 }
 
 #[derive(Serialize, Deserialize)]
 pub struct EventRecord {
     pub before: Option<AnnotationRecord>,
     pub after: Option<AnnotationRecord>,
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct ArticleEventRecord {
+    pub article: String,
+    pub revision: u32,
+    pub created: bool,
+}
+
+#[derive(Deserialize)]
+struct ChangeRecordV1 {
+    revision: u64,
+    commit_time_us: i64,
+    events: Vec<EventRecordV1>,
+}
+
+#[derive(Deserialize)]
+struct EventRecordV1 {
+    before: Option<AnnotationRecordV1>,
+    after: Option<AnnotationRecordV1>,
+}
+
+impl Record for ChangeRecord {
+    fn from_v1(bytes: &[u8]) -> Result<Self> {
+        let r: ChangeRecordV1 = postcard_decode(bytes)?;
+        Ok(Self {
+            revision: r.revision,
+            commit_time_us: r.commit_time_us,
+            events: r
+                .events
+                .into_iter()
+                .map(|e| EventRecord {
+                    before: e.before.map(Into::into),
+                    after: e.after.map(Into::into),
+                })
+                .collect(),
+            articles: Vec::new(),
+        })
+    }
 }
 
 impl From<&Change> for ChangeRecord {
@@ -200,11 +446,24 @@ impl From<&Change> for ChangeRecord {
                     after: e.after.as_ref().map(AnnotationRecord::from),
                 })
                 .collect(),
+            articles: c
+                .articles
+                .iter()
+                .map(|e| ArticleEventRecord {
+                    article: e.article.id.as_str().to_owned(),
+                    revision: e.article.revision,
+                    created: e.created,
+                })
+                .collect(),
         }
     }
 }
 
-pub fn decode_change(bytes: &[u8]) -> Result<Change> {
+/// A changelog entry; `article` reads the article revisions it names.
+pub fn decode_change(
+    bytes: &[u8],
+    article: impl Fn(&ArticleId, u32) -> Result<std::sync::Arc<crate::domain::Article>>,
+) -> Result<Change> {
     let r: ChangeRecord = decode(bytes)?;
     let events = r
         .events
@@ -216,9 +475,74 @@ pub fn decode_change(bytes: &[u8]) -> Result<Change> {
             })
         })
         .collect::<Result<Vec<_>>>()?;
+    let articles = r
+        .articles
+        .into_iter()
+        .map(|e| {
+            let id = ArticleId::parse(&e.article).map_err(|_| Error::internal("corrupt article event"))?;
+            Ok(ArticleEvent {
+                article: article(&id, e.revision)?,
+                created: e.created,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
     Ok(Change {
         revision: r.revision,
         commit_time_us: r.commit_time_us,
         events,
+        articles,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A history record written by format 1 still reads, and its hash still
+    /// verifies: the audit chain survives the upgrade.
+    #[test]
+    fn format_1_history_reads_and_verifies() {
+        let state = AnnotationRecordV1 {
+            article: "a".into(),
+            id: [7; 16],
+            start: 0,
+            end: 3,
+            verdict: 1,
+            note: "n".into(),
+            sources: vec![],
+            analyst: "ana".into(),
+            create_time_us: 1,
+            update_time_us: 1,
+            revision: 1,
+        };
+        let mut v1 = HistoryRecordV1 {
+            revision: 1,
+            time_us: 1,
+            actor: "ana".into(),
+            kind: HistoryKind::Created,
+            changed: vec![],
+            state,
+            prev_hash: [0; 32],
+            hash: [0; 32],
+        };
+        // The hash as format 1 computed it.
+        let mut h = sha2::Sha256::default();
+        sha2::Digest::update(&mut h, b"factcheck.history.v1\0");
+        sha2::Digest::update(&mut h, postcard::to_stdvec(&v1).unwrap());
+        v1.hash = sha2::Digest::finalize(h).into();
+        let mut bytes = vec![V1];
+        bytes.extend(postcard::to_stdvec(&v1).unwrap());
+        let read: HistoryRecord = decode(&bytes).unwrap();
+        assert_eq!(read.content_hash(), v1.hash);
+        assert_eq!(read.state.article_revision, 1);
+        // And a format-2 record's hash covers its new fields.
+        let mut v2 = read.clone();
+        v2.format = V2;
+        v2.hash = v2.content_hash();
+        let again: HistoryRecord = decode(&encode(&v2)).unwrap();
+        assert_eq!(again.content_hash(), v2.hash);
+        let mut tampered = again.clone();
+        tampered.state.article_revision = 2;
+        assert_ne!(tampered.content_hash(), v2.hash);
+    }
 }

@@ -20,10 +20,15 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use super::codec::{
-    self, AnnotationRecord, ChangeRecord, HistoryKind, HistoryRecord, RequestRecord, StatsRecord,
+    self, AnnotationRecord, ArticleRevisionRecord, ChangeRecord, HistoryKind, HistoryRecord, RequestRecord,
+    StatsRecord,
 };
 use super::{Shared, keys};
-use crate::domain::{Analyst, Annotation, AnnotationName, ArticleId, Change, Event, Judgement, Patch};
+use crate::anchor::Reanchor;
+use crate::domain::{
+    Analyst, Anchor, Annotation, AnnotationName, Article, ArticleEvent, ArticleId, Change, Event, Judgement,
+    Patch,
+};
 use crate::error::{Error, Result};
 
 /// Most jobs committed in one group (one batch, one flush).
@@ -36,10 +41,16 @@ pub enum Mutation {
         name: AnnotationName,
         judgement: Judgement,
         analyst: Analyst,
+        /// The article revision the span was checked against: if the
+        /// article changed since, the span may mean other text, so the
+        /// create is refused.
+        article_revision: u32,
     },
     Update {
         name: AnnotationName,
         patch: Patch,
+        /// With a new span: the article revision it was checked against.
+        article_revision: Option<u32>,
         /// Apply only if the annotation still has this etag.
         etag: Option<String>,
         /// Apply only if the annotation is this analyst's (a caller who may
@@ -50,6 +61,18 @@ pub enum Mutation {
         name: AnnotationName,
         etag: Option<String>,
         owner: Option<Analyst>,
+    },
+    /// Creates an article or makes its next revision, re-anchoring its
+    /// annotations in the same revision.
+    PutArticle {
+        /// The new revision, numbered `base + 1` (1 for a new article).
+        article: Arc<Article>,
+        /// The revision it replaces (it must still be current); `None`:
+        /// create, and the article must not exist.
+        base: Option<u32>,
+        /// From `base` to `article`, when the text changed: built by the
+        /// caller, who also placed the spans it knew of.
+        reanchor: Option<Arc<Reanchor>>,
     },
 }
 
@@ -79,6 +102,8 @@ pub struct Job {
 pub struct Applied {
     /// The annotation after each mutation (before it, for a delete).
     pub annotations: Vec<Annotation>,
+    /// The article revisions made.
+    pub articles: Vec<Arc<Article>>,
     /// The revision the job committed as; 0 for validate-only jobs.
     pub revision: u64,
 }
@@ -239,7 +264,7 @@ impl Compactor {
         let range = keys::change(self.compacted + 1)..keys::change(head.saturating_add(1));
         for item in self.tree.range(range).take(MAX_TRIM) {
             let Ok((k, v)) = item else { break };
-            match codec::decode_change(&v) {
+            match codec::decode::<ChangeRecord>(&v) {
                 Ok(c) if c.commit_time_us < cutoff => {
                     through = keys::change_revision(&k).unwrap_or(through);
                 }
@@ -268,6 +293,8 @@ struct Group<'a> {
     history_heads: HashMap<Uuid, [u8; 32]>,
     /// Request ids recorded by jobs staged so far.
     requests: HashMap<Uuid, RequestRecord>,
+    /// Article revisions made by jobs staged so far.
+    articles: HashMap<ArticleId, Arc<Article>>,
     /// Articles whose annotations changed, with the time of the change.
     stats: HashMap<ArticleId, i64>,
     /// What each staged job changed, in revision order.
@@ -286,6 +313,7 @@ impl<'a> Group<'a> {
             touched: HashMap::new(),
             history_heads: HashMap::new(),
             requests: HashMap::new(),
+            articles: HashMap::new(),
             stats: HashMap::new(),
             changes: Vec::new(),
             revision: shared.revision.load(Ordering::Acquire),
@@ -310,6 +338,7 @@ impl<'a> Group<'a> {
                     .into_iter()
                     .map(Annotation::try_from)
                     .collect::<Result<_>>()?,
+                articles: Vec::new(),
                 revision: prev.revision,
             });
         }
@@ -319,7 +348,11 @@ impl<'a> Group<'a> {
         // This job's changes, read before the group's when checking later
         // mutations of the same job.
         let mut local: HashMap<Uuid, Option<Annotation>> = HashMap::new();
-        let mut changes: Vec<(Option<Annotation>, Option<Annotation>)> = Vec::new();
+        let mut local_articles: HashMap<ArticleId, Arc<Article>> = HashMap::new();
+        let mut article_events: Vec<ArticleEvent> = Vec::new();
+        // Each change, and whether the job answers with it (re-anchoring is
+        // part of an article's change, not of its answer).
+        let mut changes: Vec<(Option<Annotation>, Option<Annotation>, bool)> = Vec::new();
         for (i, m) in job.mutations.iter().enumerate() {
             let name_child = |e: Error| match job.children {
                 Some(label) => e.at(format!("{label}[{i}]")),
@@ -330,7 +363,10 @@ impl<'a> Group<'a> {
                     name,
                     judgement,
                     analyst,
+                    article_revision,
                 } => {
+                    self.check_article(&local_articles, &name.article, *article_revision)
+                        .map_err(name_child)?;
                     if self.current(&local, name)?.is_some() {
                         return Err(name_child(Error::AlreadyExists {
                             reason: "ANNOTATION_EXISTS",
@@ -344,12 +380,15 @@ impl<'a> Group<'a> {
                         create_time_us: now,
                         update_time_us: now,
                         revision,
+                        article_revision: *article_revision,
+                        anchor: Anchor::Anchored,
                     };
                     (None, Some(created))
                 }
                 Mutation::Update {
                     name,
                     patch,
+                    article_revision,
                     etag,
                     owner,
                 } => {
@@ -360,6 +399,16 @@ impl<'a> Group<'a> {
                     patch.apply(&mut after.judgement);
                     after.update_time_us = now;
                     after.revision = revision;
+                    if let Some(r) = article_revision {
+                        // A new span, on the current text: anchored there.
+                        self.check_article(&local_articles, &name.article, *r)
+                            .map_err(name_child)?;
+                        after.article_revision = *r;
+                        after.anchor = Anchor::Anchored;
+                    } else if after.anchor != Anchor::Orphaned {
+                        // Edited after a correction moved it: confirmed.
+                        after.anchor = Anchor::Anchored;
+                    }
                     (Some(before), Some(after))
                 }
                 Mutation::Delete { name, etag, owner } => {
@@ -368,17 +417,70 @@ impl<'a> Group<'a> {
                         .map_err(name_child)?;
                     (Some(before), None)
                 }
+                Mutation::PutArticle {
+                    article,
+                    base,
+                    reanchor,
+                } => {
+                    let id = &article.id;
+                    let current = self.article_now(&local_articles, id);
+                    match (base, &current) {
+                        (None, Some(_)) => {
+                            return Err(name_child(Error::AlreadyExists {
+                                reason: "ARTICLE_EXISTS",
+                                message: format!("{} already exists", id.name()),
+                            }));
+                        }
+                        (Some(_), None) => return Err(name_child(Error::not_found(id.name()))),
+                        (Some(b), Some(c)) if c.revision != *b => {
+                            return Err(name_child(Error::Aborted {
+                                reason: "ETAG_MISMATCH",
+                                message: format!(
+                                    "{} changed since revision {b}: it is at revision {} now; read it again and retry",
+                                    id.name(),
+                                    c.revision
+                                ),
+                            }));
+                        }
+                        _ => {}
+                    }
+                    if let Some(reanchor) = reanchor {
+                        for a in self.annotations_of(&local, id)? {
+                            if a.anchor == Anchor::Orphaned || a.article_revision != reanchor.old().revision {
+                                continue;
+                            }
+                            let placed = reanchor.place(a.judgement.span);
+                            let mut after = a.clone();
+                            if placed.anchor != Anchor::Orphaned {
+                                after.judgement.span = placed.span;
+                                after.article_revision = article.revision;
+                            }
+                            after.anchor = placed.anchor;
+                            after.update_time_us = now;
+                            after.revision = revision;
+                            local.insert(a.name.id, Some(after.clone()));
+                            changes.push((Some(a), Some(after), false));
+                        }
+                    }
+                    local_articles.insert(id.clone(), article.clone());
+                    article_events.push(ArticleEvent {
+                        article: article.clone(),
+                        created: base.is_none(),
+                    });
+                    continue;
+                }
             };
             let id = before.as_ref().or(after.as_ref()).map(|a| a.name.id);
             if let Some(id) = id {
                 local.insert(id, after.clone());
             }
-            changes.push((before, after));
+            changes.push((before, after, true));
         }
 
         let cost: usize = changes
             .iter()
-            .map(|(_, a)| a.as_ref().map_or(0, result_cost))
+            .filter(|(_, _, answered)| *answered)
+            .map(|(_, a, _)| a.as_ref().map_or(0, result_cost))
             .sum();
         if cost > self.shared.max_result_bytes {
             return Err(Error::ResourceExhausted {
@@ -402,14 +504,20 @@ impl<'a> Group<'a> {
         // batch may change one annotation more than once, and each change
         // keeps its own history record.
         let mut seqs: HashMap<Uuid, u32> = HashMap::new();
-        for (before, _) in &changes {
+        for (before, _, _) in &changes {
             if let Some(b) = before
                 && let std::collections::hash_map::Entry::Vacant(e) = heads.entry(b.name.id)
             {
                 e.insert(self.history_head(b.name.id)?);
             }
         }
-        for (before, after) in changes {
+        for article in local_articles.values() {
+            self.batch.insert(
+                keys::article_revision(&article.id, article.revision),
+                codec::encode(&ArticleRevisionRecord::from_article(article, revision)),
+            );
+        }
+        for (before, after, answered) in changes {
             self.stage_change(before.as_ref(), after.as_ref(), now);
             let record = history_record(
                 before.as_ref(),
@@ -425,7 +533,9 @@ impl<'a> Group<'a> {
                 .insert(keys::history(id, revision, *seq), codec::encode(&record));
             *seq += 1;
             let event = Event { before, after };
-            results.push(event.annotation().clone());
+            if answered {
+                results.push(event.annotation().clone());
+            }
             events.push(event);
         }
         if let Some(req) = job.request {
@@ -440,11 +550,14 @@ impl<'a> Group<'a> {
         for (id, state) in local {
             self.touched.insert(id, state);
         }
+        self.articles.extend(local_articles);
         self.history_heads.extend(heads);
+        let articles = article_events.iter().map(|e| e.article.clone()).collect();
         let change = Change {
             revision,
             commit_time_us: now,
             events,
+            articles: article_events,
         };
         self.batch.insert(
             &keys::change(revision),
@@ -454,8 +567,84 @@ impl<'a> Group<'a> {
         self.revision = revision;
         Ok(Applied {
             annotations: results,
+            articles,
             revision,
         })
+    }
+
+    /// The article as the job sees it: its own changes, the group's, then
+    /// the published state.
+    fn article_now(&self, local: &HashMap<ArticleId, Arc<Article>>, id: &ArticleId) -> Option<Arc<Article>> {
+        local
+            .get(id)
+            .or_else(|| self.articles.get(id))
+            .cloned()
+            .or_else(|| {
+                self.shared
+                    .visible
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .text(id)
+                    .cloned()
+            })
+    }
+
+    /// That a span checked against `revision` of the article still means
+    /// the same text: the article is still at that revision.
+    fn check_article(
+        &self,
+        local: &HashMap<ArticleId, Arc<Article>>,
+        id: &ArticleId,
+        revision: u32,
+    ) -> Result<()> {
+        match self.article_now(local, id) {
+            None => Err(Error::not_found(id.name())),
+            Some(a) if a.revision != revision => Err(Error::Aborted {
+                reason: "ARTICLE_CHANGED",
+                message: format!(
+                    "{} was corrected (revision {revision} → {}) while the request was checked: read it again and retry",
+                    id.name(),
+                    a.revision
+                ),
+            }),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Every live annotation of an article as the job sees it.
+    fn annotations_of(
+        &self,
+        local: &HashMap<Uuid, Option<Annotation>>,
+        id: &ArticleId,
+    ) -> Result<Vec<Annotation>> {
+        let mut ids: Vec<Uuid> = self
+            .shared
+            .visible
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .article(id)
+            .map(|a| a.ids().collect())
+            .unwrap_or_default();
+        ids.extend(
+            self.touched
+                .iter()
+                .chain(local)
+                .filter(|(_, a)| a.as_ref().is_some_and(|a| a.name.article == *id))
+                .map(|(u, _)| *u),
+        );
+        ids.sort_unstable();
+        ids.dedup();
+        let mut out = Vec::with_capacity(ids.len());
+        for uuid in ids {
+            let name = AnnotationName {
+                article: id.clone(),
+                id: uuid,
+            };
+            if let Some(a) = self.current(local, &name)? {
+                out.push(a);
+            }
+        }
+        Ok(out)
     }
 
     fn stage_change(&mut self, before: Option<&Annotation>, after: Option<&Annotation>, now: i64) {
@@ -612,6 +801,24 @@ impl<'a> Group<'a> {
     }
 }
 
+/// Commits one job at once, on the calling thread: for changes the store
+/// makes itself while it opens (seed files), before the committer runs.
+pub fn apply_now(shared: &Shared, mutation: Mutation, actor: Analyst) -> Result<Applied> {
+    let (reply, _) = oneshot::channel();
+    let job = Job {
+        mutations: vec![mutation],
+        actor,
+        request: None,
+        validate_only: false,
+        children: None,
+        reply,
+    };
+    let mut group = Group::new(shared);
+    let applied = group.stage(&job)?;
+    group.commit().map_err(Error::internal)?;
+    Ok(applied)
+}
+
 /// The error a failpoint injects.
 #[cfg(feature = "failpoints")]
 fn injected(what: &str) -> sled::Error {
@@ -641,13 +848,19 @@ fn history_record(
     let (kind, changed) = match (before, after) {
         (None, _) => (HistoryKind::Created, Vec::new()),
         (Some(b), Some(a)) => {
+            let anchoring = [
+                ("article_revision", b.article_revision != a.article_revision),
+                ("anchor_state", b.anchor != a.anchor),
+            ];
             let (b, a) = (&b.judgement, &a.judgement);
             let changed = [
                 ("span", b.span != a.span),
                 ("verdict", b.verdict != a.verdict),
                 ("note", b.note != a.note),
                 ("sources", b.sources != a.sources),
-            ];
+            ]
+            .into_iter()
+            .chain(anchoring);
             (
                 HistoryKind::Updated,
                 changed
@@ -670,6 +883,7 @@ fn history_record(
         state: AnnotationRecord::from(state),
         prev_hash,
         hash: [0; 32],
+        format: 0,
     };
     record.hash = record.content_hash();
     heads.insert(state.name.id, record.hash);

@@ -13,7 +13,9 @@ use std::sync::{Arc, OnceLock};
 
 use uuid::Uuid;
 
-use crate::domain::{Annotation, AnnotationFilter, Article, ArticleId, Change, Mark, Review, Span, Verdict};
+use crate::domain::{
+    Anchor, Annotation, AnnotationFilter, Article, ArticleId, Change, Mark, Review, Span, Verdict,
+};
 
 /// What the index keeps of one annotation, keyed by `(start, id)`.
 #[derive(Clone, Debug)]
@@ -22,6 +24,9 @@ pub struct Entry {
     pub verdict: Verdict,
     /// Interned: analysts are few, annotations many.
     pub analyst: Arc<str>,
+    /// An orphan's span points into an older text: no `overlaps` query
+    /// matches it, and no review covers it.
+    pub anchor: Anchor,
 }
 
 /// Start offsets per bucket of [`ArticleIndex::bucket_max_end`].
@@ -81,6 +86,7 @@ impl ArticleIndex {
                 end: a.judgement.span.end(),
                 verdict: a.judgement.verdict,
                 analyst,
+                anchor: a.anchor,
             },
         );
         self.review = OnceLock::new();
@@ -98,6 +104,11 @@ impl ArticleIndex {
         }
         self.review = OnceLock::new();
         self.version += 1;
+    }
+
+    /// The ids of every annotation of the article.
+    pub fn ids(&self) -> impl Iterator<Item = Uuid> + '_ {
+        self.spans.keys().map(|&(_, id)| id)
     }
 
     /// The article's review if already computed for its current state.
@@ -121,6 +132,7 @@ impl ArticleIndex {
                         span: Span::new(start, e.end)?,
                         verdict: e.verdict,
                         id,
+                        anchor: e.anchor,
                     })
                 })
                 .collect(),
@@ -151,7 +163,7 @@ impl ArticleIndex {
                 && filter.analyst.as_deref().is_none_or(|n| n == &*e.analyst)
                 && filter
                     .overlaps
-                    .is_none_or(|s| e.end > s.start() && start < s.end());
+                    .is_none_or(|s| e.end > s.start() && start < s.end() && e.anchor != Anchor::Orphaned);
             keep.then_some((start, id))
         };
         let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
@@ -217,10 +229,14 @@ thread_local! {
     static BUCKETS_VISITED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
-/// Every article's index.
+/// Every article's index, and every article's current revision.
 #[derive(Default)]
 pub struct Index {
     articles: HashMap<ArticleId, ArticleIndex>,
+    /// The current revision of every article, by id: published with the
+    /// annotations, so a reader sees an article and its annotations at the
+    /// same revision.
+    texts: BTreeMap<ArticleId, Arc<Article>>,
     /// Interned analyst names.
     analysts: HashSet<Arc<str>>,
 }
@@ -228,6 +244,25 @@ pub struct Index {
 impl Index {
     pub fn article(&self, id: &ArticleId) -> Option<&ArticleIndex> {
         self.articles.get(id)
+    }
+
+    /// The article's current revision.
+    pub fn text(&self, id: &ArticleId) -> Option<&Arc<Article>> {
+        self.texts.get(id)
+    }
+
+    /// Every article's current revision, by id.
+    pub fn texts(&self) -> &BTreeMap<ArticleId, Arc<Article>> {
+        &self.texts
+    }
+
+    pub fn set_text(&mut self, article: Arc<Article>) {
+        // A new text: its review must be computed again.
+        if let Some(a) = self.articles.get_mut(&article.id) {
+            a.review = OnceLock::new();
+            a.version += 1;
+        }
+        self.texts.insert(article.id.clone(), article);
     }
 
     pub fn insert(&mut self, a: &Annotation) {
@@ -247,6 +282,9 @@ impl Index {
 
     /// Applies a committed change.
     pub fn apply(&mut self, change: &Change) {
+        for e in &change.articles {
+            self.set_text(e.article.clone());
+        }
         for event in &change.events {
             if let Some(before) = &event.before
                 && let Some(article) = self.articles.get_mut(&before.name.article)
@@ -325,6 +363,8 @@ mod tests {
             create_time_us: 0,
             update_time_us: 0,
             revision: 1,
+            article_revision: 1,
+            anchor: Anchor::Anchored,
         }
     }
 

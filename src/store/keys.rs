@@ -8,7 +8,8 @@
 //! | keyspace | key | value |
 //! |---|---|---|
 //! | meta | `m` `name` | per name: `revision` => u64 BE; `compacted` => u64 BE; `page_secret` => 32 bytes |
-//! | articles | `a` `article_id` | [`codec::ArticleRecord`](super::codec::ArticleRecord) |
+//! | articles (format 1) | `a` `article_id` | [`codec::ArticleRecord`](super::codec::ArticleRecord): rewritten as revision 1 at open |
+//! | article revisions | `v` `article_id` `0x00` `revision: u32 BE` | [`codec::ArticleRevisionRecord`](super::codec::ArticleRevisionRecord); never rewritten, the last is the current text |
 //! | annotations by position | `p` `article_id` `0x00` `start: u32 BE` `uuid: 16` | [`codec::AnnotationRecord`](super::codec::AnnotationRecord) |
 //! | annotation locations | `n` `uuid: 16` | `start: u32 BE` `article_id` |
 //! | request ids | `r` `request_uuid: 16` | [`codec::RequestRecord`](super::codec::RequestRecord) |
@@ -36,6 +37,7 @@ use uuid::Uuid;
 use crate::domain::ArticleId;
 
 pub const ARTICLE: u8 = b'a';
+pub const ARTICLE_REVISION: u8 = b'v';
 pub const POSITION: u8 = b'p';
 pub const LOCATION: u8 = b'n';
 pub const REQUEST: u8 = b'r';
@@ -61,8 +63,26 @@ pub fn change_revision(key: &[u8]) -> Option<u64> {
     }
 }
 
-pub fn article(id: &ArticleId) -> Vec<u8> {
-    prefixed(ARTICLE, id.as_str().as_bytes())
+/// `v article_id 0x00`: every revision of one article.
+pub fn article_revision_prefix(id: &ArticleId) -> Vec<u8> {
+    let mut k = prefixed(ARTICLE_REVISION, id.as_str().as_bytes());
+    k.push(0);
+    k
+}
+
+pub fn article_revision(id: &ArticleId, revision: u32) -> Vec<u8> {
+    let mut k = article_revision_prefix(id);
+    k.extend_from_slice(&revision.to_be_bytes());
+    k
+}
+
+/// The article and revision of an article revision key, if well formed.
+pub fn parse_article_revision(key: &[u8]) -> Option<(ArticleId, u32)> {
+    let rest = key.strip_prefix(&[ARTICLE_REVISION])?;
+    let nul = rest.iter().position(|&b| b == 0)?;
+    let article = ArticleId::parse(std::str::from_utf8(&rest[..nul]).ok()?).ok()?;
+    let revision = u32::from_be_bytes(rest[nul + 1..].try_into().ok()?);
+    Some((article, revision))
 }
 
 pub fn stats(id: &ArticleId) -> Vec<u8> {

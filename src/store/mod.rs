@@ -18,7 +18,7 @@ mod index;
 mod keys;
 mod sync;
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -28,10 +28,10 @@ use uuid::Uuid;
 
 pub use audit::{AuditReport, HistoryCursor};
 use committer::Job;
-pub use committer::{Applied, Mutation, RequestKey};
+pub use committer::{Applied, Mutation, RequestKey, now_us};
 
 use crate::domain::{
-    Analyst, Annotation, AnnotationFilter, AnnotationName, Article, ArticleId, Change, Review,
+    Analyst, Annotation, AnnotationFilter, AnnotationName, Article, ArticleId, Change, Review, SEEDS_AUTHOR,
 };
 use crate::error::{Error, Result};
 use index::Index;
@@ -167,8 +167,9 @@ struct Shared {
 
 struct Inner {
     shared: Arc<Shared>,
-    /// Loaded at open and never changed after, so readers need no lock.
-    articles: BTreeMap<ArticleId, Arc<Article>>,
+    /// Article revisions read from sled: they never change, so any reader
+    /// may keep one. Cleared when full.
+    revisions: Mutex<HashMap<(ArticleId, u32), Arc<Article>>>,
     /// Key for page-token MACs, kept in the store so tokens survive restarts.
     page_secret: [u8; 32],
     /// `None` once the store is closing.
@@ -245,9 +246,7 @@ impl Store {
             .map_err(|e| Error::internal(format!("cannot open the store at {}: {e}", path.display())))?;
         let tree = db.open_tree("factcheck").map_err(Error::internal)?;
 
-        if let Some(dir) = &config.seeds_dir {
-            load_seeds(&tree, dir)?;
-        }
+        migrate_articles(&tree)?;
         let page_secret = match tree.get(keys::META_PAGE_SECRET).map_err(Error::internal)? {
             Some(v) if v.len() == 32 => v.as_ref().try_into().expect("length checked"),
             _ => {
@@ -273,17 +272,41 @@ impl Store {
             ),
             None => 0,
         };
-        let mut articles = BTreeMap::new();
-        for item in tree.scan_prefix([keys::ARTICLE]) {
-            let (k, v) = item.map_err(Error::internal)?;
-            let id = std::str::from_utf8(&k[1..])
-                .ok()
-                .and_then(|s| ArticleId::parse(s).ok())
-                .ok_or_else(|| Error::internal("corrupt article key"))?;
-            let record: codec::ArticleRecord = codec::decode(&v)?;
-            articles.insert(id.clone(), Article::new(id, record.text));
+        let seeds = match &config.seeds_dir {
+            Some(dir) => read_seeds(dir)?,
+            None => Vec::new(),
+        };
+        // Into a store nothing was ever committed to, seeds are its initial
+        // state, written as revision 1 of each article; after that, a new or
+        // changed seed is a change like any other (below).
+        if revision == 0 {
+            for (id, text) in &seeds {
+                let article = Article::revision(
+                    id.clone(),
+                    String::new(),
+                    text.clone(),
+                    String::new(),
+                    1,
+                    SEEDS_AUTHOR.into(),
+                    committer::now_us(),
+                    committer::now_us(),
+                );
+                let record = codec::ArticleRevisionRecord::from_article(&article, 0);
+                let key = keys::article_revision(id, 1);
+                let same = match tree.get(&key).map_err(Error::internal)? {
+                    Some(v) => codec::decode::<codec::ArticleRevisionRecord>(&v)?.text == *text,
+                    None => false,
+                };
+                if !same {
+                    tree.insert(key, codec::encode(&record))
+                        .map_err(Error::internal)?;
+                }
+            }
         }
-        let index = build_index(&tree)?;
+        let mut index = build_index(&tree)?;
+        for article in current_articles(&tree)? {
+            index.set_text(article);
+        }
         db.flush().map_err(Error::internal)?;
 
         let sync =
@@ -306,12 +329,15 @@ impl Store {
             retention: config.retention,
             changes: broadcast::channel(LIVE_BUFFER).0,
         });
+        if revision > 0 {
+            apply_seeds(&shared, seeds)?;
+        }
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let handle = committer::spawn(shared.clone(), rx);
         Ok(Store {
             inner: Arc::new(Inner {
                 shared,
-                articles,
+                revisions: Mutex::new(HashMap::new()),
                 page_secret,
                 queue: Mutex::new(Some(tx)),
                 committer: Mutex::new(Some(handle)),
@@ -319,13 +345,71 @@ impl Store {
         })
     }
 
-    /// Every article, by id.
-    pub fn articles(&self) -> impl Iterator<Item = &Arc<Article>> {
-        self.inner.articles.values()
+    /// Every article's current revision, by id, and the store revision
+    /// they are current at.
+    pub fn articles(&self) -> (Vec<Arc<Article>>, u64) {
+        let index = self.read_lock();
+        (index.texts().values().cloned().collect(), self.revision())
     }
 
-    pub fn article(&self, id: &ArticleId) -> Option<&Arc<Article>> {
-        self.inner.articles.get(id)
+    /// The article's current revision.
+    pub fn article(&self, id: &ArticleId) -> Option<Arc<Article>> {
+        self.read_lock().text(id).cloned()
+    }
+
+    /// One revision of an article; `None` if it does not exist (yet, as of
+    /// the last durable revision). Blocking, briefly, when it is not cached.
+    pub fn article_revision(&self, id: &ArticleId, revision: u32) -> Result<Option<Arc<Article>>> {
+        match self.article(id) {
+            Some(a) if a.revision == revision => return Ok(Some(a)),
+            Some(a) if a.revision < revision => return Ok(None),
+            None => return Ok(None),
+            Some(_) => {}
+        }
+        let key = (id.clone(), revision);
+        if let Some(a) = self
+            .inner
+            .revisions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
+            return Ok(Some(a.clone()));
+        }
+        let Some(article) = read_article_revision(&self.inner.shared.tree, id, revision)? else {
+            return Ok(None);
+        };
+        let mut cache = self.inner.revisions.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= REVISION_CACHE {
+            cache.clear();
+        }
+        cache.insert(key, article.clone());
+        Ok(Some(article))
+    }
+
+    /// Up to `limit` revisions of an article after revision `after`, oldest
+    /// first (without their texts' offsets computed... they are full
+    /// articles), and whether more follow. Blocking.
+    pub fn article_revisions(
+        &self,
+        id: &ArticleId,
+        after: u32,
+        limit: usize,
+    ) -> Result<(Vec<Arc<Article>>, bool)> {
+        let Some(current) = self.article(id) else {
+            return Err(Error::not_found(id.name()));
+        };
+        let mut out = Vec::new();
+        for rev in after.saturating_add(1)..=current.revision {
+            if out.len() == limit {
+                return Ok((out, true));
+            }
+            match self.article_revision(id, rev)? {
+                Some(a) => out.push(a),
+                None => return Err(Error::internal(format!("article {id} lacks revision {rev}"))),
+            }
+        }
+        Ok((out, false))
     }
 
     /// The revision of the last durable change.
@@ -431,13 +515,13 @@ impl Store {
             Some(c) => Some(keys::parse_position(&c.0).ok_or_else(|| Error::internal("malformed cursor"))?),
             None => None,
         };
-        let articles: Vec<&ArticleId> = match &filter.article {
-            Some(a) => vec![a],
-            None => self.inner.articles.keys().collect(),
-        };
         let index = self.read_lock();
         let revision = self.revision();
-        let lengths = |id: &ArticleId| self.inner.articles.get(id).map_or(0, |a| a.len());
+        let articles: Vec<&ArticleId> = match &filter.article {
+            Some(a) => vec![a],
+            None => index.texts().keys().collect(),
+        };
+        let lengths = |id: &ArticleId| index.text(id).map_or(0, |a| a.len());
         // One more than a page: whether there is a next page.
         let mut keys: Vec<(&ArticleId, u32, Uuid)> = Vec::new();
         for id in articles {
@@ -488,23 +572,27 @@ impl Store {
     /// cheap; the first call after a change is O(n log n) in its annotations,
     /// computed from a copy taken under the lock, not under it, so neither
     /// the committer nor other readers wait for it.
-    pub fn review(&self, article: &Arc<Article>) -> Result<(Arc<Review>, u64)> {
-        let (snapshot, version, revision) = {
+    pub fn review(&self, id: &ArticleId) -> Result<(Arc<Review>, u64)> {
+        let (snapshot, version, revision, article) = {
             let index = self.read_lock();
             let revision = self.revision();
-            match index.article(&article.id) {
+            let article = index
+                .text(id)
+                .cloned()
+                .ok_or_else(|| Error::not_found(id.name()))?;
+            match index.article(id) {
                 None => {
-                    return Ok((Arc::new(Review::compute(article.clone(), &[], 0, None)), revision));
+                    return Ok((Arc::new(Review::compute(article, &[], 0, None)), revision));
                 }
                 Some(a) => match a.cached_review() {
                     Some(review) => return Ok((review, revision)),
-                    None => (a.snapshot(), a.version(), revision),
+                    None => (a.snapshot(), a.version(), revision, article),
                 },
             }
         };
-        let review = Arc::new(snapshot.compute(article));
+        let review = Arc::new(snapshot.compute(&article));
         let index = self.read_lock();
-        if let Some(a) = index.article(&article.id)
+        if let Some(a) = index.article(id)
             && a.version() == version
         {
             a.share_review(review.clone());
@@ -550,7 +638,11 @@ impl Store {
         let range = keys::change(from)..keys::change(head + 1);
         for item in self.inner.shared.tree.range(range).take(limit) {
             let (_, v) = item.map_err(Error::internal)?;
-            let change = codec::decode_change(&v)?;
+            let change = codec::decode_change(&v, |id, rev| {
+                self.article_revision(id, rev)?.ok_or_else(|| {
+                    Error::internal(format!("changelog names a missing revision {rev} of {id}"))
+                })
+            })?;
             if change.revision != from + out.len() as u64 {
                 return Err(Error::internal(format!(
                     "changelog gap before revision {}",
@@ -656,10 +748,81 @@ fn read_annotation(tree: &sled::Tree, id: Uuid) -> Result<Option<Annotation>> {
         .ok_or_else(|| Error::internal(format!("annotation {id} has a location but no record")))
 }
 
-/// Loads `dir/*.txt` into the articles keyspace. An article that has ever
-/// been annotated keeps its stored text even if its seed file changed, so
-/// every history record still quotes the text it judged.
-fn load_seeds(tree: &sled::Tree, dir: &Path) -> Result<()> {
+/// Article revisions kept in memory besides the current ones.
+const REVISION_CACHE: usize = 256;
+
+/// One article revision from sled.
+fn read_article_revision(tree: &sled::Tree, id: &ArticleId, revision: u32) -> Result<Option<Arc<Article>>> {
+    match tree
+        .get(keys::article_revision(id, revision))
+        .map_err(Error::internal)?
+    {
+        Some(v) => {
+            let record: codec::ArticleRevisionRecord = codec::decode(&v)?;
+            Ok(Some(Arc::new(record.into_article(id.clone(), revision))))
+        }
+        None => Ok(None),
+    }
+}
+
+/// The last revision of every article.
+fn current_articles(tree: &sled::Tree) -> Result<Vec<Arc<Article>>> {
+    let mut out: Vec<Arc<Article>> = Vec::new();
+    // Keys sort by article, then revision: keep the last of each article.
+    let mut last: Option<(ArticleId, u32, sled::IVec)> = None;
+    let mut finish = |last: Option<(ArticleId, u32, sled::IVec)>| -> Result<()> {
+        if let Some((id, rev, v)) = last {
+            let record: codec::ArticleRevisionRecord = codec::decode(&v)?;
+            out.push(Arc::new(record.into_article(id, rev)));
+        }
+        Ok(())
+    };
+    for item in tree.scan_prefix([keys::ARTICLE_REVISION]) {
+        let (k, v) = item.map_err(Error::internal)?;
+        let (id, rev) = keys::parse_article_revision(&k)
+            .ok_or_else(|| Error::internal("corrupt article revision key"))?;
+        if last.as_ref().is_some_and(|(l, _, _)| *l != id) {
+            finish(last.take())?;
+        }
+        last = Some((id, rev, v));
+    }
+    finish(last)?;
+    Ok(out)
+}
+
+/// Rewrites format 1's articles (`a id` → text) as their revision 1.
+fn migrate_articles(tree: &sled::Tree) -> Result<()> {
+    for item in tree.scan_prefix([keys::ARTICLE]) {
+        let (k, v) = item.map_err(Error::internal)?;
+        let id = std::str::from_utf8(&k[1..])
+            .ok()
+            .and_then(|s| ArticleId::parse(s).ok())
+            .ok_or_else(|| Error::internal("corrupt article key"))?;
+        let old: codec::ArticleRecord = codec::decode(&v)?;
+        let article = Article::revision(
+            id.clone(),
+            String::new(),
+            old.text,
+            String::new(),
+            1,
+            SEEDS_AUTHOR.into(),
+            0,
+            0,
+        );
+        let mut batch = sled::Batch::default();
+        batch.insert(
+            keys::article_revision(&id, 1),
+            codec::encode(&codec::ArticleRevisionRecord::from_article(&article, 0)),
+        );
+        batch.remove(k);
+        tree.apply_batch(batch).map_err(Error::internal)?;
+        tracing::info!(article = %id, "article stored as its revision 1");
+    }
+    Ok(())
+}
+
+/// The seed files `dir/*.txt`, by id (the file stem).
+fn read_seeds(dir: &Path) -> Result<Vec<(ArticleId, String)>> {
     let entries = std::fs::read_dir(dir)
         .map_err(|e| Error::internal(format!("cannot read the seeds directory {}: {e}", dir.display())))?;
     let mut files: Vec<PathBuf> = entries
@@ -667,6 +830,7 @@ fn load_seeds(tree: &sled::Tree, dir: &Path) -> Result<()> {
         .filter(|p| p.extension().is_some_and(|x| x == "txt"))
         .collect();
     files.sort();
+    let mut out = Vec::new();
     for file in files {
         let Some(id) = file
             .file_stem()
@@ -689,29 +853,63 @@ fn load_seeds(tree: &sled::Tree, dir: &Path) -> Result<()> {
                 )));
             }
         };
-        let key = keys::article(&id);
-        if let Some(stored) = tree.get(&key).map_err(Error::internal)? {
-            let stored: codec::ArticleRecord = codec::decode(&stored)?;
-            if stored.text == text {
-                continue;
+        out.push((id, text));
+    }
+    Ok(out)
+}
+
+/// Seeds that are new or changed since the store last saw them, as changes
+/// by `seeds`: a new file creates its article, a changed one becomes its
+/// next revision and re-anchors its annotations, each a revision of its own.
+fn apply_seeds(shared: &Shared, seeds: Vec<(ArticleId, String)>) -> Result<()> {
+    for (id, text) in seeds {
+        let current = shared
+            .visible
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .text(&id)
+            .cloned();
+        let now = committer::now_us();
+        let mutation = match current {
+            Some(c) if c.text == text => continue,
+            Some(c) => {
+                let next = Arc::new(Article::revision(
+                    id.clone(),
+                    String::new(),
+                    text,
+                    c.source_url.clone(),
+                    c.revision + 1,
+                    SEEDS_AUTHOR.into(),
+                    c.create_time_us,
+                    now,
+                ));
+                tracing::info!(article = %id, revision = next.revision, "seed file changed: new article revision, annotations re-anchored");
+                Mutation::PutArticle {
+                    reanchor: Some(Arc::new(crate::anchor::Reanchor::new(c.clone(), next.clone()))),
+                    base: Some(c.revision),
+                    article: next,
+                }
             }
-            // Any annotation ever made on it, deleted ones too: their
-            // history and the changelog quote this text, and would read
-            // false under another (the stats record is written with the
-            // first annotation and never removed).
-            let annotated = tree.contains_key(keys::stats(&id)).map_err(Error::internal)?;
-            if annotated {
-                tracing::warn!(
-                    file = %file.display(),
-                    article = %id,
-                    "seed file differs from the stored text of an article that has been annotated: keeping the stored text"
-                );
-                continue;
+            None => {
+                tracing::info!(article = %id, "new seed file: article created");
+                Mutation::PutArticle {
+                    article: Arc::new(Article::revision(
+                        id,
+                        String::new(),
+                        text,
+                        String::new(),
+                        1,
+                        SEEDS_AUTHOR.into(),
+                        now,
+                        now,
+                    )),
+                    base: None,
+                    reanchor: None,
+                }
             }
-            tracing::info!(article = %id, "seed text changed and the article was never annotated: replacing it");
-        }
-        tree.insert(key, codec::encode(&codec::ArticleRecord { text }))
-            .map_err(Error::internal)?;
+        };
+        let actor = Analyst::parse(SEEDS_AUTHOR).expect("a valid name");
+        committer::apply_now(shared, mutation, actor)?;
     }
     Ok(())
 }

@@ -414,6 +414,7 @@ pub fn factcheck_cli(args: &[&str]) -> (i32, String, String) {
 /// An update of the `paths` of `annotation` (which names it), without etag.
 pub fn masked_update(annotation: pb::Annotation, paths: &[&str]) -> pb::UpdateAnnotationRequest {
     pb::UpdateAnnotationRequest {
+        offset_encoding: 0,
         annotation: Some(annotation),
         update_mask: Some(prost_types::FieldMask {
             paths: paths.iter().map(|p| p.to_string()).collect(),

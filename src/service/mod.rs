@@ -8,12 +8,14 @@ use tonic::{Request, Response, Status};
 
 use crate::auth::{TokenHash, Tokens};
 use crate::convert::{self, PageTokens};
-use crate::domain::{Annotation, AnnotationName, Article, ArticleId, Caller, Role};
+use crate::domain::{Annotation, AnnotationName, Article, ArticleId, Caller, OffsetEncoding, Role};
 use crate::error::{Error, Result};
 use crate::pb;
 use crate::pb::fact_check_service_server::FactCheckService;
 use crate::store::{Applied, Cursor, HistoryCursor, Mutation, RequestKey, Store, Submit};
 use crate::watch::{self as watcher, WatchGauge, WatchOptions};
+
+mod articles;
 
 /// The service; clones share the store.
 #[derive(Clone)]
@@ -65,8 +67,15 @@ impl Service {
         items.len()
     }
 
-    fn article(&self, id: &ArticleId) -> Result<&Arc<Article>> {
+    fn article(&self, id: &ArticleId) -> Result<Arc<Article>> {
         self.store.article(id).ok_or_else(|| Error::not_found(id.name()))
+    }
+
+    /// The article revision `a`'s span points into.
+    fn revision_of(&self, a: &Annotation) -> Result<Arc<Article>> {
+        self.store
+            .article_revision(&a.name.article, a.article_revision)?
+            .ok_or_else(|| Error::internal(format!("{} points into a missing article revision", a.name)))
     }
 
     fn tokens(&self) -> PageTokens<'_> {
@@ -75,12 +84,12 @@ impl Service {
         }
     }
 
-    fn to_pb(&self, a: &Annotation) -> Result<pb::Annotation> {
-        Ok(convert::annotation_to_pb(a, self.article(&a.name.article)?))
+    fn to_pb(&self, a: &Annotation, enc: OffsetEncoding) -> Result<pb::Annotation> {
+        Ok(convert::annotation_to_pb(a, &*self.revision_of(a)?, enc))
     }
 
-    fn all_to_pb(&self, all: &[Annotation]) -> Result<Vec<pb::Annotation>> {
-        all.iter().map(|a| self.to_pb(a)).collect()
+    fn all_to_pb(&self, all: &[Annotation], enc: OffsetEncoding) -> Result<Vec<pb::Annotation>> {
+        all.iter().map(|a| self.to_pb(a, enc)).collect()
     }
 
     /// The mutation a create request asks for. `within` is the batch's
@@ -90,6 +99,7 @@ impl Service {
         req: &pb::CreateAnnotationRequest,
         within: Option<Option<&ArticleId>>,
         caller: &Caller,
+        enc: OffsetEncoding,
     ) -> Result<(Mutation, Arc<Article>)> {
         let id = match (within, req.parent.is_empty()) {
             (Some(Some(parent)), true) => parent.clone(),
@@ -116,16 +126,24 @@ impl Service {
             .annotation
             .as_ref()
             .ok_or_else(|| Error::invalid("annotation", "is required"))?;
-        let article = self.article(&id)?.clone();
-        let judgement = convert::new_judgement(annotation, &article)?;
+        let article = self.article(&id)?;
+        let judgement = convert::new_judgement(annotation, &article, enc)?;
         if !req.expected_quote.is_empty() {
             let actual = article.quote(judgement.span).unwrap_or_default();
             if actual != req.expected_quote {
+                use unicode_normalization::UnicodeNormalization;
+                let span = convert::span_to_pb(judgement.span, &article, enc);
+                let hint = if actual.nfc().eq(req.expected_quote.nfc()) {
+                    " (the two differ only in Unicode normalization: they are equal under NFC; send the \
+                     article's own characters, as GetArticle returns them)"
+                } else {
+                    ""
+                };
                 return Err(Error::invalid(
                     "expected_quote",
                     format!(
-                        "does not match the text at {}: the text there is {actual:?}",
-                        judgement.span
+                        "does not match the text at [{}, {}): the text there is {actual:?}{hint}",
+                        span.start, span.end
                     ),
                 ));
             }
@@ -137,6 +155,7 @@ impl Service {
             },
             judgement,
             analyst: caller.analyst.clone(),
+            article_revision: article.revision,
         };
         Ok((mutation, article))
     }
@@ -146,6 +165,7 @@ impl Service {
         req: &pb::UpdateAnnotationRequest,
         within: Option<Option<&ArticleId>>,
         caller: &Caller,
+        enc: OffsetEncoding,
     ) -> Result<Mutation> {
         let annotation = req
             .annotation
@@ -160,12 +180,13 @@ impl Service {
             .store
             .article(&name.article)
             .ok_or_else(|| Error::not_found(name.to_string()))?;
-        let patch = convert::patch(annotation, req.update_mask.as_ref(), article)?;
+        let patch = convert::patch(annotation, req.update_mask.as_ref(), &article, enc)?;
         let etag = [&req.etag, &annotation.etag]
             .into_iter()
             .find(|e| !e.is_empty())
             .cloned();
         Ok(Mutation::Update {
+            article_revision: patch.span.map(|_| article.revision),
             name,
             patch,
             etag,
@@ -334,16 +355,17 @@ impl FactCheckService for Service {
         let req = req.into_inner();
         let size = convert::page_size("page_size", req.page_size)?;
         let full = convert::article_view_full("view", req.view, false)?;
+        let enc = convert::offset_encoding("offset_encoding", req.offset_encoding)?;
         let fp = convert::ARTICLES_FINGERPRINT;
         let after = self.tokens().decode("page_token", &req.page_token, &fp)?;
-        let mut articles = self
-            .store
-            .articles()
+        let (all, _) = self.store.articles();
+        let mut articles = all
+            .iter()
             .filter(|a| after.as_deref().is_none_or(|c| a.id.as_str().as_bytes() > c));
         let mut page: Vec<pb::Article> = articles
             .by_ref()
             .take(size)
-            .map(|a| convert::article_to_pb(a, full))
+            .map(|a| convert::article_to_pb(a, full, enc, false))
             .collect();
         let fit = self.fitting(&page);
         let cut = fit < page.len();
@@ -366,10 +388,49 @@ impl FactCheckService for Service {
         req: Request<pb::GetArticleRequest>,
     ) -> Result<Response<pb::Article>, Status> {
         let req = req.into_inner();
-        let id = convert::article_name("name", &req.name)?;
+        let (id, revision) = convert::article_revision_name("name", &req.name)?;
         let full = convert::article_view_full("view", req.view, true)?;
-        let article = self.article(&id)?;
-        Ok(Response::new(convert::article_to_pb(article, full)))
+        let enc = convert::offset_encoding("offset_encoding", req.offset_encoding)?;
+        let article = match revision {
+            None => self.article(&id)?,
+            Some(r) => {
+                let store = self.store.clone();
+                let name = req.name.clone();
+                self.blocking(move |_| {
+                    store
+                        .article_revision(&id, r)?
+                        .ok_or_else(|| Error::not_found(name))
+                })
+                .await?
+            }
+        };
+        Ok(Response::new(convert::article_to_pb(
+            &article,
+            full,
+            enc,
+            revision.is_some(),
+        )))
+    }
+
+    async fn create_article(
+        &self,
+        req: Request<pb::CreateArticleRequest>,
+    ) -> Result<Response<pb::Article>, Status> {
+        Ok(Response::new(self.create_article_rpc(req).await?))
+    }
+
+    async fn update_article(
+        &self,
+        req: Request<pb::UpdateArticleRequest>,
+    ) -> Result<Response<pb::Article>, Status> {
+        Ok(Response::new(self.update_article_rpc(req).await?))
+    }
+
+    async fn list_article_revisions(
+        &self,
+        req: Request<pb::ListArticleRevisionsRequest>,
+    ) -> Result<Response<pb::ListArticleRevisionsResponse>, Status> {
+        Ok(Response::new(self.list_article_revisions_rpc(req).await?))
     }
 
     async fn create_annotation(
@@ -378,7 +439,8 @@ impl FactCheckService for Service {
     ) -> Result<Response<pb::Annotation>, Status> {
         let caller = writer(&req, "create annotations")?;
         let req = req.into_inner();
-        let (mutation, article) = self.create_mutation(&req, None, &caller)?;
+        let enc = convert::offset_encoding("offset_encoding", req.offset_encoding)?;
+        let (mutation, article) = self.create_mutation(&req, None, &caller, enc)?;
         let request_id = convert::request_id("request_id", &req.request_id)?;
         let request = request_key(request_id, &req, &caller, |r| r.request_id.clear());
         let created = single(
@@ -386,7 +448,7 @@ impl FactCheckService for Service {
                 .apply(vec![mutation], caller.analyst.clone(), request)
                 .await?,
         )?;
-        Ok(Response::new(convert::annotation_to_pb(&created, &article)))
+        Ok(Response::new(convert::annotation_to_pb(&created, &article, enc)))
     }
 
     async fn get_annotation(
@@ -395,15 +457,12 @@ impl FactCheckService for Service {
     ) -> Result<Response<pb::Annotation>, Status> {
         let req = req.into_inner();
         let name = convert::annotation_name("name", &req.name)?;
-        let article = self
-            .store
-            .article(&name.article)
-            .ok_or_else(|| Error::not_found(name.to_string()))?;
+        let enc = convert::offset_encoding("offset_encoding", req.offset_encoding)?;
         let found = self
             .store
             .get(&name.article, name.id)?
             .ok_or_else(|| Error::not_found(name.to_string()))?;
-        Ok(Response::new(convert::annotation_to_pb(&found, article)))
+        Ok(Response::new(self.to_pb(&found, enc)?))
     }
 
     async fn update_annotation(
@@ -411,13 +470,15 @@ impl FactCheckService for Service {
         req: Request<pb::UpdateAnnotationRequest>,
     ) -> Result<Response<pb::Annotation>, Status> {
         let caller = writer(&req, "update annotations")?;
-        let mutation = self.update_mutation(&req.into_inner(), None, &caller)?;
+        let req = req.into_inner();
+        let enc = convert::offset_encoding("offset_encoding", req.offset_encoding)?;
+        let mutation = self.update_mutation(&req, None, &caller, enc)?;
         let updated = single(
             self.store
                 .apply(vec![mutation], caller.analyst.clone(), None)
                 .await?,
         )?;
-        Ok(Response::new(self.to_pb(&updated)?))
+        Ok(Response::new(self.to_pb(&updated, enc)?))
     }
 
     async fn delete_annotation(
@@ -439,6 +500,7 @@ impl FactCheckService for Service {
         let caller = writer(&req, "create annotations")?;
         let req = req.into_inner();
         let within = convert::annotation_parent("parent", &req.parent)?;
+        let enc = convert::offset_encoding("offset_encoding", req.offset_encoding)?;
         convert::batch_size("requests", req.requests.len())?;
         let mutations = children(&req.requests, |child| {
             if !child.request_id.is_empty() {
@@ -447,7 +509,10 @@ impl FactCheckService for Service {
                     "must be empty in a batch: set the batch's request_id",
                 ));
             }
-            Ok(self.create_mutation(child, Some(within.as_ref()), &caller)?.0)
+            convert::child_encoding(child.offset_encoding, enc)?;
+            Ok(self
+                .create_mutation(child, Some(within.as_ref()), &caller, enc)?
+                .0)
         })?;
         let applied = self
             .submit(mutations, &req, &caller, req.validate_only, |r| {
@@ -455,7 +520,7 @@ impl FactCheckService for Service {
             })
             .await?;
         Ok(Response::new(pb::BatchCreateAnnotationsResponse {
-            annotations: self.all_to_pb(&applied.annotations)?,
+            annotations: self.all_to_pb(&applied.annotations, enc)?,
             revision: applied.revision,
         }))
     }
@@ -467,9 +532,11 @@ impl FactCheckService for Service {
         let caller = writer(&req, "update annotations")?;
         let req = req.into_inner();
         let within = convert::annotation_parent("parent", &req.parent)?;
+        let enc = convert::offset_encoding("offset_encoding", req.offset_encoding)?;
         convert::batch_size("requests", req.requests.len())?;
         let mutations = children(&req.requests, |child| {
-            self.update_mutation(child, Some(within.as_ref()), &caller)
+            convert::child_encoding(child.offset_encoding, enc)?;
+            self.update_mutation(child, Some(within.as_ref()), &caller, enc)
         })?;
         let applied = self
             .submit(mutations, &req, &caller, req.validate_only, |r| {
@@ -477,7 +544,7 @@ impl FactCheckService for Service {
             })
             .await?;
         Ok(Response::new(pb::BatchUpdateAnnotationsResponse {
-            annotations: self.all_to_pb(&applied.annotations)?,
+            annotations: self.all_to_pb(&applied.annotations, enc)?,
             revision: applied.revision,
         }))
     }
@@ -509,6 +576,7 @@ impl FactCheckService for Service {
     ) -> Result<Response<pb::BatchGetAnnotationsResponse>, Status> {
         let req = req.into_inner();
         let within = convert::annotation_parent("parent", &req.parent)?;
+        let enc = convert::offset_encoding("offset_encoding", req.offset_encoding)?;
         convert::batch_size("names", req.names.len())?;
         let names = req
             .names
@@ -542,7 +610,7 @@ impl FactCheckService for Service {
             .enumerate()
             .map(|(i, a)| {
                 let a = a.ok_or_else(|| Error::not_found(req.names[i].clone()).at(format!("names[{i}]")))?;
-                self.to_pb(&a)
+                self.to_pb(&a, enc)
             })
             .collect::<Result<Vec<_>>>()?;
         if self.fitting(&annotations) < annotations.len() {
@@ -568,10 +636,18 @@ impl FactCheckService for Service {
         req: Request<pb::ListAnnotationsRequest>,
     ) -> Result<Response<pb::ListAnnotationsResponse>, Status> {
         let req = req.into_inner();
-        let filter = convert::annotation_filter(&req)?;
+        let mut filter = convert::annotation_filter(&req)?;
         let size = convert::page_size("page_size", req.page_size)?;
+        let enc = convert::offset_encoding("offset_encoding", req.offset_encoding)?;
         if let Some(id) = &filter.article {
-            self.article(id)?;
+            let article = self.article(id)?;
+            filter.overlaps = filter.overlaps.map(|s| convert::overlaps_in(s, &article, enc));
+        } else if filter.overlaps.is_some() && enc != OffsetEncoding::CodePoints {
+            return Err(Error::invalid(
+                "offset_encoding",
+                "overlaps across articles/- is counted in code points: name one article to count it otherwise",
+            )
+            .into());
         }
         let fp = convert::filter_fingerprint(&filter);
         let cursor = self
@@ -584,10 +660,7 @@ impl FactCheckService for Service {
         let mut annotations = page
             .annotations
             .iter()
-            .map(|a| {
-                let article = self.article(&a.name.article)?;
-                Ok(convert::annotation_to_pb(a, article))
-            })
+            .map(|a| self.to_pb(a, enc))
             .collect::<Result<Vec<_>>>()?;
         // A page over the response limit ends early; the next one starts
         // after its last annotation.
@@ -615,11 +688,10 @@ impl FactCheckService for Service {
         let req = req.into_inner();
         let name = convert::annotation_name("name", &req.name)?;
         let size = convert::page_size("page_size", req.page_size)?;
-        let article = self
-            .store
+        let enc = convert::offset_encoding("offset_encoding", req.offset_encoding)?;
+        self.store
             .article(&name.article)
-            .ok_or_else(|| Error::not_found(name.to_string()))?
-            .clone();
+            .ok_or_else(|| Error::not_found(name.to_string()))?;
         let fp = convert::history_fingerprint(&name);
         let after = match self.tokens().decode("page_token", &req.page_token, &fp)? {
             Some(c) => Some(
@@ -630,10 +702,17 @@ impl FactCheckService for Service {
         let (revisions, mut more) = self
             .blocking(move |store| store.history(&name, after, size))
             .await?;
+        // Each record quotes the article revision it was made on.
         let mut page: Vec<pb::AnnotationRevision> = revisions
             .iter()
-            .map(|(r, _)| convert::revision_to_pb(r, &article))
-            .collect();
+            .map(|(r, _)| {
+                Ok(convert::revision_to_pb(
+                    r,
+                    &*self.revision_of(&r.annotation)?,
+                    enc,
+                ))
+            })
+            .collect::<Result<_>>()?;
         let fit = self.fitting(&page);
         if fit < page.len() {
             page.truncate(fit);
@@ -663,15 +742,16 @@ impl FactCheckService for Service {
     ) -> Result<Response<pb::ArticleReview>, Status> {
         let req = req.into_inner();
         let id = convert::review_name("name", &req.name)?;
-        let article = self.article(&id)?.clone();
-        let (review, revision) = match self.store.cached_review(&article.id) {
+        let enc = convert::offset_encoding("offset_encoding", req.offset_encoding)?;
+        let (review, revision) = match self.store.cached_review(&id) {
             Some(cached) => cached,
-            None => self.blocking(move |store| store.review(&article)).await?,
+            None => self.blocking(move |store| store.review(&id)).await?,
         };
         Ok(Response::new(convert::review_to_pb(
             &review,
             revision,
             self.max_response.saturating_sub(64 * 1024),
+            enc,
         )))
     }
 }

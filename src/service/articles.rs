@@ -1,0 +1,326 @@
+//! The article RPCs that change articles or read their revisions:
+//! `CreateArticle`, `UpdateArticle`, `ListArticleRevisions`.
+//!
+//! A correction is diffed here, on the caller's task, and every span known
+//! at the read revision is placed before the job is submitted, so the
+//! committer only looks placements up (see [`crate::anchor`]).
+
+use std::sync::Arc;
+
+use tonic::Request;
+
+use super::{Service, caller};
+use crate::anchor::Reanchor;
+use crate::convert;
+use crate::domain::{Article, ArticleId, OffsetEncoding, Role};
+use crate::error::{Error, Result};
+use crate::pb;
+use crate::store::{AnnotationPage, Mutation};
+
+/// Most bytes of an article's text: ten times a long feature.
+pub const MAX_ARTICLE_BYTES: usize = 1024 * 1024;
+/// Most code points of a title.
+pub const MAX_TITLE_CHARS: usize = 500;
+/// Most bytes of a source URL.
+pub const MAX_URL_BYTES: usize = 2048;
+
+/// The fields of an article a request sets, checked.
+#[derive(Default)]
+struct Fields {
+    title: Option<String>,
+    text: Option<String>,
+    source_url: Option<String>,
+}
+
+fn title(field: &str, t: &str) -> Result<String> {
+    if t.chars().count() > MAX_TITLE_CHARS || t.contains(['\n', '\r', '\0']) {
+        return Err(Error::invalid(
+            field,
+            format!("must be one line of at most {MAX_TITLE_CHARS} characters"),
+        ));
+    }
+    Ok(t.trim().to_owned())
+}
+
+fn text(field: &str, t: &str) -> Result<String> {
+    if t.trim().is_empty() {
+        return Err(Error::invalid(field, "is required and must not be blank"));
+    }
+    if t.len() > MAX_ARTICLE_BYTES {
+        return Err(Error::invalid(
+            field,
+            format!("is {} bytes, over the limit of {MAX_ARTICLE_BYTES}", t.len()),
+        ));
+    }
+    if t.contains('\0') {
+        return Err(Error::invalid(field, "must not contain NUL characters"));
+    }
+    Ok(t.to_owned())
+}
+
+fn source_url(field: &str, u: &str) -> Result<String> {
+    if u.is_empty() {
+        return Ok(String::new());
+    }
+    let absolute = (u.starts_with("https://") || u.starts_with("http://"))
+        && u.len() <= MAX_URL_BYTES
+        && !u.chars().any(|c| c.is_whitespace() || c.is_control());
+    if !absolute {
+        return Err(Error::invalid(
+            field,
+            format!("{u:?} is not an absolute http(s) URL of at most {MAX_URL_BYTES} bytes"),
+        ));
+    }
+    Ok(u.to_owned())
+}
+
+/// Which fields an update sets: the mask's, or the non-empty ones.
+fn update_fields(a: &pb::Article, mask: Option<&prost_types::FieldMask>) -> Result<Fields> {
+    const UPDATABLE: [&str; 3] = ["title", "text", "source_url"];
+    let paths: Vec<&str> = match mask {
+        Some(m) if m.paths.iter().any(|p| p == "*") => {
+            if m.paths.len() > 1 {
+                return Err(Error::invalid("update_mask", "'*' must be the only path"));
+            }
+            UPDATABLE.to_vec()
+        }
+        Some(m) if !m.paths.is_empty() => {
+            for p in &m.paths {
+                if !UPDATABLE.contains(&p.as_str()) {
+                    return Err(Error::invalid(
+                        "update_mask",
+                        format!("{p:?} is not an updatable field: use title, text, source_url or *"),
+                    ));
+                }
+            }
+            m.paths.iter().map(String::as_str).collect()
+        }
+        _ => {
+            let set: Vec<&str> = [
+                ("title", !a.title.is_empty()),
+                ("text", !a.text.is_empty()),
+                ("source_url", !a.source_url.is_empty()),
+            ]
+            .into_iter()
+            .filter_map(|(p, set)| set.then_some(p))
+            .collect();
+            if set.is_empty() {
+                return Err(Error::invalid(
+                    "update_mask",
+                    "names no field and the article sets none of title, text, source_url",
+                ));
+            }
+            set
+        }
+    };
+    let mut f = Fields::default();
+    for p in paths {
+        match p {
+            "title" => f.title = Some(title("article.title", &a.title)?),
+            "text" => f.text = Some(text("article.text", &a.text)?),
+            "source_url" => f.source_url = Some(source_url("article.source_url", &a.source_url)?),
+            _ => unreachable!("paths were checked above"),
+        }
+    }
+    Ok(f)
+}
+
+impl Service {
+    pub(super) async fn create_article_rpc(
+        &self,
+        req: Request<pb::CreateArticleRequest>,
+    ) -> Result<pb::Article> {
+        let caller = caller(&req)?;
+        caller.require(Role::Reviewer, "create articles")?;
+        let req = req.into_inner();
+        let id = ArticleId::parse(&req.article_id)
+            .map_err(|e| Error::invalid("article_id", format!("{:?} {e}", req.article_id)))?;
+        let a = req
+            .article
+            .as_ref()
+            .ok_or_else(|| Error::invalid("article", "is required"))?;
+        let text = text("article.text", &a.text)?;
+        let title = title("article.title", &a.title)?;
+        let url = source_url("article.source_url", &a.source_url)?;
+        let now = crate::store::now_us();
+        let article = Arc::new(Article::revision(
+            id,
+            title,
+            text,
+            url,
+            1,
+            caller.analyst.to_string(),
+            now,
+            now,
+        ));
+        let applied = self
+            .store
+            .apply(
+                vec![Mutation::PutArticle {
+                    article,
+                    base: None,
+                    reanchor: None,
+                }],
+                caller.analyst.clone(),
+                None,
+            )
+            .await?;
+        let made = applied
+            .articles
+            .first()
+            .ok_or_else(|| Error::internal("an article creation made no revision"))?;
+        Ok(convert::article_to_pb(
+            made,
+            false,
+            OffsetEncoding::CodePoints,
+            false,
+        ))
+    }
+
+    pub(super) async fn update_article_rpc(
+        &self,
+        req: Request<pb::UpdateArticleRequest>,
+    ) -> Result<pb::Article> {
+        let caller = caller(&req)?;
+        caller.require(Role::Reviewer, "correct articles")?;
+        let req = req.into_inner();
+        let a = req
+            .article
+            .as_ref()
+            .ok_or_else(|| Error::invalid("article", "is required"))?;
+        let id = convert::article_name("article.name", &a.name)?;
+        let fields = update_fields(a, req.update_mask.as_ref())?;
+        let current = self.article(&id)?;
+        let etag = [&req.etag, &a.etag].into_iter().find(|e| !e.is_empty());
+        if let Some(etag) = etag
+            && *etag != current.etag()
+        {
+            return Err(Error::Aborted {
+                reason: "ETAG_MISMATCH",
+                message: format!(
+                    "etag {etag} does not match the current etag {} of {}: read it again and retry",
+                    current.etag(),
+                    id.name()
+                ),
+            });
+        }
+        let next = Arc::new(Article::revision(
+            id.clone(),
+            fields.title.unwrap_or_else(|| current.title.clone()),
+            fields.text.unwrap_or_else(|| current.text.clone()),
+            fields.source_url.unwrap_or_else(|| current.source_url.clone()),
+            current.revision + 1,
+            caller.analyst.to_string(),
+            current.create_time_us,
+            crate::store::now_us(),
+        ));
+        let reanchor = if next.text != current.text {
+            let (old, new) = (current.clone(), next.clone());
+            // The diff and the placement of every span known now are the
+            // expensive part: done here, off the async threads and off the
+            // committer.
+            Some(
+                self.blocking(move |store| {
+                    let r = Reanchor::new(old, new);
+                    place_known(&store, &r)?;
+                    Ok(Arc::new(r))
+                })
+                .await?,
+            )
+        } else {
+            None
+        };
+        let applied = self
+            .store
+            .apply(
+                vec![Mutation::PutArticle {
+                    article: next,
+                    base: Some(current.revision),
+                    reanchor,
+                }],
+                caller.analyst.clone(),
+                None,
+            )
+            .await?;
+        let made = applied
+            .articles
+            .first()
+            .ok_or_else(|| Error::internal("an article update made no revision"))?;
+        Ok(convert::article_to_pb(
+            made,
+            false,
+            OffsetEncoding::CodePoints,
+            false,
+        ))
+    }
+
+    pub(super) async fn list_article_revisions_rpc(
+        &self,
+        req: Request<pb::ListArticleRevisionsRequest>,
+    ) -> Result<pb::ListArticleRevisionsResponse> {
+        let req = req.into_inner();
+        let id = convert::article_name("name", &req.name)?;
+        let size = convert::page_size("page_size", req.page_size)?;
+        let full = convert::article_view_full("view", req.view, false)?;
+        let fp = revisions_fingerprint(&id);
+        let after = match self.tokens().decode("page_token", &req.page_token, &fp)? {
+            Some(c) => u32::from_be_bytes(
+                c.as_slice()
+                    .try_into()
+                    .map_err(|_| Error::invalid("page_token", "is malformed"))?,
+            ),
+            None => 0,
+        };
+        let (revisions, mut more) = self
+            .blocking(move |store| store.article_revisions(&id, after, size))
+            .await?;
+        let mut articles: Vec<pb::Article> = revisions
+            .iter()
+            .map(|a| convert::article_to_pb(a, full, OffsetEncoding::CodePoints, true))
+            .collect();
+        let fit = self.fitting(&articles);
+        if fit < articles.len() {
+            articles.truncate(fit);
+            more = true;
+        }
+        let next_page_token = match (more, revisions.get(articles.len().wrapping_sub(1))) {
+            (true, Some(last)) => self.tokens().encode(&fp, &last.revision.to_be_bytes()),
+            _ => String::new(),
+        };
+        Ok(pb::ListArticleRevisionsResponse {
+            articles,
+            next_page_token,
+        })
+    }
+}
+
+/// Page tokens of one article's revisions serve only that list.
+fn revisions_fingerprint(id: &ArticleId) -> [u8; 16] {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("article-revisions-v1 {id}").as_bytes());
+    digest[..16].try_into().expect("16 of 32 bytes")
+}
+
+/// Places every annotation of the article as of now, so the committer finds
+/// the placements made (it places any newer span itself).
+fn place_known(store: &crate::store::Store, r: &Reanchor) -> Result<()> {
+    let filter = crate::domain::AnnotationFilter {
+        article: Some(r.old().id.clone()),
+        ..Default::default()
+    };
+    let mut cursor = None;
+    loop {
+        let AnnotationPage {
+            annotations, next, ..
+        } = store.list(&filter, cursor.as_ref(), 1000)?;
+        for a in &annotations {
+            if a.article_revision == r.old().revision {
+                r.place(a.judgement.span);
+            }
+        }
+        match next {
+            Some(c) => cursor = Some(c),
+            None => return Ok(()),
+        }
+    }
+}
