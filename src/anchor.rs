@@ -475,4 +475,81 @@ mod tests {
         let m = best_match(&text, "aa", "", "", 50_000).unwrap();
         assert_eq!(m.count, MAX_CANDIDATES);
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        const SEED: &str = include_str!("../seeds/002_946fad7c8fee627f.txt");
+
+        /// One edit of the text outside the span: insert at a code point,
+        /// or delete a range, both entirely before or after it.
+        #[derive(Clone, Debug)]
+        enum Edit {
+            Insert(usize, String),
+            Delete(usize, usize),
+        }
+
+        fn edits() -> impl Strategy<Value = Vec<Edit>> {
+            let insert = (any::<usize>(), "[a-z ,.’“”–조태열🎉\n]{1,40}").prop_map(|(at, t)| Edit::Insert(at, t));
+            let delete = (any::<usize>(), 1usize..200).prop_map(|(at, n)| Edit::Delete(at, n));
+            prop::collection::vec(prop_oneof![insert, delete], 1..6)
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+            /// For random edits that do not touch a span's text, the span
+            /// still quotes exactly the same text.
+            #[test]
+            fn edits_outside_a_span_keep_its_quote(
+                prefix in "[ 조태열🎉’a-z]{0,20}",
+                start in 0usize..6000,
+                len in 1usize..120,
+                edits in edits(),
+            ) {
+                let mut text: Vec<char> = prefix.chars().chain(SEED.chars()).collect();
+                let start = start % (text.len() - len);
+                let (mut s, mut e) = (start, start + len);
+                let quote: String = text[s..e].iter().collect();
+                let old: String = text.iter().collect();
+                for edit in edits {
+                    match edit {
+                        Edit::Insert(at, t) => {
+                            let at = at % (text.len() + 1);
+                            // Outside: at or before the start, or at or after the end.
+                            let at = if at > s && at < e { e } else { at };
+                            let n = t.chars().count();
+                            text.splice(at..at, t.chars());
+                            if at <= s {
+                                s += n;
+                                e += n;
+                            }
+                        }
+                        Edit::Delete(at, n) => {
+                            let at = at % (text.len() + 1);
+                            let (from, to) = if at < s {
+                                (at, (at + n).min(s))
+                            } else {
+                                let from = at.max(e).min(text.len());
+                                (from, (from + n).min(text.len()))
+                            };
+                            text.drain(from..to);
+                            if to <= s {
+                                s -= to - from;
+                                e -= to - from;
+                            }
+                        }
+                    }
+                }
+                let new: String = text.iter().collect();
+                prop_assert_eq!(text[s..e].iter().collect::<String>(), quote.clone());
+                let r = Reanchor::between(&old, &new);
+                let p = r.place(Span::new(start as u32, (start + len) as u32).unwrap());
+                prop_assert!(matches!(p.anchor, Anchor::Anchored | Anchor::Moved), "{:?}", p);
+                prop_assert_eq!(super::quote(&new, p.span), quote);
+            }
+        }
+    }
 }

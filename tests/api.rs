@@ -11,24 +11,6 @@ const A0: &str = "000_9260bb247249f31b";
 const A1: &str = "001_728dec46794c22c1";
 const A2: &str = "002_946fad7c8fee627f";
 
-/// The field named by the status's BadRequest details.
-fn violated_field(status: &tonic::Status) -> String {
-    let details = status.get_error_details();
-    let bad = details
-        .bad_request()
-        .unwrap_or_else(|| panic!("no BadRequest in {status:?}"));
-    bad.field_violations[0].field.clone()
-}
-
-fn reason(status: &tonic::Status) -> String {
-    status
-        .get_error_details()
-        .error_info()
-        .unwrap_or_else(|| panic!("no ErrorInfo in {status:?}"))
-        .reason
-        .clone()
-}
-
 #[tokio::test]
 async fn lists_all_seed_articles_with_code_point_lengths() {
     let server = TestServer::start().await;

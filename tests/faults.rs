@@ -42,11 +42,6 @@ fn verdict_update(name: &str, verdict: Verdict) -> pb::UpdateAnnotationRequest {
     )
 }
 
-fn reason(status: &tonic::Status) -> String {
-    use tonic_types::StatusExt;
-    status.get_error_details().error_info().unwrap().reason.clone()
-}
-
 /// Pauses the committer at `failpoint` until the returned sender is used;
 /// the receiver says when it got there.
 fn pause_at(failpoint: &str) -> (mpsc::Receiver<()>, mpsc::Sender<()>) {
@@ -268,5 +263,74 @@ async fn a_failed_sync_is_a_failed_commit() {
     fail::remove("commit::sync");
     assert_eq!(reason(&err), "COMMIT_FAILED");
     assert_eq!(snapshot(&mut client).await, (vec![], 0));
+    scenario.teardown();
+}
+
+/// A correction whose commit fails is never half applied: readers keep the
+/// old revision and every annotation on it; after a restart the article and
+/// its annotations agree (all re-anchored, or none), and the audit passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_correction_is_all_or_nothing() {
+    let scenario = fail::FailScenario::setup();
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let mut editor = server.client_with(Some(REVIEWER)).await;
+    let text = seed_text(KOREAN);
+    let a = create(&mut client, KOREAN, find_span(&text, "조태열"), Verdict::Verified).await;
+    let read = |c: &mut Client, name: String| {
+        let mut c = c.clone();
+        async move {
+            c.get_annotation(pb::GetAnnotationRequest {
+                name,
+                offset_encoding: 0,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+        }
+    };
+
+    fail::cfg("commit::flush", "return").unwrap();
+    let err = editor
+        .update_article(pb::UpdateArticleRequest {
+            article: Some(pb::Article {
+                name: article(KOREAN),
+                text: format!("Correction appended above.\n{text}"),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&err), "COMMIT_FAILED");
+    fail::cfg("commit::flush", "off").unwrap();
+    assert_eq!(read(&mut client, a.name.clone()).await, a, "readers never see the failed correction");
+    let current = client
+        .get_article(pb::GetArticleRequest {
+            name: article(KOREAN),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((current.revision_id.as_str(), current.text.as_str()), ("1", text.as_str()));
+
+    let dir = server.stop().await;
+    let store = Store::open(&StoreConfig::new(dir.path())).unwrap();
+    assert!(store.verify_audit().unwrap().problems.is_empty());
+    drop(store);
+    let server = TestServer::start_in(dir).await;
+    let mut client = server.client().await;
+    let article_now = client
+        .get_article(pb::GetArticleRequest {
+            name: article(KOREAN),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let a_now = read(&mut client, a.name.clone()).await;
+    assert_eq!(a_now.article_revision, article_now.revision_id, "article and annotation agree");
+    assert_eq!(a_now.quote, "조태열");
     scenario.teardown();
 }

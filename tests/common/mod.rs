@@ -211,6 +211,27 @@ impl TestServer {
     }
 }
 
+/// The field named by the status's BadRequest details.
+pub fn violated_field(status: &tonic::Status) -> String {
+    use tonic_types::StatusExt;
+    let details = status.get_error_details();
+    let bad = details
+        .bad_request()
+        .unwrap_or_else(|| panic!("no BadRequest in {status:?}"));
+    bad.field_violations[0].field.clone()
+}
+
+/// The reason of the status's ErrorInfo.
+pub fn reason(status: &tonic::Status) -> String {
+    use tonic_types::StatusExt;
+    status
+        .get_error_details()
+        .error_info()
+        .unwrap_or_else(|| panic!("no ErrorInfo in {status:?}"))
+        .reason
+        .clone()
+}
+
 pub fn article(id: &str) -> String {
     format!("articles/{id}")
 }
