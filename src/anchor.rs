@@ -492,7 +492,8 @@ mod tests {
         }
 
         fn edits() -> impl Strategy<Value = Vec<Edit>> {
-            let insert = (any::<usize>(), "[a-z ,.’“”–조태열🎉\n]{1,40}").prop_map(|(at, t)| Edit::Insert(at, t));
+            let insert =
+                (any::<usize>(), "[a-z ,.’“”–조태열🎉\n]{1,40}").prop_map(|(at, t)| Edit::Insert(at, t));
             let delete = (any::<usize>(), 1usize..200).prop_map(|(at, n)| Edit::Delete(at, n));
             prop::collection::vec(prop_oneof![insert, delete], 1..6)
         }

@@ -43,6 +43,9 @@ const STREAM_QUEUE: usize = 64;
 /// Bytes of encoded messages queued for one stream before the task waits
 /// for the client; a larger message waits until the queue is empty.
 pub const STREAM_BUDGET: usize = 1024 * 1024;
+/// The events of one revision go out in messages of at most about this many
+/// bytes (a client's default limit is 4 MiB).
+pub const MAX_EVENTS_MESSAGE: usize = 1024 * 1024;
 /// Changes read from the changelog at a time while catching up.
 const CATCH_UP_CHUNK: usize = 512;
 
@@ -445,11 +448,28 @@ impl Watcher {
         if events.is_empty() && article_events.is_empty() {
             return Ok(false);
         }
-        let mut msg = message(Kind::Events, change.revision);
-        msg.events = events;
-        msg.article_events = article_events;
-        msg.commit_time = Some(convert::timestamp(change.commit_time_us));
-        self.send(Ok(msg)).await?;
+        // One message per revision, unless that would be over the cap.
+        let mut parts: Vec<Vec<pb::AnnotationEvent>> = vec![Vec::new()];
+        let mut size = 0;
+        for e in events {
+            let n = prost::Message::encoded_len(&e) + 8;
+            if size + n > MAX_EVENTS_MESSAGE && !parts.last().is_some_and(Vec::is_empty) {
+                parts.push(Vec::new());
+                size = 0;
+            }
+            size += n;
+            parts.last_mut().expect("never empty").push(e);
+        }
+        let count = parts.len();
+        let mut article_events = Some(article_events);
+        for (i, part) in parts.into_iter().enumerate() {
+            let mut msg = message(Kind::Events, change.revision);
+            msg.events = part;
+            msg.article_events = article_events.take().unwrap_or_default();
+            msg.commit_time = Some(convert::timestamp(change.commit_time_us));
+            msg.more = i + 1 < count;
+            self.send(Ok(msg)).await?;
+        }
         Ok(true)
     }
 

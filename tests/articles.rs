@@ -87,11 +87,32 @@ async fn an_editor_corrects_an_article_under_annotation() {
     let created = create_article(&mut editor, DESK, FIRST).await;
     assert_eq!(created.revision_id, "1");
     assert_eq!(created.revision_author, "rosa");
-    assert_eq!(created.title, "Seoul — Foreign minister 조태열 said on Monday that exports rose 5% in May.");
+    assert_eq!(
+        created.title,
+        "Seoul — Foreign minister 조태열 said on Monday that exports rose 5% in May."
+    );
 
-    let figure = create(&mut alice, DESK, find_span(FIRST, "exports rose 5% in May"), Verdict::Verified).await;
-    let quote = create(&mut alice, DESK, find_span(FIRST, "“We will never accept this,”"), Verdict::Disputed).await;
-    let growth = create(&mut alice, DESK, find_span(FIRST, "growth to slow"), Verdict::Unattributed).await;
+    let figure = create(
+        &mut alice,
+        DESK,
+        find_span(FIRST, "exports rose 5% in May"),
+        Verdict::Verified,
+    )
+    .await;
+    let quote = create(
+        &mut alice,
+        DESK,
+        find_span(FIRST, "“We will never accept this,”"),
+        Verdict::Disputed,
+    )
+    .await;
+    let growth = create(
+        &mut alice,
+        DESK,
+        find_span(FIRST, "growth to slow"),
+        Verdict::Unattributed,
+    )
+    .await;
     let minister = create(&mut alice, DESK, find_span(FIRST, "조태열"), Verdict::Verified).await;
     for a in [&figure, &quote, &growth, &minister] {
         assert_eq!(a.article_revision, "1");
@@ -108,7 +129,10 @@ async fn an_editor_corrects_an_article_under_annotation() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(watch.next().await.unwrap().unwrap().kind, pb::watch_annotations_response::Kind::Created as i32);
+    assert_eq!(
+        watch.next().await.unwrap().unwrap().kind,
+        pb::watch_annotations_response::Kind::Created as i32
+    );
 
     let updated = editor
         .update_article(correction(DESK, CORRECTED, &created.etag))
@@ -130,11 +154,18 @@ async fn an_editor_corrects_an_article_under_annotation() {
     let event = &msg.article_events[0];
     assert_eq!(event.r#type, pb::article_event::Type::Updated as i32);
     assert_eq!(event.article.as_ref().unwrap().revision_id, "2");
-    assert_eq!(msg.events.len(), 4, "every annotation of the article is re-anchored");
+    assert_eq!(
+        msg.events.len(),
+        4,
+        "every annotation of the article is re-anchored"
+    );
     for e in &msg.events {
         assert_eq!(e.r#type, pb::annotation_event::Type::Updated as i32);
         let (now, then) = (e.annotation.as_ref().unwrap(), e.previous.as_ref().unwrap());
-        assert_eq!(then.article_revision, "1", "the previous state quotes the text it judged");
+        assert_eq!(
+            then.article_revision, "1",
+            "the previous state quotes the text it judged"
+        );
         if now.name == figure.name {
             assert_eq!(then.quote, "exports rose 5% in May");
         }
@@ -144,11 +175,17 @@ async fn an_editor_corrects_an_article_under_annotation() {
     assert_eq!(anchor(&figure_now), AnchorState::Changed);
     assert_eq!(figure_now.quote, "exports rose 6% in May");
     assert_eq!(figure_now.article_revision, "2");
-    assert_eq!(figure_now.span, Some(find_span(CORRECTED, "exports rose 6% in May")));
+    assert_eq!(
+        figure_now.span,
+        Some(find_span(CORRECTED, "exports rose 6% in May"))
+    );
 
     let quote_now = get(&mut alice, &quote.name).await;
     assert_eq!(anchor(&quote_now), AnchorState::Orphaned);
-    assert_eq!(quote_now.quote, "“We will never accept this,”", "an orphan keeps its quote");
+    assert_eq!(
+        quote_now.quote, "“We will never accept this,”",
+        "an orphan keeps its quote"
+    );
     assert_eq!(quote_now.article_revision, "1");
     assert_eq!(quote_now.span, quote.span);
 
@@ -195,7 +232,10 @@ async fn an_editor_corrects_an_article_under_annotation() {
         .into_inner()
         .revisions;
     assert_eq!(history.len(), 2);
-    assert_eq!(history[0].annotation.as_ref().unwrap().quote, "exports rose 5% in May");
+    assert_eq!(
+        history[0].annotation.as_ref().unwrap().quote,
+        "exports rose 5% in May"
+    );
     assert_eq!(history[1].actor, "rosa");
     let changed = &history[1].changed_fields.as_ref().unwrap().paths;
     for f in ["span", "article_revision", "anchor_state"] {
@@ -213,8 +253,15 @@ async fn an_editor_corrects_an_article_under_annotation() {
         .into_inner()
         .articles;
     let names: Vec<&str> = revisions.iter().map(|a| a.name.as_str()).collect();
-    assert_eq!(names, [format!("{}@1", article(DESK)), format!("{}@2", article(DESK))]);
-    assert!(revisions.iter().all(|a| a.revision_author == "rosa" && a.text.is_empty()));
+    assert_eq!(
+        names,
+        [format!("{}@1", article(DESK)), format!("{}@2", article(DESK))]
+    );
+    assert!(
+        revisions
+            .iter()
+            .all(|a| a.revision_author == "rosa" && a.text.is_empty())
+    );
     assert_ne!(revisions[0].sha256, revisions[1].sha256);
     let first = alice
         .get_article(pb::GetArticleRequest {
@@ -289,7 +336,10 @@ async fn article_writes_are_checked_and_refusals_change_nothing() {
         })
         .await
         .unwrap_err();
-    assert_eq!((s.code(), reason(&s)), (Code::PermissionDenied, "ROLE_REQUIRED".into()));
+    assert_eq!(
+        (s.code(), reason(&s)),
+        (Code::PermissionDenied, "ROLE_REQUIRED".into())
+    );
     let s = alice
         .update_article(correction(DESK, CORRECTED, ""))
         .await
@@ -322,8 +372,14 @@ async fn article_writes_are_checked_and_refusals_change_nothing() {
         assert_eq!(s.code(), Code::InvalidArgument, "{field}: {s:?}");
         assert_eq!(violated_field(&s), field);
     }
-    let s = editor.create_article(bad(DESK, "again", "", "")).await.unwrap_err();
-    assert_eq!((s.code(), reason(&s)), (Code::AlreadyExists, "ARTICLE_EXISTS".into()));
+    let s = editor
+        .create_article(bad(DESK, "again", "", ""))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (s.code(), reason(&s)),
+        (Code::AlreadyExists, "ARTICLE_EXISTS".into())
+    );
 
     // Stale etags, unknown articles, masks naming no article field.
     editor
@@ -381,7 +437,10 @@ async fn article_writes_are_checked_and_refusals_change_nothing() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!((titled.revision_id.as_str(), titled.title.as_str()), ("3", "Exports: a correction"));
+    assert_eq!(
+        (titled.revision_id.as_str(), titled.title.as_str()),
+        ("3", "Exports: a correction")
+    );
 }
 
 /// Creates racing corrections: each either lands on the text it checked
@@ -464,7 +523,10 @@ async fn annotations_racing_corrections_keep_their_text_or_are_refused() {
     assert_eq!(all.len(), landed);
     for a in &all {
         assert_eq!(a.quote, phrase, "{a:?}");
-        assert_eq!(a.article_revision, current.revision_id, "{a:?} points into an old text");
+        assert_eq!(
+            a.article_revision, current.revision_id,
+            "{a:?} points into an old text"
+        );
         assert!(matches!(anchor(a), AnchorState::Anchored | AnchorState::Moved));
         assert_eq!(a.span, Some(find_span(&current.text, phrase)));
     }
@@ -547,8 +609,14 @@ async fn the_three_offset_encodings_round_trip() {
             .length
         }
     };
-    assert_eq!(length(pb::OffsetEncoding::CodePoints).await, text.chars().count() as u32);
-    assert_eq!(length(pb::OffsetEncoding::Utf16).await, text.encode_utf16().count() as u32);
+    assert_eq!(
+        length(pb::OffsetEncoding::CodePoints).await,
+        text.chars().count() as u32
+    );
+    assert_eq!(
+        length(pb::OffsetEncoding::Utf16).await,
+        text.encode_utf16().count() as u32
+    );
     assert_eq!(length(pb::OffsetEncoding::Utf8).await, text.len() as u32);
     let listed = alice
         .list_annotations(pb::ListAnnotationsRequest {
@@ -584,9 +652,24 @@ async fn the_three_offset_encodings_round_trip() {
 
     // Offsets inside a character are refused, naming the field.
     let inside = [
-        (pb::OffsetEncoding::Utf16, pb::Span { start: 1, end: 4 }, "annotation.span.start"),
-        (pb::OffsetEncoding::Utf8, pb::Span { start: 0, end: 2 }, "annotation.span.end"),
-        (pb::OffsetEncoding::Utf16, pb::Span { start: 0, end: 10_000 }, "annotation.span.end"),
+        (
+            pb::OffsetEncoding::Utf16,
+            pb::Span { start: 1, end: 4 },
+            "annotation.span.start",
+        ),
+        (
+            pb::OffsetEncoding::Utf8,
+            pb::Span { start: 0, end: 2 },
+            "annotation.span.end",
+        ),
+        (
+            pb::OffsetEncoding::Utf16,
+            pb::Span {
+                start: 0,
+                end: 10_000,
+            },
+            "annotation.span.end",
+        ),
     ];
     for (enc, span, field) in inside {
         let s = alice
@@ -630,10 +713,35 @@ async fn spans_never_split_a_grapheme_cluster() {
     let family = cp("👩");
     let jamo = cp("\u{1112}");
     for (span, field, boundaries) in [
-        (pb::Span { start: 0, end: e + 1 }, "annotation.span.end", (e, e + 2)),
-        (pb::Span { start: flag + 1, end: flag + 2 }, "annotation.span.start", (flag, flag + 2)),
-        (pb::Span { start: family, end: family + 2 }, "annotation.span.end", (family, family + 5)),
-        (pb::Span { start: jamo + 1, end: jamo + 3 }, "annotation.span.start", (jamo, jamo + 3)),
+        (
+            pb::Span { start: 0, end: e + 1 },
+            "annotation.span.end",
+            (e, e + 2),
+        ),
+        (
+            pb::Span {
+                start: flag + 1,
+                end: flag + 2,
+            },
+            "annotation.span.start",
+            (flag, flag + 2),
+        ),
+        (
+            pb::Span {
+                start: family,
+                end: family + 2,
+            },
+            "annotation.span.end",
+            (family, family + 5),
+        ),
+        (
+            pb::Span {
+                start: jamo + 1,
+                end: jamo + 3,
+            },
+            "annotation.span.start",
+            (jamo, jamo + 3),
+        ),
     ] {
         let s = alice
             .create_annotation(pb::CreateAnnotationRequest {
@@ -649,7 +757,12 @@ async fn spans_never_split_a_grapheme_cluster() {
         assert!(s.message().contains(&expected), "{span:?}: {}", s.message());
     }
     // Whole clusters are fine.
-    for needle in ["Cafe\u{301}", "🇰🇷", "👩\u{200d}👩\u{200d}👧", "\u{1112}\u{1161}\u{11ab}"] {
+    for needle in [
+        "Cafe\u{301}",
+        "🇰🇷",
+        "👩\u{200d}👩\u{200d}👧",
+        "\u{1112}\u{1161}\u{11ab}",
+    ] {
         let a = create(&mut alice, DESK, find_span(text, needle), Verdict::Verified).await;
         assert_eq!(a.quote, needle);
     }
@@ -722,7 +835,13 @@ async fn corrected_seed_files_become_revisions_at_start() {
     )
     .await;
     let figure = create(&mut alice, A2, find_span(&original, "13,000"), Verdict::Verified).await;
-    let title = create(&mut alice, A2, find_span(&original, "In a startling claim"), Verdict::Verified).await;
+    let title = create(
+        &mut alice,
+        A2,
+        find_span(&original, "In a startling claim"),
+        Verdict::Verified,
+    )
+    .await;
     let revision = review(&mut alice, A2).await.revision;
     let dir = server.stop().await;
 
@@ -745,13 +864,19 @@ async fn corrected_seed_files_become_revisions_at_start() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!((now.revision_id.as_str(), now.revision_author.as_str()), ("2", "seeds"));
+    assert_eq!(
+        (now.revision_id.as_str(), now.revision_author.as_str()),
+        ("2", "seeds")
+    );
     assert_eq!(now.text, corrected);
     let a = get(&mut alice, &in_repeat.name).await;
     assert_eq!(a.quote, repeated, "the repeated paragraph still quotes itself");
     assert_eq!(anchor(&a), AnchorState::Moved);
     let a = get(&mut alice, &title.name).await;
-    assert_eq!((a.quote.as_str(), anchor(&a)), ("In a startling claim", AnchorState::Moved));
+    assert_eq!(
+        (a.quote.as_str(), anchor(&a)),
+        ("In a startling claim", AnchorState::Moved)
+    );
     let a = get(&mut alice, &figure.name).await;
     assert_eq!((a.quote.as_str(), anchor(&a)), ("13,500", AnchorState::Changed));
     let fresh = alice
@@ -789,4 +914,90 @@ async fn corrected_seed_files_become_revisions_at_start() {
             (pb::article_event::Type::Updated as i32, article(A2)),
         ]
     );
+}
+
+/// A correction that re-anchors more annotations than fit in one message
+/// reaches a watcher whole, in consecutive messages of one revision, each
+/// under a client's default 4 MiB limit; the answer to the editor stays
+/// small.
+#[tokio::test]
+async fn a_correction_moving_many_large_annotations_reaches_watchers_in_parts() {
+    let server = TestServer::start().await;
+    let mut editor = server.client_with(Some(REVIEWER)).await;
+    let mut alice = server.client().await;
+    let text: String = (0..400).map(|i| format!("Claim number {i} is here.\n")).collect();
+    let created = create_article(&mut editor, DESK, &text).await;
+    // 400 annotations of ~40 KB each: ~16 MB before and ~16 MB after.
+    let mut names = Vec::new();
+    for chunk in (0..400).collect::<Vec<_>>().chunks(80) {
+        let requests = chunk
+            .iter()
+            .map(|i| pb::CreateAnnotationRequest {
+                annotation: Some(pb::Annotation {
+                    note: "🙂".repeat(10_000),
+                    ..new_annotation(find_span(&text, &format!("Claim number {i} ")), Verdict::Verified)
+                }),
+                ..Default::default()
+            })
+            .collect();
+        let batch = alice
+            .batch_create_annotations(pb::BatchCreateAnnotationsRequest {
+                parent: article(DESK),
+                requests,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        names.extend(batch.annotations.into_iter().map(|a| a.name));
+    }
+    let head = review(&mut alice, DESK).await.revision;
+    let mut watch = alice
+        .watch_annotations(pb::WatchAnnotationsRequest {
+            parent: article(DESK),
+            start_revision: head + 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let updated = editor
+        .update_article(correction(
+            DESK,
+            &format!("Editor’s note on top.\n{text}"),
+            &created.etag,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(updated.revision_id, "2");
+    let mut seen = std::collections::HashSet::new();
+    let mut parts = 0;
+    loop {
+        let m = watch
+            .next()
+            .await
+            .unwrap()
+            .expect("each part fits a client's limit");
+        if m.kind != pb::watch_annotations_response::Kind::Events as i32 {
+            continue;
+        }
+        assert_eq!(m.revision, head + 1);
+        assert_eq!(
+            m.article_events.len(),
+            usize::from(parts == 0),
+            "the article event comes first, once"
+        );
+        parts += 1;
+        for e in m.events {
+            let a = e.annotation.unwrap();
+            assert_eq!(AnchorState::try_from(a.anchor_state).unwrap(), AnchorState::Moved);
+            assert!(seen.insert(a.name));
+        }
+        if !m.more {
+            break;
+        }
+    }
+    assert!(parts > 1, "{parts} part(s)");
+    assert_eq!(seen.len(), names.len());
 }

@@ -496,3 +496,50 @@ async fn cors_is_enforced_by_the_browser() {
     assert!(refused.as_str().unwrap().starts_with("refused"), "{refused}");
     b.close().await.unwrap();
 }
+
+/// An open page follows a correction made elsewhere: the new text, and the
+/// highlight where the re-anchored annotation now is; an orphaned one is not
+/// highlighted over text it never judged.
+#[tokio::test]
+async fn an_open_page_follows_a_correction() {
+    let (server, _seeds) = start().await;
+    let driver = Driver::start();
+    let page = driver.browser().await;
+    let mut alice = server.client().await;
+    let text = seed_text(KOREAN);
+    create(&mut alice, KOREAN, find_span(&text, "조태열"), Verdict::Disputed).await;
+    sign_in(&page, &server.url(), BOB, KOREAN).await;
+    wait_until(
+        &page,
+        "the highlight",
+        "document.querySelectorAll('#text mark').length === 1",
+    )
+    .await;
+    wait_until(&page, "the page is live", "document.querySelector('#live.live')").await;
+
+    let mut editor = server.client_with(Some(REVIEWER)).await;
+    let corrected = format!("Correction: an earlier version misspelled a name. 🎉\n{text}");
+    editor
+        .update_article(pb::UpdateArticleRequest {
+            article: Some(pb::Article {
+                name: article(KOREAN),
+                text: corrected,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    wait_until(
+        &page,
+        "the corrected text",
+        "document.getElementById('text').textContent.startsWith('Correction: an earlier version')",
+    )
+    .await;
+    wait_until(
+        &page,
+        "the highlight moved with its text",
+        "document.querySelectorAll('#text mark').length === 1 && document.querySelector('#text mark').textContent === '조태열'",
+    )
+    .await;
+}

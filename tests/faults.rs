@@ -304,7 +304,11 @@ async fn a_failed_correction_is_all_or_nothing() {
         .unwrap_err();
     assert_eq!(reason(&err), "COMMIT_FAILED");
     fail::cfg("commit::flush", "off").unwrap();
-    assert_eq!(read(&mut client, a.name.clone()).await, a, "readers never see the failed correction");
+    assert_eq!(
+        read(&mut client, a.name.clone()).await,
+        a,
+        "readers never see the failed correction"
+    );
     let current = client
         .get_article(pb::GetArticleRequest {
             name: article(KOREAN),
@@ -313,7 +317,10 @@ async fn a_failed_correction_is_all_or_nothing() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!((current.revision_id.as_str(), current.text.as_str()), ("1", text.as_str()));
+    assert_eq!(
+        (current.revision_id.as_str(), current.text.as_str()),
+        ("1", text.as_str())
+    );
 
     let dir = server.stop().await;
     let store = Store::open(&StoreConfig::new(dir.path())).unwrap();
@@ -330,7 +337,10 @@ async fn a_failed_correction_is_all_or_nothing() {
         .unwrap()
         .into_inner();
     let a_now = read(&mut client, a.name.clone()).await;
-    assert_eq!(a_now.article_revision, article_now.revision_id, "article and annotation agree");
+    assert_eq!(
+        a_now.article_revision, article_now.revision_id,
+        "article and annotation agree"
+    );
     assert_eq!(a_now.quote, "조태열");
     scenario.teardown();
 }

@@ -5,7 +5,11 @@
 
 import type { Api } from "./api.js";
 import { Code, isCode } from "./api.js";
-import { type AnnotationEvent, WatchAnnotationsResponse_Kind as Kind } from "./gen/factcheck/v1/factcheck_pb.js";
+import {
+  type AnnotationEvent,
+  type ArticleEvent,
+  WatchAnnotationsResponse_Kind as Kind,
+} from "./gen/factcheck/v1/factcheck_pb.js";
 
 export type LiveState = "live" | "reconnecting" | "offline";
 
@@ -16,7 +20,7 @@ export interface Follower {
 }
 
 export interface Handlers {
-  events(revision: bigint, events: AnnotationEvent[]): void;
+  events(revision: bigint, events: AnnotationEvent[], articles: ArticleEvent[]): void;
   state(state: LiveState): void;
   /** The resume point was compacted: list again; returns the new revision. */
   relist(): Promise<bigint>;
@@ -35,9 +39,10 @@ export function follow(api: Api, from: bigint, on: Handlers): Follower {
         for await (const msg of stream) {
           on.state("live");
           backoff = 250;
-          if (msg.kind === Kind.EVENTS) on.events(msg.revision, msg.events);
-          // EVENTS and PROGRESS advance the resume point; CREATED does not.
-          if (msg.kind !== Kind.CREATED && msg.revision > applied) applied = msg.revision;
+          if (msg.kind === Kind.EVENTS) on.events(msg.revision, msg.events, msg.articleEvents);
+          // EVENTS and PROGRESS advance the resume point; CREATED does not,
+          // nor a part of a revision that more messages complete.
+          if (msg.kind !== Kind.CREATED && !msg.more && msg.revision > applied) applied = msg.revision;
         }
       } catch (e) {
         if (abort.signal.aborted) break;

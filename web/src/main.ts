@@ -7,8 +7,10 @@ import { type Api, Code, connect, describe, isCode, storeToken, storedToken } fr
 import { follow, type Follower, type LiveState } from "./live.js";
 import { codePointOffset, codePoints, segments } from "./spans.js";
 import {
+  AnchorState,
   type Annotation,
   type AnnotationEvent,
+  type ArticleEvent,
   AnnotationEvent_Type as EventType,
   type Article,
   type ArticleReview,
@@ -194,7 +196,10 @@ function renderText() {
   if (!open) return;
   const started = performance.now();
   const o = open;
-  const spans = sorted(o).map((a) => ({ start: a.span!.start, end: a.span!.end, a }));
+  // An orphan's span points into an older revision of the text.
+  const spans = sorted(o)
+    .filter((a) => a.anchorState !== AnchorState.ORPHANED)
+    .map((a) => ({ start: a.span!.start, end: a.span!.end, a }));
   const text = $("text");
   const nodes: Node[] = [];
   for (const seg of segments(o.chars.length, spans)) {
@@ -476,7 +481,17 @@ function removeAnnotation(name: string) {
   scheduleReviews(open.article.name);
 }
 
-function onEvents(revision: bigint, events: AnnotationEvent[]) {
+function onEvents(revision: bigint, events: AnnotationEvent[], corrected: ArticleEvent[]) {
+  if (corrected.length > 0) {
+    // A new article, or a correction: its text and every span on it moved.
+    // Read them again rather than patch the old text.
+    void loadArticles().catch(() => undefined);
+    const name = open?.article.name;
+    if (name && corrected.some((e) => e.article?.name === name)) {
+      void openArticle(name).catch(() => undefined);
+      return;
+    }
+  }
   const touched = new Set<string>();
   for (const e of events) {
     const a = e.annotation!;
