@@ -5,7 +5,6 @@ mod common;
 use common::*;
 use pb::Verdict;
 use tonic::Code;
-use tonic_types::StatusExt;
 
 const A0: &str = "000_9260bb247249f31b";
 const A1: &str = "001_728dec46794c22c1";
