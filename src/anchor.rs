@@ -266,6 +266,8 @@ pub struct Match {
     pub score: usize,
     /// How many occurrences were scored.
     pub count: usize,
+    /// Whether another occurrence scored as well: only the hint chose.
+    pub tied: bool,
 }
 
 /// The occurrence of `quote` in `text` whose surroundings best match
@@ -277,6 +279,7 @@ pub fn best_match(text: &str, quote: &str, prefix: &str, suffix: &str, hint: usi
         return None;
     }
     let mut best: Option<(usize, usize, usize)> = None;
+    let mut tied = false;
     let mut count = 0;
     let mut from = 0;
     while let Some(found) = text[from..].find(quote) {
@@ -295,6 +298,11 @@ pub fn best_match(text: &str, quote: &str, prefix: &str, suffix: &str, hint: usi
                 .take_while(|(a, b)| a == b)
                 .count();
         let distance = start.abs_diff(hint);
+        match best {
+            Some((s, _, _)) if score == s => tied = true,
+            Some((s, _, _)) if score > s => tied = false,
+            _ => {}
+        }
         if best.is_none_or(|(s, _, d)| score > s || (score == s && distance < d)) {
             best = Some((score, start, distance));
         }
@@ -304,7 +312,12 @@ pub fn best_match(text: &str, quote: &str, prefix: &str, suffix: &str, hint: usi
         // Occurrences may overlap: go on from the next code point.
         from = start + text[start..].chars().next().map_or(1, char::len_utf8);
     }
-    best.map(|(score, start, _)| Match { start, score, count })
+    best.map(|(score, start, _)| Match {
+        start,
+        score,
+        count,
+        tied,
+    })
 }
 
 /// How many times `quote` occurs in `text`, counting at most `limit`.

@@ -125,6 +125,14 @@ pub enum Command {
         /// Validate everything, write nothing.
         #[arg(long)]
         dry_run: bool,
+        /// `jsonl` operations, or `w3c` Web Annotations (as Hypothesis and
+        /// `export --format w3c` write them) to anchor on the current text.
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: ApplyFormat,
+        /// With --format w3c: apply the annotations that anchor and list the
+        /// others, instead of refusing the whole file.
+        #[arg(long)]
+        skip_unanchored: bool,
     },
     /// Manage the tokens file (offline; a running server rereads it on SIGHUP).
     Token {
@@ -144,6 +152,11 @@ pub enum Command {
         id: Option<String>,
         #[arg(long, value_enum, default_value = "jsonl")]
         format: ExportFormat,
+        /// With --format w3c: the base of the IRIs written (articles,
+        /// analysts, the collection); default: --server. An article's own
+        /// source URL, when it has one, is its target's source.
+        #[arg(long)]
+        public_url: Option<String>,
     },
 }
 
@@ -252,6 +265,14 @@ pub struct ClientArgs {
 pub enum OutputFormat {
     Text,
     Json,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ApplyFormat {
+    /// One operation a line.
+    Jsonl,
+    /// A W3C Web Annotation document (collection, page, list or one).
+    W3c,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

@@ -25,7 +25,7 @@ use serde_json::json;
 use tonic_types::StatusExt;
 
 use super::{CliError, Client, Result, connect, find_quote, json::verdict_from_str, json::verdict_str};
-use crate::config::{ClientArgs, OutputFormat};
+use crate::config::{ApplyFormat, ClientArgs, OutputFormat};
 use crate::pb;
 
 /// Children per batch request; below the server's maximum of 1000.
@@ -137,23 +137,82 @@ fn read_input(file: &str) -> Result<String> {
     Ok(text)
 }
 
-pub async fn apply(args: &ClientArgs, file: &str, dry_run: bool) -> Result<()> {
+/// What `apply` reads.
+pub struct ApplyOptions<'a> {
+    pub file: &'a str,
+    pub dry_run: bool,
+    pub format: ApplyFormat,
+    /// W3C: apply the annotations that anchor and report the others,
+    /// instead of refusing the file.
+    pub skip_unanchored: bool,
+}
+
+pub async fn apply(args: &ClientArgs, o: ApplyOptions<'_>) -> Result<()> {
+    let ApplyOptions {
+        file,
+        dry_run,
+        format,
+        skip_unanchored,
+    } = o;
     let text = read_input(file)?;
+    let mut client = connect(args).await?;
     let mut ops = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let line_no = i + 1;
-        if line.trim().is_empty() {
-            continue;
+    match format {
+        ApplyFormat::Jsonl => {
+            for (i, line) in text.lines().enumerate() {
+                let line_no = i + 1;
+                if line.trim().is_empty() {
+                    continue;
+                }
+                let op: Op = serde_json::from_str(line)
+                    .map_err(|e| CliError::Usage(format!("line {line_no}: not a valid operation: {e}")))?;
+                ops.push((line_no, op));
+            }
         }
-        let op: Op = serde_json::from_str(line)
-            .map_err(|e| CliError::Usage(format!("line {line_no}: not a valid operation: {e}")))?;
-        ops.push((line_no, op));
+        ApplyFormat::W3c => {
+            let (anchored, failed) = super::w3c::anchor_all(&mut client, &text)
+                .await
+                .map_err(|e| CliError::Usage(format!("{file}: {}", e.message())))?;
+            let report: Vec<String> = failed
+                .iter()
+                .map(|(n, why)| format!("annotation {n}: cannot be anchored: {why}"))
+                .collect();
+            if !report.is_empty() && !skip_unanchored {
+                return Err(CliError::Usage(format!(
+                    "{}\n{} of {} annotations cannot be anchored on the current text; nothing was applied \
+                     (--skip-unanchored applies the others)",
+                    report.join("\n"),
+                    failed.len(),
+                    failed.len() + anchored.len()
+                )));
+            }
+            for line in &report {
+                eprintln!("{line}");
+            }
+            for (n, a) in anchored {
+                ops.push((
+                    n,
+                    Op::Create {
+                        article: a.article,
+                        span: Some(SpanJson {
+                            start: a.start,
+                            end: a.end,
+                        }),
+                        quote: Some(a.quote),
+                        occurrence: None,
+                        verdict: a.verdict,
+                        note: a.note,
+                        sources: a.sources,
+                        analyst: None,
+                    },
+                ));
+            }
+        }
     }
     if ops.is_empty() {
         return Err(CliError::Usage(format!("{file} holds no operations")));
     }
 
-    let mut client = connect(args).await?;
     let plan = plan(&mut client, ops).await?;
     let total: usize = plan.iter().map(Planned::len).sum();
 

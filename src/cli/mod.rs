@@ -4,6 +4,7 @@
 pub mod admin;
 mod apply;
 mod json;
+mod w3c;
 
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
@@ -346,8 +347,23 @@ pub async fn run(command: Command) -> Result<()> {
             client,
             file,
             dry_run,
-        } => apply::apply(&client, &file, dry_run).await,
-        Command::Export { client, id, format } => {
+            format,
+            skip_unanchored,
+        } => {
+            let options = apply::ApplyOptions {
+                file: &file,
+                dry_run,
+                format,
+                skip_unanchored,
+            };
+            apply::apply(&client, options).await
+        }
+        Command::Export {
+            client,
+            id,
+            format,
+            public_url,
+        } => {
             let mut c = connect(&client).await?;
             let req = pb::ListAnnotationsRequest {
                 parent: id
@@ -357,13 +373,23 @@ pub async fn run(command: Command) -> Result<()> {
                 ..Default::default()
             };
             let all = list_all(&mut c, req).await?;
+            let w3c = match format {
+                ExportFormat::W3c => {
+                    let base = public_url.unwrap_or_else(|| client.server.clone());
+                    let iris = w3c::Iris {
+                        base: base.trim_end_matches('/').to_owned(),
+                    };
+                    Some(w3c::collection(&mut c, &all, &iris).await?)
+                }
+                ExportFormat::Jsonl => None,
+            };
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
-            let written = match format {
-                ExportFormat::Jsonl => all
+            let written = match w3c {
+                None => all
                     .iter()
                     .try_for_each(|a| writeln!(out, "{}", apply::export_line(a))),
-                ExportFormat::W3c => writeln!(out, "{:#}", json::w3c_collection(&all)),
+                Some(doc) => writeln!(out, "{doc:#}"),
             };
             written
                 .and_then(|()| out.flush())
