@@ -3,9 +3,12 @@
 //!
 //! # Bird's-eye view
 //!
-//! Articles are loaded from seed files when the store opens and never change
-//! after. Analysts create annotations: a span of an article's text, in
-//! Unicode code points, with a verdict, a note and sources. Every mutation
+//! Articles start as seed files and change by revisions: a reviewer (or a
+//! changed seed file) corrects one, and every annotation on it is re-anchored
+//! in the same revision ([`anchor`]). Analysts create annotations: a span of
+//! an article revision's text, stored in Unicode code points (clients may
+//! count in UTF-16 or UTF-8: [`convert`] translates), with a verdict, a note
+//! and sources. Every mutation
 //! goes through one committer thread that applies whole groups of waiting
 //! mutations as one atomic sled batch and flushes once before answering
 //! (group commit), with a history record per change chained by SHA-256; reads
@@ -19,7 +22,10 @@
 //! # Layout
 //!
 //! - [`pb`]: generated protobuf and gRPC code only.
-//! - [`domain`]: types that cannot hold invalid values (spans, names, verdicts).
+//! - [`domain`]: types that cannot hold invalid values (spans, names,
+//!   verdicts, article revisions, anchor states, offset encodings).
+//! - [`anchor`]: where a span goes when its article's text is corrected: a
+//!   token diff, then a quote-and-context search.
 //! - [`convert`]: protobuf ↔ domain, and all request validation.
 //! - [`error`]: the one error enum and its one mapping to gRPC statuses.
 //! - [`store`]: the only code that imports sled; key layout in `store::keys`,
@@ -28,7 +34,8 @@
 //! - [`auth`]: bearer tokens → analysts and roles; the tokens file.
 //! - [`codec`]: prost's gRPC codec, with undecodable requests as
 //!   INVALID_ARGUMENT.
-//! - [`service`]: the RPC handlers.
+//! - [`service`]: the RPC handlers; `service::articles` the ones that
+//!   create and correct articles.
 //! - [`watch`]: one task per `WatchAnnotations` stream: changelog replay, then
 //!   the live broadcast.
 //! - [`server`]: [`server::run`] serves on a listener the caller bound (TLS,
@@ -38,7 +45,8 @@
 //! - [`web`]: the web app (`web/`, built and embedded), served at `/`; it
 //!   calls the API over grpc-web on the same port.
 //! - [`config`]: command-line flags.
-//! - [`cli`]: the client subcommands (`annotate`, `list`, `apply`, ...) and
+//! - [`cli`]: the client subcommands (`annotate`, `list`, `apply`, `export`
+//!   with W3C Web Annotations both ways, ...) and
 //!   the offline ones (`token`, `audit verify`).
 //! - `bin/factcheck.rs`: the binary.
 //!
@@ -56,7 +64,14 @@
 //!   watch streams by their queue budget and the live ring's size cap.
 //! - A rejected request changes nothing: a job is checked completely before
 //!   any of it is staged.
-//! - Spans are `[start, end)` in code points, `start < end <= length`.
+//! - Spans are `[start, end)` in code points, `start < end <= length` of the
+//!   article revision named by the annotation's `article_revision`, on
+//!   grapheme cluster boundaries. Every annotation but an orphaned one points
+//!   into its article's current revision: a correction re-anchors them in its
+//!   own commit, and a create or span update checked against a replaced
+//!   revision is refused.
+//! - Article revisions are never rewritten: any history record's quote reads
+//!   the text it judged.
 //! - The index, the changelog and the audit history change in the same
 //!   commit as the annotations they describe: readers under the lock see them
 //!   agree. The history is never trimmed; each record's hash covers the
