@@ -405,10 +405,11 @@ impl Watcher {
             let article = articles
                 .entry((a.name.article.clone(), a.article_revision))
                 .or_insert_with(|| {
-                    self.store
-                        .article_revision(&a.name.article, a.article_revision)
-                        .ok()
-                        .flatten()
+                    let found = self.store.article_revision(&a.name.article, a.article_revision);
+                    if !matches!(found, Ok(Some(_))) {
+                        tracing::error!(annotation = %a.name, revision = a.article_revision, "an event's article revision cannot be read: the event is not delivered");
+                    }
+                    found.ok().flatten()
                 })
                 .clone()?;
             Some(convert::annotation_to_pb(a, &article, enc))

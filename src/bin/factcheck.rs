@@ -81,7 +81,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
     tracing::info!(
-        articles = store.articles().0.len(),
+        articles = store.articles().len(),
         revision = store.revision(),
         data_dir = %args.data_dir.display(),
         "store open"

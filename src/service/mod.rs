@@ -358,7 +358,7 @@ impl FactCheckService for Service {
         let enc = convert::offset_encoding("offset_encoding", req.offset_encoding)?;
         let fp = convert::ARTICLES_FINGERPRINT;
         let after = self.tokens().decode("page_token", &req.page_token, &fp)?;
-        let (all, _) = self.store.articles();
+        let all = self.store.articles();
         let mut articles = all
             .iter()
             .filter(|a| after.as_deref().is_none_or(|c| a.id.as_str().as_bytes() > c));

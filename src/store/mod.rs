@@ -345,11 +345,9 @@ impl Store {
         })
     }
 
-    /// Every article's current revision, by id, and the store revision
-    /// they are current at.
-    pub fn articles(&self) -> (Vec<Arc<Article>>, u64) {
-        let index = self.read_lock();
-        (index.texts().values().cloned().collect(), self.revision())
+    /// Every article's current revision, by id.
+    pub fn articles(&self) -> Vec<Arc<Article>> {
+        self.read_lock().texts().values().cloned().collect()
     }
 
     /// The article's current revision.
@@ -388,8 +386,7 @@ impl Store {
     }
 
     /// Up to `limit` revisions of an article after revision `after`, oldest
-    /// first (without their texts' offsets computed... they are full
-    /// articles), and whether more follow. Blocking.
+    /// first, and whether more follow. Blocking.
     pub fn article_revisions(
         &self,
         id: &ArticleId,
