@@ -17,8 +17,8 @@
 //!    of a quote that occurred once before too, is `Moved` (a paragraph moved
 //!    up is deleted and inserted elsewhere as far as a diff can tell).
 //! 3. **Mapped edit.** Otherwise the span's ends are mapped through the diff:
-//!    if any of its text survived, or it was replaced in place by one edit,
-//!    the span covers the edited text: `Changed`.
+//!    if at least half of its text survived, or it was replaced in place by
+//!    one edit, the span covers the edited text: `Changed`.
 //! 4. Else the quoted text is gone: `Orphaned`, keeping its old span.
 //!
 //! All offsets are code points.
@@ -178,7 +178,7 @@ impl Reanchor {
             };
             return Placement { anchor, span };
         }
-        // 3. The edited text, if any of it survived or one edit replaced it.
+        // 3. The edited text, if half of it survived or one edit replaced it.
         let (start, end) = (self.map_start(s), self.map_end(e));
         let retained: u32 = self
             .segments
@@ -189,8 +189,11 @@ impl Reanchor {
         let in_place = self
             .segment(s)
             .is_some_and(|g| g.tag == DiffTag::Replace && e <= g.old.end);
+        // Less than half of it left is not an edit of it: what matched was
+        // common words elsewhere (a deleted sentence's "an attack" aligned
+        // with the paragraph before's).
         match Span::new(start, end) {
-            Some(span) if retained > 0 || in_place => Placement {
+            Some(span) if retained * 2 >= e - s || in_place => Placement {
                 anchor: Anchor::Changed,
                 span,
             },
@@ -440,6 +443,21 @@ mod tests {
             }
         );
         assert_eq!(r.place(span_of(old, "Last sentence")).anchor, Anchor::Moved);
+    }
+
+    /// A deleted sentence sharing words with the one before it: what the
+    /// diff matches of it is the neighbour's words, not an edit of it.
+    #[test]
+    fn a_deleted_sentence_is_not_its_neighbours_words() {
+        let old = "They signed a pact to help if either faced an attack.\n\
+                   It obliged military assistance “without delay” in the case of an attack on the other.\nEnd.";
+        let new = "They signed a pact to help if either faced an attack.\nEnd.";
+        let r = Reanchor::between(old, new);
+        let span = span_of(
+            old,
+            "military assistance “without delay” in the case of an attack",
+        );
+        assert_eq!(r.place(span).anchor, Anchor::Orphaned);
     }
 
     #[test]

@@ -835,6 +835,8 @@ async fn corrected_seed_files_become_revisions_at_start() {
     )
     .await;
     let figure = create(&mut alice, A2, find_span(&original, "13,000"), Verdict::Verified).await;
+    let withdrawn = "military assistance “without delay” in the case of an attack";
+    let quoted = create(&mut alice, A2, find_span(&original, withdrawn), Verdict::Disputed).await;
     let title = create(
         &mut alice,
         A2,
@@ -845,10 +847,14 @@ async fn corrected_seed_files_become_revisions_at_start() {
     let revision = review(&mut alice, A2).await.revision;
     let dir = server.stop().await;
 
-    // The correction: the figure fixed, a paragraph inserted at the top,
-    // and the first two paragraphs after the title swapped.
+    // The correction: two of the repeated paragraphs reordered (the one
+    // annotated among them), the paragraph with the quoted treaty sentence
+    // deleted, a paragraph inserted at the top, and the figure fixed.
     let mut p: Vec<String> = paragraphs.iter().map(|s| s.to_string()).collect();
-    p.swap(1, 2);
+    let at = p.iter().rposition(|x| x.trim_end() == repeated).unwrap();
+    p.swap(at, at + 3);
+    let treaty = p.iter().position(|x| x.contains(withdrawn)).unwrap();
+    p.remove(treaty);
     p.insert(0, "Editor’s note: this article has been updated.\n".into());
     let corrected = p.concat().replace("13,000", "13,500");
     std::fs::write(seeds.path().join(format!("{A2}.txt")), &corrected).unwrap();
@@ -879,6 +885,9 @@ async fn corrected_seed_files_become_revisions_at_start() {
     );
     let a = get(&mut alice, &figure.name).await;
     assert_eq!((a.quote.as_str(), anchor(&a)), ("13,500", AnchorState::Changed));
+    let a = get(&mut alice, &quoted.name).await;
+    assert_eq!((a.quote.as_str(), anchor(&a)), (withdrawn, AnchorState::Orphaned));
+    assert_eq!(a.article_revision, "1");
     let fresh = alice
         .get_article(pb::GetArticleRequest {
             name: article("fresh-story"),
