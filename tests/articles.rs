@@ -1010,3 +1010,47 @@ async fn a_correction_moving_many_large_annotations_reaches_watchers_in_parts() 
     assert!(parts > 1, "{parts} part(s)");
     assert_eq!(seen.len(), names.len());
 }
+
+/// Two editors correcting from the same revision: one wins, the other is
+/// told to re-read; an update that changes nothing (a retry of one that
+/// landed) makes no revision.
+#[tokio::test]
+async fn concurrent_corrections_from_one_revision_let_one_win() {
+    let server = TestServer::start().await;
+    let mut editor = server.client_with(Some(REVIEWER)).await;
+    let created = create_article(&mut editor, DESK, FIRST).await;
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let mut c = server.client_with(Some(REVIEWER)).await;
+        let etag = created.etag.clone();
+        tasks.push(tokio::spawn(async move {
+            c.update_article(correction(DESK, &format!("Version {i}.\n{FIRST}"), &etag))
+                .await
+        }));
+    }
+    let mut won = Vec::new();
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(a) => won.push(a.into_inner()),
+            Err(s) => assert_eq!((s.code(), reason(&s)), (Code::Aborted, "ETAG_MISMATCH".into())),
+        }
+    }
+    assert_eq!(won.len(), 1, "exactly one correction from revision 1 lands");
+    assert_eq!(won[0].revision_id, "2");
+    let text = editor
+        .get_article(pb::GetArticleRequest {
+            name: article(DESK),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .text;
+    // The winner's text, resent without an etag: no new revision.
+    let again = editor
+        .update_article(correction(DESK, &text, ""))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.revision_id, "2");
+}

@@ -204,11 +204,28 @@ impl Service {
                 ),
             });
         }
+        let title = fields.title.unwrap_or_else(|| current.title.clone());
+        let text = fields.text.unwrap_or_else(|| current.text.clone());
+        let source_url = fields.source_url.unwrap_or_else(|| current.source_url.clone());
+        // Nothing to change (a retry of an update that landed, say): the
+        // current revision, and no new one.
+        let first_line = text.lines().next().unwrap_or_default().trim();
+        if text == current.text
+            && source_url == current.source_url
+            && (title == current.title || title.is_empty() && current.title == first_line)
+        {
+            return Ok(convert::article_to_pb(
+                &current,
+                false,
+                OffsetEncoding::CodePoints,
+                false,
+            ));
+        }
         let next = Arc::new(Article::revision(
             id.clone(),
-            fields.title.unwrap_or_else(|| current.title.clone()),
-            fields.text.unwrap_or_else(|| current.text.clone()),
-            fields.source_url.unwrap_or_else(|| current.source_url.clone()),
+            title,
+            text,
+            source_url,
             current.revision + 1,
             caller.analyst.to_string(),
             current.create_time_us,
