@@ -32,6 +32,40 @@ pub enum Command {
         #[arg(long)]
         spans: bool,
     },
+    /// Publish a new article from a UTF-8 text file (reviewers and admins).
+    Publish {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The new article's id: ASCII letters, digits, '_', '-', '.'.
+        id: String,
+        /// The text file, or - for standard input.
+        file: String,
+        #[command(flatten)]
+        fields: ArticleFields,
+    },
+    /// Correct an article from a UTF-8 text file: its next revision, every
+    /// annotation on it re-anchored (reviewers and admins).
+    Correct {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Article id.
+        id: String,
+        /// The corrected text, or - for standard input.
+        file: String,
+        #[command(flatten)]
+        fields: ArticleFields,
+        /// Correct only if the article is still at this revision (its etag,
+        /// with or without the quotes).
+        #[arg(long)]
+        etag: Option<String>,
+    },
+    /// List an article's revisions: who made each, when, the text's SHA-256.
+    Revisions {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Article id.
+        id: String,
+    },
     /// Annotate a span of an article, found by quote or given by offsets.
     Annotate {
         #[command(flatten)]
@@ -158,6 +192,18 @@ pub enum Command {
         #[arg(long)]
         public_url: Option<String>,
     },
+}
+
+/// An article's title and source URL, for `publish` and `correct`.
+#[derive(Args, Debug, Clone)]
+pub struct ArticleFields {
+    /// The title; default: the text's first line (publish), unchanged
+    /// (correct).
+    #[arg(long)]
+    pub title: Option<String>,
+    /// Where the article is published, an absolute http(s) URL.
+    #[arg(long)]
+    pub source_url: Option<String>,
 }
 
 /// Where the tokens file is.

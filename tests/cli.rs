@@ -427,3 +427,113 @@ async fn exit_codes_tell_usage_refusal_and_connection_apart() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1);
 }
+
+/// A newsroom's corrections from the shell: publish a text file, annotate
+/// it, correct it (an etag typed without its quotes), read its revisions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_correct_and_list_revisions_from_files() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let first = dir.path().join("first.txt");
+    let second = dir.path().join("second.txt");
+    // A BOM, as Windows editors write one.
+    std::fs::write(
+        &first,
+        "\u{feff}Minister 조태열 said exports rose 5% in May 🎉.\n",
+    )
+    .unwrap();
+    std::fs::write(
+        &second,
+        "Correction below.\nMinister 조태열 said exports rose 6% in May 🎉.\n",
+    )
+    .unwrap();
+    let url = server.url();
+    let as_reviewer = move |args: Vec<String>| {
+        let url = url.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                command(&url, REVIEWER, &args).output().unwrap()
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let path = |p: &std::path::Path| p.to_str().unwrap().to_owned();
+
+    let out = run(&server, &["publish", "desk", &path(&first)], None).await;
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "an analyst may not publish: {}",
+        stderr(&out)
+    );
+    let out = as_reviewer(vec![
+        "publish".into(),
+        "desk".into(),
+        path(&first),
+        "--source-url".into(),
+        "https://news.example/desk".into(),
+    ])
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out).trim(),
+        "published articles/desk revision 1 (etag \"1\")"
+    );
+
+    let out = run(
+        &server,
+        &[
+            "annotate",
+            "desk",
+            "--quote",
+            "exports rose 5%",
+            "--verdict",
+            "verified",
+        ],
+        None,
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let out = as_reviewer(vec![
+        "correct".into(),
+        "desk".into(),
+        path(&second),
+        "--etag".into(),
+        "1".into(),
+        "--output".into(),
+        "json".into(),
+    ])
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(
+        (
+            v["revision_id"].as_str(),
+            v["needs_review_count"].as_u64(),
+            v["source_url"].as_str()
+        ),
+        (Some("2"), Some(1), Some("https://news.example/desk"))
+    );
+    // A stale etag is refused and changes nothing.
+    let out = as_reviewer(vec![
+        "correct".into(),
+        "desk".into(),
+        path(&first),
+        "--etag".into(),
+        "\"1\"".into(),
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+
+    let out = run(&server, &["revisions", "desk", "--output", "json"], None).await;
+    let revisions = json_lines(&out);
+    assert_eq!(revisions.len(), 2);
+    assert_eq!(revisions[1]["name"], "articles/desk@2");
+    assert!(revisions.iter().all(|r| r["revision_author"] == "rosa"));
+    let out = run(&server, &["list", "desk", "--output", "json"], None).await;
+    let listed = json_lines(&out);
+    assert_eq!(listed[0]["quote"], "exports rose 6%");
+}

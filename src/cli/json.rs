@@ -57,12 +57,18 @@ pub fn annotation_json(a: &pb::Annotation) -> Value {
 }
 
 pub fn article_json(a: &pb::Article) -> Value {
+    let name = a.name.split('@').next().unwrap_or_default();
     json!({
         "name": a.name,
-        "id": a.name.trim_start_matches("articles/"),
+        "id": name.trim_start_matches("articles/"),
         "title": a.title,
         "length": a.length,
         "sha256": a.sha256,
+        "revision_id": a.revision_id,
+        "revision_author": a.revision_author,
+        "revision_create_time": time(a.revision_create_time.as_ref()),
+        "source_url": a.source_url,
+        "etag": a.etag,
     })
 }
 

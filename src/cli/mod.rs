@@ -4,6 +4,7 @@
 pub mod admin;
 mod apply;
 mod json;
+mod publish;
 mod w3c;
 
 use std::io::{IsTerminal, Write};
@@ -214,6 +215,20 @@ pub async fn run(command: Command) -> Result<()> {
             .await
             .map_err(|e| CliError::Other(e.to_string()))?,
         Command::Articles(client) => articles(&client).await,
+        Command::Publish {
+            client,
+            id,
+            file,
+            fields,
+        } => publish::publish(&client, &id, &file, fields).await,
+        Command::Correct {
+            client,
+            id,
+            file,
+            fields,
+            etag,
+        } => publish::correct(&client, &id, &file, fields, etag).await,
+        Command::Revisions { client, id } => publish::revisions(&client, &id).await,
         Command::Article { client, id, spans } => article(&client, &id, spans).await,
         Command::Annotate {
             client,
