@@ -59,6 +59,14 @@ pub enum Command {
         #[arg(long)]
         etag: Option<String>,
     },
+    /// Every article's review: state, counts, coverage, agreement.
+    Reviews {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Only reviews in this state.
+        #[arg(long, value_enum)]
+        state: Option<ReviewStateArg>,
+    },
     /// List an article's revisions: who made each, when, the text's SHA-256.
     Revisions {
         #[command(flatten)]
@@ -314,6 +322,14 @@ pub enum OutputFormat {
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReviewStateArg {
+    NotStarted,
+    InProgress,
+    NeedsAdjudication,
+    Ready,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ApplyFormat {
     /// One operation a line.
     Jsonl,
@@ -414,6 +430,11 @@ pub struct ServeArgs {
     /// larger is refused (RESOURCE_EXHAUSTED).
     #[arg(long, env = "FACTCHECK_MAX_RESPONSE_MB", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub max_response_mb: u64,
+
+    /// Analysts who must have annotated an article before its review can be
+    /// READY: two pairs of eyes by default.
+    #[arg(long, env = "FACTCHECK_REVIEW_MIN_ANALYSTS", default_value_t = crate::domain::DEFAULT_MIN_ANALYSTS, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub review_min_analysts: u32,
 
     /// Most open connections; more wait in the kernel's backlog until one
     /// closes (logged). Lowered to fit the process's file-descriptor limit.

@@ -8,8 +8,8 @@ use uuid::Uuid;
 
 use crate::domain::{
     Anchor, Annotation, AnnotationFilter, AnnotationName, Article, ArticleId, ContestedSpan, EventKind,
-    Judgement, MAX_NOTE_CHARS, MAX_SOURCE_CHARS, MAX_SOURCES, OffsetEncoding, OffsetError, Review, Revision,
-    Span, Verdict,
+    Judgement, MAX_NOTE_CHARS, MAX_SOURCE_CHARS, MAX_SOURCES, OffsetEncoding, OffsetError, Review,
+    ReviewState, Revision, Span, Verdict,
 };
 use crate::error::{Error, Result};
 use crate::pb;
@@ -546,6 +546,43 @@ pub fn review_to_pb(r: &Review, revision: u64, budget: usize, enc: OffsetEncodin
         needs_review_count: r.needs_review,
         orphaned_count: r.orphaned,
         article_revision: article.revision.to_string(),
+        state: review_state_to_pb(r.state) as i32,
+        min_analysts: r.min_analysts,
+        krippendorff_alpha: r.agreement.alpha,
+        pairwise_agreements: r
+            .agreement
+            .pairwise
+            .iter()
+            .map(|&(a, b, alpha)| pb::AnalystAgreement {
+                analyst: r.analyst_names[a as usize].to_string(),
+                other_analyst: r.analyst_names[b as usize].to_string(),
+                krippendorff_alpha: alpha,
+            })
+            .collect(),
+    }
+}
+
+pub fn review_state_to_pb(s: ReviewState) -> pb::ReviewState {
+    match s {
+        ReviewState::NotStarted => pb::ReviewState::NotStarted,
+        ReviewState::InProgress => pb::ReviewState::InProgress,
+        ReviewState::NeedsAdjudication => pb::ReviewState::NeedsAdjudication,
+        ReviewState::Ready => pb::ReviewState::Ready,
+    }
+}
+
+/// A request's review state filter; `None` when unset.
+pub fn review_state(field: &str, value: i32) -> Result<Option<ReviewState>> {
+    match pb::ReviewState::try_from(value) {
+        Ok(pb::ReviewState::Unspecified) => Ok(None),
+        Ok(pb::ReviewState::NotStarted) => Ok(Some(ReviewState::NotStarted)),
+        Ok(pb::ReviewState::InProgress) => Ok(Some(ReviewState::InProgress)),
+        Ok(pb::ReviewState::NeedsAdjudication) => Ok(Some(ReviewState::NeedsAdjudication)),
+        Ok(pb::ReviewState::Ready) => Ok(Some(ReviewState::Ready)),
+        Err(_) => Err(Error::invalid(
+            field,
+            format!("{value} is not a ReviewState value"),
+        )),
     }
 }
 

@@ -604,6 +604,23 @@ pub struct Mark {
     pub verdict: Verdict,
     pub id: Uuid,
     pub anchor: Anchor,
+    /// The analyst, numbered within the review (see [`Review::analyst_names`]).
+    pub analyst: u32,
+}
+
+/// Where an article's review stands, computed from its annotations (never
+/// set by hand).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ReviewState {
+    /// No annotation yet.
+    NotStarted,
+    /// Annotated, but by fewer analysts than the desk requires, or with
+    /// annotations a correction of the article left to look at again.
+    InProgress,
+    /// At least one contested span: a reviewer must settle it.
+    NeedsAdjudication,
+    /// Enough analysts, nothing contested, nothing to re-review.
+    Ready,
 }
 
 /// Where the review of one article stands, at some revision.
@@ -622,7 +639,19 @@ pub struct Review {
     /// Of those, the ones whose text is gone: not in `covered` or
     /// `contested`.
     pub orphaned: u32,
+    pub state: ReviewState,
+    /// Analysts the desk requires before an article can be ready.
+    pub min_analysts: u32,
+    /// Agreement of the analysts with an anchored annotation
+    /// ([`crate::agreement`]); pairs name them by `analyst_names`.
+    pub agreement: crate::agreement::Agreement,
+    /// The analysts [`Mark::analyst`] and the pairs number.
+    pub analyst_names: Vec<Arc<str>>,
 }
+
+/// How many analysts must have annotated an article before it can be ready,
+/// unless `serve --review-min-analysts` says otherwise: two pairs of eyes.
+pub const DEFAULT_MIN_ANALYSTS: u32 = 2;
 
 impl PartialEq for Article {
     fn eq(&self, other: &Self) -> bool {
@@ -639,9 +668,11 @@ impl Review {
     pub fn compute(
         article: Arc<Article>,
         marks: &[Mark],
-        analysts: u32,
+        analyst_names: Vec<Arc<str>>,
         last_update_time_us: Option<i64>,
+        min_analysts: u32,
     ) -> Self {
+        let analysts = analyst_names.len() as u32;
         let mut counts = [0u32; 3];
         let mut needs_review = 0;
         let mut orphaned = 0;
@@ -702,7 +733,7 @@ impl Review {
         // the marks still open suffices.
         let mut open: Vec<&Mark> = Vec::new();
         let mut next = 0;
-        let contested = regions
+        let contested: Vec<ContestedSpan> = regions
             .into_iter()
             .filter_map(|(s, e)| Span::new(s, e))
             .map(|span| {
@@ -730,6 +761,31 @@ impl Review {
             })
             .collect();
 
+        // Agreement among the analysts of the anchored marks, renumbered.
+        let mut coder = vec![u32::MAX; analyst_names.len()];
+        let mut names = Vec::new();
+        let coded: Vec<Mark> = marks
+            .iter()
+            .map(|m| {
+                let slot = &mut coder[m.analyst as usize];
+                if *slot == u32::MAX {
+                    *slot = names.len() as u32;
+                    names.push(analyst_names[m.analyst as usize].clone());
+                }
+                Mark { analyst: *slot, ..*m }
+            })
+            .collect();
+        let agreement = crate::agreement::of_marks(&coded, names.len() as u32);
+        let total: u32 = counts.iter().sum();
+        let state = if total == 0 {
+            ReviewState::NotStarted
+        } else if analysts < min_analysts || needs_review > 0 {
+            ReviewState::InProgress
+        } else if !contested.is_empty() {
+            ReviewState::NeedsAdjudication
+        } else {
+            ReviewState::Ready
+        };
         Self {
             article,
             counts,
@@ -739,6 +795,10 @@ impl Review {
             last_update_time_us,
             needs_review,
             orphaned,
+            state,
+            min_analysts,
+            agreement,
+            analyst_names: names,
         }
     }
 }

@@ -80,6 +80,7 @@
 //! - Clients never see sled errors or file paths: `Error::Internal` is logged
 //!   and answered as a plain "internal error".
 
+pub mod agreement;
 pub mod anchor;
 pub mod auth;
 pub mod cli;

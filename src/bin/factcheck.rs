@@ -76,6 +76,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     config.sync = args.sync;
     let max_response_bytes = (args.max_response_mb * 1024 * 1024) as usize;
     config.max_result_bytes = max_response_bytes;
+    config.review_min_analysts = args.review_min_analysts;
     let store = tokio::task::spawn_blocking(move || Store::open(&config))
         .await
         .map_err(|e| e.to_string())?

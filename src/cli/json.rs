@@ -90,5 +90,23 @@ pub fn review_json(r: &pb::ArticleReview) -> Value {
         "analyst_count": r.analyst_count,
         "last_update_time": time(r.last_update_time.as_ref()),
         "revision": r.revision,
+        "state": review_state_str(r.state),
+        "min_analysts": r.min_analysts,
+        "needs_review_count": r.needs_review_count,
+        "orphaned_count": r.orphaned_count,
+        "article_revision": r.article_revision,
+        "krippendorff_alpha": r.krippendorff_alpha,
+        "pairwise_agreements": r.pairwise_agreements.iter().map(|p| json!({
+            "analyst": p.analyst,
+            "other_analyst": p.other_analyst,
+            "krippendorff_alpha": p.krippendorff_alpha,
+        })).collect::<Vec<_>>(),
     })
+}
+
+/// `not_started`, `in_progress`, `needs_adjudication`, `ready`.
+pub fn review_state_str(s: i32) -> String {
+    pb::ReviewState::try_from(s)
+        .map(|s| s.as_str_name().trim_start_matches("REVIEW_STATE_").to_lowercase())
+        .unwrap_or_default()
 }

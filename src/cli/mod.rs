@@ -229,6 +229,7 @@ pub async fn run(command: Command) -> Result<()> {
             etag,
         } => publish::correct(&client, &id, &file, fields, etag).await,
         Command::Revisions { client, id } => publish::revisions(&client, &id).await,
+        Command::Reviews { client, state } => reviews(&client, state).await,
         Command::Article { client, id, spans } => article(&client, &id, spans).await,
         Command::Annotate {
             client,
@@ -411,6 +412,59 @@ pub async fn run(command: Command) -> Result<()> {
                 .map_err(|e| CliError::Other(format!("cannot write the export: {e}")))
         }
     }
+}
+
+async fn reviews(client: &ClientArgs, state: Option<crate::config::ReviewStateArg>) -> Result<()> {
+    use crate::config::ReviewStateArg as S;
+    let state = state.map_or(pb::ReviewState::Unspecified, |s| match s {
+        S::NotStarted => pb::ReviewState::NotStarted,
+        S::InProgress => pb::ReviewState::InProgress,
+        S::NeedsAdjudication => pb::ReviewState::NeedsAdjudication,
+        S::Ready => pb::ReviewState::Ready,
+    });
+    let mut c = connect(client).await?;
+    let mut token = String::new();
+    let mut all = Vec::new();
+    loop {
+        let page = c
+            .list_article_reviews(pb::ListArticleReviewsRequest {
+                page_size: 1000,
+                page_token: token,
+                state: state as i32,
+                offset_encoding: 0,
+            })
+            .await?
+            .into_inner();
+        all.extend(page.reviews);
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    let state_name = |r: &pb::ArticleReview| json::review_state_str(r.state);
+    match client.output {
+        OutputFormat::Json => all.iter().for_each(|r| println!("{}", json::review_json(r))),
+        OutputFormat::Text => {
+            println!(
+                "{:<22}  {:<18}  {:>5}  {:>8}  {:>9}  {:>6}  ALPHA",
+                "ARTICLE", "STATE", "TOTAL", "ANALYSTS", "CONTESTED", "COVER"
+            );
+            for r in &all {
+                println!(
+                    "{:<22}  {:<18}  {:>5}  {:>8}  {:>9}  {:>5.1}%  {}",
+                    r.name.trim_start_matches("articles/").trim_end_matches("/review"),
+                    state_name(r),
+                    r.total_count,
+                    r.analyst_count,
+                    r.contested_span_count,
+                    r.covered_fraction * 100.0,
+                    r.krippendorff_alpha
+                        .map_or_else(|| "–".to_owned(), |a| format!("{a:.3}"))
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn articles(client: &ClientArgs) -> Result<()> {
@@ -611,6 +665,16 @@ fn print_annotation(format: OutputFormat, a: &pb::Annotation) {
 
 fn print_review(r: &pb::ArticleReview) {
     println!("{}", r.name);
+    println!(
+        "  state        {} (needs {} analysts; {} to re-review, {} orphaned)",
+        json::review_state_str(r.state),
+        r.min_analysts,
+        r.needs_review_count,
+        r.orphaned_count
+    );
+    if let Some(a) = r.krippendorff_alpha {
+        println!("  agreement    Krippendorff's alpha {a:.3}");
+    }
     println!(
         "  annotations  {} ({} verified, {} disputed, {} unattributed)",
         r.total_count, r.verified_count, r.disputed_count, r.unattributed_count

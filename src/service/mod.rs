@@ -16,6 +16,7 @@ use crate::store::{Applied, Cursor, HistoryCursor, Mutation, RequestKey, Store, 
 use crate::watch::{self as watcher, WatchGauge, WatchOptions};
 
 mod articles;
+mod reviews;
 
 /// The service; clones share the store.
 #[derive(Clone)]
@@ -410,6 +411,13 @@ impl FactCheckService for Service {
             enc,
             revision.is_some(),
         )))
+    }
+
+    async fn list_article_reviews(
+        &self,
+        req: Request<pb::ListArticleReviewsRequest>,
+    ) -> Result<Response<pb::ListArticleReviewsResponse>, Status> {
+        Ok(Response::new(self.list_article_reviews_rpc(req).await?))
     }
 
     async fn create_article(

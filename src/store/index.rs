@@ -56,17 +56,19 @@ pub struct ArticleIndex {
 /// What a review is computed from: a copy of one article's index.
 pub struct Snapshot {
     marks: Vec<Mark>,
-    analysts: u32,
+    /// The analysts the marks number, in that order.
+    analysts: Vec<Arc<str>>,
     last_update_time_us: Option<i64>,
 }
 
 impl Snapshot {
-    pub fn compute(self, article: &Arc<Article>) -> Review {
+    pub fn compute(self, article: &Arc<Article>, min_analysts: u32) -> Review {
         Review::compute(
             article.clone(),
             &self.marks,
             self.analysts,
             self.last_update_time_us,
+            min_analysts,
         )
     }
 }
@@ -123,20 +125,28 @@ impl ArticleIndex {
     /// A copy of what the review needs: O(n), a plain copy, so a reader
     /// holds the lock for that only and computes the review after.
     pub fn snapshot(&self) -> Snapshot {
-        Snapshot {
-            marks: self
-                .spans
-                .iter()
-                .filter_map(|(&(start, id), e)| {
-                    Some(Mark {
-                        span: Span::new(start, e.end)?,
-                        verdict: e.verdict,
-                        id,
-                        anchor: e.anchor,
-                    })
+        let mut numbers: HashMap<&Arc<str>, u32> = HashMap::with_capacity(self.analysts.len());
+        let mut analysts: Vec<Arc<str>> = Vec::with_capacity(self.analysts.len());
+        let marks = self
+            .spans
+            .iter()
+            .filter_map(|(&(start, id), e)| {
+                let analyst = *numbers.entry(&e.analyst).or_insert_with(|| {
+                    analysts.push(e.analyst.clone());
+                    analysts.len() as u32 - 1
+                });
+                Some(Mark {
+                    span: Span::new(start, e.end)?,
+                    verdict: e.verdict,
+                    id,
+                    anchor: e.anchor,
+                    analyst,
                 })
-                .collect(),
-            analysts: self.analysts.len() as u32,
+            })
+            .collect();
+        Snapshot {
+            marks,
+            analysts,
             last_update_time_us: self.last_update_time_us,
         }
     }

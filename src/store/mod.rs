@@ -60,6 +60,9 @@ pub struct StoreConfig {
     /// is refused before it is applied, so no answer, changelog entry or
     /// watch message grows past it.
     pub max_result_bytes: usize,
+    /// Analysts who must have annotated an article before its review can
+    /// be READY.
+    pub review_min_analysts: u32,
 }
 
 /// The default of [`StoreConfig::max_result_bytes`] and of the server's
@@ -130,6 +133,7 @@ impl StoreConfig {
             retention: Retention::default(),
             sync: true,
             max_result_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            review_min_analysts: crate::domain::DEFAULT_MIN_ANALYSTS,
         }
     }
 }
@@ -172,6 +176,8 @@ struct Inner {
     revisions: Mutex<HashMap<(ArticleId, u32), Arc<Article>>>,
     /// Key for page-token MACs, kept in the store so tokens survive restarts.
     page_secret: [u8; 32],
+    /// See [`StoreConfig::review_min_analysts`].
+    review_min_analysts: u32,
     /// `None` once the store is closing.
     queue: Mutex<Option<mpsc::Sender<Job>>>,
     committer: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -339,6 +345,7 @@ impl Store {
                 shared,
                 revisions: Mutex::new(HashMap::new()),
                 page_secret,
+                review_min_analysts: config.review_min_analysts,
                 queue: Mutex::new(Some(tx)),
                 committer: Mutex::new(Some(handle)),
             }),
@@ -579,7 +586,9 @@ impl Store {
                 .ok_or_else(|| Error::not_found(id.name()))?;
             match index.article(id) {
                 None => {
-                    return Ok((Arc::new(Review::compute(article, &[], 0, None)), revision));
+                    let review =
+                        Review::compute(article, &[], Vec::new(), None, self.inner.review_min_analysts);
+                    return Ok((Arc::new(review), revision));
                 }
                 Some(a) => match a.cached_review() {
                     Some(review) => return Ok((review, revision)),
@@ -587,7 +596,7 @@ impl Store {
                 },
             }
         };
-        let review = Arc::new(snapshot.compute(&article));
+        let review = Arc::new(snapshot.compute(&article, self.inner.review_min_analysts));
         let index = self.read_lock();
         if let Some(a) = index.article(id)
             && a.version() == version

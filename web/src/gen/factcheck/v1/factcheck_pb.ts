@@ -20,7 +20,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file factcheck/v1/factcheck.proto.
  */
 export const file_factcheck_v1_factcheck: GenFile = /*@__PURE__*/
-  fileDesc("ChxmYWN0Y2hlY2svdjEvZmFjdGNoZWNrLnByb3RvEgxmYWN0Y2hlY2sudjEijwIKB0FydGljbGUSDAoEbmFtZRgBIAEoCRINCgV0aXRsZRgCIAEoCRIMCgR0ZXh0GAMgASgJEg4KBmxlbmd0aBgEIAEoDRIOCgZzaGEyNTYYBSABKAkSEwoLcmV2aXNpb25faWQYBiABKAkSFwoPcmV2aXNpb25fYXV0aG9yGAcgASgJEjgKFHJldmlzaW9uX2NyZWF0ZV90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtjcmVhdGVfdGltZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKc291cmNlX3VybBgKIAEoCRIMCgRldGFnGAsgASgJIiIKBFNwYW4SDQoFc3RhcnQYASABKA0SCwoDZW5kGAIgASgNIt4CCgpBbm5vdGF0aW9uEgwKBG5hbWUYASABKAkSIAoEc3BhbhgCIAEoCzISLmZhY3RjaGVjay52MS5TcGFuEg0KBXF1b3RlGAMgASgJEiYKB3ZlcmRpY3QYBCABKA4yFS5mYWN0Y2hlY2sudjEuVmVyZGljdBIMCgRub3RlGAUgASgJEg8KB3NvdXJjZXMYBiADKAkSDwoHYW5hbHlzdBgHIAEoCRIvCgtjcmVhdGVfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLdXBkYXRlX3RpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEgwKBGV0YWcYCiABKAkSGAoQYXJ0aWNsZV9yZXZpc2lvbhgLIAEoCRIvCgxhbmNob3Jfc3RhdGUYDCABKA4yGS5mYWN0Y2hlY2sudjEuQW5jaG9yU3RhdGUinAEKE0xpc3RBcnRpY2xlc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkSJwoEdmlldxgDIAEoDjIZLmZhY3RjaGVjay52MS5BcnRpY2xlVmlldxI1Cg9vZmZzZXRfZW5jb2RpbmcYBCABKA4yHC5mYWN0Y2hlY2sudjEuT2Zmc2V0RW5jb2RpbmciWAoUTGlzdEFydGljbGVzUmVzcG9uc2USJwoIYXJ0aWNsZXMYASADKAsyFS5mYWN0Y2hlY2sudjEuQXJ0aWNsZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkigQEKEUdldEFydGljbGVSZXF1ZXN0EgwKBG5hbWUYASABKAkSJwoEdmlldxgCIAEoDjIZLmZhY3RjaGVjay52MS5BcnRpY2xlVmlldxI1Cg9vZmZzZXRfZW5jb2RpbmcYAyABKA4yHC5mYWN0Y2hlY2sudjEuT2Zmc2V0RW5jb2RpbmciUgoUQ3JlYXRlQXJ0aWNsZVJlcXVlc3QSJgoHYXJ0aWNsZRgBIAEoCzIVLmZhY3RjaGVjay52MS5BcnRpY2xlEhIKCmFydGljbGVfaWQYAiABKAkifQoUVXBkYXRlQXJ0aWNsZVJlcXVlc3QSJgoHYXJ0aWNsZRgBIAEoCzIVLmZhY3RjaGVjay52MS5BcnRpY2xlEi8KC3VwZGF0ZV9tYXNrGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFzaxIMCgRldGFnGAMgASgJInsKG0xpc3RBcnRpY2xlUmV2aXNpb25zUmVxdWVzdBIMCgRuYW1lGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJEicKBHZpZXcYBCABKA4yGS5mYWN0Y2hlY2sudjEuQXJ0aWNsZVZpZXciYAocTGlzdEFydGljbGVSZXZpc2lvbnNSZXNwb25zZRInCghhcnRpY2xlcxgBIAMoCzIVLmZhY3RjaGVjay52MS5BcnRpY2xlEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSK6AQoXQ3JlYXRlQW5ub3RhdGlvblJlcXVlc3QSDgoGcGFyZW50GAEgASgJEiwKCmFubm90YXRpb24YAiABKAsyGC5mYWN0Y2hlY2sudjEuQW5ub3RhdGlvbhISCgpyZXF1ZXN0X2lkGAMgASgJEhYKDmV4cGVjdGVkX3F1b3RlGAQgASgJEjUKD29mZnNldF9lbmNvZGluZxgFIAEoDjIcLmZhY3RjaGVjay52MS5PZmZzZXRFbmNvZGluZyJbChRHZXRBbm5vdGF0aW9uUmVxdWVzdBIMCgRuYW1lGAEgASgJEjUKD29mZnNldF9lbmNvZGluZxgCIAEoDjIcLmZhY3RjaGVjay52MS5PZmZzZXRFbmNvZGluZyK9AQoXVXBkYXRlQW5ub3RhdGlvblJlcXVlc3QSLAoKYW5ub3RhdGlvbhgBIAEoCzIYLmZhY3RjaGVjay52MS5Bbm5vdGF0aW9uEi8KC3VwZGF0ZV9tYXNrGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFzaxIMCgRldGFnGAMgASgJEjUKD29mZnNldF9lbmNvZGluZxgEIAEoDjIcLmZhY3RjaGVjay52MS5PZmZzZXRFbmNvZGluZyI1ChdEZWxldGVBbm5vdGF0aW9uUmVxdWVzdBIMCgRuYW1lGAEgASgJEgwKBGV0YWcYAiABKAki5QEKFkxpc3RBbm5vdGF0aW9uc1JlcXVlc3QSDgoGcGFyZW50GAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJEiYKB3ZlcmRpY3QYBCABKA4yFS5mYWN0Y2hlY2sudjEuVmVyZGljdBIPCgdhbmFseXN0GAUgASgJEiQKCG92ZXJsYXBzGAYgASgLMhIuZmFjdGNoZWNrLnYxLlNwYW4SNQoPb2Zmc2V0X2VuY29kaW5nGAcgASgOMhwuZmFjdGNoZWNrLnYxLk9mZnNldEVuY29kaW5nInMKF0xpc3RBbm5vdGF0aW9uc1Jlc3BvbnNlEi0KC2Fubm90YXRpb25zGAEgAygLMhguZmFjdGNoZWNrLnYxLkFubm90YXRpb24SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJEhAKCHJldmlzaW9uGAMgASgEIl4KF0dldEFydGljbGVSZXZpZXdSZXF1ZXN0EgwKBG5hbWUYASABKAkSNQoPb2Zmc2V0X2VuY29kaW5nGAIgASgOMhwuZmFjdGNoZWNrLnYxLk9mZnNldEVuY29kaW5nIpgBCg1Db250ZXN0ZWRTcGFuEiAKBHNwYW4YASABKAsyEi5mYWN0Y2hlY2sudjEuU3BhbhINCgVxdW90ZRgCIAEoCRInCgh2ZXJkaWN0cxgDIAMoDjIVLmZhY3RjaGVjay52MS5WZXJkaWN0EhMKC2Fubm90YXRpb25zGAQgAygJEhgKEGFubm90YXRpb25fY291bnQYBSABKA0itgMKDUFydGljbGVSZXZpZXcSDAoEbmFtZRgBIAEoCRITCgt0b3RhbF9jb3VudBgCIAEoDRIWCg52ZXJpZmllZF9jb3VudBgDIAEoDRIWCg5kaXNwdXRlZF9jb3VudBgEIAEoDRIaChJ1bmF0dHJpYnV0ZWRfY291bnQYBSABKA0SGwoTY292ZXJlZF9jb2RlX3BvaW50cxgGIAEoDRIYChBjb3ZlcmVkX2ZyYWN0aW9uGAcgASgBEjQKD2NvbnRlc3RlZF9zcGFucxgIIAMoCzIbLmZhY3RjaGVjay52MS5Db250ZXN0ZWRTcGFuEhUKDWFuYWx5c3RfY291bnQYCSABKA0SNAoQbGFzdF91cGRhdGVfdGltZRgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIcmV2aXNpb24YCyABKAQSHAoUY29udGVzdGVkX3NwYW5fY291bnQYDCABKA0SGgoSbmVlZHNfcmV2aWV3X2NvdW50GA0gASgNEhYKDm9ycGhhbmVkX2NvdW50GA4gASgNEhgKEGFydGljbGVfcmV2aXNpb24YDyABKAkisQEKF1dhdGNoQW5ub3RhdGlvbnNSZXF1ZXN0Eg4KBnBhcmVudBgBIAEoCRIWCg5zdGFydF9yZXZpc2lvbhgCIAEoBBImCgd2ZXJkaWN0GAMgASgOMhUuZmFjdGNoZWNrLnYxLlZlcmRpY3QSDwoHYW5hbHlzdBgEIAEoCRI1Cg9vZmZzZXRfZW5jb2RpbmcYBSABKA4yHC5mYWN0Y2hlY2sudjEuT2Zmc2V0RW5jb2RpbmcizgIKGFdhdGNoQW5ub3RhdGlvbnNSZXNwb25zZRI5CgRraW5kGAEgASgOMisuZmFjdGNoZWNrLnYxLldhdGNoQW5ub3RhdGlvbnNSZXNwb25zZS5LaW5kEhAKCHJldmlzaW9uGAIgASgEEi0KBmV2ZW50cxgDIAMoCzIdLmZhY3RjaGVjay52MS5Bbm5vdGF0aW9uRXZlbnQSLwoLY29tbWl0X3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjIKDmFydGljbGVfZXZlbnRzGAUgAygLMhouZmFjdGNoZWNrLnYxLkFydGljbGVFdmVudBIMCgRtb3JlGAYgASgIIkMKBEtpbmQSFAoQS0lORF9VTlNQRUNJRklFRBAAEgsKB0NSRUFURUQQARIKCgZFVkVOVFMQAhIMCghQUk9HUkVTUxADIp0BCgxBcnRpY2xlRXZlbnQSLQoEdHlwZRgBIAEoDjIfLmZhY3RjaGVjay52MS5BcnRpY2xlRXZlbnQuVHlwZRImCgdhcnRpY2xlGAIgASgLMhUuZmFjdGNoZWNrLnYxLkFydGljbGUiNgoEVHlwZRIUChBUWVBFX1VOU1BFQ0lGSUVEEAASCwoHQ1JFQVRFRBABEgsKB1VQREFURUQQAiLiAQoPQW5ub3RhdGlvbkV2ZW50EjAKBHR5cGUYASABKA4yIi5mYWN0Y2hlY2sudjEuQW5ub3RhdGlvbkV2ZW50LlR5cGUSLAoKYW5ub3RhdGlvbhgCIAEoCzIYLmZhY3RjaGVjay52MS5Bbm5vdGF0aW9uEioKCHByZXZpb3VzGAMgASgLMhguZmFjdGNoZWNrLnYxLkFubm90YXRpb24iQwoEVHlwZRIUChBUWVBFX1VOU1BFQ0lGSUVEEAASCwoHQ1JFQVRFRBABEgsKB1VQREFURUQQAhILCgdERUxFVEVEEAMijAEKHkxpc3RBbm5vdGF0aW9uUmV2aXNpb25zUmVxdWVzdBIMCgRuYW1lGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJEjUKD29mZnNldF9lbmNvZGluZxgEIAEoDjIcLmZhY3RjaGVjay52MS5PZmZzZXRFbmNvZGluZyJvCh9MaXN0QW5ub3RhdGlvblJldmlzaW9uc1Jlc3BvbnNlEjMKCXJldmlzaW9ucxgBIAMoCzIgLmZhY3RjaGVjay52MS5Bbm5vdGF0aW9uUmV2aXNpb24SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIp8CChJBbm5vdGF0aW9uUmV2aXNpb24SLAoKYW5ub3RhdGlvbhgBIAEoCzIYLmZhY3RjaGVjay52MS5Bbm5vdGF0aW9uEhAKCHJldmlzaW9uGAIgASgEEg0KBWFjdG9yGAMgASgJEi8KC2NoYW5nZV90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIwCgR0eXBlGAUgASgOMiIuZmFjdGNoZWNrLnYxLkFubm90YXRpb25FdmVudC5UeXBlEjIKDmNoYW5nZWRfZmllbGRzGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFzaxIMCgRoYXNoGAcgASgJEhUKDXByZXZpb3VzX2hhc2gYCCABKAkiygEKHUJhdGNoQ3JlYXRlQW5ub3RhdGlvbnNSZXF1ZXN0Eg4KBnBhcmVudBgBIAEoCRI3CghyZXF1ZXN0cxgCIAMoCzIlLmZhY3RjaGVjay52MS5DcmVhdGVBbm5vdGF0aW9uUmVxdWVzdBISCgpyZXF1ZXN0X2lkGAMgASgJEhUKDXZhbGlkYXRlX29ubHkYBCABKAgSNQoPb2Zmc2V0X2VuY29kaW5nGAUgASgOMhwuZmFjdGNoZWNrLnYxLk9mZnNldEVuY29kaW5nImEKHkJhdGNoQ3JlYXRlQW5ub3RhdGlvbnNSZXNwb25zZRItCgthbm5vdGF0aW9ucxgBIAMoCzIYLmZhY3RjaGVjay52MS5Bbm5vdGF0aW9uEhAKCHJldmlzaW9uGAIgASgEIsoBCh1CYXRjaFVwZGF0ZUFubm90YXRpb25zUmVxdWVzdBIOCgZwYXJlbnQYASABKAkSNwoIcmVxdWVzdHMYAiADKAsyJS5mYWN0Y2hlY2sudjEuVXBkYXRlQW5ub3RhdGlvblJlcXVlc3QSEgoKcmVxdWVzdF9pZBgDIAEoCRIVCg12YWxpZGF0ZV9vbmx5GAQgASgIEjUKD29mZnNldF9lbmNvZGluZxgFIAEoDjIcLmZhY3RjaGVjay52MS5PZmZzZXRFbmNvZGluZyJhCh5CYXRjaFVwZGF0ZUFubm90YXRpb25zUmVzcG9uc2USLQoLYW5ub3RhdGlvbnMYASADKAsyGC5mYWN0Y2hlY2sudjEuQW5ub3RhdGlvbhIQCghyZXZpc2lvbhgCIAEoBCKTAQodQmF0Y2hEZWxldGVBbm5vdGF0aW9uc1JlcXVlc3QSDgoGcGFyZW50GAEgASgJEjcKCHJlcXVlc3RzGAIgAygLMiUuZmFjdGNoZWNrLnYxLkRlbGV0ZUFubm90YXRpb25SZXF1ZXN0EhIKCnJlcXVlc3RfaWQYAyABKAkSFQoNdmFsaWRhdGVfb25seRgEIAEoCCIyCh5CYXRjaERlbGV0ZUFubm90YXRpb25zUmVzcG9uc2USEAoIcmV2aXNpb24YASABKAQicgoaQmF0Y2hHZXRBbm5vdGF0aW9uc1JlcXVlc3QSDgoGcGFyZW50GAEgASgJEg0KBW5hbWVzGAIgAygJEjUKD29mZnNldF9lbmNvZGluZxgDIAEoDjIcLmZhY3RjaGVjay52MS5PZmZzZXRFbmNvZGluZyJeChtCYXRjaEdldEFubm90YXRpb25zUmVzcG9uc2USLQoLYW5ub3RhdGlvbnMYASADKAsyGC5mYWN0Y2hlY2sudjEuQW5ub3RhdGlvbhIQCghyZXZpc2lvbhgCIAEoBCISChBHZXRDYWxsZXJSZXF1ZXN0IicKBkNhbGxlchIPCgdhbmFseXN0GAEgASgJEgwKBHJvbGUYAiABKAkqhwEKDk9mZnNldEVuY29kaW5nEh8KG09GRlNFVF9FTkNPRElOR19VTlNQRUNJRklFRBAAEh8KG09GRlNFVF9FTkNPRElOR19DT0RFX1BPSU5UUxABEhkKFU9GRlNFVF9FTkNPRElOR19VVEYxNhACEhgKFE9GRlNFVF9FTkNPRElOR19VVEY4EAMqkwEKC0FuY2hvclN0YXRlEhwKGEFOQ0hPUl9TVEFURV9VTlNQRUNJRklFRBAAEhkKFUFOQ0hPUl9TVEFURV9BTkNIT1JFRBABEhYKEkFOQ0hPUl9TVEFURV9NT1ZFRBACEhgKFEFOQ0hPUl9TVEFURV9DSEFOR0VEEAMSGQoVQU5DSE9SX1NUQVRFX09SUEhBTkVEEAQqWgoLQXJ0aWNsZVZpZXcSHAoYQVJUSUNMRV9WSUVXX1VOU1BFQ0lGSUVEEAASFgoSQVJUSUNMRV9WSUVXX0JBU0lDEAESFQoRQVJUSUNMRV9WSUVXX0ZVTEwQAipoCgdWZXJkaWN0EhcKE1ZFUkRJQ1RfVU5TUEVDSUZJRUQQABIUChBWRVJESUNUX1ZFUklGSUVEEAESFAoQVkVSRElDVF9ESVNQVVRFRBACEhgKFFZFUkRJQ1RfVU5BVFRSSUJVVEVEEAMypQ0KEEZhY3RDaGVja1NlcnZpY2USVQoMTGlzdEFydGljbGVzEiEuZmFjdGNoZWNrLnYxLkxpc3RBcnRpY2xlc1JlcXVlc3QaIi5mYWN0Y2hlY2sudjEuTGlzdEFydGljbGVzUmVzcG9uc2USRAoKR2V0QXJ0aWNsZRIfLmZhY3RjaGVjay52MS5HZXRBcnRpY2xlUmVxdWVzdBoVLmZhY3RjaGVjay52MS5BcnRpY2xlEkoKDUNyZWF0ZUFydGljbGUSIi5mYWN0Y2hlY2sudjEuQ3JlYXRlQXJ0aWNsZVJlcXVlc3QaFS5mYWN0Y2hlY2sudjEuQXJ0aWNsZRJKCg1VcGRhdGVBcnRpY2xlEiIuZmFjdGNoZWNrLnYxLlVwZGF0ZUFydGljbGVSZXF1ZXN0GhUuZmFjdGNoZWNrLnYxLkFydGljbGUSbQoUTGlzdEFydGljbGVSZXZpc2lvbnMSKS5mYWN0Y2hlY2sudjEuTGlzdEFydGljbGVSZXZpc2lvbnNSZXF1ZXN0GiouZmFjdGNoZWNrLnYxLkxpc3RBcnRpY2xlUmV2aXNpb25zUmVzcG9uc2USUwoQQ3JlYXRlQW5ub3RhdGlvbhIlLmZhY3RjaGVjay52MS5DcmVhdGVBbm5vdGF0aW9uUmVxdWVzdBoYLmZhY3RjaGVjay52MS5Bbm5vdGF0aW9uEk0KDUdldEFubm90YXRpb24SIi5mYWN0Y2hlY2sudjEuR2V0QW5ub3RhdGlvblJlcXVlc3QaGC5mYWN0Y2hlY2sudjEuQW5ub3RhdGlvbhJTChBVcGRhdGVBbm5vdGF0aW9uEiUuZmFjdGNoZWNrLnYxLlVwZGF0ZUFubm90YXRpb25SZXF1ZXN0GhguZmFjdGNoZWNrLnYxLkFubm90YXRpb24SUQoQRGVsZXRlQW5ub3RhdGlvbhIlLmZhY3RjaGVjay52MS5EZWxldGVBbm5vdGF0aW9uUmVxdWVzdBoWLmdvb2dsZS5wcm90b2J1Zi5FbXB0eRJeCg9MaXN0QW5ub3RhdGlvbnMSJC5mYWN0Y2hlY2sudjEuTGlzdEFubm90YXRpb25zUmVxdWVzdBolLmZhY3RjaGVjay52MS5MaXN0QW5ub3RhdGlvbnNSZXNwb25zZRJWChBHZXRBcnRpY2xlUmV2aWV3EiUuZmFjdGNoZWNrLnYxLkdldEFydGljbGVSZXZpZXdSZXF1ZXN0GhsuZmFjdGNoZWNrLnYxLkFydGljbGVSZXZpZXcScwoWQmF0Y2hDcmVhdGVBbm5vdGF0aW9ucxIrLmZhY3RjaGVjay52MS5CYXRjaENyZWF0ZUFubm90YXRpb25zUmVxdWVzdBosLmZhY3RjaGVjay52MS5CYXRjaENyZWF0ZUFubm90YXRpb25zUmVzcG9uc2UScwoWQmF0Y2hVcGRhdGVBbm5vdGF0aW9ucxIrLmZhY3RjaGVjay52MS5CYXRjaFVwZGF0ZUFubm90YXRpb25zUmVxdWVzdBosLmZhY3RjaGVjay52MS5CYXRjaFVwZGF0ZUFubm90YXRpb25zUmVzcG9uc2UScwoWQmF0Y2hEZWxldGVBbm5vdGF0aW9ucxIrLmZhY3RjaGVjay52MS5CYXRjaERlbGV0ZUFubm90YXRpb25zUmVxdWVzdBosLmZhY3RjaGVjay52MS5CYXRjaERlbGV0ZUFubm90YXRpb25zUmVzcG9uc2USagoTQmF0Y2hHZXRBbm5vdGF0aW9ucxIoLmZhY3RjaGVjay52MS5CYXRjaEdldEFubm90YXRpb25zUmVxdWVzdBopLmZhY3RjaGVjay52MS5CYXRjaEdldEFubm90YXRpb25zUmVzcG9uc2USYwoQV2F0Y2hBbm5vdGF0aW9ucxIlLmZhY3RjaGVjay52MS5XYXRjaEFubm90YXRpb25zUmVxdWVzdBomLmZhY3RjaGVjay52MS5XYXRjaEFubm90YXRpb25zUmVzcG9uc2UwARJ2ChdMaXN0QW5ub3RhdGlvblJldmlzaW9ucxIsLmZhY3RjaGVjay52MS5MaXN0QW5ub3RhdGlvblJldmlzaW9uc1JlcXVlc3QaLS5mYWN0Y2hlY2sudjEuTGlzdEFubm90YXRpb25SZXZpc2lvbnNSZXNwb25zZRJBCglHZXRDYWxsZXISHi5mYWN0Y2hlY2sudjEuR2V0Q2FsbGVyUmVxdWVzdBoULmZhY3RjaGVjay52MS5DYWxsZXJiBnByb3RvMw", [file_google_protobuf_empty, file_google_protobuf_field_mask, file_google_protobuf_timestamp]);
+  fileDesc("ChxmYWN0Y2hlY2svdjEvZmFjdGNoZWNrLnByb3RvEgxmYWN0Y2hlY2sudjEijwIKB0FydGljbGUSDAoEbmFtZRgBIAEoCRINCgV0aXRsZRgCIAEoCRIMCgR0ZXh0GAMgASgJEg4KBmxlbmd0aBgEIAEoDRIOCgZzaGEyNTYYBSABKAkSEwoLcmV2aXNpb25faWQYBiABKAkSFwoPcmV2aXNpb25fYXV0aG9yGAcgASgJEjgKFHJldmlzaW9uX2NyZWF0ZV90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtjcmVhdGVfdGltZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKc291cmNlX3VybBgKIAEoCRIMCgRldGFnGAsgASgJIiIKBFNwYW4SDQoFc3RhcnQYASABKA0SCwoDZW5kGAIgASgNIt4CCgpBbm5vdGF0aW9uEgwKBG5hbWUYASABKAkSIAoEc3BhbhgCIAEoCzISLmZhY3RjaGVjay52MS5TcGFuEg0KBXF1b3RlGAMgASgJEiYKB3ZlcmRpY3QYBCABKA4yFS5mYWN0Y2hlY2sudjEuVmVyZGljdBIMCgRub3RlGAUgASgJEg8KB3NvdXJjZXMYBiADKAkSDwoHYW5hbHlzdBgHIAEoCRIvCgtjcmVhdGVfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLdXBkYXRlX3RpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEgwKBGV0YWcYCiABKAkSGAoQYXJ0aWNsZV9yZXZpc2lvbhgLIAEoCRIvCgxhbmNob3Jfc3RhdGUYDCABKA4yGS5mYWN0Y2hlY2sudjEuQW5jaG9yU3RhdGUinAEKE0xpc3RBcnRpY2xlc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkSJwoEdmlldxgDIAEoDjIZLmZhY3RjaGVjay52MS5BcnRpY2xlVmlldxI1Cg9vZmZzZXRfZW5jb2RpbmcYBCABKA4yHC5mYWN0Y2hlY2sudjEuT2Zmc2V0RW5jb2RpbmciWAoUTGlzdEFydGljbGVzUmVzcG9uc2USJwoIYXJ0aWNsZXMYASADKAsyFS5mYWN0Y2hlY2sudjEuQXJ0aWNsZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkigQEKEUdldEFydGljbGVSZXF1ZXN0EgwKBG5hbWUYASABKAkSJwoEdmlldxgCIAEoDjIZLmZhY3RjaGVjay52MS5BcnRpY2xlVmlldxI1Cg9vZmZzZXRfZW5jb2RpbmcYAyABKA4yHC5mYWN0Y2hlY2sudjEuT2Zmc2V0RW5jb2RpbmciUgoUQ3JlYXRlQXJ0aWNsZVJlcXVlc3QSJgoHYXJ0aWNsZRgBIAEoCzIVLmZhY3RjaGVjay52MS5BcnRpY2xlEhIKCmFydGljbGVfaWQYAiABKAkifQoUVXBkYXRlQXJ0aWNsZVJlcXVlc3QSJgoHYXJ0aWNsZRgBIAEoCzIVLmZhY3RjaGVjay52MS5BcnRpY2xlEi8KC3VwZGF0ZV9tYXNrGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFzaxIMCgRldGFnGAMgASgJInsKG0xpc3RBcnRpY2xlUmV2aXNpb25zUmVxdWVzdBIMCgRuYW1lGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJEicKBHZpZXcYBCABKA4yGS5mYWN0Y2hlY2sudjEuQXJ0aWNsZVZpZXciYAocTGlzdEFydGljbGVSZXZpc2lvbnNSZXNwb25zZRInCghhcnRpY2xlcxgBIAMoCzIVLmZhY3RjaGVjay52MS5BcnRpY2xlEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSK6AQoXQ3JlYXRlQW5ub3RhdGlvblJlcXVlc3QSDgoGcGFyZW50GAEgASgJEiwKCmFubm90YXRpb24YAiABKAsyGC5mYWN0Y2hlY2sudjEuQW5ub3RhdGlvbhISCgpyZXF1ZXN0X2lkGAMgASgJEhYKDmV4cGVjdGVkX3F1b3RlGAQgASgJEjUKD29mZnNldF9lbmNvZGluZxgFIAEoDjIcLmZhY3RjaGVjay52MS5PZmZzZXRFbmNvZGluZyJbChRHZXRBbm5vdGF0aW9uUmVxdWVzdBIMCgRuYW1lGAEgASgJEjUKD29mZnNldF9lbmNvZGluZxgCIAEoDjIcLmZhY3RjaGVjay52MS5PZmZzZXRFbmNvZGluZyK9AQoXVXBkYXRlQW5ub3RhdGlvblJlcXVlc3QSLAoKYW5ub3RhdGlvbhgBIAEoCzIYLmZhY3RjaGVjay52MS5Bbm5vdGF0aW9uEi8KC3VwZGF0ZV9tYXNrGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFzaxIMCgRldGFnGAMgASgJEjUKD29mZnNldF9lbmNvZGluZxgEIAEoDjIcLmZhY3RjaGVjay52MS5PZmZzZXRFbmNvZGluZyI1ChdEZWxldGVBbm5vdGF0aW9uUmVxdWVzdBIMCgRuYW1lGAEgASgJEgwKBGV0YWcYAiABKAki5QEKFkxpc3RBbm5vdGF0aW9uc1JlcXVlc3QSDgoGcGFyZW50GAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJEiYKB3ZlcmRpY3QYBCABKA4yFS5mYWN0Y2hlY2sudjEuVmVyZGljdBIPCgdhbmFseXN0GAUgASgJEiQKCG92ZXJsYXBzGAYgASgLMhIuZmFjdGNoZWNrLnYxLlNwYW4SNQoPb2Zmc2V0X2VuY29kaW5nGAcgASgOMhwuZmFjdGNoZWNrLnYxLk9mZnNldEVuY29kaW5nInMKF0xpc3RBbm5vdGF0aW9uc1Jlc3BvbnNlEi0KC2Fubm90YXRpb25zGAEgAygLMhguZmFjdGNoZWNrLnYxLkFubm90YXRpb24SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJEhAKCHJldmlzaW9uGAMgASgEIl4KF0dldEFydGljbGVSZXZpZXdSZXF1ZXN0EgwKBG5hbWUYASABKAkSNQoPb2Zmc2V0X2VuY29kaW5nGAIgASgOMhwuZmFjdGNoZWNrLnYxLk9mZnNldEVuY29kaW5nIpgBCg1Db250ZXN0ZWRTcGFuEiAKBHNwYW4YASABKAsyEi5mYWN0Y2hlY2sudjEuU3BhbhINCgVxdW90ZRgCIAEoCRInCgh2ZXJkaWN0cxgDIAMoDjIVLmZhY3RjaGVjay52MS5WZXJkaWN0EhMKC2Fubm90YXRpb25zGAQgAygJEhgKEGFubm90YXRpb25fY291bnQYBSABKA0i6wQKDUFydGljbGVSZXZpZXcSDAoEbmFtZRgBIAEoCRITCgt0b3RhbF9jb3VudBgCIAEoDRIWCg52ZXJpZmllZF9jb3VudBgDIAEoDRIWCg5kaXNwdXRlZF9jb3VudBgEIAEoDRIaChJ1bmF0dHJpYnV0ZWRfY291bnQYBSABKA0SGwoTY292ZXJlZF9jb2RlX3BvaW50cxgGIAEoDRIYChBjb3ZlcmVkX2ZyYWN0aW9uGAcgASgBEjQKD2NvbnRlc3RlZF9zcGFucxgIIAMoCzIbLmZhY3RjaGVjay52MS5Db250ZXN0ZWRTcGFuEhUKDWFuYWx5c3RfY291bnQYCSABKA0SNAoQbGFzdF91cGRhdGVfdGltZRgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIcmV2aXNpb24YCyABKAQSHAoUY29udGVzdGVkX3NwYW5fY291bnQYDCABKA0SGgoSbmVlZHNfcmV2aWV3X2NvdW50GA0gASgNEhYKDm9ycGhhbmVkX2NvdW50GA4gASgNEhgKEGFydGljbGVfcmV2aXNpb24YDyABKAkSKAoFc3RhdGUYECABKA4yGS5mYWN0Y2hlY2sudjEuUmV2aWV3U3RhdGUSFAoMbWluX2FuYWx5c3RzGBEgASgNEh8KEmtyaXBwZW5kb3JmZl9hbHBoYRgSIAEoAUgAiAEBEjsKE3BhaXJ3aXNlX2FncmVlbWVudHMYEyADKAsyHi5mYWN0Y2hlY2sudjEuQW5hbHlzdEFncmVlbWVudEIVChNfa3JpcHBlbmRvcmZmX2FscGhhInIKEEFuYWx5c3RBZ3JlZW1lbnQSDwoHYW5hbHlzdBgBIAEoCRIVCg1vdGhlcl9hbmFseXN0GAIgASgJEh8KEmtyaXBwZW5kb3JmZl9hbHBoYRgDIAEoAUgAiAEBQhUKE19rcmlwcGVuZG9yZmZfYWxwaGEiowEKGUxpc3RBcnRpY2xlUmV2aWV3c1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkSKAoFc3RhdGUYAyABKA4yGS5mYWN0Y2hlY2sudjEuUmV2aWV3U3RhdGUSNQoPb2Zmc2V0X2VuY29kaW5nGAQgASgOMhwuZmFjdGNoZWNrLnYxLk9mZnNldEVuY29kaW5nInUKGkxpc3RBcnRpY2xlUmV2aWV3c1Jlc3BvbnNlEiwKB3Jldmlld3MYASADKAsyGy5mYWN0Y2hlY2sudjEuQXJ0aWNsZVJldmlldxIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkSEAoIcmV2aXNpb24YAyABKAQisQEKF1dhdGNoQW5ub3RhdGlvbnNSZXF1ZXN0Eg4KBnBhcmVudBgBIAEoCRIWCg5zdGFydF9yZXZpc2lvbhgCIAEoBBImCgd2ZXJkaWN0GAMgASgOMhUuZmFjdGNoZWNrLnYxLlZlcmRpY3QSDwoHYW5hbHlzdBgEIAEoCRI1Cg9vZmZzZXRfZW5jb2RpbmcYBSABKA4yHC5mYWN0Y2hlY2sudjEuT2Zmc2V0RW5jb2RpbmcizgIKGFdhdGNoQW5ub3RhdGlvbnNSZXNwb25zZRI5CgRraW5kGAEgASgOMisuZmFjdGNoZWNrLnYxLldhdGNoQW5ub3RhdGlvbnNSZXNwb25zZS5LaW5kEhAKCHJldmlzaW9uGAIgASgEEi0KBmV2ZW50cxgDIAMoCzIdLmZhY3RjaGVjay52MS5Bbm5vdGF0aW9uRXZlbnQSLwoLY29tbWl0X3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjIKDmFydGljbGVfZXZlbnRzGAUgAygLMhouZmFjdGNoZWNrLnYxLkFydGljbGVFdmVudBIMCgRtb3JlGAYgASgIIkMKBEtpbmQSFAoQS0lORF9VTlNQRUNJRklFRBAAEgsKB0NSRUFURUQQARIKCgZFVkVOVFMQAhIMCghQUk9HUkVTUxADIp0BCgxBcnRpY2xlRXZlbnQSLQoEdHlwZRgBIAEoDjIfLmZhY3RjaGVjay52MS5BcnRpY2xlRXZlbnQuVHlwZRImCgdhcnRpY2xlGAIgASgLMhUuZmFjdGNoZWNrLnYxLkFydGljbGUiNgoEVHlwZRIUChBUWVBFX1VOU1BFQ0lGSUVEEAASCwoHQ1JFQVRFRBABEgsKB1VQREFURUQQAiLiAQoPQW5ub3RhdGlvbkV2ZW50EjAKBHR5cGUYASABKA4yIi5mYWN0Y2hlY2sudjEuQW5ub3RhdGlvbkV2ZW50LlR5cGUSLAoKYW5ub3RhdGlvbhgCIAEoCzIYLmZhY3RjaGVjay52MS5Bbm5vdGF0aW9uEioKCHByZXZpb3VzGAMgASgLMhguZmFjdGNoZWNrLnYxLkFubm90YXRpb24iQwoEVHlwZRIUChBUWVBFX1VOU1BFQ0lGSUVEEAASCwoHQ1JFQVRFRBABEgsKB1VQREFURUQQAhILCgdERUxFVEVEEAMijAEKHkxpc3RBbm5vdGF0aW9uUmV2aXNpb25zUmVxdWVzdBIMCgRuYW1lGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJEjUKD29mZnNldF9lbmNvZGluZxgEIAEoDjIcLmZhY3RjaGVjay52MS5PZmZzZXRFbmNvZGluZyJvCh9MaXN0QW5ub3RhdGlvblJldmlzaW9uc1Jlc3BvbnNlEjMKCXJldmlzaW9ucxgBIAMoCzIgLmZhY3RjaGVjay52MS5Bbm5vdGF0aW9uUmV2aXNpb24SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIp8CChJBbm5vdGF0aW9uUmV2aXNpb24SLAoKYW5ub3RhdGlvbhgBIAEoCzIYLmZhY3RjaGVjay52MS5Bbm5vdGF0aW9uEhAKCHJldmlzaW9uGAIgASgEEg0KBWFjdG9yGAMgASgJEi8KC2NoYW5nZV90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIwCgR0eXBlGAUgASgOMiIuZmFjdGNoZWNrLnYxLkFubm90YXRpb25FdmVudC5UeXBlEjIKDmNoYW5nZWRfZmllbGRzGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFzaxIMCgRoYXNoGAcgASgJEhUKDXByZXZpb3VzX2hhc2gYCCABKAkiygEKHUJhdGNoQ3JlYXRlQW5ub3RhdGlvbnNSZXF1ZXN0Eg4KBnBhcmVudBgBIAEoCRI3CghyZXF1ZXN0cxgCIAMoCzIlLmZhY3RjaGVjay52MS5DcmVhdGVBbm5vdGF0aW9uUmVxdWVzdBISCgpyZXF1ZXN0X2lkGAMgASgJEhUKDXZhbGlkYXRlX29ubHkYBCABKAgSNQoPb2Zmc2V0X2VuY29kaW5nGAUgASgOMhwuZmFjdGNoZWNrLnYxLk9mZnNldEVuY29kaW5nImEKHkJhdGNoQ3JlYXRlQW5ub3RhdGlvbnNSZXNwb25zZRItCgthbm5vdGF0aW9ucxgBIAMoCzIYLmZhY3RjaGVjay52MS5Bbm5vdGF0aW9uEhAKCHJldmlzaW9uGAIgASgEIsoBCh1CYXRjaFVwZGF0ZUFubm90YXRpb25zUmVxdWVzdBIOCgZwYXJlbnQYASABKAkSNwoIcmVxdWVzdHMYAiADKAsyJS5mYWN0Y2hlY2sudjEuVXBkYXRlQW5ub3RhdGlvblJlcXVlc3QSEgoKcmVxdWVzdF9pZBgDIAEoCRIVCg12YWxpZGF0ZV9vbmx5GAQgASgIEjUKD29mZnNldF9lbmNvZGluZxgFIAEoDjIcLmZhY3RjaGVjay52MS5PZmZzZXRFbmNvZGluZyJhCh5CYXRjaFVwZGF0ZUFubm90YXRpb25zUmVzcG9uc2USLQoLYW5ub3RhdGlvbnMYASADKAsyGC5mYWN0Y2hlY2sudjEuQW5ub3RhdGlvbhIQCghyZXZpc2lvbhgCIAEoBCKTAQodQmF0Y2hEZWxldGVBbm5vdGF0aW9uc1JlcXVlc3QSDgoGcGFyZW50GAEgASgJEjcKCHJlcXVlc3RzGAIgAygLMiUuZmFjdGNoZWNrLnYxLkRlbGV0ZUFubm90YXRpb25SZXF1ZXN0EhIKCnJlcXVlc3RfaWQYAyABKAkSFQoNdmFsaWRhdGVfb25seRgEIAEoCCIyCh5CYXRjaERlbGV0ZUFubm90YXRpb25zUmVzcG9uc2USEAoIcmV2aXNpb24YASABKAQicgoaQmF0Y2hHZXRBbm5vdGF0aW9uc1JlcXVlc3QSDgoGcGFyZW50GAEgASgJEg0KBW5hbWVzGAIgAygJEjUKD29mZnNldF9lbmNvZGluZxgDIAEoDjIcLmZhY3RjaGVjay52MS5PZmZzZXRFbmNvZGluZyJeChtCYXRjaEdldEFubm90YXRpb25zUmVzcG9uc2USLQoLYW5ub3RhdGlvbnMYASADKAsyGC5mYWN0Y2hlY2sudjEuQW5ub3RhdGlvbhIQCghyZXZpc2lvbhgCIAEoBCISChBHZXRDYWxsZXJSZXF1ZXN0IicKBkNhbGxlchIPCgdhbmFseXN0GAEgASgJEgwKBHJvbGUYAiABKAkqhwEKDk9mZnNldEVuY29kaW5nEh8KG09GRlNFVF9FTkNPRElOR19VTlNQRUNJRklFRBAAEh8KG09GRlNFVF9FTkNPRElOR19DT0RFX1BPSU5UUxABEhkKFU9GRlNFVF9FTkNPRElOR19VVEYxNhACEhgKFE9GRlNFVF9FTkNPRElOR19VVEY4EAMqkwEKC0FuY2hvclN0YXRlEhwKGEFOQ0hPUl9TVEFURV9VTlNQRUNJRklFRBAAEhkKFUFOQ0hPUl9TVEFURV9BTkNIT1JFRBABEhYKEkFOQ0hPUl9TVEFURV9NT1ZFRBACEhgKFEFOQ0hPUl9TVEFURV9DSEFOR0VEEAMSGQoVQU5DSE9SX1NUQVRFX09SUEhBTkVEEAQqWgoLQXJ0aWNsZVZpZXcSHAoYQVJUSUNMRV9WSUVXX1VOU1BFQ0lGSUVEEAASFgoSQVJUSUNMRV9WSUVXX0JBU0lDEAESFQoRQVJUSUNMRV9WSUVXX0ZVTEwQAipoCgdWZXJkaWN0EhcKE1ZFUkRJQ1RfVU5TUEVDSUZJRUQQABIUChBWRVJESUNUX1ZFUklGSUVEEAESFAoQVkVSRElDVF9ESVNQVVRFRBACEhgKFFZFUkRJQ1RfVU5BVFRSSUJVVEVEEAMqpAEKC1Jldmlld1N0YXRlEhwKGFJFVklFV19TVEFURV9VTlNQRUNJRklFRBAAEhwKGFJFVklFV19TVEFURV9OT1RfU1RBUlRFRBABEhwKGFJFVklFV19TVEFURV9JTl9QUk9HUkVTUxACEiMKH1JFVklFV19TVEFURV9ORUVEU19BREpVRElDQVRJT04QAxIWChJSRVZJRVdfU1RBVEVfUkVBRFkQBDKODgoQRmFjdENoZWNrU2VydmljZRJVCgxMaXN0QXJ0aWNsZXMSIS5mYWN0Y2hlY2sudjEuTGlzdEFydGljbGVzUmVxdWVzdBoiLmZhY3RjaGVjay52MS5MaXN0QXJ0aWNsZXNSZXNwb25zZRJECgpHZXRBcnRpY2xlEh8uZmFjdGNoZWNrLnYxLkdldEFydGljbGVSZXF1ZXN0GhUuZmFjdGNoZWNrLnYxLkFydGljbGUSSgoNQ3JlYXRlQXJ0aWNsZRIiLmZhY3RjaGVjay52MS5DcmVhdGVBcnRpY2xlUmVxdWVzdBoVLmZhY3RjaGVjay52MS5BcnRpY2xlEkoKDVVwZGF0ZUFydGljbGUSIi5mYWN0Y2hlY2sudjEuVXBkYXRlQXJ0aWNsZVJlcXVlc3QaFS5mYWN0Y2hlY2sudjEuQXJ0aWNsZRJtChRMaXN0QXJ0aWNsZVJldmlzaW9ucxIpLmZhY3RjaGVjay52MS5MaXN0QXJ0aWNsZVJldmlzaW9uc1JlcXVlc3QaKi5mYWN0Y2hlY2sudjEuTGlzdEFydGljbGVSZXZpc2lvbnNSZXNwb25zZRJTChBDcmVhdGVBbm5vdGF0aW9uEiUuZmFjdGNoZWNrLnYxLkNyZWF0ZUFubm90YXRpb25SZXF1ZXN0GhguZmFjdGNoZWNrLnYxLkFubm90YXRpb24STQoNR2V0QW5ub3RhdGlvbhIiLmZhY3RjaGVjay52MS5HZXRBbm5vdGF0aW9uUmVxdWVzdBoYLmZhY3RjaGVjay52MS5Bbm5vdGF0aW9uElMKEFVwZGF0ZUFubm90YXRpb24SJS5mYWN0Y2hlY2sudjEuVXBkYXRlQW5ub3RhdGlvblJlcXVlc3QaGC5mYWN0Y2hlY2sudjEuQW5ub3RhdGlvbhJRChBEZWxldGVBbm5vdGF0aW9uEiUuZmFjdGNoZWNrLnYxLkRlbGV0ZUFubm90YXRpb25SZXF1ZXN0GhYuZ29vZ2xlLnByb3RvYnVmLkVtcHR5El4KD0xpc3RBbm5vdGF0aW9ucxIkLmZhY3RjaGVjay52MS5MaXN0QW5ub3RhdGlvbnNSZXF1ZXN0GiUuZmFjdGNoZWNrLnYxLkxpc3RBbm5vdGF0aW9uc1Jlc3BvbnNlElYKEEdldEFydGljbGVSZXZpZXcSJS5mYWN0Y2hlY2sudjEuR2V0QXJ0aWNsZVJldmlld1JlcXVlc3QaGy5mYWN0Y2hlY2sudjEuQXJ0aWNsZVJldmlldxJnChJMaXN0QXJ0aWNsZVJldmlld3MSJy5mYWN0Y2hlY2sudjEuTGlzdEFydGljbGVSZXZpZXdzUmVxdWVzdBooLmZhY3RjaGVjay52MS5MaXN0QXJ0aWNsZVJldmlld3NSZXNwb25zZRJzChZCYXRjaENyZWF0ZUFubm90YXRpb25zEisuZmFjdGNoZWNrLnYxLkJhdGNoQ3JlYXRlQW5ub3RhdGlvbnNSZXF1ZXN0GiwuZmFjdGNoZWNrLnYxLkJhdGNoQ3JlYXRlQW5ub3RhdGlvbnNSZXNwb25zZRJzChZCYXRjaFVwZGF0ZUFubm90YXRpb25zEisuZmFjdGNoZWNrLnYxLkJhdGNoVXBkYXRlQW5ub3RhdGlvbnNSZXF1ZXN0GiwuZmFjdGNoZWNrLnYxLkJhdGNoVXBkYXRlQW5ub3RhdGlvbnNSZXNwb25zZRJzChZCYXRjaERlbGV0ZUFubm90YXRpb25zEisuZmFjdGNoZWNrLnYxLkJhdGNoRGVsZXRlQW5ub3RhdGlvbnNSZXF1ZXN0GiwuZmFjdGNoZWNrLnYxLkJhdGNoRGVsZXRlQW5ub3RhdGlvbnNSZXNwb25zZRJqChNCYXRjaEdldEFubm90YXRpb25zEiguZmFjdGNoZWNrLnYxLkJhdGNoR2V0QW5ub3RhdGlvbnNSZXF1ZXN0GikuZmFjdGNoZWNrLnYxLkJhdGNoR2V0QW5ub3RhdGlvbnNSZXNwb25zZRJjChBXYXRjaEFubm90YXRpb25zEiUuZmFjdGNoZWNrLnYxLldhdGNoQW5ub3RhdGlvbnNSZXF1ZXN0GiYuZmFjdGNoZWNrLnYxLldhdGNoQW5ub3RhdGlvbnNSZXNwb25zZTABEnYKF0xpc3RBbm5vdGF0aW9uUmV2aXNpb25zEiwuZmFjdGNoZWNrLnYxLkxpc3RBbm5vdGF0aW9uUmV2aXNpb25zUmVxdWVzdBotLmZhY3RjaGVjay52MS5MaXN0QW5ub3RhdGlvblJldmlzaW9uc1Jlc3BvbnNlEkEKCUdldENhbGxlchIeLmZhY3RjaGVjay52MS5HZXRDYWxsZXJSZXF1ZXN0GhQuZmFjdGNoZWNrLnYxLkNhbGxlcmIGcHJvdG8z", [file_google_protobuf_empty, file_google_protobuf_field_mask, file_google_protobuf_timestamp]);
 
 /**
  * A news article: one revision of it.
@@ -888,6 +888,40 @@ export type ArticleReview = Message<"factcheck.v1.ArticleReview"> & {
    * @generated from field: string article_revision = 15;
    */
   articleRevision: string;
+
+  /**
+   * Where the review stands, computed from the annotations.
+   *
+   * @generated from field: factcheck.v1.ReviewState state = 16;
+   */
+  state: ReviewState;
+
+  /**
+   * Analysts who must have annotated the article before it can be READY
+   * (`serve --review-min-analysts`).
+   *
+   * @generated from field: uint32 min_analysts = 17;
+   */
+  minAnalysts: number;
+
+  /**
+   * Krippendorff's alpha (nominal) among the analysts with an anchored
+   * annotation on the article; absent when undefined (fewer than two
+   * analysts, or no variation). Coders: those analysts. Units: the code
+   * points covered by at least one of their annotations. An analyst's value
+   * at a unit: the verdict of their annotations covering it, "none" where
+   * none does, missing where their own covering annotations disagree.
+   *
+   * @generated from field: optional double krippendorff_alpha = 18;
+   */
+  krippendorffAlpha?: number;
+
+  /**
+   * The same, two analysts at a time over the same units.
+   *
+   * @generated from field: repeated factcheck.v1.AnalystAgreement pairwise_agreements = 19;
+   */
+  pairwiseAgreements: AnalystAgreement[];
 };
 
 /**
@@ -896,6 +930,105 @@ export type ArticleReview = Message<"factcheck.v1.ArticleReview"> & {
  */
 export const ArticleReviewSchema: GenMessage<ArticleReview> = /*@__PURE__*/
   messageDesc(file_factcheck_v1_factcheck, 18);
+
+/**
+ * Agreement between two analysts.
+ *
+ * @generated from message factcheck.v1.AnalystAgreement
+ */
+export type AnalystAgreement = Message<"factcheck.v1.AnalystAgreement"> & {
+  /**
+   * @generated from field: string analyst = 1;
+   */
+  analyst: string;
+
+  /**
+   * @generated from field: string other_analyst = 2;
+   */
+  otherAnalyst: string;
+
+  /**
+   * Absent when undefined for the two.
+   *
+   * @generated from field: optional double krippendorff_alpha = 3;
+   */
+  krippendorffAlpha?: number;
+};
+
+/**
+ * Describes the message factcheck.v1.AnalystAgreement.
+ * Use `create(AnalystAgreementSchema)` to create a new message.
+ */
+export const AnalystAgreementSchema: GenMessage<AnalystAgreement> = /*@__PURE__*/
+  messageDesc(file_factcheck_v1_factcheck, 19);
+
+/**
+ * @generated from message factcheck.v1.ListArticleReviewsRequest
+ */
+export type ListArticleReviewsRequest = Message<"factcheck.v1.ListArticleReviewsRequest"> & {
+  /**
+   * At most this many; 0 means 100, more than 1000 means 1000.
+   *
+   * @generated from field: int32 page_size = 1;
+   */
+  pageSize: number;
+
+  /**
+   * @generated from field: string page_token = 2;
+   */
+  pageToken: string;
+
+  /**
+   * Only reviews in this state, when set.
+   *
+   * @generated from field: factcheck.v1.ReviewState state = 3;
+   */
+  state: ReviewState;
+
+  /**
+   * @generated from field: factcheck.v1.OffsetEncoding offset_encoding = 4;
+   */
+  offsetEncoding: OffsetEncoding;
+};
+
+/**
+ * Describes the message factcheck.v1.ListArticleReviewsRequest.
+ * Use `create(ListArticleReviewsRequestSchema)` to create a new message.
+ */
+export const ListArticleReviewsRequestSchema: GenMessage<ListArticleReviewsRequest> = /*@__PURE__*/
+  messageDesc(file_factcheck_v1_factcheck, 20);
+
+/**
+ * @generated from message factcheck.v1.ListArticleReviewsResponse
+ */
+export type ListArticleReviewsResponse = Message<"factcheck.v1.ListArticleReviewsResponse"> & {
+  /**
+   * By article id. Each carries the revision it was computed at; contested
+   * spans are cut to the first ten (`GetArticleReview` has them all).
+   *
+   * @generated from field: repeated factcheck.v1.ArticleReview reviews = 1;
+   */
+  reviews: ArticleReview[];
+
+  /**
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+
+  /**
+   * The store revision when the listing began.
+   *
+   * @generated from field: uint64 revision = 3;
+   */
+  revision: bigint;
+};
+
+/**
+ * Describes the message factcheck.v1.ListArticleReviewsResponse.
+ * Use `create(ListArticleReviewsResponseSchema)` to create a new message.
+ */
+export const ListArticleReviewsResponseSchema: GenMessage<ListArticleReviewsResponse> = /*@__PURE__*/
+  messageDesc(file_factcheck_v1_factcheck, 21);
 
 /**
  * @generated from message factcheck.v1.WatchAnnotationsRequest
@@ -942,7 +1075,7 @@ export type WatchAnnotationsRequest = Message<"factcheck.v1.WatchAnnotationsRequ
  * Use `create(WatchAnnotationsRequestSchema)` to create a new message.
  */
 export const WatchAnnotationsRequestSchema: GenMessage<WatchAnnotationsRequest> = /*@__PURE__*/
-  messageDesc(file_factcheck_v1_factcheck, 19);
+  messageDesc(file_factcheck_v1_factcheck, 22);
 
 /**
  * @generated from message factcheck.v1.WatchAnnotationsResponse
@@ -998,7 +1131,7 @@ export type WatchAnnotationsResponse = Message<"factcheck.v1.WatchAnnotationsRes
  * Use `create(WatchAnnotationsResponseSchema)` to create a new message.
  */
 export const WatchAnnotationsResponseSchema: GenMessage<WatchAnnotationsResponse> = /*@__PURE__*/
-  messageDesc(file_factcheck_v1_factcheck, 20);
+  messageDesc(file_factcheck_v1_factcheck, 23);
 
 /**
  * What this message is.
@@ -1041,7 +1174,7 @@ export enum WatchAnnotationsResponse_Kind {
  * Describes the enum factcheck.v1.WatchAnnotationsResponse.Kind.
  */
 export const WatchAnnotationsResponse_KindSchema: GenEnum<WatchAnnotationsResponse_Kind> = /*@__PURE__*/
-  enumDesc(file_factcheck_v1_factcheck, 20, 0);
+  enumDesc(file_factcheck_v1_factcheck, 23, 0);
 
 /**
  * An article's change.
@@ -1067,7 +1200,7 @@ export type ArticleEvent = Message<"factcheck.v1.ArticleEvent"> & {
  * Use `create(ArticleEventSchema)` to create a new message.
  */
 export const ArticleEventSchema: GenMessage<ArticleEvent> = /*@__PURE__*/
-  messageDesc(file_factcheck_v1_factcheck, 21);
+  messageDesc(file_factcheck_v1_factcheck, 24);
 
 /**
  * @generated from enum factcheck.v1.ArticleEvent.Type
@@ -1093,7 +1226,7 @@ export enum ArticleEvent_Type {
  * Describes the enum factcheck.v1.ArticleEvent.Type.
  */
 export const ArticleEvent_TypeSchema: GenEnum<ArticleEvent_Type> = /*@__PURE__*/
-  enumDesc(file_factcheck_v1_factcheck, 21, 0);
+  enumDesc(file_factcheck_v1_factcheck, 24, 0);
 
 /**
  * One annotation's change.
@@ -1126,7 +1259,7 @@ export type AnnotationEvent = Message<"factcheck.v1.AnnotationEvent"> & {
  * Use `create(AnnotationEventSchema)` to create a new message.
  */
 export const AnnotationEventSchema: GenMessage<AnnotationEvent> = /*@__PURE__*/
-  messageDesc(file_factcheck_v1_factcheck, 22);
+  messageDesc(file_factcheck_v1_factcheck, 25);
 
 /**
  * @generated from enum factcheck.v1.AnnotationEvent.Type
@@ -1157,7 +1290,7 @@ export enum AnnotationEvent_Type {
  * Describes the enum factcheck.v1.AnnotationEvent.Type.
  */
 export const AnnotationEvent_TypeSchema: GenEnum<AnnotationEvent_Type> = /*@__PURE__*/
-  enumDesc(file_factcheck_v1_factcheck, 22, 0);
+  enumDesc(file_factcheck_v1_factcheck, 25, 0);
 
 /**
  * @generated from message factcheck.v1.ListAnnotationRevisionsRequest
@@ -1195,7 +1328,7 @@ export type ListAnnotationRevisionsRequest = Message<"factcheck.v1.ListAnnotatio
  * Use `create(ListAnnotationRevisionsRequestSchema)` to create a new message.
  */
 export const ListAnnotationRevisionsRequestSchema: GenMessage<ListAnnotationRevisionsRequest> = /*@__PURE__*/
-  messageDesc(file_factcheck_v1_factcheck, 23);
+  messageDesc(file_factcheck_v1_factcheck, 26);
 
 /**
  * @generated from message factcheck.v1.ListAnnotationRevisionsResponse
@@ -1221,7 +1354,7 @@ export type ListAnnotationRevisionsResponse = Message<"factcheck.v1.ListAnnotati
  * Use `create(ListAnnotationRevisionsResponseSchema)` to create a new message.
  */
 export const ListAnnotationRevisionsResponseSchema: GenMessage<ListAnnotationRevisionsResponse> = /*@__PURE__*/
-  messageDesc(file_factcheck_v1_factcheck, 24);
+  messageDesc(file_factcheck_v1_factcheck, 27);
 
 /**
  * One state in an annotation's audit history.
@@ -1291,7 +1424,7 @@ export type AnnotationRevision = Message<"factcheck.v1.AnnotationRevision"> & {
  * Use `create(AnnotationRevisionSchema)` to create a new message.
  */
 export const AnnotationRevisionSchema: GenMessage<AnnotationRevision> = /*@__PURE__*/
-  messageDesc(file_factcheck_v1_factcheck, 25);
+  messageDesc(file_factcheck_v1_factcheck, 28);
 
 /**
  * @generated from message factcheck.v1.BatchCreateAnnotationsRequest
@@ -1339,7 +1472,7 @@ export type BatchCreateAnnotationsRequest = Message<"factcheck.v1.BatchCreateAnn
  * Use `create(BatchCreateAnnotationsRequestSchema)` to create a new message.
  */
 export const BatchCreateAnnotationsRequestSchema: GenMessage<BatchCreateAnnotationsRequest> = /*@__PURE__*/
-  messageDesc(file_factcheck_v1_factcheck, 26);
+  messageDesc(file_factcheck_v1_factcheck, 29);
 
 /**
  * @generated from message factcheck.v1.BatchCreateAnnotationsResponse
@@ -1365,7 +1498,7 @@ export type BatchCreateAnnotationsResponse = Message<"factcheck.v1.BatchCreateAn
  * Use `create(BatchCreateAnnotationsResponseSchema)` to create a new message.
  */
 export const BatchCreateAnnotationsResponseSchema: GenMessage<BatchCreateAnnotationsResponse> = /*@__PURE__*/
-  messageDesc(file_factcheck_v1_factcheck, 27);
+  messageDesc(file_factcheck_v1_factcheck, 30);
 
 /**
  * @generated from message factcheck.v1.BatchUpdateAnnotationsRequest
@@ -1409,7 +1542,7 @@ export type BatchUpdateAnnotationsRequest = Message<"factcheck.v1.BatchUpdateAnn
  * Use `create(BatchUpdateAnnotationsRequestSchema)` to create a new message.
  */
 export const BatchUpdateAnnotationsRequestSchema: GenMessage<BatchUpdateAnnotationsRequest> = /*@__PURE__*/
-  messageDesc(file_factcheck_v1_factcheck, 28);
+  messageDesc(file_factcheck_v1_factcheck, 31);
 
 /**
  * @generated from message factcheck.v1.BatchUpdateAnnotationsResponse
@@ -1431,7 +1564,7 @@ export type BatchUpdateAnnotationsResponse = Message<"factcheck.v1.BatchUpdateAn
  * Use `create(BatchUpdateAnnotationsResponseSchema)` to create a new message.
  */
 export const BatchUpdateAnnotationsResponseSchema: GenMessage<BatchUpdateAnnotationsResponse> = /*@__PURE__*/
-  messageDesc(file_factcheck_v1_factcheck, 29);
+  messageDesc(file_factcheck_v1_factcheck, 32);
 
 /**
  * @generated from message factcheck.v1.BatchDeleteAnnotationsRequest
@@ -1467,7 +1600,7 @@ export type BatchDeleteAnnotationsRequest = Message<"factcheck.v1.BatchDeleteAnn
  * Use `create(BatchDeleteAnnotationsRequestSchema)` to create a new message.
  */
 export const BatchDeleteAnnotationsRequestSchema: GenMessage<BatchDeleteAnnotationsRequest> = /*@__PURE__*/
-  messageDesc(file_factcheck_v1_factcheck, 30);
+  messageDesc(file_factcheck_v1_factcheck, 33);
 
 /**
  * @generated from message factcheck.v1.BatchDeleteAnnotationsResponse
@@ -1484,7 +1617,7 @@ export type BatchDeleteAnnotationsResponse = Message<"factcheck.v1.BatchDeleteAn
  * Use `create(BatchDeleteAnnotationsResponseSchema)` to create a new message.
  */
 export const BatchDeleteAnnotationsResponseSchema: GenMessage<BatchDeleteAnnotationsResponse> = /*@__PURE__*/
-  messageDesc(file_factcheck_v1_factcheck, 31);
+  messageDesc(file_factcheck_v1_factcheck, 34);
 
 /**
  * @generated from message factcheck.v1.BatchGetAnnotationsRequest
@@ -1515,7 +1648,7 @@ export type BatchGetAnnotationsRequest = Message<"factcheck.v1.BatchGetAnnotatio
  * Use `create(BatchGetAnnotationsRequestSchema)` to create a new message.
  */
 export const BatchGetAnnotationsRequestSchema: GenMessage<BatchGetAnnotationsRequest> = /*@__PURE__*/
-  messageDesc(file_factcheck_v1_factcheck, 32);
+  messageDesc(file_factcheck_v1_factcheck, 35);
 
 /**
  * @generated from message factcheck.v1.BatchGetAnnotationsResponse
@@ -1541,7 +1674,7 @@ export type BatchGetAnnotationsResponse = Message<"factcheck.v1.BatchGetAnnotati
  * Use `create(BatchGetAnnotationsResponseSchema)` to create a new message.
  */
 export const BatchGetAnnotationsResponseSchema: GenMessage<BatchGetAnnotationsResponse> = /*@__PURE__*/
-  messageDesc(file_factcheck_v1_factcheck, 33);
+  messageDesc(file_factcheck_v1_factcheck, 36);
 
 /**
  * @generated from message factcheck.v1.GetCallerRequest
@@ -1554,7 +1687,7 @@ export type GetCallerRequest = Message<"factcheck.v1.GetCallerRequest"> & {
  * Use `create(GetCallerRequestSchema)` to create a new message.
  */
 export const GetCallerRequestSchema: GenMessage<GetCallerRequest> = /*@__PURE__*/
-  messageDesc(file_factcheck_v1_factcheck, 34);
+  messageDesc(file_factcheck_v1_factcheck, 37);
 
 /**
  * @generated from message factcheck.v1.Caller
@@ -1581,7 +1714,7 @@ export type Caller = Message<"factcheck.v1.Caller"> & {
  * Use `create(CallerSchema)` to create a new message.
  */
 export const CallerSchema: GenMessage<Caller> = /*@__PURE__*/
-  messageDesc(file_factcheck_v1_factcheck, 35);
+  messageDesc(file_factcheck_v1_factcheck, 38);
 
 /**
  * How offsets in spans are counted, as LSP's `positionEncoding`.
@@ -1751,6 +1884,54 @@ export const VerdictSchema: GenEnum<Verdict> = /*@__PURE__*/
   enumDesc(file_factcheck_v1_factcheck, 3);
 
 /**
+ * Where an article's review stands.
+ *
+ * @generated from enum factcheck.v1.ReviewState
+ */
+export enum ReviewState {
+  /**
+   * @generated from enum value: REVIEW_STATE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * No annotation yet.
+   *
+   * @generated from enum value: REVIEW_STATE_NOT_STARTED = 1;
+   */
+  NOT_STARTED = 1,
+
+  /**
+   * Annotated, but by fewer analysts than `min_analysts`, or with
+   * annotations a correction of the article left to look at again
+   * (`needs_review_count`).
+   *
+   * @generated from enum value: REVIEW_STATE_IN_PROGRESS = 2;
+   */
+  IN_PROGRESS = 2,
+
+  /**
+   * Enough analysts, but at least one contested span.
+   *
+   * @generated from enum value: REVIEW_STATE_NEEDS_ADJUDICATION = 3;
+   */
+  NEEDS_ADJUDICATION = 3,
+
+  /**
+   * Enough analysts, nothing contested, nothing to re-review.
+   *
+   * @generated from enum value: REVIEW_STATE_READY = 4;
+   */
+  READY = 4,
+}
+
+/**
+ * Describes the enum factcheck.v1.ReviewState.
+ */
+export const ReviewStateSchema: GenEnum<ReviewState> = /*@__PURE__*/
+  enumDesc(file_factcheck_v1_factcheck, 4);
+
+/**
  * Articles and the annotations analysts make on them.
  *
  * Every call but the health and reflection services needs an
@@ -1865,7 +2046,8 @@ export const FactCheckService: GenService<{
     output: typeof ListAnnotationsResponseSchema;
   },
   /**
-   * Where the review of an article stands: counts, coverage, disagreements.
+   * Where the review of an article stands: its state, counts, coverage,
+   * disagreements and agreement.
    *
    * @generated from rpc factcheck.v1.FactCheckService.GetArticleReview
    */
@@ -1873,6 +2055,17 @@ export const FactCheckService: GenService<{
     methodKind: "unary";
     input: typeof GetArticleReviewRequestSchema;
     output: typeof ArticleReviewSchema;
+  },
+  /**
+   * Every article's review, by article id, filterable by state: a desk's
+   * dashboard in one call.
+   *
+   * @generated from rpc factcheck.v1.FactCheckService.ListArticleReviews
+   */
+  listArticleReviews: {
+    methodKind: "unary";
+    input: typeof ListArticleReviewsRequestSchema;
+    output: typeof ListArticleReviewsResponseSchema;
   },
   /**
    * Creates up to 1000 annotations atomically, as one revision: all or none.
