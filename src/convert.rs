@@ -119,6 +119,16 @@ pub fn article_revision_name(field: &str, name: &str) -> Result<(ArticleId, Opti
     }
 }
 
+/// An etag as sent: `None` when empty; `"66"` and `66` are the same etag
+/// (a shell drops the quotes of `--etag "66"`).
+pub fn etag(value: &str) -> Option<String> {
+    match value {
+        "" => None,
+        v if v.starts_with('"') || v.starts_with("W/") => Some(v.to_owned()),
+        v => Some(format!("\"{v}\"")),
+    }
+}
+
 /// A request's offset encoding; code points when unset.
 pub fn offset_encoding(field: &str, value: i32) -> Result<OffsetEncoding> {
     match pb::OffsetEncoding::try_from(value) {

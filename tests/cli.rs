@@ -537,3 +537,107 @@ async fn publish_correct_and_list_revisions_from_files() {
     let listed = json_lines(&out);
     assert_eq!(listed[0]["quote"], "exports rose 6%");
 }
+
+/// An etag typed in a shell loses its quotes (`--etag "2"` arrives as `2`):
+/// accepted with or without them, and a stale one is still refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_etag_is_accepted_with_or_without_its_quotes() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let text = seed_text(A1);
+    let a = create(&mut client, A1, find_span(&text, "조태열"), pb::Verdict::Verified).await;
+    let bare = a.etag.trim_matches('"').to_owned();
+    assert_ne!(bare, a.etag);
+    let out = run(
+        &server,
+        &["update", &a.name, "--verdict", "disputed", "--etag", &bare],
+        None,
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Now stale, quoted or not.
+    for stale in [bare.clone(), a.etag.clone()] {
+        let out = run(
+            &server,
+            &["update", &a.name, "--verdict", "verified", "--etag", &stale],
+            None,
+        )
+        .await;
+        assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+        assert!(stderr(&out).contains("does not match"), "{}", stderr(&out));
+    }
+    // Over gRPC too.
+    let current = client
+        .get_annotation(pb::GetAnnotationRequest {
+            name: a.name.clone(),
+            offset_encoding: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    client
+        .delete_annotation(pb::DeleteAnnotationRequest {
+            name: a.name.clone(),
+            etag: current.etag.trim_matches('"').to_owned(),
+        })
+        .await
+        .unwrap();
+}
+
+/// `factcheck list | head -1`: once the reader is gone the command ends
+/// quietly, as Unix tools do (SIGPIPE), instead of panicking.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_stdout_ends_the_command_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let text = seed_text(A1);
+    // Enough output to outgrow a pipe's buffer (64 KiB).
+    let requests: Vec<pb::CreateAnnotationRequest> = (0..1000)
+        .map(|i| pb::CreateAnnotationRequest {
+            annotation: Some(new_annotation(
+                pb::Span { start: i, end: i + 1 },
+                pb::Verdict::Verified,
+            )),
+            ..Default::default()
+        })
+        .collect();
+    client
+        .batch_create_annotations(pb::BatchCreateAnnotationsRequest {
+            parent: article(A1),
+            requests,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(text.chars().count() > 1000);
+    for args in [&["list", A1][..], &["export"][..]] {
+        let mut cmd = command(&server.url(), ALICE, args);
+        let status_and_err = tokio::task::spawn_blocking(move || {
+            let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+            let mut first = String::new();
+            BufReader::new(child.stdout.take().unwrap())
+                .read_line(&mut first)
+                .unwrap();
+            // The reader is gone: the pipe is closed.
+            let out = child.wait_with_output().unwrap();
+            (
+                out.status,
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+                first,
+            )
+        })
+        .await
+        .unwrap();
+        let (status, err, first) = status_and_err;
+        assert!(!first.is_empty());
+        assert!(
+            !err.contains("panicked") && !err.contains("Broken pipe"),
+            "{args:?}: {err}"
+        );
+        assert!(
+            status.success() || status.signal() == Some(13),
+            "{args:?}: {status:?}"
+        );
+    }
+}

@@ -21,13 +21,13 @@ pub fn token(action: TokenAction) -> Result<()> {
                 "added a {role} token for {analyst} to {}: a running server uses it after SIGHUP. It is shown only now:",
                 path.display()
             );
-            println!("{token}");
+            outln!("{token}");
             Ok(())
         }
         TokenAction::List { file } => {
             let tokens = TokensFile::read(&file.path()).map_err(|e| CliError::Other(e.to_string()))?;
             for t in &tokens.tokens {
-                println!(
+                outln!(
                     "{}\t{}\t{}…",
                     t.analyst,
                     t.role,
@@ -78,9 +78,9 @@ pub fn audit(action: AuditAction) -> Result<()> {
             })?;
             let report = store.verify_audit().map_err(|e| CliError::Other(e.to_string()))?;
             for p in &report.problems {
-                println!("BROKEN {p}");
+                outln!("BROKEN {p}");
             }
-            println!(
+            outln!(
                 "{} histories, {} records, {} problem(s), at revision {}",
                 report.chains,
                 report.records,

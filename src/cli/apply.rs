@@ -281,7 +281,7 @@ fn summary(
 ) {
     let n = |k: &str| counts.get(k).copied().unwrap_or(0);
     match args.output {
-        OutputFormat::Json => println!(
+        OutputFormat::Json => outln!(
             "{}",
             json!({
                 "operations": total,
@@ -294,13 +294,13 @@ fn summary(
                 "last_revision": revisions.map(|r| r.1),
             })
         ),
-        OutputFormat::Text if dry_run => println!(
+        OutputFormat::Text if dry_run => outln!(
             "validated {total} operations ({} create, {} update, {} delete) in {batches} batches; nothing written",
             n("create"),
             n("update"),
             n("delete")
         ),
-        OutputFormat::Text => println!(
+        OutputFormat::Text => outln!(
             "applied {total} operations ({} created, {} updated, {} deleted) in {batches} batches, revisions {} to {}",
             n("create"),
             n("update"),

@@ -1,6 +1,15 @@
 //! The `factcheck` client commands: pleasant for people, reliable for
 //! scripts (`--output json`, documented exit codes, one-line errors).
 
+/// `println!` for client output: when stdout's reader has gone away
+/// (`factcheck list | head -1`), the command ends as a Unix tool does, by
+/// SIGPIPE, instead of panicking on EPIPE.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::cli::write_line(format_args!($($arg)*))
+    };
+}
+
 pub mod admin;
 mod apply;
 mod json;
@@ -285,15 +294,18 @@ pub async fn run(command: Command) -> Result<()> {
             };
             let all = list_all(&mut c, req).await?;
             match client.output {
-                OutputFormat::Json => all.iter().for_each(|a| println!("{}", annotation_json(a))),
+                OutputFormat::Json => all.iter().for_each(|a| outln!("{}", annotation_json(a))),
                 OutputFormat::Text => {
-                    println!(
+                    outln!(
                         "{:<36}  {:>11}  {:<12}  {:<12}  QUOTE",
-                        "ID", "SPAN", "VERDICT", "ANALYST"
+                        "ID",
+                        "SPAN",
+                        "VERDICT",
+                        "ANALYST"
                     );
                     for a in &all {
                         let s = a.span.unwrap_or_default();
-                        println!(
+                        outln!(
                             "{:<36}  {:>11}  {:<12}  {:<12}  {}",
                             a.name.rsplit('/').next().unwrap_or_default(),
                             format!("{}:{}", s.start, s.end),
@@ -317,7 +329,7 @@ pub async fn run(command: Command) -> Result<()> {
                 .await?
                 .into_inner();
             match client.output {
-                OutputFormat::Json => println!("{}", json::review_json(&r)),
+                OutputFormat::Json => outln!("{}", json::review_json(&r)),
                 OutputFormat::Text => print_review(&r),
             }
             Ok(())
@@ -353,8 +365,8 @@ pub async fn run(command: Command) -> Result<()> {
             })
             .await?;
             match client.output {
-                OutputFormat::Json => println!("{}", json!({ "deleted": name })),
-                OutputFormat::Text => println!("deleted {name}"),
+                OutputFormat::Json => outln!("{}", json!({ "deleted": name })),
+                OutputFormat::Text => outln!("deleted {name}"),
             }
             Ok(())
         }
@@ -407,9 +419,10 @@ pub async fn run(command: Command) -> Result<()> {
                     .try_for_each(|a| writeln!(out, "{}", apply::export_line(a))),
                 Some(doc) => writeln!(out, "{doc:#}"),
             };
-            written
-                .and_then(|()| out.flush())
-                .map_err(|e| CliError::Other(format!("cannot write the export: {e}")))
+            match written.and_then(|()| out.flush()) {
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => broken_pipe(),
+                r => r.map_err(|e| CliError::Other(format!("cannot write the export: {e}"))),
+            }
         }
     }
 }
@@ -443,14 +456,19 @@ async fn reviews(client: &ClientArgs, state: Option<crate::config::ReviewStateAr
     }
     let state_name = |r: &pb::ArticleReview| json::review_state_str(r.state);
     match client.output {
-        OutputFormat::Json => all.iter().for_each(|r| println!("{}", json::review_json(r))),
+        OutputFormat::Json => all.iter().for_each(|r| outln!("{}", json::review_json(r))),
         OutputFormat::Text => {
-            println!(
+            outln!(
                 "{:<22}  {:<18}  {:>5}  {:>8}  {:>9}  {:>6}  ALPHA",
-                "ARTICLE", "STATE", "TOTAL", "ANALYSTS", "CONTESTED", "COVER"
+                "ARTICLE",
+                "STATE",
+                "TOTAL",
+                "ANALYSTS",
+                "CONTESTED",
+                "COVER"
             );
             for r in &all {
-                println!(
+                outln!(
                     "{:<22}  {:<18}  {:>5}  {:>8}  {:>9}  {:>5.1}%  {}",
                     r.name.trim_start_matches("articles/").trim_end_matches("/review"),
                     state_name(r),
@@ -465,6 +483,31 @@ async fn reviews(client: &ClientArgs, state: Option<crate::config::ReviewStateAr
         }
     }
     Ok(())
+}
+
+/// Writes one line of output to stdout; see [`outln!`].
+pub fn write_line(args: std::fmt::Arguments<'_>) {
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(args).and_then(|()| out.write_all(b"\n")) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            broken_pipe();
+        }
+        eprintln!("error: cannot write to stdout: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// Ends the process as a Unix tool whose reader went away: by SIGPIPE
+/// (Rust ignores it, so it is restored first), exit status 141 in a shell.
+pub fn broken_pipe() -> ! {
+    #[cfg(unix)]
+    // SAFETY: restores SIGPIPE's default action and raises it; the process
+    // ends here, so no other code observes the change.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        libc::raise(libc::SIGPIPE);
+    }
+    std::process::exit(141)
 }
 
 async fn articles(client: &ClientArgs) -> Result<()> {
@@ -488,11 +531,11 @@ async fn articles(client: &ClientArgs) -> Result<()> {
         token = page.next_page_token;
     }
     match client.output {
-        OutputFormat::Json => all.iter().for_each(|a| println!("{}", json::article_json(a))),
+        OutputFormat::Json => all.iter().for_each(|a| outln!("{}", json::article_json(a))),
         OutputFormat::Text => {
-            println!("{:<22}  {:>6}  TITLE", "ID", "LENGTH");
+            outln!("{:<22}  {:>6}  TITLE", "ID", "LENGTH");
             for a in &all {
-                println!(
+                outln!(
                     "{:<22}  {:>6}  {}",
                     a.name.trim_start_matches("articles/"),
                     a.length,
@@ -537,21 +580,21 @@ async fn article(client: &ClientArgs, id: &str, spans: bool) -> Result<()> {
             if spans {
                 v["annotations"] = annotations.iter().map(annotation_json).collect();
             }
-            println!("{v}");
+            outln!("{v}");
         }
         OutputFormat::Text if spans && std::io::stdout().is_terminal() => {
-            println!("{}", highlight(&article.text, &annotations));
-            println!(
+            outln!("{}", highlight(&article.text, &annotations));
+            outln!(
                 "\n\x1b[42m verified \x1b[0m \x1b[41m disputed \x1b[0m \x1b[43m unattributed \x1b[0m \x1b[45m contested \x1b[0m"
             );
         }
         OutputFormat::Text => {
-            println!("{}", article.text);
+            outln!("{}", article.text);
             if spans {
-                println!();
+                outln!("");
                 for a in &annotations {
                     let s = a.span.unwrap_or_default();
-                    println!(
+                    outln!(
                         "[{}:{}] {}: {}",
                         s.start,
                         s.end,
@@ -645,27 +688,27 @@ pub async fn list_all(c: &mut Client, mut req: pb::ListAnnotationsRequest) -> Re
 
 fn print_annotation(format: OutputFormat, a: &pb::Annotation) {
     match format {
-        OutputFormat::Json => println!("{}", annotation_json(a)),
+        OutputFormat::Json => outln!("{}", annotation_json(a)),
         OutputFormat::Text => {
             let s = a.span.unwrap_or_default();
-            println!("{}", a.name);
-            println!("  span     {}:{}  {:?}", s.start, s.end, a.quote);
-            println!("  verdict  {}", json::verdict_str(a.verdict));
+            outln!("{}", a.name);
+            outln!("  span     {}:{}  {:?}", s.start, s.end, a.quote);
+            outln!("  verdict  {}", json::verdict_str(a.verdict));
             if !a.note.is_empty() {
-                println!("  note     {}", a.note);
+                outln!("  note     {}", a.note);
             }
             for src in &a.sources {
-                println!("  source   {src}");
+                outln!("  source   {src}");
             }
-            println!("  analyst  {}", a.analyst);
-            println!("  etag     {}", a.etag);
+            outln!("  analyst  {}", a.analyst);
+            outln!("  etag     {}", a.etag);
         }
     }
 }
 
 fn print_review(r: &pb::ArticleReview) {
-    println!("{}", r.name);
-    println!(
+    outln!("{}", r.name);
+    outln!(
         "  state        {} (needs {} analysts; {} to re-review, {} orphaned)",
         json::review_state_str(r.state),
         r.min_analysts,
@@ -673,30 +716,33 @@ fn print_review(r: &pb::ArticleReview) {
         r.orphaned_count
     );
     if let Some(a) = r.krippendorff_alpha {
-        println!("  agreement    Krippendorff's alpha {a:.3}");
+        outln!("  agreement    Krippendorff's alpha {a:.3}");
     }
-    println!(
+    outln!(
         "  annotations  {} ({} verified, {} disputed, {} unattributed)",
-        r.total_count, r.verified_count, r.disputed_count, r.unattributed_count
+        r.total_count,
+        r.verified_count,
+        r.disputed_count,
+        r.unattributed_count
     );
-    println!(
+    outln!(
         "  covered      {} code points ({:.1}%)",
         r.covered_code_points,
         r.covered_fraction * 100.0
     );
-    println!("  analysts     {}", r.analyst_count);
+    outln!("  analysts     {}", r.analyst_count);
     if let Some(t) = &r.last_update_time {
-        println!("  last update  {t}");
+        outln!("  last update  {t}");
     }
-    println!("  revision     {}", r.revision);
+    outln!("  revision     {}", r.revision);
     if r.contested_spans.is_empty() {
-        println!("  contested    none");
+        outln!("  contested    none");
     } else {
-        println!("  contested    {}", r.contested_spans.len());
+        outln!("  contested    {}", r.contested_spans.len());
         for c in &r.contested_spans {
             let s = c.span.unwrap_or_default();
             let verdicts: Vec<&str> = c.verdicts.iter().map(|&v| json::verdict_str(v)).collect();
-            println!(
+            outln!(
                 "    [{}:{}] {} — {}",
                 s.start,
                 s.end,
@@ -784,10 +830,10 @@ fn print_event(format: OutputFormat, revision: u64, e: &pb::AnnotationEvent) {
             if let Some(p) = &e.previous {
                 v["previous"] = annotation_json(p);
             }
-            println!("{v}");
+            outln!("{v}");
         }
         OutputFormat::Text => {
-            println!(
+            outln!(
                 "{revision:>8}  {kind:<8} {}  {:<12} {:<10} {}",
                 a.name,
                 json::verdict_str(a.verdict),

@@ -34,14 +34,16 @@ fn print(client: &ClientArgs, verb: &str, a: &pb::Article, extra: Option<&pb::Ar
                 v["needs_review_count"] = json!(r.needs_review_count);
                 v["orphaned_count"] = json!(r.orphaned_count);
             }
-            println!("{v}");
+            outln!("{v}");
         }
         OutputFormat::Text => {
-            println!("{verb} {} revision {} (etag {})", a.name, a.revision_id, a.etag);
+            outln!("{verb} {} revision {} (etag {})", a.name, a.revision_id, a.etag);
             if let Some(r) = extra {
-                println!(
+                outln!(
                     "{} of {} annotations need re-review ({} orphaned: their text is gone)",
-                    r.needs_review_count, r.total_count, r.orphaned_count
+                    r.needs_review_count,
+                    r.total_count,
+                    r.orphaned_count
                 );
             }
         }
@@ -78,8 +80,6 @@ pub async fn correct(
     let mut paths = vec!["text".to_owned()];
     paths.extend(fields.title.is_some().then(|| "title".to_owned()));
     paths.extend(fields.source_url.is_some().then(|| "source_url".to_owned()));
-    // An etag typed in a shell loses its quotes: put them back.
-    let etag = etag.map(|e| if e.starts_with('"') { e } else { format!("\"{e}\"") });
     let mut c = connect(client).await?;
     let name = article_name(id);
     let a = c
@@ -128,11 +128,11 @@ pub async fn revisions(client: &ClientArgs, id: &str) -> Result<()> {
         token = page.next_page_token;
     }
     match client.output {
-        OutputFormat::Json => all.iter().for_each(|a| println!("{}", article_json(a))),
+        OutputFormat::Json => all.iter().for_each(|a| outln!("{}", article_json(a))),
         OutputFormat::Text => {
-            println!("{:<8}  {:<20}  {:<27}  SHA-256", "REVISION", "AUTHOR", "TIME");
+            outln!("{:<8}  {:<20}  {:<27}  SHA-256", "REVISION", "AUTHOR", "TIME");
             for a in &all {
-                println!(
+                outln!(
                     "{:<8}  {:<20}  {:<27}  {}",
                     a.revision_id,
                     a.revision_author,

@@ -191,9 +191,9 @@ impl Service {
         let id = convert::article_name("article.name", &a.name)?;
         let fields = update_fields(a, req.update_mask.as_ref())?;
         let current = self.article(&id)?;
-        let etag = [&req.etag, &a.etag].into_iter().find(|e| !e.is_empty());
+        let etag = [&req.etag, &a.etag].into_iter().find_map(|e| convert::etag(e));
         if let Some(etag) = etag
-            && *etag != current.etag()
+            && etag != current.etag()
         {
             return Err(Error::Aborted {
                 reason: "ETAG_MISMATCH",

@@ -184,8 +184,7 @@ impl Service {
         let patch = convert::patch(annotation, req.update_mask.as_ref(), &article, enc)?;
         let etag = [&req.etag, &annotation.etag]
             .into_iter()
-            .find(|e| !e.is_empty())
-            .cloned();
+            .find_map(|e| convert::etag(e));
         Ok(Mutation::Update {
             article_revision: patch.span.map(|_| article.revision),
             name,
@@ -206,7 +205,7 @@ impl Service {
         if self.store.article(&name.article).is_none() {
             return Err(Error::not_found(name.to_string()));
         }
-        let etag = (!req.etag.is_empty()).then(|| req.etag.clone());
+        let etag = convert::etag(&req.etag);
         Ok(Mutation::Delete {
             name,
             etag,
