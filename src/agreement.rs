@@ -23,6 +23,11 @@ use std::collections::BTreeMap;
 
 use crate::domain::Mark;
 
+/// Pairwise agreement is given for at most this many analysts (190 pairs):
+/// it costs the square of their number, and a desk rarely has more on one
+/// article. Above it, only the overall alpha.
+pub const MAX_PAIRWISE_ANALYSTS: u32 = 20;
+
 /// Values a coder may give a unit: the three verdicts and `none`.
 const NONE: usize = 3;
 const CATEGORIES: usize = 4;
@@ -127,9 +132,11 @@ pub fn of_marks(marks: &[Mark], coders: u32) -> Agreement {
             .push((c, m.verdict.index(), -1));
     }
     let n = coders as usize;
+    let paired = if coders <= MAX_PAIRWISE_ANALYSTS { n } else { 0 };
     let mut active = vec![[0i32; 3]; n];
     let mut all = Coincidences::new(CATEGORIES);
-    let mut pairs: Vec<Coincidences> = vec![Coincidences::new(CATEGORIES); n * (n - 1) / 2];
+    let mut pairs: Vec<Coincidences> =
+        vec![Coincidences::new(CATEGORIES); paired * paired.saturating_sub(1) / 2];
     let mut prev: Option<u32> = None;
     for (&pos, changes) in &edges {
         if let Some(start) = prev
@@ -151,8 +158,8 @@ pub fn of_marks(marks: &[Mark], coders: u32) -> Agreement {
                 }
                 all.add(&counts, weight);
                 let mut p = 0;
-                for a in 0..n {
-                    for b in a + 1..n {
+                for a in 0..paired {
+                    for b in a + 1..paired {
                         let mut counts = [0u32; CATEGORIES];
                         for v in [values[a], values[b]].into_iter().flatten() {
                             counts[v] += 1;
@@ -170,8 +177,8 @@ pub fn of_marks(marks: &[Mark], coders: u32) -> Agreement {
     }
     let mut pairwise = Vec::with_capacity(pairs.len());
     let mut p = 0;
-    for a in 0..n as u32 {
-        for b in a + 1..n as u32 {
+    for a in 0..paired as u32 {
+        for b in a + 1..paired as u32 {
             pairwise.push((a, b, pairs[p].alpha()));
             p += 1;
         }
@@ -254,6 +261,27 @@ mod tests {
             mark(10, 20, Verdict::Verified, 1),
         ];
         assert!(of_marks(&apart, 2).alpha.unwrap() < 0.0);
+    }
+
+    /// Many analysts: the overall alpha, no pairs (their cost is the
+    /// square of the analysts).
+    #[test]
+    fn many_analysts_get_an_alpha_but_no_pairs() {
+        let marks: Vec<Mark> = (0..200)
+            .map(|i| {
+                mark(
+                    i * 3,
+                    i * 3 + 5,
+                    [Verdict::Verified, Verdict::Disputed][i as usize % 2],
+                    i,
+                )
+            })
+            .collect();
+        let a = of_marks(&marks, 200);
+        assert!(a.alpha.is_some());
+        assert!(a.pairwise.is_empty());
+        let few = of_marks(&marks[..20], 20);
+        assert_eq!(few.pairwise.len(), 190);
     }
 
     #[test]

@@ -917,7 +917,8 @@ export type ArticleReview = Message<"factcheck.v1.ArticleReview"> & {
   krippendorffAlpha?: number;
 
   /**
-   * The same, two analysts at a time over the same units.
+   * The same, two analysts at a time over the same units; given when at
+   * most 20 analysts annotated the article (190 pairs).
    *
    * @generated from field: repeated factcheck.v1.AnalystAgreement pairwise_agreements = 19;
    */
