@@ -598,50 +598,64 @@ pub fn review_state(field: &str, value: i32) -> Result<Option<ReviewState>> {
 
 /// The fields of `annotation` an update changes, per `update_mask` (or, with
 /// no mask, the fields that are set).
+/// The fields an update mask names (AIP-134): its paths, each one of
+/// `fields`; `*` for all of them; omitted, the fields the resource sets (the
+/// `bool` of each). `what` names the resource in errors.
+pub fn mask_paths(
+    mask: Option<&prost_types::FieldMask>,
+    what: &str,
+    fields: &[(&'static str, bool)],
+) -> Result<Vec<&'static str>> {
+    let names: Vec<&'static str> = fields.iter().map(|&(f, _)| f).collect();
+    let list = names.join(", ");
+    match mask {
+        Some(m) if m.paths.iter().any(|p| p == "*") => {
+            if m.paths.len() > 1 {
+                return Err(Error::invalid("update_mask", "'*' must be the only path"));
+            }
+            Ok(names)
+        }
+        Some(m) if !m.paths.is_empty() => m
+            .paths
+            .iter()
+            .map(|p| {
+                names.iter().copied().find(|n| n == p).ok_or_else(|| {
+                    Error::invalid(
+                        "update_mask",
+                        format!("{p:?} is not an updatable field: use {list} or *"),
+                    )
+                })
+            })
+            .collect(),
+        _ => {
+            let set: Vec<&'static str> = fields.iter().filter(|&&(_, set)| set).map(|&(f, _)| f).collect();
+            if set.is_empty() {
+                return Err(Error::invalid(
+                    "update_mask",
+                    format!("names no field and the {what} sets none of {list}"),
+                ));
+            }
+            Ok(set)
+        }
+    }
+}
+
 pub fn patch(
     annotation: &pb::Annotation,
     mask: Option<&prost_types::FieldMask>,
     article: &Article,
     enc: OffsetEncoding,
 ) -> Result<crate::domain::Patch> {
-    const UPDATABLE: [&str; 4] = ["span", "verdict", "note", "sources"];
-    let paths: Vec<&str> = match mask {
-        Some(m) if m.paths.iter().any(|p| p == "*") => {
-            if m.paths.len() > 1 {
-                return Err(Error::invalid("update_mask", "'*' must be the only path"));
-            }
-            UPDATABLE.to_vec()
-        }
-        Some(m) if !m.paths.is_empty() => {
-            for p in &m.paths {
-                if !UPDATABLE.contains(&p.as_str()) {
-                    return Err(Error::invalid(
-                        "update_mask",
-                        format!("{p:?} is not an updatable field: use span, verdict, note, sources or *"),
-                    ));
-                }
-            }
-            m.paths.iter().map(String::as_str).collect()
-        }
-        _ => {
-            let set: Vec<&str> = [
-                ("span", annotation.span.is_some()),
-                ("verdict", annotation.verdict != 0),
-                ("note", !annotation.note.is_empty()),
-                ("sources", !annotation.sources.is_empty()),
-            ]
-            .into_iter()
-            .filter_map(|(p, set)| set.then_some(p))
-            .collect();
-            if set.is_empty() {
-                return Err(Error::invalid(
-                    "update_mask",
-                    "names no field and the annotation sets none of span, verdict, note, sources",
-                ));
-            }
-            set
-        }
-    };
+    let paths = mask_paths(
+        mask,
+        "annotation",
+        &[
+            ("span", annotation.span.is_some()),
+            ("verdict", annotation.verdict != 0),
+            ("note", !annotation.note.is_empty()),
+            ("sources", !annotation.sources.is_empty()),
+        ],
+    )?;
     let mut patch = crate::domain::Patch::default();
     for p in paths {
         match p {

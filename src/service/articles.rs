@@ -76,43 +76,15 @@ fn source_url(field: &str, u: &str) -> Result<String> {
 
 /// Which fields an update sets: the mask's, or the non-empty ones.
 fn update_fields(a: &pb::Article, mask: Option<&prost_types::FieldMask>) -> Result<Fields> {
-    const UPDATABLE: [&str; 3] = ["title", "text", "source_url"];
-    let paths: Vec<&str> = match mask {
-        Some(m) if m.paths.iter().any(|p| p == "*") => {
-            if m.paths.len() > 1 {
-                return Err(Error::invalid("update_mask", "'*' must be the only path"));
-            }
-            UPDATABLE.to_vec()
-        }
-        Some(m) if !m.paths.is_empty() => {
-            for p in &m.paths {
-                if !UPDATABLE.contains(&p.as_str()) {
-                    return Err(Error::invalid(
-                        "update_mask",
-                        format!("{p:?} is not an updatable field: use title, text, source_url or *"),
-                    ));
-                }
-            }
-            m.paths.iter().map(String::as_str).collect()
-        }
-        _ => {
-            let set: Vec<&str> = [
-                ("title", !a.title.is_empty()),
-                ("text", !a.text.is_empty()),
-                ("source_url", !a.source_url.is_empty()),
-            ]
-            .into_iter()
-            .filter_map(|(p, set)| set.then_some(p))
-            .collect();
-            if set.is_empty() {
-                return Err(Error::invalid(
-                    "update_mask",
-                    "names no field and the article sets none of title, text, source_url",
-                ));
-            }
-            set
-        }
-    };
+    let paths = convert::mask_paths(
+        mask,
+        "article",
+        &[
+            ("title", !a.title.is_empty()),
+            ("text", !a.text.is_empty()),
+            ("source_url", !a.source_url.is_empty()),
+        ],
+    )?;
     let mut f = Fields::default();
     for p in paths {
         match p {
