@@ -1181,4 +1181,26 @@ async fn calls_without_a_valid_token_are_unauthenticated() {
         "{names:?}"
     );
     assert!(names.contains(&"grpc.health.v1.Health".to_string()), "{names:?}");
+
+    // The error details every refusal carries are described too, so grpcurl
+    // decodes them instead of printing base64.
+    for symbol in ["google.rpc.ErrorInfo", "google.rpc.BadRequest"] {
+        let request = tonic_reflection::pb::v1::ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::FileContainingSymbol(symbol.into())),
+        };
+        let mut responses = reflection
+            .server_reflection_info(tokio_stream::iter(vec![request]))
+            .await
+            .unwrap()
+            .into_inner();
+        let response = responses.message().await.unwrap().unwrap();
+        let Some(MessageResponse::FileDescriptorResponse(files)) = response.message_response else {
+            panic!("{symbol}: unexpected reflection response {response:?}");
+        };
+        let file =
+            <prost_types::FileDescriptorProto as prost::Message>::decode(&files.file_descriptor_proto[0][..])
+                .unwrap();
+        assert_eq!(file.package(), "google.rpc", "{symbol}");
+    }
 }
