@@ -125,28 +125,15 @@ impl Service {
             now,
             now,
         ));
-        let applied = self
-            .store
-            .apply(
-                vec![Mutation::PutArticle {
-                    article,
-                    base: None,
-                    reanchor: None,
-                }],
-                caller.analyst.clone(),
-                None,
-            )
-            .await?;
-        let made = applied
-            .articles
-            .first()
-            .ok_or_else(|| Error::internal("an article creation made no revision"))?;
-        Ok(convert::article_to_pb(
-            made,
-            false,
-            OffsetEncoding::CodePoints,
-            false,
-        ))
+        self.put_article(
+            Mutation::PutArticle {
+                article,
+                base: None,
+                reanchor: None,
+            },
+            &caller,
+        )
+        .await
     }
 
     pub(super) async fn update_article_rpc(
@@ -219,22 +206,28 @@ impl Service {
         } else {
             None
         };
+        self.put_article(
+            Mutation::PutArticle {
+                article: next,
+                base: Some(current.revision),
+                reanchor,
+            },
+            &caller,
+        )
+        .await
+    }
+
+    /// Commits an article's creation or correction; answers with the
+    /// revision made.
+    async fn put_article(&self, mutation: Mutation, caller: &crate::domain::Caller) -> Result<pb::Article> {
         let applied = self
             .store
-            .apply(
-                vec![Mutation::PutArticle {
-                    article: next,
-                    base: Some(current.revision),
-                    reanchor,
-                }],
-                caller.analyst.clone(),
-                None,
-            )
+            .apply(vec![mutation], caller.analyst.clone(), None)
             .await?;
         let made = applied
             .articles
             .first()
-            .ok_or_else(|| Error::internal("an article update made no revision"))?;
+            .ok_or_else(|| Error::internal("an article change made no revision"))?;
         Ok(convert::article_to_pb(
             made,
             false,
