@@ -231,6 +231,7 @@ mod tests {
             id: Uuid::new_v4(),
             anchor: Anchor::Anchored,
             analyst,
+            revision: 1,
         }
     }
 

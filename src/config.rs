@@ -67,6 +67,48 @@ pub enum Command {
         #[arg(long, value_enum)]
         state: Option<ReviewStateArg>,
     },
+    /// Settle a contested span with a final verdict and a rationale
+    /// (reviewers and admins).
+    Resolve {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Article id.
+        id: String,
+        /// The contested span as `factcheck review` prints it: START:END in
+        /// code points.
+        #[arg(value_parser = parse_span)]
+        span: (u32, u32),
+        /// The final verdict for the span.
+        #[arg(long, value_enum)]
+        verdict: VerdictArg,
+        /// Why this verdict: required.
+        #[arg(long)]
+        rationale: String,
+        /// Settle only if the review is still at this etag (with or without
+        /// the quotes).
+        #[arg(long)]
+        etag: Option<String>,
+    },
+    /// Sign off an article's review (reviewers and admins): refused while
+    /// a contested span is unresolved, while an annotation needs re-review,
+    /// or when you are the only analyst who annotated it.
+    Signoff {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Article id.
+        id: String,
+        /// The etag of the review you checked (`factcheck review` prints
+        /// it); default: the current one, printed before signing off.
+        #[arg(long)]
+        etag: Option<String>,
+    },
+    /// An article's review history: adjudications, sign-offs, withdrawals.
+    ReviewLog {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Article id.
+        id: String,
+    },
     /// List an article's revisions: who made each, when, the text's SHA-256.
     Revisions {
         #[command(flatten)]
@@ -196,9 +238,17 @@ pub enum Command {
         format: ExportFormat,
         /// With --format w3c: the base of the IRIs written (articles,
         /// analysts, the collection); default: --server. An article's own
-        /// source URL, when it has one, is its target's source.
+        /// source URL, when it has one, is its target's source. With
+        /// --format claimreview: the base of each ClaimReview's `url`.
         #[arg(long)]
         public_url: Option<String>,
+        /// With --format claimreview: the fact-checking organization's name
+        /// (the ClaimReview `author`).
+        #[arg(long, required_if_eq("format", "claimreview"))]
+        publisher: Option<String>,
+        /// With --format claimreview: the organization's URL.
+        #[arg(long, required_if_eq("format", "claimreview"))]
+        publisher_url: Option<String>,
     },
 }
 
@@ -327,6 +377,7 @@ pub enum ReviewStateArg {
     InProgress,
     NeedsAdjudication,
     Ready,
+    SignedOff,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -343,6 +394,9 @@ pub enum ExportFormat {
     Jsonl,
     /// A W3C Web Annotation JSON-LD collection.
     W3c,
+    /// schema.org ClaimReview JSON-LD for signed-off articles: one per
+    /// adjudicated or uncontested claim.
+    Claimreview,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

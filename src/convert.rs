@@ -6,10 +6,12 @@ use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use std::sync::Arc;
+
 use crate::domain::{
-    Anchor, Annotation, AnnotationFilter, AnnotationName, Article, ArticleId, ContestedSpan, EventKind,
-    Judgement, MAX_NOTE_CHARS, MAX_SOURCE_CHARS, MAX_SOURCES, OffsetEncoding, OffsetError, Review,
-    ReviewState, Revision, Span, Verdict,
+    Adjudication, Anchor, Annotation, AnnotationFilter, AnnotationName, Article, ArticleId, ContestedSpan,
+    EventKind, Judgement, MAX_NOTE_CHARS, MAX_SOURCE_CHARS, MAX_SOURCES, OffsetEncoding, OffsetError, Review,
+    ReviewEvent, ReviewEventKind, ReviewState, Revision, SignOff, Span, Verdict,
 };
 use crate::error::{Error, Result};
 use crate::pb;
@@ -516,7 +518,82 @@ fn contested_to_pb(c: &ContestedSpan, article: &Article, enc: OffsetEncoding) ->
         verdicts: c.verdicts.iter().map(|&v| verdict_to_pb(v) as i32).collect(),
         annotations: c.annotations.iter().map(ToString::to_string).collect(),
         annotation_count: c.count,
+        adjudication: c
+            .adjudication
+            .as_ref()
+            .map(|a| adjudication_to_pb(a, article, enc)),
     }
+}
+
+/// An adjudication; `article` is the revision its span points into
+/// (`a.article_revision`).
+pub fn adjudication_to_pb(a: &Adjudication, article: &Article, enc: OffsetEncoding) -> pb::Adjudication {
+    debug_assert_eq!(article.revision, a.article_revision);
+    let name = |id: &Uuid| {
+        AnnotationName {
+            article: a.article.clone(),
+            id: *id,
+        }
+        .to_string()
+    };
+    pb::Adjudication {
+        name: a.name(),
+        span: Some(span_to_pb(a.span, article, enc)),
+        quote: article.quote(a.span).unwrap_or_default().to_owned(),
+        verdict: verdict_to_pb(a.verdict) as i32,
+        rationale: a.rationale.clone(),
+        reviewer: a.reviewer.to_string(),
+        accepted_annotations: a.accepted.iter().map(name).collect(),
+        overruled_annotations: a.overruled.iter().map(name).collect(),
+        accepted_count: a.accepted_count,
+        overruled_count: a.overruled_count,
+        create_time: Some(timestamp(a.create_time_us)),
+        revision: a.revision,
+        article_revision: format!("{}@{}", a.article.name(), a.article_revision),
+    }
+}
+
+pub fn sign_off_to_pb(s: &SignOff) -> pb::SignOff {
+    pb::SignOff {
+        reviewer: s.reviewer.to_string(),
+        sign_off_time: Some(timestamp(s.time_us)),
+        revision: s.revision,
+        article_revision: format!("{}@{}", s.article.name(), s.article_revision),
+    }
+}
+
+/// One entry of a review's history; `article` reads the article revision
+/// an adjudication points into.
+pub fn review_event_to_pb(
+    e: &ReviewEvent,
+    article: impl Fn(&ArticleId, u32) -> Result<Arc<Article>>,
+    enc: OffsetEncoding,
+) -> Result<pb::ReviewEvent> {
+    use pb::review_event::Type;
+    let mut out = pb::ReviewEvent {
+        review: format!("{}/review", e.article.name()),
+        revision: e.revision,
+        time: Some(timestamp(e.time_us)),
+        actor: e.actor.clone(),
+        ..Default::default()
+    };
+    match &e.kind {
+        ReviewEventKind::Adjudicated(a) => {
+            out.r#type = Type::Adjudicated as i32;
+            let text = article(&a.article, a.article_revision)?;
+            out.adjudication = Some(adjudication_to_pb(a, &text, enc));
+        }
+        ReviewEventKind::SignedOff(s) => {
+            out.r#type = Type::SignedOff as i32;
+            out.sign_off = Some(sign_off_to_pb(s));
+        }
+        ReviewEventKind::Withdrawn { sign_off, reason } => {
+            out.r#type = Type::SignOffWithdrawn as i32;
+            out.sign_off = Some(sign_off_to_pb(sign_off));
+            out.reason = reason.clone();
+        }
+    }
+    Ok(out)
 }
 
 /// `r` as of store revision `revision`.
@@ -569,6 +646,9 @@ pub fn review_to_pb(r: &Review, revision: u64, budget: usize, enc: OffsetEncodin
                 krippendorff_alpha: alpha,
             })
             .collect(),
+        sign_off: r.sign_off.as_deref().map(sign_off_to_pb),
+        etag: format!("\"{}\"", r.etag),
+        unresolved_contested_span_count: r.unresolved,
     }
 }
 
@@ -578,6 +658,7 @@ pub fn review_state_to_pb(s: ReviewState) -> pb::ReviewState {
         ReviewState::InProgress => pb::ReviewState::InProgress,
         ReviewState::NeedsAdjudication => pb::ReviewState::NeedsAdjudication,
         ReviewState::Ready => pb::ReviewState::Ready,
+        ReviewState::SignedOff => pb::ReviewState::SignedOff,
     }
 }
 
@@ -589,6 +670,7 @@ pub fn review_state(field: &str, value: i32) -> Result<Option<ReviewState>> {
         Ok(pb::ReviewState::InProgress) => Ok(Some(ReviewState::InProgress)),
         Ok(pb::ReviewState::NeedsAdjudication) => Ok(Some(ReviewState::NeedsAdjudication)),
         Ok(pb::ReviewState::Ready) => Ok(Some(ReviewState::Ready)),
+        Ok(pb::ReviewState::SignedOff) => Ok(Some(ReviewState::SignedOff)),
         Err(_) => Err(Error::invalid(
             field,
             format!("{value} is not a ReviewState value"),

@@ -9,6 +9,11 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+pub use crate::review::{
+    Adjudication, ContestedSpan, DEFAULT_MIN_ANALYSTS, MAX_CONTESTED_NAMES, Mark, Review, ReviewContext,
+    ReviewEvent, ReviewEventKind, ReviewState, SignOff,
+};
+
 /// Most code points a note may hold.
 pub const MAX_NOTE_CHARS: usize = 10_000;
 /// Most sources one annotation may cite.
@@ -580,79 +585,6 @@ impl AnnotationFilter {
     }
 }
 
-/// Most annotation names a [`ContestedSpan`] lists; `count` says how many
-/// there are, and `ListAnnotations` with `overlaps` pages through them all.
-pub const MAX_CONTESTED_NAMES: usize = 100;
-
-/// A region where annotations with different verdicts overlap.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ContestedSpan {
-    pub span: Span,
-    /// Distinct verdicts in the region, in [`Verdict`] order.
-    pub verdicts: Vec<Verdict>,
-    /// The first [`MAX_CONTESTED_NAMES`] annotations intersecting the
-    /// region, by start then id.
-    pub annotations: Vec<AnnotationName>,
-    /// How many annotations intersect the region.
-    pub count: u32,
-}
-
-/// One annotation as a review sees it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Mark {
-    pub span: Span,
-    pub verdict: Verdict,
-    pub id: Uuid,
-    pub anchor: Anchor,
-    /// The analyst, numbered within the review (see [`Review::analyst_names`]).
-    pub analyst: u32,
-}
-
-/// Where an article's review stands, computed from its annotations (never
-/// set by hand).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ReviewState {
-    /// No annotation yet.
-    NotStarted,
-    /// Annotated, but by fewer analysts than the desk requires, or with
-    /// annotations a correction of the article left to look at again.
-    InProgress,
-    /// At least one contested span: a reviewer must settle it.
-    NeedsAdjudication,
-    /// Enough analysts, nothing contested, nothing to re-review.
-    Ready,
-}
-
-/// Where the review of one article stands, at some revision.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Review {
-    pub article: Arc<Article>,
-    /// Indexed by [`Verdict::index`].
-    pub counts: [u32; 3],
-    pub covered: u32,
-    pub contested: Vec<ContestedSpan>,
-    pub analysts: u32,
-    pub last_update_time_us: Option<i64>,
-    /// Annotations whose quoted text a correction edited or removed
-    /// ([`Anchor::needs_review`]).
-    pub needs_review: u32,
-    /// Of those, the ones whose text is gone: not in `covered` or
-    /// `contested`.
-    pub orphaned: u32,
-    pub state: ReviewState,
-    /// Analysts the desk requires before an article can be ready.
-    pub min_analysts: u32,
-    /// Agreement of the analysts with an anchored annotation
-    /// ([`crate::agreement`]); pairs name them by `analyst_names`.
-    pub agreement: crate::agreement::Agreement,
-    /// The analysts [`Mark::analyst`] and the pairs number.
-    pub analyst_names: Vec<Arc<str>>,
-}
-
-/// How many analysts must have annotated an article before it can be ready,
-/// unless `serve --review-min-analysts` says otherwise: two pairs of eyes.
-pub const DEFAULT_MIN_ANALYSTS: u32 = 2;
-
 impl PartialEq for Article {
     fn eq(&self, other: &Self) -> bool {
         self.id == other.id && self.revision == other.revision && self.text == other.text
@@ -660,148 +592,6 @@ impl PartialEq for Article {
 }
 
 impl Eq for Article {}
-
-impl Review {
-    /// Computes the review from the article's marks, sorted by start then
-    /// id, and the number of distinct analysts. O(n log n) in the marks, plus
-    /// the intersecting marks of each contested region.
-    pub fn compute(
-        article: Arc<Article>,
-        marks: &[Mark],
-        analyst_names: Vec<Arc<str>>,
-        last_update_time_us: Option<i64>,
-        min_analysts: u32,
-    ) -> Self {
-        let analysts = analyst_names.len() as u32;
-        let mut counts = [0u32; 3];
-        let mut needs_review = 0;
-        let mut orphaned = 0;
-        for m in marks {
-            counts[m.verdict.index()] += 1;
-            needs_review += u32::from(m.anchor.needs_review());
-            orphaned += u32::from(m.anchor == Anchor::Orphaned);
-        }
-        // An orphan's span points into an older text: it covers nothing here.
-        let orphans: Vec<Mark>;
-        let marks = if orphaned > 0 {
-            orphans = marks
-                .iter()
-                .filter(|m| m.anchor != Anchor::Orphaned)
-                .copied()
-                .collect();
-            &orphans[..]
-        } else {
-            marks
-        };
-
-        // Sweep over span boundaries: +1 at a start, -1 at an end, per verdict.
-        let mut edges: Vec<(u32, i32, usize)> = Vec::with_capacity(marks.len() * 2);
-        for m in marks {
-            let v = m.verdict.index();
-            edges.push((m.span.start(), 1, v));
-            edges.push((m.span.end(), -1, v));
-        }
-        edges.sort_unstable();
-        let mut active = [0i32; 3];
-        let mut covered = 0u32;
-        let mut regions: Vec<(u32, u32)> = Vec::new();
-        let mut prev = 0u32;
-        let mut i = 0;
-        while i < edges.len() {
-            let pos = edges[i].0;
-            if pos > prev {
-                let live = active.iter().filter(|&&n| n > 0).count();
-                if live > 0 {
-                    covered += pos - prev;
-                }
-                if live > 1 {
-                    match regions.last_mut() {
-                        Some(r) if r.1 == prev => r.1 = pos,
-                        _ => regions.push((prev, pos)),
-                    }
-                }
-            }
-            while i < edges.len() && edges[i].0 == pos {
-                active[edges[i].2] += edges[i].1;
-                i += 1;
-            }
-            prev = pos;
-        }
-
-        // Regions are disjoint and ascending, marks sorted by start: a mark
-        // ending before one region cannot reach a later one, so one pass with
-        // the marks still open suffices.
-        let mut open: Vec<&Mark> = Vec::new();
-        let mut next = 0;
-        let contested: Vec<ContestedSpan> = regions
-            .into_iter()
-            .filter_map(|(s, e)| Span::new(s, e))
-            .map(|span| {
-                while next < marks.len() && marks[next].span.start() < span.end() {
-                    open.push(&marks[next]);
-                    next += 1;
-                }
-                open.retain(|m| m.span.end() > span.start());
-                let mut verdicts: Vec<Verdict> = open.iter().map(|m| m.verdict).collect();
-                verdicts.sort_unstable();
-                verdicts.dedup();
-                ContestedSpan {
-                    span,
-                    verdicts,
-                    annotations: open
-                        .iter()
-                        .take(MAX_CONTESTED_NAMES)
-                        .map(|m| AnnotationName {
-                            article: article.id.clone(),
-                            id: m.id,
-                        })
-                        .collect(),
-                    count: open.len() as u32,
-                }
-            })
-            .collect();
-
-        // Agreement among the analysts of the anchored marks, renumbered.
-        let mut coder = vec![u32::MAX; analyst_names.len()];
-        let mut names = Vec::new();
-        let coded: Vec<Mark> = marks
-            .iter()
-            .map(|m| {
-                let slot = &mut coder[m.analyst as usize];
-                if *slot == u32::MAX {
-                    *slot = names.len() as u32;
-                    names.push(analyst_names[m.analyst as usize].clone());
-                }
-                Mark { analyst: *slot, ..*m }
-            })
-            .collect();
-        let agreement = crate::agreement::of_marks(&coded, names.len() as u32);
-        let total: u32 = counts.iter().sum();
-        let state = if total == 0 {
-            ReviewState::NotStarted
-        } else if analysts < min_analysts || needs_review > 0 {
-            ReviewState::InProgress
-        } else if !contested.is_empty() {
-            ReviewState::NeedsAdjudication
-        } else {
-            ReviewState::Ready
-        };
-        Self {
-            article,
-            counts,
-            covered,
-            contested,
-            analysts,
-            last_update_time_us,
-            needs_review,
-            orphaned,
-            state,
-            min_analysts,
-            agreement,
-            analyst_names: names,
-        }
-    }
-}
 
 /// One state in an annotation's audit history.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -864,6 +654,8 @@ pub struct Change {
     /// Articles created or corrected; their annotations' re-anchoring is in
     /// `events`.
     pub articles: Vec<ArticleEvent>,
+    /// Adjudications, sign-offs and withdrawals.
+    pub reviews: Vec<ReviewEvent>,
 }
 
 /// An article created or changed within a revision.

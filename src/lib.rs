@@ -24,6 +24,8 @@
 //! - [`pb`]: generated protobuf and gRPC code only.
 //! - [`domain`]: types that cannot hold invalid values (spans, names,
 //!   verdicts, article revisions, anchor states, offset encodings).
+//! - [`review`]: where an article's review stands (state, contested spans,
+//!   adjudications, sign-off), computed from a copy of its index.
 //! - [`anchor`]: where a span goes when its article's text is corrected: a
 //!   token diff, then a quote-and-context search.
 //! - [`convert`]: protobuf ↔ domain, and all request validation.
@@ -91,6 +93,7 @@ pub mod domain;
 pub mod error;
 pub mod listener;
 pub mod pb;
+pub mod review;
 pub mod server;
 pub mod service;
 pub mod store;

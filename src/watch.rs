@@ -20,6 +20,8 @@
 //! holds at most [`WatchOptions::max_per_analyst`] streams, and a stream ends
 //! (UNAUTHENTICATED) when the tokens are reloaded without its token.
 
+pub mod reviews;
+
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -446,7 +448,22 @@ impl Watcher {
                 article: Some(convert::article_to_pb(&e.article, false, enc, false)),
             })
             .collect();
-        if events.is_empty() && article_events.is_empty() {
+        let review_events: Vec<pb::ReviewEvent> = change
+            .reviews
+            .iter()
+            .filter(|e| self.filter.article.as_ref().is_none_or(|id| *id == e.article))
+            .filter_map(|e| {
+                let read = |id: &ArticleId, rev: u32| {
+                    self.store
+                        .article_revision(id, rev)?
+                        .ok_or_else(|| Error::internal(format!("missing revision {rev} of {id}")))
+                };
+                convert::review_event_to_pb(e, read, enc)
+                    .inspect_err(|err| tracing::error!(error = %err, "a review event cannot be converted: not delivered"))
+                    .ok()
+            })
+            .collect();
+        if events.is_empty() && article_events.is_empty() && review_events.is_empty() {
             return Ok(false);
         }
         // One message per revision, unless that would be over the cap.
@@ -463,10 +480,12 @@ impl Watcher {
         }
         let count = parts.len();
         let mut article_events = Some(article_events);
+        let mut review_events = Some(review_events);
         for (i, part) in parts.into_iter().enumerate() {
             let mut msg = message(Kind::Events, change.revision);
             msg.events = part;
             msg.article_events = article_events.take().unwrap_or_default();
+            msg.review_events = review_events.take().unwrap_or_default();
             msg.commit_time = Some(convert::timestamp(change.commit_time_us));
             msg.more = i + 1 < count;
             self.send(Ok(msg)).await?;

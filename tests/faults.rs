@@ -344,3 +344,73 @@ async fn a_failed_correction_is_all_or_nothing() {
     assert_eq!(a_now.quote, "조태열");
     scenario.teardown();
 }
+
+/// A sign-off whose commit fails is never seen: readers keep READY; after a
+/// restart the review and its history agree (signed off with its record,
+/// or neither), and the audit, review chains included, passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_sign_off_is_never_half_recorded() {
+    let scenario = fail::FailScenario::setup();
+    let server = TestServer::start().await;
+    let mut alice = server.client().await;
+    let mut bob = server.client_with(Some(BOB)).await;
+    let mut rosa = server.client_with(Some(REVIEWER)).await;
+    let text = seed_text(KOREAN);
+    create(&mut alice, KOREAN, find_span(&text, "조태열"), Verdict::Verified).await;
+    create(&mut bob, KOREAN, find_span(&text, "조태열"), Verdict::Verified).await;
+    let review = |c: &mut Client| {
+        let mut c = c.clone();
+        async move {
+            c.get_article_review(pb::GetArticleReviewRequest {
+                name: format!("{}/review", article(KOREAN)),
+                offset_encoding: 0,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+        }
+    };
+    let before = review(&mut rosa).await;
+    assert_eq!(before.state, pb::ReviewState::Ready as i32);
+
+    fail::cfg("commit::flush", "return").unwrap();
+    let err = rosa
+        .sign_off_article_review(pb::SignOffArticleReviewRequest {
+            name: format!("{}/review", article(KOREAN)),
+            etag: before.etag.clone(),
+            offset_encoding: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&err), "COMMIT_FAILED");
+    fail::cfg("commit::flush", "off").unwrap();
+    assert_eq!(
+        review(&mut rosa).await,
+        before,
+        "readers never see the failed sign-off"
+    );
+
+    let dir = server.stop().await;
+    let store = Store::open(&StoreConfig::new(dir.path())).unwrap();
+    let report = store.verify_audit().unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    drop(store);
+    let server = TestServer::start_in(dir).await;
+    let mut rosa = server.client_with(Some(REVIEWER)).await;
+    let after = review(&mut rosa).await;
+    let events = rosa
+        .list_review_events(pb::ListReviewEventsRequest {
+            parent: format!("{}/review", article(KOREAN)),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    assert_eq!(
+        after.sign_off.is_some(),
+        !events.is_empty(),
+        "the review and its history agree: {after:?} {events:?}"
+    );
+    scenario.teardown();
+}

@@ -54,8 +54,20 @@ async fn a_revoked_token_loses_its_open_watch_stream() {
             stream
         }
     };
-    let mut revoked = watch(maria).await;
+    let mut revoked = watch(maria.clone()).await;
     let mut kept = watch(admin.clone()).await;
+    // A dashboard's review stream is a watch stream too.
+    let mut revoked_reviews = server
+        .client(&maria)
+        .await
+        .watch_article_reviews(pb::WatchArticleReviewsRequest {
+            parent: "articles/-".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(revoked_reviews.message().await.unwrap().unwrap().initial);
 
     let (code, _, err) = factcheck_cli(&[
         "token",
@@ -79,6 +91,18 @@ async fn a_revoked_token_loses_its_open_watch_stream() {
     .expect("the revoked token's stream went on");
     assert_eq!(ended.code(), tonic::Code::Unauthenticated);
     assert!(ended.message().contains("revoked"), "{}", ended.message());
+    let ended = tokio::time::timeout(HANG, async {
+        loop {
+            match revoked_reviews.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("the review stream ended without a status"),
+                Err(status) => return status,
+            }
+        }
+    })
+    .await
+    .expect("the revoked token's review stream went on");
+    assert_eq!(ended.code(), tonic::Code::Unauthenticated);
 
     // The admin's stream still delivers.
     let mut client = server.client(&admin).await;

@@ -81,11 +81,12 @@ pub fn audit(action: AuditAction) -> Result<()> {
                 outln!("BROKEN {p}");
             }
             outln!(
-                "{} histories, {} records, {} problem(s), at revision {}",
+                "{} histories, {} records, {} problem(s), at revision {} ({} article review histories)",
                 report.chains,
                 report.records,
                 report.problems.len(),
-                store.revision()
+                store.revision(),
+                report.review_chains
             );
             if report.problems.is_empty() {
                 Ok(())

@@ -23,11 +23,11 @@ pub fn verdict_from_str(s: &str) -> Option<pb::Verdict> {
     }
 }
 
-fn time(t: Option<&prost_types::Timestamp>) -> Value {
+pub fn time(t: Option<&prost_types::Timestamp>) -> Value {
     t.map_or(Value::Null, |t| json!(t.to_string()))
 }
 
-fn span(s: Option<pb::Span>) -> Value {
+pub fn span(s: Option<pb::Span>) -> Value {
     let s = s.unwrap_or_default();
     json!({ "start": s.start, "end": s.end })
 }
@@ -86,6 +86,13 @@ pub fn review_json(r: &pb::ArticleReview) -> Value {
             "quote": c.quote,
             "verdicts": c.verdicts.iter().map(|&v| verdict_str(v)).collect::<Vec<_>>(),
             "annotations": c.annotations,
+            "annotation_count": c.annotation_count,
+            "adjudication": c.adjudication.as_ref().map(|a| json!({
+                "name": a.name,
+                "verdict": verdict_str(a.verdict),
+                "rationale": a.rationale,
+                "reviewer": a.reviewer,
+            })),
         })).collect::<Vec<_>>(),
         "analyst_count": r.analyst_count,
         "last_update_time": time(r.last_update_time.as_ref()),
@@ -96,6 +103,14 @@ pub fn review_json(r: &pb::ArticleReview) -> Value {
         "orphaned_count": r.orphaned_count,
         "article_revision": r.article_revision,
         "krippendorff_alpha": r.krippendorff_alpha,
+        "etag": r.etag,
+        "unresolved_contested_span_count": r.unresolved_contested_span_count,
+        "sign_off": r.sign_off.as_ref().map(|s| json!({
+            "reviewer": s.reviewer,
+            "sign_off_time": time(s.sign_off_time.as_ref()),
+            "revision": s.revision,
+            "article_revision": s.article_revision,
+        })),
         "pairwise_agreements": r.pairwise_agreements.iter().map(|p| json!({
             "analyst": p.analyst,
             "other_analyst": p.other_analyst,

@@ -15,6 +15,7 @@ mod apply;
 mod json;
 mod publish;
 mod w3c;
+mod workflow;
 
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
@@ -239,6 +240,16 @@ pub async fn run(command: Command) -> Result<()> {
         } => publish::correct(&client, &id, &file, fields, etag).await,
         Command::Revisions { client, id } => publish::revisions(&client, &id).await,
         Command::Reviews { client, state } => reviews(&client, state).await,
+        Command::Resolve {
+            client,
+            id,
+            span,
+            verdict,
+            rationale,
+            etag,
+        } => workflow::resolve(&client, &id, span, verdict, rationale, etag).await,
+        Command::Signoff { client, id, etag } => workflow::signoff(&client, &id, etag).await,
+        Command::ReviewLog { client, id } => workflow::review_log(&client, &id).await,
         Command::Article { client, id, spans } => article(&client, &id, spans).await,
         Command::Annotate {
             client,
@@ -389,8 +400,30 @@ pub async fn run(command: Command) -> Result<()> {
         Command::Export {
             client,
             id,
+            format: ExportFormat::Claimreview,
+            public_url,
+            publisher,
+            publisher_url,
+        } => {
+            let mut c = connect(&client).await?;
+            let publisher = workflow::Publisher {
+                name: publisher.unwrap_or_default(),
+                url: publisher_url.unwrap_or_default(),
+                public_url: public_url
+                    .unwrap_or_else(|| client.server.clone())
+                    .trim_end_matches('/')
+                    .to_owned(),
+            };
+            let items = workflow::claim_reviews(&mut c, id.as_deref(), &publisher).await?;
+            outln!("{:#}", serde_json::Value::Array(items));
+            Ok(())
+        }
+        Command::Export {
+            client,
+            id,
             format,
             public_url,
+            ..
         } => {
             let mut c = connect(&client).await?;
             let req = pb::ListAnnotationsRequest {
@@ -409,7 +442,7 @@ pub async fn run(command: Command) -> Result<()> {
                     };
                     Some(w3c::collection(&mut c, &all, &iris).await?)
                 }
-                ExportFormat::Jsonl => None,
+                ExportFormat::Jsonl | ExportFormat::Claimreview => None,
             };
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
@@ -434,6 +467,7 @@ async fn reviews(client: &ClientArgs, state: Option<crate::config::ReviewStateAr
         S::InProgress => pb::ReviewState::InProgress,
         S::NeedsAdjudication => pb::ReviewState::NeedsAdjudication,
         S::Ready => pb::ReviewState::Ready,
+        S::SignedOff => pb::ReviewState::SignedOff,
     });
     let mut c = connect(client).await?;
     let mut token = String::new();
@@ -734,16 +768,31 @@ fn print_review(r: &pb::ArticleReview) {
     if let Some(t) = &r.last_update_time {
         outln!("  last update  {t}");
     }
-    outln!("  revision     {}", r.revision);
+    outln!("  revision     {} (etag {})", r.revision, r.etag);
+    if let Some(s) = &r.sign_off {
+        outln!(
+            "  signed off   by {} at {}",
+            s.reviewer,
+            json::time(s.sign_off_time.as_ref()).as_str().unwrap_or_default()
+        );
+    }
     if r.contested_spans.is_empty() {
         outln!("  contested    none");
     } else {
-        outln!("  contested    {}", r.contested_spans.len());
+        outln!(
+            "  contested    {} ({} unresolved)",
+            r.contested_span_count,
+            r.unresolved_contested_span_count
+        );
         for c in &r.contested_spans {
             let s = c.span.unwrap_or_default();
             let verdicts: Vec<&str> = c.verdicts.iter().map(|&v| json::verdict_str(v)).collect();
+            let settled = match &c.adjudication {
+                Some(a) => format!(" → {} by {}", json::verdict_str(a.verdict), a.reviewer),
+                None => String::new(),
+            };
             outln!(
-                "    [{}:{}] {} — {}",
+                "    [{}:{}] {}{settled} — {}",
                 s.start,
                 s.end,
                 verdicts.join(" vs "),

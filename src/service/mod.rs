@@ -68,6 +68,19 @@ impl Service {
         items.len()
     }
 
+    /// Who a stream serves, checked again whenever the tokens reload.
+    fn identity<T>(&self, req: &Request<T>) -> Result<watcher::Identity> {
+        Ok(watcher::Identity {
+            tokens: self.tokens.clone(),
+            token: req
+                .extensions()
+                .get::<TokenHash>()
+                .copied()
+                .ok_or_else(|| Error::Unauthenticated("missing credentials".into()))?,
+            caller: caller(req)?,
+        })
+    }
+
     fn article(&self, id: &ArticleId) -> Result<Arc<Article>> {
         self.store.article(id).ok_or_else(|| Error::not_found(id.name()))
     }
@@ -321,15 +334,7 @@ impl FactCheckService for Service {
         &self,
         req: Request<pb::WatchAnnotationsRequest>,
     ) -> Result<Response<Self::WatchAnnotationsStream>, Status> {
-        let identity = watcher::Identity {
-            tokens: self.tokens.clone(),
-            token: req
-                .extensions()
-                .get::<TokenHash>()
-                .copied()
-                .ok_or_else(|| Error::Unauthenticated("missing credentials".into()))?,
-            caller: caller(&req)?,
-        };
+        let identity = self.identity(&req)?;
         let req = req.into_inner();
         let filter = convert::watch_filter(&req)?;
         if let Some(id) = &filter.article {
@@ -417,6 +422,56 @@ impl FactCheckService for Service {
         req: Request<pb::ListArticleReviewsRequest>,
     ) -> Result<Response<pb::ListArticleReviewsResponse>, Status> {
         Ok(Response::new(self.list_article_reviews_rpc(req).await?))
+    }
+
+    async fn create_adjudication(
+        &self,
+        req: Request<pb::CreateAdjudicationRequest>,
+    ) -> Result<Response<pb::Adjudication>, Status> {
+        Ok(Response::new(self.create_adjudication_rpc(req).await?))
+    }
+
+    async fn sign_off_article_review(
+        &self,
+        req: Request<pb::SignOffArticleReviewRequest>,
+    ) -> Result<Response<pb::ArticleReview>, Status> {
+        Ok(Response::new(self.sign_off_rpc(req).await?))
+    }
+
+    async fn list_review_events(
+        &self,
+        req: Request<pb::ListReviewEventsRequest>,
+    ) -> Result<Response<pb::ListReviewEventsResponse>, Status> {
+        Ok(Response::new(self.list_review_events_rpc(req).await?))
+    }
+
+    type WatchArticleReviewsStream = watcher::reviews::Body;
+
+    async fn watch_article_reviews(
+        &self,
+        req: Request<pb::WatchArticleReviewsRequest>,
+    ) -> Result<Response<Self::WatchArticleReviewsStream>, Status> {
+        let identity = self.identity(&req)?;
+        let req = req.into_inner();
+        let article = convert::annotation_parent("parent", &req.parent)?;
+        if let Some(id) = &article {
+            self.article(id)?;
+        }
+        let options = watcher::reviews::Options {
+            article,
+            state: convert::review_state("state", req.state)?,
+            encoding: convert::offset_encoding("offset_encoding", req.offset_encoding)?,
+            max_response: self.max_response,
+        };
+        let body = watcher::reviews::start(
+            self.store.clone(),
+            options,
+            &self.watch,
+            &self.gauge,
+            self.stopping.clone(),
+            identity,
+        )?;
+        Ok(Response::new(body))
     }
 
     async fn create_article(

@@ -1,12 +1,18 @@
-//! `ListArticleReviews`: every article's review in one call, for a desk's
-//! dashboard.
+//! The review RPCs: `ListArticleReviews` (every article's review in one
+//! call, for a desk's dashboard), `CreateAdjudication`,
+//! `SignOffArticleReview` and `ListReviewEvents`.
+
+use std::sync::Arc;
 
 use tonic::Request;
+use uuid::Uuid;
 
-use super::Service;
+use super::{Service, caller};
 use crate::convert;
+use crate::domain::{Adjudication, ArticleId, Review, ReviewEventKind, ReviewState, Role};
 use crate::error::{Error, Result};
 use crate::pb;
+use crate::store::{HistoryCursor, Mutation};
 
 /// Contested spans a listed review carries; `GetArticleReview` has them all.
 const LISTED_CONTESTED_SPANS: usize = 10;
@@ -69,4 +75,286 @@ impl Service {
             revision,
         })
     }
+}
+
+/// Most code points a rationale may hold: a note's limit.
+const MAX_RATIONALE_CHARS: usize = crate::domain::MAX_NOTE_CHARS;
+
+impl Service {
+    /// The article's review now, and the store revision it was read at.
+    async fn current_review(&self, id: &ArticleId) -> Result<(Arc<Review>, u64)> {
+        match self.store.cached_review(id) {
+            Some(cached) => Ok(cached),
+            None => {
+                let id = id.clone();
+                self.blocking(move |store| store.review(&id)).await
+            }
+        }
+    }
+
+    pub(super) async fn create_adjudication_rpc(
+        &self,
+        req: Request<pb::CreateAdjudicationRequest>,
+    ) -> Result<pb::Adjudication> {
+        let caller = caller(&req)?;
+        caller.require(Role::Reviewer, "adjudicate contested spans")?;
+        let req = req.into_inner();
+        let id = convert::article_name("parent", &req.parent)?;
+        let enc = convert::offset_encoding("offset_encoding", req.offset_encoding)?;
+        let a = req
+            .adjudication
+            .as_ref()
+            .ok_or_else(|| Error::invalid("adjudication", "is required"))?;
+        let verdict = convert::required_verdict("adjudication.verdict", a.verdict)?;
+        let rationale = a.rationale.trim();
+        if rationale.is_empty() {
+            return Err(Error::invalid(
+                "adjudication.rationale",
+                "is required: say why the final verdict is the right one",
+            ));
+        }
+        let chars = rationale.chars().count();
+        if chars > MAX_RATIONALE_CHARS {
+            return Err(Error::invalid(
+                "adjudication.rationale",
+                format!("is {chars} code points long; at most {MAX_RATIONALE_CHARS} are allowed"),
+            ));
+        }
+        self.article(&id)?;
+        let (review, _) = self.current_review(&id).await?;
+        let article = &review.article;
+        let span = convert::span_in("adjudication.span", a.span.as_ref(), article, enc)?;
+        check_etag(&req.etag, &review)?;
+        let Some(contested) = review.contested.iter().find(|c| c.span == span) else {
+            let known: Vec<String> = review
+                .contested
+                .iter()
+                .take(5)
+                .map(|c| {
+                    let s = convert::span_to_pb(c.span, article, enc);
+                    format!("[{}, {})", s.start, s.end)
+                })
+                .collect();
+            return Err(Error::FailedPrecondition {
+                reason: "NOT_CONTESTED",
+                message: format!(
+                    "adjudication.span is not a contested span of {}/review; {}",
+                    id.name(),
+                    if known.is_empty() {
+                        "it has none".to_owned()
+                    } else {
+                        format!("its contested spans begin {}", known.join(", "))
+                    }
+                ),
+            });
+        };
+        let (accepted, overruled): (Vec<_>, Vec<_>) = contested
+            .annotations
+            .iter()
+            .zip(&contested.annotation_verdicts)
+            .partition(|(_, v)| **v == verdict);
+        let accepted_count = contested.verdict_counts[verdict.index()];
+        let adjudication = Adjudication {
+            article: id.clone(),
+            id: Uuid::new_v4(),
+            article_revision: article.revision,
+            span,
+            verdict,
+            rationale: rationale.to_owned(),
+            reviewer: caller.analyst.clone(),
+            accepted: accepted.into_iter().map(|(n, _)| n.id).collect(),
+            overruled: overruled.into_iter().map(|(n, _)| n.id).collect(),
+            accepted_count,
+            overruled_count: contested.count - accepted_count,
+            fingerprint: contested.fingerprint,
+            create_time_us: 0,
+            revision: 0,
+        };
+        let applied = self
+            .store
+            .apply(
+                vec![Mutation::Adjudicate {
+                    adjudication,
+                    etag: review.etag,
+                }],
+                caller.analyst.clone(),
+                None,
+            )
+            .await?;
+        let made = applied
+            .reviews
+            .iter()
+            .find_map(|e| match &e.kind {
+                ReviewEventKind::Adjudicated(a) => Some(a.clone()),
+                _ => None,
+            })
+            .ok_or_else(|| Error::internal("an adjudication made no review entry"))?;
+        Ok(convert::adjudication_to_pb(&made, article, enc))
+    }
+
+    pub(super) async fn sign_off_rpc(
+        &self,
+        req: Request<pb::SignOffArticleReviewRequest>,
+    ) -> Result<pb::ArticleReview> {
+        let caller = caller(&req)?;
+        caller.require(Role::Reviewer, "sign off reviews")?;
+        let req = req.into_inner();
+        let id = convert::review_name("name", &req.name)?;
+        let enc = convert::offset_encoding("offset_encoding", req.offset_encoding)?;
+        if convert::etag(&req.etag).is_none() {
+            return Err(Error::invalid(
+                "etag",
+                "is required: the etag of the review being signed off (GetArticleReview has it)",
+            ));
+        }
+        self.article(&id)?;
+        let (review, _) = self.current_review(&id).await?;
+        check_etag(&req.etag, &review)?;
+        let refuse = |reason: &'static str, why: String| {
+            Err(Error::FailedPrecondition {
+                reason,
+                message: format!("{}/review cannot be signed off: {why}", id.name()),
+            })
+        };
+        let sole = review.analysts == 1
+            && review
+                .analyst_names
+                .first()
+                .is_some_and(|n| **n == *caller.analyst.as_str());
+        match review.state {
+            ReviewState::SignedOff => {
+                let by = review
+                    .sign_off
+                    .as_ref()
+                    .map_or("someone".into(), |s| s.reviewer.to_string());
+                return refuse("ALREADY_SIGNED_OFF", format!("{by} already signed it off"));
+            }
+            ReviewState::NotStarted => return refuse("NOT_STARTED", "no annotation yet".into()),
+            _ if review.needs_review > 0 => {
+                return refuse(
+                    "NEEDS_RE_REVIEW",
+                    format!(
+                        "{} annotations need re-review after a correction of the article",
+                        review.needs_review
+                    ),
+                );
+            }
+            _ if review.unresolved > 0 => {
+                return refuse(
+                    "CONTESTED_SPANS_UNRESOLVED",
+                    format!(
+                        "{} contested spans are not adjudicated yet (CreateAdjudication settles them)",
+                        review.unresolved
+                    ),
+                );
+            }
+            _ if sole => {
+                return refuse(
+                    "SOLE_ANALYST",
+                    format!(
+                        "{} is the only analyst who annotated it: someone else must check it first",
+                        caller.analyst
+                    ),
+                );
+            }
+            ReviewState::InProgress => {
+                return refuse(
+                    "NOT_ENOUGH_ANALYSTS",
+                    format!(
+                        "{} analysts annotated it; the desk requires {}",
+                        review.analysts, review.min_analysts
+                    ),
+                );
+            }
+            ReviewState::NeedsAdjudication | ReviewState::Ready => {}
+        }
+        self.store
+            .apply(
+                vec![Mutation::SignOff {
+                    article: id.clone(),
+                    reviewer: caller.analyst.clone(),
+                    article_revision: review.article.revision,
+                    etag: review.etag,
+                }],
+                caller.analyst.clone(),
+                None,
+            )
+            .await?;
+        let (review, revision) = self.current_review(&id).await?;
+        Ok(convert::review_to_pb(
+            &review,
+            revision,
+            self.max_response.saturating_sub(64 * 1024),
+            enc,
+        ))
+    }
+
+    pub(super) async fn list_review_events_rpc(
+        &self,
+        req: Request<pb::ListReviewEventsRequest>,
+    ) -> Result<pb::ListReviewEventsResponse> {
+        let req = req.into_inner();
+        let id = convert::review_name("parent", &req.parent)?;
+        let size = convert::page_size("page_size", req.page_size)?;
+        let enc = convert::offset_encoding("offset_encoding", req.offset_encoding)?;
+        self.article(&id)?;
+        let fp = review_history_fingerprint(&id);
+        let after = match self.tokens().decode("page_token", &req.page_token, &fp)? {
+            Some(c) => Some(
+                HistoryCursor::from_bytes(&c).ok_or_else(|| Error::invalid("page_token", "is malformed"))?,
+            ),
+            None => None,
+        };
+        let article = id.clone();
+        let (events, mut more) = self
+            .blocking(move |store| store.review_history(&article, after, size))
+            .await?;
+        let read = |id: &ArticleId, rev: u32| {
+            self.store
+                .article_revision(id, rev)?
+                .ok_or_else(|| Error::internal(format!("missing revision {rev} of {id}")))
+        };
+        let mut page: Vec<pb::ReviewEvent> = events
+            .iter()
+            .map(|(e, _)| convert::review_event_to_pb(e, read, enc))
+            .collect::<Result<_>>()?;
+        let fit = self.fitting(&page);
+        if fit < page.len() {
+            page.truncate(fit);
+            more = true;
+        }
+        let next_page_token = match (more, events.get(page.len().wrapping_sub(1))) {
+            (true, Some((_, cursor))) => self.tokens().encode(&fp, &cursor.to_bytes()),
+            _ => String::new(),
+        };
+        Ok(pb::ListReviewEventsResponse {
+            events: page,
+            next_page_token,
+        })
+    }
+}
+
+/// Refuses a request made on another state of the review than this one.
+fn check_etag(etag: &str, review: &Review) -> Result<()> {
+    let current = format!("\"{}\"", review.etag);
+    match convert::etag(etag) {
+        Some(e) if e != current => Err(Error::Aborted {
+            reason: "ETAG_MISMATCH",
+            message: format!(
+                "etag {e} does not match the current etag {current} of {}/review: read it again and retry",
+                review.article.id.name()
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Page tokens of one article's review history serve only it.
+fn review_history_fingerprint(id: &ArticleId) -> [u8; 16] {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(b"review-history\0")
+        .chain_update(id.as_str())
+        .finalize();
+    digest[..16].try_into().expect("16 of 32 bytes")
 }

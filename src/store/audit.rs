@@ -18,6 +18,8 @@ use crate::error::{Error, Result};
 pub struct AuditReport {
     /// Annotations with a history.
     pub chains: u64,
+    /// Articles with a review history.
+    pub review_chains: u64,
     /// History records checked.
     pub records: u64,
     /// Every break found, one line each; empty when all is well.
@@ -161,6 +163,7 @@ impl Store {
                 "{stored} annotations are stored but {live} histories end in a live state"
             ));
         }
+        self.verify_reviews(&mut report)?;
         Ok(report)
     }
 

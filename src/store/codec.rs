@@ -5,23 +5,29 @@
 //! no article revisions: its annotation records (and the history, request
 //! and changelog records that hold them) read as made on article revision 1,
 //! anchored; its history records keep the hash they were written with.
+//! Format 3 added review events to changelog entries and the last change's
+//! revision to article stats; every other record reads the same in 2 and 3.
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use uuid::Uuid;
 
+use std::sync::Arc;
+
 use crate::domain::{
-    Analyst, Anchor, Annotation, AnnotationName, ArticleEvent, ArticleId, Change, Event, Judgement, Span,
-    Verdict,
+    Adjudication, Analyst, Anchor, Annotation, AnnotationName, ArticleEvent, ArticleId, Change, Event,
+    Judgement, ReviewEvent, ReviewEventKind, SignOff, Span, Verdict,
 };
 use crate::error::{Error, Result};
 
 /// The format before article revisions.
 const V1: u8 = 1;
-/// The version byte every value written today starts with.
+/// The format before review events.
 const V2: u8 = 2;
+/// The version byte every value written today starts with.
+const V3: u8 = 3;
 
 pub fn encode<T: Serialize>(record: &T) -> Vec<u8> {
-    let mut out = vec![V2];
+    let mut out = vec![V3];
     // Serializing plain structs into a Vec cannot fail.
     out.extend(postcard::to_stdvec(record).expect("postcard encodes plain structs"));
     out
@@ -34,6 +40,11 @@ pub trait Record: DeserializeOwned {
     fn from_v1(bytes: &[u8]) -> Result<Self> {
         postcard_decode(bytes)
     }
+
+    /// The record from format-2 bytes.
+    fn from_v2(bytes: &[u8]) -> Result<Self> {
+        postcard_decode(bytes)
+    }
 }
 
 fn postcard_decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
@@ -42,7 +53,8 @@ fn postcard_decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
 
 pub fn decode<T: Record>(bytes: &[u8]) -> Result<T> {
     match bytes.split_first() {
-        Some((&V2, rest)) => postcard_decode(rest),
+        Some((&V3, rest)) => postcard_decode(rest),
+        Some((&V2, rest)) => T::from_v2(rest),
         Some((&V1, rest)) => T::from_v1(rest),
         Some((v, _)) => Err(Error::internal(format!("unknown record format version {v}"))),
         None => Err(Error::internal("empty stored record")),
@@ -310,9 +322,192 @@ impl HistoryRecord {
 pub struct StatsRecord {
     /// When an annotation of the article last changed.
     pub last_update_time_us: i64,
+    /// The store revision of the last change to the article, its
+    /// annotations or its review (the review's etag): kept, because a
+    /// deletion leaves nothing else that remembers it.
+    pub last_revision: u64,
 }
 
-impl Record for StatsRecord {}
+#[derive(Deserialize)]
+struct StatsRecordV2 {
+    last_update_time_us: i64,
+}
+
+impl Record for StatsRecord {
+    fn from_v1(bytes: &[u8]) -> Result<Self> {
+        Self::from_v2(bytes)
+    }
+
+    /// Format 2 did not keep the last revision: 0, and the store takes the
+    /// newest revision it finds among the article's records instead.
+    fn from_v2(bytes: &[u8]) -> Result<Self> {
+        let r: StatsRecordV2 = postcard_decode(bytes)?;
+        Ok(Self {
+            last_update_time_us: r.last_update_time_us,
+            last_revision: 0,
+        })
+    }
+}
+
+/// One entry of a review's history (`j article_id 0x00 revision seq`),
+/// chained per article by hash like [`HistoryRecord`]s.
+#[derive(Serialize, Deserialize, Clone)]
+pub struct ReviewRecord {
+    pub article: String,
+    pub revision: u64,
+    pub time_us: i64,
+    pub actor: String,
+    pub kind: ReviewRecordKind,
+    pub prev_hash: [u8; 32],
+    pub hash: [u8; 32],
+}
+
+impl Record for ReviewRecord {}
+
+#[derive(Serialize, Deserialize, Clone)]
+pub enum ReviewRecordKind {
+    Adjudicated(AdjudicationRecord),
+    SignedOff(SignOffRecord),
+    Withdrawn { sign_off: SignOffRecord, reason: String },
+}
+
+#[derive(Serialize, Deserialize, Clone)]
+pub struct AdjudicationRecord {
+    pub id: [u8; 16],
+    pub article_revision: u32,
+    pub start: u32,
+    pub end: u32,
+    pub verdict: u8,
+    pub rationale: String,
+    pub reviewer: String,
+    pub accepted: Vec<[u8; 16]>,
+    pub overruled: Vec<[u8; 16]>,
+    pub accepted_count: u32,
+    pub overruled_count: u32,
+    pub fingerprint: [u8; 32],
+    pub create_time_us: i64,
+    pub revision: u64,
+}
+
+#[derive(Serialize, Deserialize, Clone)]
+pub struct SignOffRecord {
+    pub reviewer: String,
+    pub time_us: i64,
+    pub revision: u64,
+    pub article_revision: u32,
+}
+
+impl ReviewRecord {
+    /// SHA-256 over a domain tag and the record with `hash` zeroed.
+    pub fn content_hash(&self) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        let mut bare = self.clone();
+        bare.hash = [0; 32];
+        let mut h = Sha256::new();
+        h.update(b"factcheck.review.v1\0");
+        h.update(postcard::to_stdvec(&bare).expect("postcard encodes plain structs"));
+        h.finalize().into()
+    }
+
+    pub fn from_event(e: &ReviewEvent) -> Self {
+        let kind = match &e.kind {
+            ReviewEventKind::Adjudicated(a) => ReviewRecordKind::Adjudicated(AdjudicationRecord {
+                id: *a.id.as_bytes(),
+                article_revision: a.article_revision,
+                start: a.span.start(),
+                end: a.span.end(),
+                verdict: verdict_code(a.verdict),
+                rationale: a.rationale.clone(),
+                reviewer: a.reviewer.as_str().to_owned(),
+                accepted: a.accepted.iter().map(|u| *u.as_bytes()).collect(),
+                overruled: a.overruled.iter().map(|u| *u.as_bytes()).collect(),
+                accepted_count: a.accepted_count,
+                overruled_count: a.overruled_count,
+                fingerprint: a.fingerprint,
+                create_time_us: a.create_time_us,
+                revision: a.revision,
+            }),
+            ReviewEventKind::SignedOff(s) => ReviewRecordKind::SignedOff(SignOffRecord::from(&**s)),
+            ReviewEventKind::Withdrawn { sign_off, reason } => ReviewRecordKind::Withdrawn {
+                sign_off: SignOffRecord::from(&**sign_off),
+                reason: reason.clone(),
+            },
+        };
+        Self {
+            article: e.article.as_str().to_owned(),
+            revision: e.revision,
+            time_us: e.time_us,
+            actor: e.actor.clone(),
+            kind,
+            prev_hash: [0; 32],
+            hash: [0; 32],
+        }
+    }
+
+    pub fn to_event(&self) -> Result<ReviewEvent> {
+        let corrupt = |what: &str| Error::internal(format!("corrupt review record: {what}"));
+        let article = ArticleId::parse(&self.article).map_err(|_| corrupt("article"))?;
+        let sign_off = |s: &SignOffRecord| -> Result<Arc<SignOff>> {
+            Ok(Arc::new(SignOff {
+                article: article.clone(),
+                reviewer: Analyst::parse(&s.reviewer).map_err(|_| corrupt("reviewer"))?,
+                time_us: s.time_us,
+                revision: s.revision,
+                article_revision: s.article_revision,
+            }))
+        };
+        let kind = match &self.kind {
+            ReviewRecordKind::Adjudicated(a) => ReviewEventKind::Adjudicated(Arc::new(Adjudication {
+                article: article.clone(),
+                id: Uuid::from_bytes(a.id),
+                article_revision: a.article_revision,
+                span: Span::new(a.start, a.end).ok_or_else(|| corrupt("span"))?,
+                verdict: verdict_from_code(a.verdict).ok_or_else(|| corrupt("verdict"))?,
+                rationale: a.rationale.clone(),
+                reviewer: Analyst::parse(&a.reviewer).map_err(|_| corrupt("reviewer"))?,
+                accepted: a.accepted.iter().map(|u| Uuid::from_bytes(*u)).collect(),
+                overruled: a.overruled.iter().map(|u| Uuid::from_bytes(*u)).collect(),
+                accepted_count: a.accepted_count,
+                overruled_count: a.overruled_count,
+                fingerprint: a.fingerprint,
+                create_time_us: a.create_time_us,
+                revision: a.revision,
+            })),
+            ReviewRecordKind::SignedOff(s) => ReviewEventKind::SignedOff(sign_off(s)?),
+            ReviewRecordKind::Withdrawn { sign_off: s, reason } => ReviewEventKind::Withdrawn {
+                sign_off: sign_off(s)?,
+                reason: reason.clone(),
+            },
+        };
+        Ok(ReviewEvent {
+            article,
+            revision: self.revision,
+            time_us: self.time_us,
+            actor: self.actor.clone(),
+            kind,
+        })
+    }
+}
+
+impl From<&SignOff> for SignOffRecord {
+    fn from(s: &SignOff) -> Self {
+        Self {
+            reviewer: s.reviewer.as_str().to_owned(),
+            time_us: s.time_us,
+            revision: s.revision,
+            article_revision: s.article_revision,
+        }
+    }
+}
+
+fn verdict_from_code(code: u8) -> Option<Verdict> {
+    match code {
+        1 => Some(Verdict::Verified),
+        2 => Some(Verdict::Disputed),
+        3 => Some(Verdict::Unattributed),
+        _ => None,
+    }
+}
 
 fn verdict_code(v: Verdict) -> u8 {
     match v {
@@ -347,12 +542,7 @@ impl TryFrom<AnnotationRecord> for Annotation {
 
     fn try_from(r: AnnotationRecord) -> Result<Self> {
         let corrupt = |what: &str| Error::internal(format!("corrupt annotation record: {what}"));
-        let verdict = match r.verdict {
-            1 => Verdict::Verified,
-            2 => Verdict::Disputed,
-            3 => Verdict::Unattributed,
-            _ => return Err(corrupt("verdict")),
-        };
+        let verdict = verdict_from_code(r.verdict).ok_or_else(|| corrupt("verdict"))?;
         Ok(Annotation {
             name: AnnotationName {
                 article: ArticleId::parse(&r.article).map_err(|_| corrupt("article"))?,
@@ -386,6 +576,17 @@ pub struct ChangeRecord {
     pub events: Vec<EventRecord>,
     /// Articles created or corrected: their revision records hold the rest.
     pub articles: Vec<ArticleEventRecord>,
+    /// The review history records the revision wrote.
+    pub reviews: Vec<ReviewRecord>,
+}
+
+/// [`ChangeRecord`] in format 2.
+#[derive(Deserialize)]
+struct ChangeRecordV2 {
+    revision: u64,
+    commit_time_us: i64,
+    events: Vec<EventRecord>,
+    articles: Vec<ArticleEventRecord>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -429,6 +630,18 @@ impl Record for ChangeRecord {
                 })
                 .collect(),
             articles: Vec::new(),
+            reviews: Vec::new(),
+        })
+    }
+
+    fn from_v2(bytes: &[u8]) -> Result<Self> {
+        let r: ChangeRecordV2 = postcard_decode(bytes)?;
+        Ok(Self {
+            revision: r.revision,
+            commit_time_us: r.commit_time_us,
+            events: r.events,
+            articles: r.articles,
+            reviews: Vec::new(),
         })
     }
 }
@@ -455,6 +668,7 @@ impl From<&Change> for ChangeRecord {
                     created: e.created,
                 })
                 .collect(),
+            reviews: c.reviews.iter().map(ReviewRecord::from_event).collect(),
         }
     }
 }
@@ -486,11 +700,17 @@ pub fn decode_change(
             })
         })
         .collect::<Result<Vec<_>>>()?;
+    let reviews = r
+        .reviews
+        .iter()
+        .map(ReviewRecord::to_event)
+        .collect::<Result<Vec<_>>>()?;
     Ok(Change {
         revision: r.revision,
         commit_time_us: r.commit_time_us,
         events,
         articles,
+        reviews,
     })
 }
 

@@ -21,13 +21,13 @@ use uuid::Uuid;
 
 use super::codec::{
     self, AnnotationRecord, ArticleRevisionRecord, ChangeRecord, HistoryKind, HistoryRecord, RequestRecord,
-    StatsRecord,
+    ReviewRecord, StatsRecord,
 };
 use super::{Shared, keys};
 use crate::anchor::Reanchor;
 use crate::domain::{
-    Analyst, Anchor, Annotation, AnnotationName, Article, ArticleEvent, ArticleId, Change, Event, Judgement,
-    Patch,
+    Adjudication, Analyst, Anchor, Annotation, AnnotationName, Article, ArticleEvent, ArticleId, Change,
+    Event, Judgement, Patch, ReviewEvent, ReviewEventKind, SignOff,
 };
 use crate::error::{Error, Result};
 
@@ -74,6 +74,18 @@ pub enum Mutation {
         /// caller, who also placed the spans it knew of.
         reanchor: Option<Arc<Reanchor>>,
     },
+    /// Settles a contested span of the review the caller computed (and
+    /// checked the span against) at `etag`; the committer fills in the
+    /// revision and the time.
+    Adjudicate { adjudication: Adjudication, etag: u64 },
+    /// Signs off the review the caller computed at `etag` and found READY,
+    /// with `reviewer` not its only analyst.
+    SignOff {
+        article: ArticleId,
+        reviewer: Analyst,
+        article_revision: u32,
+        etag: u64,
+    },
 }
 
 /// A caller's `request_id` with a fingerprint of the whole request.
@@ -104,6 +116,8 @@ pub struct Applied {
     pub annotations: Vec<Annotation>,
     /// The article revisions made.
     pub articles: Vec<Arc<Article>>,
+    /// The review history entries written (withdrawals first).
+    pub reviews: Vec<ReviewEvent>,
     /// The revision the job committed as; 0 for validate-only jobs.
     pub revision: u64,
 }
@@ -281,6 +295,15 @@ impl Compactor {
     }
 }
 
+/// What the group changed of one article, for its stats record.
+#[derive(Clone, Copy)]
+struct StatsMark {
+    /// When an annotation of it last changed, if one did in the group.
+    annotations_changed_us: Option<i64>,
+    /// The revision of the group's last change to it.
+    revision: u64,
+}
+
 /// The state of one group while its jobs are staged.
 struct Group<'a> {
     shared: &'a Shared,
@@ -295,8 +318,13 @@ struct Group<'a> {
     requests: HashMap<Uuid, RequestRecord>,
     /// Article revisions made by jobs staged so far.
     articles: HashMap<ArticleId, Arc<Article>>,
-    /// Articles whose annotations changed, with the time of the change.
-    stats: HashMap<ArticleId, i64>,
+    /// Articles the group changed (their annotations, text or review).
+    stats: HashMap<ArticleId, StatsMark>,
+    /// The sign-off of each article whose sign-off the group changed.
+    sign_offs: HashMap<ArticleId, Option<Arc<SignOff>>>,
+    /// The hash of the last review record of each article the group wrote
+    /// one for.
+    review_heads: HashMap<ArticleId, [u8; 32]>,
     /// What each staged job changed, in revision order.
     changes: Vec<Change>,
     /// The revision of the last staged job.
@@ -315,6 +343,8 @@ impl<'a> Group<'a> {
             requests: HashMap::new(),
             articles: HashMap::new(),
             stats: HashMap::new(),
+            sign_offs: HashMap::new(),
+            review_heads: HashMap::new(),
             changes: Vec::new(),
             revision: shared.revision.load(Ordering::Acquire),
             compacted: None,
@@ -339,6 +369,7 @@ impl<'a> Group<'a> {
                     .map(Annotation::try_from)
                     .collect::<Result<_>>()?,
                 articles: Vec::new(),
+                reviews: Vec::new(),
                 revision: prev.revision,
             });
         }
@@ -350,6 +381,7 @@ impl<'a> Group<'a> {
         let mut local: HashMap<Uuid, Option<Annotation>> = HashMap::new();
         let mut local_articles: HashMap<ArticleId, Arc<Article>> = HashMap::new();
         let mut article_events: Vec<ArticleEvent> = Vec::new();
+        let mut review_events: Vec<ReviewEvent> = Vec::new();
         // Each change, and whether the job answers with it (re-anchoring is
         // part of an article's change, not of its answer).
         let mut changes: Vec<(Option<Annotation>, Option<Annotation>, bool)> = Vec::new();
@@ -469,6 +501,45 @@ impl<'a> Group<'a> {
                     });
                     continue;
                 }
+                Mutation::Adjudicate { adjudication, etag } => {
+                    self.check_review(&adjudication.article, *etag)?;
+                    let made = Adjudication {
+                        create_time_us: now,
+                        revision,
+                        ..adjudication.clone()
+                    };
+                    review_events.push(ReviewEvent {
+                        article: made.article.clone(),
+                        revision,
+                        time_us: now,
+                        actor: job.actor.to_string(),
+                        kind: ReviewEventKind::Adjudicated(Arc::new(made)),
+                    });
+                    continue;
+                }
+                Mutation::SignOff {
+                    article,
+                    reviewer,
+                    article_revision,
+                    etag,
+                } => {
+                    self.check_review(article, *etag)?;
+                    let sign_off = Arc::new(SignOff {
+                        article: article.clone(),
+                        reviewer: reviewer.clone(),
+                        time_us: now,
+                        revision,
+                        article_revision: *article_revision,
+                    });
+                    review_events.push(ReviewEvent {
+                        article: article.clone(),
+                        revision,
+                        time_us: now,
+                        actor: job.actor.to_string(),
+                        kind: ReviewEventKind::SignedOff(sign_off),
+                    });
+                    continue;
+                }
             };
             let id = before.as_ref().or(after.as_ref()).map(|a| a.name.id);
             if let Some(id) = id {
@@ -492,6 +563,51 @@ impl<'a> Group<'a> {
                 ),
             });
         }
+
+        // Any change to a signed-off article withdraws its sign-off, in the
+        // same revision, recorded as the first thing that changed it.
+        let mut causes: Vec<(ArticleId, String)> = article_events
+            .iter()
+            .map(|e| {
+                (
+                    e.article.id.clone(),
+                    format!("article corrected: revision {}", e.article.revision),
+                )
+            })
+            .collect();
+        for (before, after, _) in &changes {
+            let a = after.as_ref().or(before.as_ref()).expect("a change has a state");
+            let what = match (before, after) {
+                (None, _) => "annotation created",
+                (Some(_), Some(_)) => "annotation updated",
+                (Some(_), None) => "annotation deleted",
+            };
+            causes.push((a.name.article.clone(), format!("{what}: {}", a.name)));
+        }
+        for e in &review_events {
+            if let ReviewEventKind::Adjudicated(a) = &e.kind {
+                causes.push((
+                    e.article.clone(),
+                    format!("contested span adjudicated: {}", a.name()),
+                ));
+            }
+        }
+        let mut withdrawn: Vec<ReviewEvent> = Vec::new();
+        for (article, reason) in causes {
+            if withdrawn.iter().any(|w| w.article == article) {
+                continue;
+            }
+            if let Some(sign_off) = self.sign_off(&article) {
+                withdrawn.push(ReviewEvent {
+                    article,
+                    revision,
+                    time_us: now,
+                    actor: job.actor.to_string(),
+                    kind: ReviewEventKind::Withdrawn { sign_off, reason },
+                });
+            }
+        }
+        review_events.splice(0..0, withdrawn);
 
         // Accepted: stage the writes.
         let mut results = Vec::with_capacity(changes.len());
@@ -550,24 +666,47 @@ impl<'a> Group<'a> {
         for (id, state) in local {
             self.touched.insert(id, state);
         }
+        for article in local_articles.keys() {
+            self.mark(article, revision, None);
+        }
         self.articles.extend(local_articles);
         self.history_heads.extend(heads);
+        let mut seqs: HashMap<ArticleId, u32> = HashMap::new();
+        for e in &review_events {
+            let seq = seqs.entry(e.article.clone()).or_insert(0);
+            let mut record = ReviewRecord::from_event(e);
+            record.prev_hash = self.review_head(&e.article)?;
+            record.hash = record.content_hash();
+            self.review_heads.insert(e.article.clone(), record.hash);
+            self.batch
+                .insert(keys::review(&e.article, revision, *seq), codec::encode(&record));
+            *seq += 1;
+            match &e.kind {
+                ReviewEventKind::SignedOff(s) => self.sign_offs.insert(e.article.clone(), Some(s.clone())),
+                ReviewEventKind::Withdrawn { .. } => self.sign_offs.insert(e.article.clone(), None),
+                ReviewEventKind::Adjudicated(_) => None,
+            };
+            self.mark(&e.article, revision, None);
+        }
         let articles = article_events.iter().map(|e| e.article.clone()).collect();
         let change = Change {
             revision,
             commit_time_us: now,
             events,
             articles: article_events,
+            reviews: review_events,
         };
         self.batch.insert(
             &keys::change(revision),
             codec::encode(&ChangeRecord::from(&change)),
         );
+        let reviews = change.reviews.clone();
         self.changes.push(change);
         self.revision = revision;
         Ok(Applied {
             annotations: results,
             articles,
+            reviews,
             revision,
         })
     }
@@ -673,10 +812,90 @@ impl<'a> Group<'a> {
             );
         }
         let changed = after.or(before).expect("a change has a state");
-        self.stats.insert(
-            changed.name.article.clone(),
-            after.map_or(now, |a| a.update_time_us),
+        let revision = self.revision + 1;
+        self.mark(
+            &changed.name.article,
+            revision,
+            Some(after.map_or(now, |a| a.update_time_us)),
         );
+    }
+
+    /// Notes a change to `article` in `revision`, and when its annotations
+    /// changed, if they did.
+    fn mark(&mut self, article: &ArticleId, revision: u64, annotations_changed_us: Option<i64>) {
+        let m = self.stats.entry(article.clone()).or_insert(StatsMark {
+            annotations_changed_us: None,
+            revision,
+        });
+        m.revision = revision;
+        if annotations_changed_us.is_some() {
+            m.annotations_changed_us = annotations_changed_us;
+        }
+    }
+
+    /// The review's etag as the group sees it: the revision of the last
+    /// change to the article.
+    fn last_revision(&self, article: &ArticleId) -> u64 {
+        match self.stats.get(article) {
+            Some(m) => m.revision,
+            None => self.published(article, |a| a.last_revision()).unwrap_or(0),
+        }
+    }
+
+    /// `f` of the article's published index, if it has one.
+    fn published<T>(
+        &self,
+        article: &ArticleId,
+        f: impl FnOnce(&super::index::ArticleIndex) -> T,
+    ) -> Option<T> {
+        self.shared
+            .visible
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .article(article)
+            .map(f)
+    }
+
+    /// The sign-off in force as the group sees it.
+    fn sign_off(&self, article: &ArticleId) -> Option<Arc<SignOff>> {
+        match self.sign_offs.get(article) {
+            Some(s) => s.clone(),
+            None => self.published(article, |a| a.sign_off().cloned()).flatten(),
+        }
+    }
+
+    /// That the review the caller decided on is still the article's: its
+    /// etag did not move.
+    fn check_review(&self, article: &ArticleId, etag: u64) -> Result<()> {
+        let now = self.last_revision(article);
+        if now != etag {
+            return Err(Error::Aborted {
+                reason: "ETAG_MISMATCH",
+                message: format!(
+                    "the review of {} changed while the request was checked (etag {etag} → {now}): read it again and retry",
+                    article.name()
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// The hash of the article's last review record; zeros if none.
+    fn review_head(&self, article: &ArticleId) -> Result<[u8; 32]> {
+        if let Some(h) = self.review_heads.get(article) {
+            return Ok(*h);
+        }
+        match self
+            .shared
+            .tree
+            .scan_prefix(keys::review_prefix(article))
+            .next_back()
+            .transpose()
+            .map_err(Error::internal)?
+        {
+            Some((_, v)) => Ok(codec::decode::<ReviewRecord>(&v)?.hash),
+            None => Ok([0; 32]),
+        }
     }
 
     /// The hash of the annotation's last history record; zeros if none.
@@ -773,9 +992,17 @@ impl<'a> Group<'a> {
         if self.changes.is_empty() && self.compacted.is_none() {
             return Ok(Vec::new());
         }
-        for (article, time) in self.stats.drain() {
+        for (article, mark) in std::mem::take(&mut self.stats) {
+            let last_update_time_us = match mark.annotations_changed_us {
+                Some(t) => t,
+                None => self
+                    .published(&article, |a| a.last_update_time_us())
+                    .flatten()
+                    .unwrap_or(0),
+            };
             let record = StatsRecord {
-                last_update_time_us: time,
+                last_update_time_us,
+                last_revision: mark.revision,
             };
             self.batch.insert(keys::stats(&article), codec::encode(&record));
         }

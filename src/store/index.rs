@@ -14,7 +14,8 @@ use std::sync::{Arc, OnceLock};
 use uuid::Uuid;
 
 use crate::domain::{
-    Anchor, Annotation, AnnotationFilter, Article, ArticleId, Change, Mark, Review, Span, Verdict,
+    Adjudication, Anchor, Annotation, AnnotationFilter, Article, ArticleId, Change, Mark, Review,
+    ReviewContext, ReviewEvent, ReviewEventKind, SignOff, Span, Verdict,
 };
 
 /// What the index keeps of one annotation, keyed by `(start, id)`.
@@ -27,6 +28,9 @@ pub struct Entry {
     /// An orphan's span points into an older text: no `overlaps` query
     /// matches it, and no review covers it.
     pub anchor: Anchor,
+    /// The store revision of its last change: an adjudication settles a
+    /// region only while its annotations keep theirs.
+    pub revision: u64,
 }
 
 /// Start offsets per bucket of [`ArticleIndex::bucket_max_end`].
@@ -51,6 +55,14 @@ pub struct ArticleIndex {
     /// +1 on every change, so a review computed outside the lock is shared
     /// only if the article did not change meanwhile.
     version: u64,
+    /// Every adjudication made on the article, oldest first. Few: one per
+    /// reviewer decision.
+    adjudications: Vec<Arc<Adjudication>>,
+    /// The sign-off in force: any change to the article withdraws it.
+    sign_off: Option<Arc<SignOff>>,
+    /// The store revision of the last change to the article, its
+    /// annotations or its review: the review's etag.
+    last_revision: u64,
 }
 
 /// What a review is computed from: a copy of one article's index.
@@ -58,7 +70,7 @@ pub struct Snapshot {
     marks: Vec<Mark>,
     /// The analysts the marks number, in that order.
     analysts: Vec<Arc<str>>,
-    last_update_time_us: Option<i64>,
+    context: ReviewContext,
 }
 
 impl Snapshot {
@@ -67,8 +79,10 @@ impl Snapshot {
             article.clone(),
             &self.marks,
             self.analysts,
-            self.last_update_time_us,
-            min_analysts,
+            ReviewContext {
+                min_analysts,
+                ..self.context
+            },
         )
     }
 }
@@ -89,10 +103,31 @@ impl ArticleIndex {
                 verdict: a.judgement.verdict,
                 analyst,
                 anchor: a.anchor,
+                revision: a.revision,
             },
         );
+        self.changed();
+    }
+
+    /// Something the review reads changed: it must be computed again.
+    fn changed(&mut self) {
         self.review = OnceLock::new();
         self.version += 1;
+    }
+
+    /// The sign-off in force, if any.
+    pub fn sign_off(&self) -> Option<&Arc<SignOff>> {
+        self.sign_off.as_ref()
+    }
+
+    /// When an annotation of the article last changed.
+    pub fn last_update_time_us(&self) -> Option<i64> {
+        self.last_update_time_us
+    }
+
+    /// See [`ArticleIndex::last_revision`].
+    pub fn last_revision(&self) -> u64 {
+        self.last_revision
     }
 
     fn remove(&mut self, a: &Annotation) {
@@ -104,8 +139,7 @@ impl ArticleIndex {
                 self.analysts.remove(&e.analyst);
             }
         }
-        self.review = OnceLock::new();
-        self.version += 1;
+        self.changed();
     }
 
     /// The ids of every annotation of the article.
@@ -141,13 +175,20 @@ impl ArticleIndex {
                     id,
                     anchor: e.anchor,
                     analyst,
+                    revision: e.revision,
                 })
             })
             .collect();
         Snapshot {
             marks,
             analysts,
-            last_update_time_us: self.last_update_time_us,
+            context: ReviewContext {
+                last_update_time_us: self.last_update_time_us,
+                min_analysts: 0,
+                adjudications: self.adjudications.clone(),
+                sign_off: self.sign_off.clone(),
+                etag: self.last_revision,
+            },
         }
     }
 
@@ -269,18 +310,38 @@ impl Index {
     pub fn set_text(&mut self, article: Arc<Article>) {
         // A new text: its review must be computed again.
         if let Some(a) = self.articles.get_mut(&article.id) {
-            a.review = OnceLock::new();
-            a.version += 1;
+            a.changed();
         }
         self.texts.insert(article.id.clone(), article);
     }
 
+    /// Moves the article's last change (the review's etag) to `revision`,
+    /// if later.
+    pub fn set_last_revision(&mut self, article: &ArticleId, revision: u64) {
+        let a = self.articles.entry(article.clone()).or_default();
+        if revision > a.last_revision {
+            a.last_revision = revision;
+            a.changed();
+        }
+    }
+
+    /// Applies one entry of a review's history.
+    pub fn apply_review(&mut self, e: &ReviewEvent) {
+        let a = self.articles.entry(e.article.clone()).or_default();
+        match &e.kind {
+            ReviewEventKind::Adjudicated(adj) => a.adjudications.push(adj.clone()),
+            ReviewEventKind::SignedOff(s) => a.sign_off = Some(s.clone()),
+            ReviewEventKind::Withdrawn { .. } => a.sign_off = None,
+        }
+        a.changed();
+        self.set_last_revision(&e.article, e.revision);
+    }
+
     pub fn insert(&mut self, a: &Annotation) {
         let analyst = self.intern(a.analyst.as_str());
-        self.articles
-            .entry(a.name.article.clone())
-            .or_default()
-            .insert(a, analyst);
+        let article = self.articles.entry(a.name.article.clone()).or_default();
+        article.insert(a, analyst);
+        article.last_revision = article.last_revision.max(a.revision);
     }
 
     pub fn set_last_update(&mut self, article: &ArticleId, time_us: i64) {
@@ -294,6 +355,10 @@ impl Index {
     pub fn apply(&mut self, change: &Change) {
         for e in &change.articles {
             self.set_text(e.article.clone());
+            self.set_last_revision(&e.article.id, change.revision);
+        }
+        for e in &change.reviews {
+            self.apply_review(e);
         }
         for event in &change.events {
             if let Some(before) = &event.before
@@ -310,6 +375,7 @@ impl Index {
                 .as_ref()
                 .map_or(change.commit_time_us, |a| a.update_time_us);
             self.set_last_update(&a.name.article, time);
+            self.set_last_revision(&a.name.article, change.revision);
         }
     }
 

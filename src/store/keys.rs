@@ -16,6 +16,7 @@
 //! | article stats | `s` `article_id` | [`codec::StatsRecord`](super::codec::StatsRecord) |
 //! | changelog | `l` `revision: u64 BE` | [`codec::ChangeRecord`](super::codec::ChangeRecord) |
 //! | audit history | `h` `uuid: 16` `revision: u64 BE` [`seq: u32 BE`] | [`codec::HistoryRecord`](super::codec::HistoryRecord), chained by hash; never trimmed |
+//! | review history | `j` `article_id` `0x00` `revision: u64 BE` `seq: u32 BE` | [`codec::ReviewRecord`](super::codec::ReviewRecord): adjudications, sign-offs, withdrawals, chained by hash per article; never trimmed. Read whole at open: the adjudications and the sign-off in force live in the index |
 //!
 //! Meta names: `revision` is the last committed revision; `compacted` the
 //! highest revision trimmed from the changelog (0: none), so the oldest kept
@@ -44,6 +45,7 @@ pub const REQUEST: u8 = b'r';
 pub const STATS: u8 = b's';
 pub const CHANGE: u8 = b'l';
 pub const HISTORY: u8 = b'h';
+pub const REVIEW: u8 = b'j';
 
 pub const META_REVISION: &[u8] = b"mrevision";
 pub const META_PAGE_SECRET: &[u8] = b"mpage_secret";
@@ -161,6 +163,35 @@ pub fn parse_history(k: &[u8]) -> Option<(Uuid, u64, u32)> {
         }
         _ => None,
     }
+}
+
+/// `j article_id 0x00`: the review history of one article.
+pub fn review_prefix(id: &ArticleId) -> Vec<u8> {
+    let mut k = prefixed(REVIEW, id.as_str().as_bytes());
+    k.push(0);
+    k
+}
+
+/// The key of the `seq`-th review record (from 0) of `id` in `revision`.
+pub fn review(id: &ArticleId, revision: u64, seq: u32) -> Vec<u8> {
+    let mut k = review_prefix(id);
+    k.extend_from_slice(&revision.to_be_bytes());
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// The article, revision and seq of a review history key, if well formed.
+pub fn parse_review(key: &[u8]) -> Option<(ArticleId, u64, u32)> {
+    let rest = key.strip_prefix(&[REVIEW])?;
+    let nul = rest.iter().position(|&b| b == 0)?;
+    let article = ArticleId::parse(std::str::from_utf8(&rest[..nul]).ok()?).ok()?;
+    let tail = &rest[nul + 1..];
+    if tail.len() != 12 {
+        return None;
+    }
+    let revision = u64::from_be_bytes(tail[..8].try_into().ok()?);
+    let seq = u32::from_be_bytes(tail[8..].try_into().ok()?);
+    Some((article, revision, seq))
 }
 
 pub fn request(id: Uuid) -> Vec<u8> {

@@ -16,6 +16,7 @@ mod codec;
 mod committer;
 mod index;
 mod keys;
+mod review_log;
 mod sync;
 
 use std::collections::HashMap;
@@ -586,8 +587,11 @@ impl Store {
                 .ok_or_else(|| Error::not_found(id.name()))?;
             match index.article(id) {
                 None => {
-                    let review =
-                        Review::compute(article, &[], Vec::new(), None, self.inner.review_min_analysts);
+                    let context = crate::domain::ReviewContext {
+                        min_analysts: self.inner.review_min_analysts,
+                        ..Default::default()
+                    };
+                    let review = Review::compute(article, &[], Vec::new(), context);
                     return Ok((Arc::new(review), revision));
                 }
                 Some(a) => match a.cached_review() {
@@ -683,7 +687,15 @@ fn build_index(tree: &sled::Tree) -> Result<Index> {
             .and_then(|s| ArticleId::parse(s).ok())
             .ok_or_else(|| Error::internal("corrupt stats key"))?;
         let stats: codec::StatsRecord = codec::decode(&v)?;
-        index.set_last_update(&id, stats.last_update_time_us);
+        if stats.last_update_time_us != 0 {
+            index.set_last_update(&id, stats.last_update_time_us);
+        }
+        index.set_last_revision(&id, stats.last_revision);
+    }
+    for item in tree.scan_prefix([keys::REVIEW]) {
+        let (_, v) = item.map_err(Error::internal)?;
+        let record: codec::ReviewRecord = codec::decode(&v)?;
+        index.apply_review(&record.to_event()?);
     }
     Ok(index)
 }

@@ -20,7 +20,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file factcheck/v1/factcheck.proto.
  */
 export const file_factcheck_v1_factcheck: GenFile = /*@__PURE__*/
-  fileDesc("ChxmYWN0Y2hlY2svdjEvZmFjdGNoZWNrLnByb3RvEgxmYWN0Y2hlY2sudjEijwIKB0FydGljbGUSDAoEbmFtZRgBIAEoCRINCgV0aXRsZRgCIAEoCRIMCgR0ZXh0GAMgASgJEg4KBmxlbmd0aBgEIAEoDRIOCgZzaGEyNTYYBSABKAkSEwoLcmV2aXNpb25faWQYBiABKAkSFwoPcmV2aXNpb25fYXV0aG9yGAcgASgJEjgKFHJldmlzaW9uX2NyZWF0ZV90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtjcmVhdGVfdGltZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKc291cmNlX3VybBgKIAEoCRIMCgRldGFnGAsgASgJIiIKBFNwYW4SDQoFc3RhcnQYASABKA0SCwoDZW5kGAIgASgNIt4CCgpBbm5vdGF0aW9uEgwKBG5hbWUYASABKAkSIAoEc3BhbhgCIAEoCzISLmZhY3RjaGVjay52MS5TcGFuEg0KBXF1b3RlGAMgASgJEiYKB3ZlcmRpY3QYBCABKA4yFS5mYWN0Y2hlY2sudjEuVmVyZGljdBIMCgRub3RlGAUgASgJEg8KB3NvdXJjZXMYBiADKAkSDwoHYW5hbHlzdBgHIAEoCRIvCgtjcmVhdGVfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLdXBkYXRlX3RpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEgwKBGV0YWcYCiABKAkSGAoQYXJ0aWNsZV9yZXZpc2lvbhgLIAEoCRIvCgxhbmNob3Jfc3RhdGUYDCABKA4yGS5mYWN0Y2hlY2sudjEuQW5jaG9yU3RhdGUinAEKE0xpc3RBcnRpY2xlc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkSJwoEdmlldxgDIAEoDjIZLmZhY3RjaGVjay52MS5BcnRpY2xlVmlldxI1Cg9vZmZzZXRfZW5jb2RpbmcYBCABKA4yHC5mYWN0Y2hlY2sudjEuT2Zmc2V0RW5jb2RpbmciWAoUTGlzdEFydGljbGVzUmVzcG9uc2USJwoIYXJ0aWNsZXMYASADKAsyFS5mYWN0Y2hlY2sudjEuQXJ0aWNsZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkigQEKEUdldEFydGljbGVSZXF1ZXN0EgwKBG5hbWUYASABKAkSJwoEdmlldxgCIAEoDjIZLmZhY3RjaGVjay52MS5BcnRpY2xlVmlldxI1Cg9vZmZzZXRfZW5jb2RpbmcYAyABKA4yHC5mYWN0Y2hlY2sudjEuT2Zmc2V0RW5jb2RpbmciUgoUQ3JlYXRlQXJ0aWNsZVJlcXVlc3QSJgoHYXJ0aWNsZRgBIAEoCzIVLmZhY3RjaGVjay52MS5BcnRpY2xlEhIKCmFydGljbGVfaWQYAiABKAkifQoUVXBkYXRlQXJ0aWNsZVJlcXVlc3QSJgoHYXJ0aWNsZRgBIAEoCzIVLmZhY3RjaGVjay52MS5BcnRpY2xlEi8KC3VwZGF0ZV9tYXNrGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFzaxIMCgRldGFnGAMgASgJInsKG0xpc3RBcnRpY2xlUmV2aXNpb25zUmVxdWVzdBIMCgRuYW1lGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJEicKBHZpZXcYBCABKA4yGS5mYWN0Y2hlY2sudjEuQXJ0aWNsZVZpZXciYAocTGlzdEFydGljbGVSZXZpc2lvbnNSZXNwb25zZRInCghhcnRpY2xlcxgBIAMoCzIVLmZhY3RjaGVjay52MS5BcnRpY2xlEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSK6AQoXQ3JlYXRlQW5ub3RhdGlvblJlcXVlc3QSDgoGcGFyZW50GAEgASgJEiwKCmFubm90YXRpb24YAiABKAsyGC5mYWN0Y2hlY2sudjEuQW5ub3RhdGlvbhISCgpyZXF1ZXN0X2lkGAMgASgJEhYKDmV4cGVjdGVkX3F1b3RlGAQgASgJEjUKD29mZnNldF9lbmNvZGluZxgFIAEoDjIcLmZhY3RjaGVjay52MS5PZmZzZXRFbmNvZGluZyJbChRHZXRBbm5vdGF0aW9uUmVxdWVzdBIMCgRuYW1lGAEgASgJEjUKD29mZnNldF9lbmNvZGluZxgCIAEoDjIcLmZhY3RjaGVjay52MS5PZmZzZXRFbmNvZGluZyK9AQoXVXBkYXRlQW5ub3RhdGlvblJlcXVlc3QSLAoKYW5ub3RhdGlvbhgBIAEoCzIYLmZhY3RjaGVjay52MS5Bbm5vdGF0aW9uEi8KC3VwZGF0ZV9tYXNrGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFzaxIMCgRldGFnGAMgASgJEjUKD29mZnNldF9lbmNvZGluZxgEIAEoDjIcLmZhY3RjaGVjay52MS5PZmZzZXRFbmNvZGluZyI1ChdEZWxldGVBbm5vdGF0aW9uUmVxdWVzdBIMCgRuYW1lGAEgASgJEgwKBGV0YWcYAiABKAki5QEKFkxpc3RBbm5vdGF0aW9uc1JlcXVlc3QSDgoGcGFyZW50GAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJEiYKB3ZlcmRpY3QYBCABKA4yFS5mYWN0Y2hlY2sudjEuVmVyZGljdBIPCgdhbmFseXN0GAUgASgJEiQKCG92ZXJsYXBzGAYgASgLMhIuZmFjdGNoZWNrLnYxLlNwYW4SNQoPb2Zmc2V0X2VuY29kaW5nGAcgASgOMhwuZmFjdGNoZWNrLnYxLk9mZnNldEVuY29kaW5nInMKF0xpc3RBbm5vdGF0aW9uc1Jlc3BvbnNlEi0KC2Fubm90YXRpb25zGAEgAygLMhguZmFjdGNoZWNrLnYxLkFubm90YXRpb24SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJEhAKCHJldmlzaW9uGAMgASgEIl4KF0dldEFydGljbGVSZXZpZXdSZXF1ZXN0EgwKBG5hbWUYASABKAkSNQoPb2Zmc2V0X2VuY29kaW5nGAIgASgOMhwuZmFjdGNoZWNrLnYxLk9mZnNldEVuY29kaW5nIpgBCg1Db250ZXN0ZWRTcGFuEiAKBHNwYW4YASABKAsyEi5mYWN0Y2hlY2sudjEuU3BhbhINCgVxdW90ZRgCIAEoCRInCgh2ZXJkaWN0cxgDIAMoDjIVLmZhY3RjaGVjay52MS5WZXJkaWN0EhMKC2Fubm90YXRpb25zGAQgAygJEhgKEGFubm90YXRpb25fY291bnQYBSABKA0i6wQKDUFydGljbGVSZXZpZXcSDAoEbmFtZRgBIAEoCRITCgt0b3RhbF9jb3VudBgCIAEoDRIWCg52ZXJpZmllZF9jb3VudBgDIAEoDRIWCg5kaXNwdXRlZF9jb3VudBgEIAEoDRIaChJ1bmF0dHJpYnV0ZWRfY291bnQYBSABKA0SGwoTY292ZXJlZF9jb2RlX3BvaW50cxgGIAEoDRIYChBjb3ZlcmVkX2ZyYWN0aW9uGAcgASgBEjQKD2NvbnRlc3RlZF9zcGFucxgIIAMoCzIbLmZhY3RjaGVjay52MS5Db250ZXN0ZWRTcGFuEhUKDWFuYWx5c3RfY291bnQYCSABKA0SNAoQbGFzdF91cGRhdGVfdGltZRgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIcmV2aXNpb24YCyABKAQSHAoUY29udGVzdGVkX3NwYW5fY291bnQYDCABKA0SGgoSbmVlZHNfcmV2aWV3X2NvdW50GA0gASgNEhYKDm9ycGhhbmVkX2NvdW50GA4gASgNEhgKEGFydGljbGVfcmV2aXNpb24YDyABKAkSKAoFc3RhdGUYECABKA4yGS5mYWN0Y2hlY2sudjEuUmV2aWV3U3RhdGUSFAoMbWluX2FuYWx5c3RzGBEgASgNEh8KEmtyaXBwZW5kb3JmZl9hbHBoYRgSIAEoAUgAiAEBEjsKE3BhaXJ3aXNlX2FncmVlbWVudHMYEyADKAsyHi5mYWN0Y2hlY2sudjEuQW5hbHlzdEFncmVlbWVudEIVChNfa3JpcHBlbmRvcmZmX2FscGhhInIKEEFuYWx5c3RBZ3JlZW1lbnQSDwoHYW5hbHlzdBgBIAEoCRIVCg1vdGhlcl9hbmFseXN0GAIgASgJEh8KEmtyaXBwZW5kb3JmZl9hbHBoYRgDIAEoAUgAiAEBQhUKE19rcmlwcGVuZG9yZmZfYWxwaGEiowEKGUxpc3RBcnRpY2xlUmV2aWV3c1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkSKAoFc3RhdGUYAyABKA4yGS5mYWN0Y2hlY2sudjEuUmV2aWV3U3RhdGUSNQoPb2Zmc2V0X2VuY29kaW5nGAQgASgOMhwuZmFjdGNoZWNrLnYxLk9mZnNldEVuY29kaW5nInUKGkxpc3RBcnRpY2xlUmV2aWV3c1Jlc3BvbnNlEiwKB3Jldmlld3MYASADKAsyGy5mYWN0Y2hlY2sudjEuQXJ0aWNsZVJldmlldxIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkSEAoIcmV2aXNpb24YAyABKAQisQEKF1dhdGNoQW5ub3RhdGlvbnNSZXF1ZXN0Eg4KBnBhcmVudBgBIAEoCRIWCg5zdGFydF9yZXZpc2lvbhgCIAEoBBImCgd2ZXJkaWN0GAMgASgOMhUuZmFjdGNoZWNrLnYxLlZlcmRpY3QSDwoHYW5hbHlzdBgEIAEoCRI1Cg9vZmZzZXRfZW5jb2RpbmcYBSABKA4yHC5mYWN0Y2hlY2sudjEuT2Zmc2V0RW5jb2RpbmcizgIKGFdhdGNoQW5ub3RhdGlvbnNSZXNwb25zZRI5CgRraW5kGAEgASgOMisuZmFjdGNoZWNrLnYxLldhdGNoQW5ub3RhdGlvbnNSZXNwb25zZS5LaW5kEhAKCHJldmlzaW9uGAIgASgEEi0KBmV2ZW50cxgDIAMoCzIdLmZhY3RjaGVjay52MS5Bbm5vdGF0aW9uRXZlbnQSLwoLY29tbWl0X3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjIKDmFydGljbGVfZXZlbnRzGAUgAygLMhouZmFjdGNoZWNrLnYxLkFydGljbGVFdmVudBIMCgRtb3JlGAYgASgIIkMKBEtpbmQSFAoQS0lORF9VTlNQRUNJRklFRBAAEgsKB0NSRUFURUQQARIKCgZFVkVOVFMQAhIMCghQUk9HUkVTUxADIp0BCgxBcnRpY2xlRXZlbnQSLQoEdHlwZRgBIAEoDjIfLmZhY3RjaGVjay52MS5BcnRpY2xlRXZlbnQuVHlwZRImCgdhcnRpY2xlGAIgASgLMhUuZmFjdGNoZWNrLnYxLkFydGljbGUiNgoEVHlwZRIUChBUWVBFX1VOU1BFQ0lGSUVEEAASCwoHQ1JFQVRFRBABEgsKB1VQREFURUQQAiLiAQoPQW5ub3RhdGlvbkV2ZW50EjAKBHR5cGUYASABKA4yIi5mYWN0Y2hlY2sudjEuQW5ub3RhdGlvbkV2ZW50LlR5cGUSLAoKYW5ub3RhdGlvbhgCIAEoCzIYLmZhY3RjaGVjay52MS5Bbm5vdGF0aW9uEioKCHByZXZpb3VzGAMgASgLMhguZmFjdGNoZWNrLnYxLkFubm90YXRpb24iQwoEVHlwZRIUChBUWVBFX1VOU1BFQ0lGSUVEEAASCwoHQ1JFQVRFRBABEgsKB1VQREFURUQQAhILCgdERUxFVEVEEAMijAEKHkxpc3RBbm5vdGF0aW9uUmV2aXNpb25zUmVxdWVzdBIMCgRuYW1lGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJEjUKD29mZnNldF9lbmNvZGluZxgEIAEoDjIcLmZhY3RjaGVjay52MS5PZmZzZXRFbmNvZGluZyJvCh9MaXN0QW5ub3RhdGlvblJldmlzaW9uc1Jlc3BvbnNlEjMKCXJldmlzaW9ucxgBIAMoCzIgLmZhY3RjaGVjay52MS5Bbm5vdGF0aW9uUmV2aXNpb24SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIp8CChJBbm5vdGF0aW9uUmV2aXNpb24SLAoKYW5ub3RhdGlvbhgBIAEoCzIYLmZhY3RjaGVjay52MS5Bbm5vdGF0aW9uEhAKCHJldmlzaW9uGAIgASgEEg0KBWFjdG9yGAMgASgJEi8KC2NoYW5nZV90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIwCgR0eXBlGAUgASgOMiIuZmFjdGNoZWNrLnYxLkFubm90YXRpb25FdmVudC5UeXBlEjIKDmNoYW5nZWRfZmllbGRzGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFzaxIMCgRoYXNoGAcgASgJEhUKDXByZXZpb3VzX2hhc2gYCCABKAkiygEKHUJhdGNoQ3JlYXRlQW5ub3RhdGlvbnNSZXF1ZXN0Eg4KBnBhcmVudBgBIAEoCRI3CghyZXF1ZXN0cxgCIAMoCzIlLmZhY3RjaGVjay52MS5DcmVhdGVBbm5vdGF0aW9uUmVxdWVzdBISCgpyZXF1ZXN0X2lkGAMgASgJEhUKDXZhbGlkYXRlX29ubHkYBCABKAgSNQoPb2Zmc2V0X2VuY29kaW5nGAUgASgOMhwuZmFjdGNoZWNrLnYxLk9mZnNldEVuY29kaW5nImEKHkJhdGNoQ3JlYXRlQW5ub3RhdGlvbnNSZXNwb25zZRItCgthbm5vdGF0aW9ucxgBIAMoCzIYLmZhY3RjaGVjay52MS5Bbm5vdGF0aW9uEhAKCHJldmlzaW9uGAIgASgEIsoBCh1CYXRjaFVwZGF0ZUFubm90YXRpb25zUmVxdWVzdBIOCgZwYXJlbnQYASABKAkSNwoIcmVxdWVzdHMYAiADKAsyJS5mYWN0Y2hlY2sudjEuVXBkYXRlQW5ub3RhdGlvblJlcXVlc3QSEgoKcmVxdWVzdF9pZBgDIAEoCRIVCg12YWxpZGF0ZV9vbmx5GAQgASgIEjUKD29mZnNldF9lbmNvZGluZxgFIAEoDjIcLmZhY3RjaGVjay52MS5PZmZzZXRFbmNvZGluZyJhCh5CYXRjaFVwZGF0ZUFubm90YXRpb25zUmVzcG9uc2USLQoLYW5ub3RhdGlvbnMYASADKAsyGC5mYWN0Y2hlY2sudjEuQW5ub3RhdGlvbhIQCghyZXZpc2lvbhgCIAEoBCKTAQodQmF0Y2hEZWxldGVBbm5vdGF0aW9uc1JlcXVlc3QSDgoGcGFyZW50GAEgASgJEjcKCHJlcXVlc3RzGAIgAygLMiUuZmFjdGNoZWNrLnYxLkRlbGV0ZUFubm90YXRpb25SZXF1ZXN0EhIKCnJlcXVlc3RfaWQYAyABKAkSFQoNdmFsaWRhdGVfb25seRgEIAEoCCIyCh5CYXRjaERlbGV0ZUFubm90YXRpb25zUmVzcG9uc2USEAoIcmV2aXNpb24YASABKAQicgoaQmF0Y2hHZXRBbm5vdGF0aW9uc1JlcXVlc3QSDgoGcGFyZW50GAEgASgJEg0KBW5hbWVzGAIgAygJEjUKD29mZnNldF9lbmNvZGluZxgDIAEoDjIcLmZhY3RjaGVjay52MS5PZmZzZXRFbmNvZGluZyJeChtCYXRjaEdldEFubm90YXRpb25zUmVzcG9uc2USLQoLYW5ub3RhdGlvbnMYASADKAsyGC5mYWN0Y2hlY2sudjEuQW5ub3RhdGlvbhIQCghyZXZpc2lvbhgCIAEoBCISChBHZXRDYWxsZXJSZXF1ZXN0IicKBkNhbGxlchIPCgdhbmFseXN0GAEgASgJEgwKBHJvbGUYAiABKAkqhwEKDk9mZnNldEVuY29kaW5nEh8KG09GRlNFVF9FTkNPRElOR19VTlNQRUNJRklFRBAAEh8KG09GRlNFVF9FTkNPRElOR19DT0RFX1BPSU5UUxABEhkKFU9GRlNFVF9FTkNPRElOR19VVEYxNhACEhgKFE9GRlNFVF9FTkNPRElOR19VVEY4EAMqkwEKC0FuY2hvclN0YXRlEhwKGEFOQ0hPUl9TVEFURV9VTlNQRUNJRklFRBAAEhkKFUFOQ0hPUl9TVEFURV9BTkNIT1JFRBABEhYKEkFOQ0hPUl9TVEFURV9NT1ZFRBACEhgKFEFOQ0hPUl9TVEFURV9DSEFOR0VEEAMSGQoVQU5DSE9SX1NUQVRFX09SUEhBTkVEEAQqWgoLQXJ0aWNsZVZpZXcSHAoYQVJUSUNMRV9WSUVXX1VOU1BFQ0lGSUVEEAASFgoSQVJUSUNMRV9WSUVXX0JBU0lDEAESFQoRQVJUSUNMRV9WSUVXX0ZVTEwQAipoCgdWZXJkaWN0EhcKE1ZFUkRJQ1RfVU5TUEVDSUZJRUQQABIUChBWRVJESUNUX1ZFUklGSUVEEAESFAoQVkVSRElDVF9ESVNQVVRFRBACEhgKFFZFUkRJQ1RfVU5BVFRSSUJVVEVEEAMqpAEKC1Jldmlld1N0YXRlEhwKGFJFVklFV19TVEFURV9VTlNQRUNJRklFRBAAEhwKGFJFVklFV19TVEFURV9OT1RfU1RBUlRFRBABEhwKGFJFVklFV19TVEFURV9JTl9QUk9HUkVTUxACEiMKH1JFVklFV19TVEFURV9ORUVEU19BREpVRElDQVRJT04QAxIWChJSRVZJRVdfU1RBVEVfUkVBRFkQBDKODgoQRmFjdENoZWNrU2VydmljZRJVCgxMaXN0QXJ0aWNsZXMSIS5mYWN0Y2hlY2sudjEuTGlzdEFydGljbGVzUmVxdWVzdBoiLmZhY3RjaGVjay52MS5MaXN0QXJ0aWNsZXNSZXNwb25zZRJECgpHZXRBcnRpY2xlEh8uZmFjdGNoZWNrLnYxLkdldEFydGljbGVSZXF1ZXN0GhUuZmFjdGNoZWNrLnYxLkFydGljbGUSSgoNQ3JlYXRlQXJ0aWNsZRIiLmZhY3RjaGVjay52MS5DcmVhdGVBcnRpY2xlUmVxdWVzdBoVLmZhY3RjaGVjay52MS5BcnRpY2xlEkoKDVVwZGF0ZUFydGljbGUSIi5mYWN0Y2hlY2sudjEuVXBkYXRlQXJ0aWNsZVJlcXVlc3QaFS5mYWN0Y2hlY2sudjEuQXJ0aWNsZRJtChRMaXN0QXJ0aWNsZVJldmlzaW9ucxIpLmZhY3RjaGVjay52MS5MaXN0QXJ0aWNsZVJldmlzaW9uc1JlcXVlc3QaKi5mYWN0Y2hlY2sudjEuTGlzdEFydGljbGVSZXZpc2lvbnNSZXNwb25zZRJTChBDcmVhdGVBbm5vdGF0aW9uEiUuZmFjdGNoZWNrLnYxLkNyZWF0ZUFubm90YXRpb25SZXF1ZXN0GhguZmFjdGNoZWNrLnYxLkFubm90YXRpb24STQoNR2V0QW5ub3RhdGlvbhIiLmZhY3RjaGVjay52MS5HZXRBbm5vdGF0aW9uUmVxdWVzdBoYLmZhY3RjaGVjay52MS5Bbm5vdGF0aW9uElMKEFVwZGF0ZUFubm90YXRpb24SJS5mYWN0Y2hlY2sudjEuVXBkYXRlQW5ub3RhdGlvblJlcXVlc3QaGC5mYWN0Y2hlY2sudjEuQW5ub3RhdGlvbhJRChBEZWxldGVBbm5vdGF0aW9uEiUuZmFjdGNoZWNrLnYxLkRlbGV0ZUFubm90YXRpb25SZXF1ZXN0GhYuZ29vZ2xlLnByb3RvYnVmLkVtcHR5El4KD0xpc3RBbm5vdGF0aW9ucxIkLmZhY3RjaGVjay52MS5MaXN0QW5ub3RhdGlvbnNSZXF1ZXN0GiUuZmFjdGNoZWNrLnYxLkxpc3RBbm5vdGF0aW9uc1Jlc3BvbnNlElYKEEdldEFydGljbGVSZXZpZXcSJS5mYWN0Y2hlY2sudjEuR2V0QXJ0aWNsZVJldmlld1JlcXVlc3QaGy5mYWN0Y2hlY2sudjEuQXJ0aWNsZVJldmlldxJnChJMaXN0QXJ0aWNsZVJldmlld3MSJy5mYWN0Y2hlY2sudjEuTGlzdEFydGljbGVSZXZpZXdzUmVxdWVzdBooLmZhY3RjaGVjay52MS5MaXN0QXJ0aWNsZVJldmlld3NSZXNwb25zZRJzChZCYXRjaENyZWF0ZUFubm90YXRpb25zEisuZmFjdGNoZWNrLnYxLkJhdGNoQ3JlYXRlQW5ub3RhdGlvbnNSZXF1ZXN0GiwuZmFjdGNoZWNrLnYxLkJhdGNoQ3JlYXRlQW5ub3RhdGlvbnNSZXNwb25zZRJzChZCYXRjaFVwZGF0ZUFubm90YXRpb25zEisuZmFjdGNoZWNrLnYxLkJhdGNoVXBkYXRlQW5ub3RhdGlvbnNSZXF1ZXN0GiwuZmFjdGNoZWNrLnYxLkJhdGNoVXBkYXRlQW5ub3RhdGlvbnNSZXNwb25zZRJzChZCYXRjaERlbGV0ZUFubm90YXRpb25zEisuZmFjdGNoZWNrLnYxLkJhdGNoRGVsZXRlQW5ub3RhdGlvbnNSZXF1ZXN0GiwuZmFjdGNoZWNrLnYxLkJhdGNoRGVsZXRlQW5ub3RhdGlvbnNSZXNwb25zZRJqChNCYXRjaEdldEFubm90YXRpb25zEiguZmFjdGNoZWNrLnYxLkJhdGNoR2V0QW5ub3RhdGlvbnNSZXF1ZXN0GikuZmFjdGNoZWNrLnYxLkJhdGNoR2V0QW5ub3RhdGlvbnNSZXNwb25zZRJjChBXYXRjaEFubm90YXRpb25zEiUuZmFjdGNoZWNrLnYxLldhdGNoQW5ub3RhdGlvbnNSZXF1ZXN0GiYuZmFjdGNoZWNrLnYxLldhdGNoQW5ub3RhdGlvbnNSZXNwb25zZTABEnYKF0xpc3RBbm5vdGF0aW9uUmV2aXNpb25zEiwuZmFjdGNoZWNrLnYxLkxpc3RBbm5vdGF0aW9uUmV2aXNpb25zUmVxdWVzdBotLmZhY3RjaGVjay52MS5MaXN0QW5ub3RhdGlvblJldmlzaW9uc1Jlc3BvbnNlEkEKCUdldENhbGxlchIeLmZhY3RjaGVjay52MS5HZXRDYWxsZXJSZXF1ZXN0GhQuZmFjdGNoZWNrLnYxLkNhbGxlcmIGcHJvdG8z", [file_google_protobuf_empty, file_google_protobuf_field_mask, file_google_protobuf_timestamp]);
+  fileDesc("ChxmYWN0Y2hlY2svdjEvZmFjdGNoZWNrLnByb3RvEgxmYWN0Y2hlY2sudjEijwIKB0FydGljbGUSDAoEbmFtZRgBIAEoCRINCgV0aXRsZRgCIAEoCRIMCgR0ZXh0GAMgASgJEg4KBmxlbmd0aBgEIAEoDRIOCgZzaGEyNTYYBSABKAkSEwoLcmV2aXNpb25faWQYBiABKAkSFwoPcmV2aXNpb25fYXV0aG9yGAcgASgJEjgKFHJldmlzaW9uX2NyZWF0ZV90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtjcmVhdGVfdGltZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKc291cmNlX3VybBgKIAEoCRIMCgRldGFnGAsgASgJIiIKBFNwYW4SDQoFc3RhcnQYASABKA0SCwoDZW5kGAIgASgNIt4CCgpBbm5vdGF0aW9uEgwKBG5hbWUYASABKAkSIAoEc3BhbhgCIAEoCzISLmZhY3RjaGVjay52MS5TcGFuEg0KBXF1b3RlGAMgASgJEiYKB3ZlcmRpY3QYBCABKA4yFS5mYWN0Y2hlY2sudjEuVmVyZGljdBIMCgRub3RlGAUgASgJEg8KB3NvdXJjZXMYBiADKAkSDwoHYW5hbHlzdBgHIAEoCRIvCgtjcmVhdGVfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLdXBkYXRlX3RpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEgwKBGV0YWcYCiABKAkSGAoQYXJ0aWNsZV9yZXZpc2lvbhgLIAEoCRIvCgxhbmNob3Jfc3RhdGUYDCABKA4yGS5mYWN0Y2hlY2sudjEuQW5jaG9yU3RhdGUinAEKE0xpc3RBcnRpY2xlc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkSJwoEdmlldxgDIAEoDjIZLmZhY3RjaGVjay52MS5BcnRpY2xlVmlldxI1Cg9vZmZzZXRfZW5jb2RpbmcYBCABKA4yHC5mYWN0Y2hlY2sudjEuT2Zmc2V0RW5jb2RpbmciWAoUTGlzdEFydGljbGVzUmVzcG9uc2USJwoIYXJ0aWNsZXMYASADKAsyFS5mYWN0Y2hlY2sudjEuQXJ0aWNsZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkigQEKEUdldEFydGljbGVSZXF1ZXN0EgwKBG5hbWUYASABKAkSJwoEdmlldxgCIAEoDjIZLmZhY3RjaGVjay52MS5BcnRpY2xlVmlldxI1Cg9vZmZzZXRfZW5jb2RpbmcYAyABKA4yHC5mYWN0Y2hlY2sudjEuT2Zmc2V0RW5jb2RpbmciUgoUQ3JlYXRlQXJ0aWNsZVJlcXVlc3QSJgoHYXJ0aWNsZRgBIAEoCzIVLmZhY3RjaGVjay52MS5BcnRpY2xlEhIKCmFydGljbGVfaWQYAiABKAkifQoUVXBkYXRlQXJ0aWNsZVJlcXVlc3QSJgoHYXJ0aWNsZRgBIAEoCzIVLmZhY3RjaGVjay52MS5BcnRpY2xlEi8KC3VwZGF0ZV9tYXNrGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFzaxIMCgRldGFnGAMgASgJInsKG0xpc3RBcnRpY2xlUmV2aXNpb25zUmVxdWVzdBIMCgRuYW1lGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJEicKBHZpZXcYBCABKA4yGS5mYWN0Y2hlY2sudjEuQXJ0aWNsZVZpZXciYAocTGlzdEFydGljbGVSZXZpc2lvbnNSZXNwb25zZRInCghhcnRpY2xlcxgBIAMoCzIVLmZhY3RjaGVjay52MS5BcnRpY2xlEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSK6AQoXQ3JlYXRlQW5ub3RhdGlvblJlcXVlc3QSDgoGcGFyZW50GAEgASgJEiwKCmFubm90YXRpb24YAiABKAsyGC5mYWN0Y2hlY2sudjEuQW5ub3RhdGlvbhISCgpyZXF1ZXN0X2lkGAMgASgJEhYKDmV4cGVjdGVkX3F1b3RlGAQgASgJEjUKD29mZnNldF9lbmNvZGluZxgFIAEoDjIcLmZhY3RjaGVjay52MS5PZmZzZXRFbmNvZGluZyJbChRHZXRBbm5vdGF0aW9uUmVxdWVzdBIMCgRuYW1lGAEgASgJEjUKD29mZnNldF9lbmNvZGluZxgCIAEoDjIcLmZhY3RjaGVjay52MS5PZmZzZXRFbmNvZGluZyK9AQoXVXBkYXRlQW5ub3RhdGlvblJlcXVlc3QSLAoKYW5ub3RhdGlvbhgBIAEoCzIYLmZhY3RjaGVjay52MS5Bbm5vdGF0aW9uEi8KC3VwZGF0ZV9tYXNrGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFzaxIMCgRldGFnGAMgASgJEjUKD29mZnNldF9lbmNvZGluZxgEIAEoDjIcLmZhY3RjaGVjay52MS5PZmZzZXRFbmNvZGluZyI1ChdEZWxldGVBbm5vdGF0aW9uUmVxdWVzdBIMCgRuYW1lGAEgASgJEgwKBGV0YWcYAiABKAki5QEKFkxpc3RBbm5vdGF0aW9uc1JlcXVlc3QSDgoGcGFyZW50GAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJEiYKB3ZlcmRpY3QYBCABKA4yFS5mYWN0Y2hlY2sudjEuVmVyZGljdBIPCgdhbmFseXN0GAUgASgJEiQKCG92ZXJsYXBzGAYgASgLMhIuZmFjdGNoZWNrLnYxLlNwYW4SNQoPb2Zmc2V0X2VuY29kaW5nGAcgASgOMhwuZmFjdGNoZWNrLnYxLk9mZnNldEVuY29kaW5nInMKF0xpc3RBbm5vdGF0aW9uc1Jlc3BvbnNlEi0KC2Fubm90YXRpb25zGAEgAygLMhguZmFjdGNoZWNrLnYxLkFubm90YXRpb24SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJEhAKCHJldmlzaW9uGAMgASgEIl4KF0dldEFydGljbGVSZXZpZXdSZXF1ZXN0EgwKBG5hbWUYASABKAkSNQoPb2Zmc2V0X2VuY29kaW5nGAIgASgOMhwuZmFjdGNoZWNrLnYxLk9mZnNldEVuY29kaW5nIsoBCg1Db250ZXN0ZWRTcGFuEiAKBHNwYW4YASABKAsyEi5mYWN0Y2hlY2sudjEuU3BhbhINCgVxdW90ZRgCIAEoCRInCgh2ZXJkaWN0cxgDIAMoDjIVLmZhY3RjaGVjay52MS5WZXJkaWN0EhMKC2Fubm90YXRpb25zGAQgAygJEhgKEGFubm90YXRpb25fY291bnQYBSABKA0SMAoMYWRqdWRpY2F0aW9uGAYgASgLMhouZmFjdGNoZWNrLnYxLkFkanVkaWNhdGlvbiLlAgoMQWRqdWRpY2F0aW9uEgwKBG5hbWUYASABKAkSIAoEc3BhbhgCIAEoCzISLmZhY3RjaGVjay52MS5TcGFuEg0KBXF1b3RlGAMgASgJEiYKB3ZlcmRpY3QYBCABKA4yFS5mYWN0Y2hlY2sudjEuVmVyZGljdBIRCglyYXRpb25hbGUYBSABKAkSEAoIcmV2aWV3ZXIYBiABKAkSHAoUYWNjZXB0ZWRfYW5ub3RhdGlvbnMYByADKAkSHQoVb3ZlcnJ1bGVkX2Fubm90YXRpb25zGAggAygJEhYKDmFjY2VwdGVkX2NvdW50GAkgASgNEhcKD292ZXJydWxlZF9jb3VudBgKIAEoDRIvCgtjcmVhdGVfdGltZRgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIcmV2aXNpb24YDCABKAQSGAoQYXJ0aWNsZV9yZXZpc2lvbhgNIAEoCSJ6CgdTaWduT2ZmEhAKCHJldmlld2VyGAEgASgJEjEKDXNpZ25fb2ZmX3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCHJldmlzaW9uGAMgASgEEhgKEGFydGljbGVfcmV2aXNpb24YBCABKAki2AIKC1Jldmlld0V2ZW50EiwKBHR5cGUYASABKA4yHi5mYWN0Y2hlY2sudjEuUmV2aWV3RXZlbnQuVHlwZRIOCgZyZXZpZXcYAiABKAkSEAoIcmV2aXNpb24YAyABKAQSKAoEdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFYWN0b3IYBSABKAkSMAoMYWRqdWRpY2F0aW9uGAYgASgLMhouZmFjdGNoZWNrLnYxLkFkanVkaWNhdGlvbhInCghzaWduX29mZhgHIAEoCzIVLmZhY3RjaGVjay52MS5TaWduT2ZmEg4KBnJlYXNvbhgIIAEoCSJVCgRUeXBlEhQKEFRZUEVfVU5TUEVDSUZJRUQQABIPCgtBREpVRElDQVRFRBABEg4KClNJR05FRF9PRkYQAhIWChJTSUdOX09GRl9XSVRIRFJBV04QAyLLBQoNQXJ0aWNsZVJldmlldxIMCgRuYW1lGAEgASgJEhMKC3RvdGFsX2NvdW50GAIgASgNEhYKDnZlcmlmaWVkX2NvdW50GAMgASgNEhYKDmRpc3B1dGVkX2NvdW50GAQgASgNEhoKEnVuYXR0cmlidXRlZF9jb3VudBgFIAEoDRIbChNjb3ZlcmVkX2NvZGVfcG9pbnRzGAYgASgNEhgKEGNvdmVyZWRfZnJhY3Rpb24YByABKAESNAoPY29udGVzdGVkX3NwYW5zGAggAygLMhsuZmFjdGNoZWNrLnYxLkNvbnRlc3RlZFNwYW4SFQoNYW5hbHlzdF9jb3VudBgJIAEoDRI0ChBsYXN0X3VwZGF0ZV90aW1lGAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIQCghyZXZpc2lvbhgLIAEoBBIcChRjb250ZXN0ZWRfc3Bhbl9jb3VudBgMIAEoDRIaChJuZWVkc19yZXZpZXdfY291bnQYDSABKA0SFgoOb3JwaGFuZWRfY291bnQYDiABKA0SGAoQYXJ0aWNsZV9yZXZpc2lvbhgPIAEoCRIoCgVzdGF0ZRgQIAEoDjIZLmZhY3RjaGVjay52MS5SZXZpZXdTdGF0ZRIUCgxtaW5fYW5hbHlzdHMYESABKA0SHwoSa3JpcHBlbmRvcmZmX2FscGhhGBIgASgBSACIAQESOwoTcGFpcndpc2VfYWdyZWVtZW50cxgTIAMoCzIeLmZhY3RjaGVjay52MS5BbmFseXN0QWdyZWVtZW50EicKCHNpZ25fb2ZmGBQgASgLMhUuZmFjdGNoZWNrLnYxLlNpZ25PZmYSDAoEZXRhZxgVIAEoCRInCh91bnJlc29sdmVkX2NvbnRlc3RlZF9zcGFuX2NvdW50GBYgASgNQhUKE19rcmlwcGVuZG9yZmZfYWxwaGEicgoQQW5hbHlzdEFncmVlbWVudBIPCgdhbmFseXN0GAEgASgJEhUKDW90aGVyX2FuYWx5c3QYAiABKAkSHwoSa3JpcHBlbmRvcmZmX2FscGhhGAMgASgBSACIAQFCFQoTX2tyaXBwZW5kb3JmZl9hbHBoYSKjAQoZTGlzdEFydGljbGVSZXZpZXdzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCRIoCgVzdGF0ZRgDIAEoDjIZLmZhY3RjaGVjay52MS5SZXZpZXdTdGF0ZRI1Cg9vZmZzZXRfZW5jb2RpbmcYBCABKA4yHC5mYWN0Y2hlY2sudjEuT2Zmc2V0RW5jb2RpbmcidQoaTGlzdEFydGljbGVSZXZpZXdzUmVzcG9uc2USLAoHcmV2aWV3cxgBIAMoCzIbLmZhY3RjaGVjay52MS5BcnRpY2xlUmV2aWV3EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCRIQCghyZXZpc2lvbhgDIAEoBCKiAQoZQ3JlYXRlQWRqdWRpY2F0aW9uUmVxdWVzdBIOCgZwYXJlbnQYASABKAkSMAoMYWRqdWRpY2F0aW9uGAIgASgLMhouZmFjdGNoZWNrLnYxLkFkanVkaWNhdGlvbhIMCgRldGFnGAMgASgJEjUKD29mZnNldF9lbmNvZGluZxgEIAEoDjIcLmZhY3RjaGVjay52MS5PZmZzZXRFbmNvZGluZyJwChtTaWduT2ZmQXJ0aWNsZVJldmlld1JlcXVlc3QSDAoEbmFtZRgBIAEoCRIMCgRldGFnGAIgASgJEjUKD29mZnNldF9lbmNvZGluZxgDIAEoDjIcLmZhY3RjaGVjay52MS5PZmZzZXRFbmNvZGluZyKHAQoXTGlzdFJldmlld0V2ZW50c1JlcXVlc3QSDgoGcGFyZW50GAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJEjUKD29mZnNldF9lbmNvZGluZxgEIAEoDjIcLmZhY3RjaGVjay52MS5PZmZzZXRFbmNvZGluZyJeChhMaXN0UmV2aWV3RXZlbnRzUmVzcG9uc2USKQoGZXZlbnRzGAEgAygLMhkuZmFjdGNoZWNrLnYxLlJldmlld0V2ZW50EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSKNAQoaV2F0Y2hBcnRpY2xlUmV2aWV3c1JlcXVlc3QSDgoGcGFyZW50GAEgASgJEigKBXN0YXRlGAIgASgOMhkuZmFjdGNoZWNrLnYxLlJldmlld1N0YXRlEjUKD29mZnNldF9lbmNvZGluZxgDIAEoDjIcLmZhY3RjaGVjay52MS5PZmZzZXRFbmNvZGluZyJ8ChtXYXRjaEFydGljbGVSZXZpZXdzUmVzcG9uc2USLAoHcmV2aWV3cxgBIAMoCzIbLmZhY3RjaGVjay52MS5BcnRpY2xlUmV2aWV3EhAKCHJldmlzaW9uGAIgASgEEg8KB2luaXRpYWwYAyABKAgSDAoEbW9yZRgEIAEoCCKxAQoXV2F0Y2hBbm5vdGF0aW9uc1JlcXVlc3QSDgoGcGFyZW50GAEgASgJEhYKDnN0YXJ0X3JldmlzaW9uGAIgASgEEiYKB3ZlcmRpY3QYAyABKA4yFS5mYWN0Y2hlY2sudjEuVmVyZGljdBIPCgdhbmFseXN0GAQgASgJEjUKD29mZnNldF9lbmNvZGluZxgFIAEoDjIcLmZhY3RjaGVjay52MS5PZmZzZXRFbmNvZGluZyKAAwoYV2F0Y2hBbm5vdGF0aW9uc1Jlc3BvbnNlEjkKBGtpbmQYASABKA4yKy5mYWN0Y2hlY2sudjEuV2F0Y2hBbm5vdGF0aW9uc1Jlc3BvbnNlLktpbmQSEAoIcmV2aXNpb24YAiABKAQSLQoGZXZlbnRzGAMgAygLMh0uZmFjdGNoZWNrLnYxLkFubm90YXRpb25FdmVudBIvCgtjb21taXRfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoOYXJ0aWNsZV9ldmVudHMYBSADKAsyGi5mYWN0Y2hlY2sudjEuQXJ0aWNsZUV2ZW50EgwKBG1vcmUYBiABKAgSMAoNcmV2aWV3X2V2ZW50cxgHIAMoCzIZLmZhY3RjaGVjay52MS5SZXZpZXdFdmVudCJDCgRLaW5kEhQKEEtJTkRfVU5TUEVDSUZJRUQQABILCgdDUkVBVEVEEAESCgoGRVZFTlRTEAISDAoIUFJPR1JFU1MQAyKdAQoMQXJ0aWNsZUV2ZW50Ei0KBHR5cGUYASABKA4yHy5mYWN0Y2hlY2sudjEuQXJ0aWNsZUV2ZW50LlR5cGUSJgoHYXJ0aWNsZRgCIAEoCzIVLmZhY3RjaGVjay52MS5BcnRpY2xlIjYKBFR5cGUSFAoQVFlQRV9VTlNQRUNJRklFRBAAEgsKB0NSRUFURUQQARILCgdVUERBVEVEEAIi4gEKD0Fubm90YXRpb25FdmVudBIwCgR0eXBlGAEgASgOMiIuZmFjdGNoZWNrLnYxLkFubm90YXRpb25FdmVudC5UeXBlEiwKCmFubm90YXRpb24YAiABKAsyGC5mYWN0Y2hlY2sudjEuQW5ub3RhdGlvbhIqCghwcmV2aW91cxgDIAEoCzIYLmZhY3RjaGVjay52MS5Bbm5vdGF0aW9uIkMKBFR5cGUSFAoQVFlQRV9VTlNQRUNJRklFRBAAEgsKB0NSRUFURUQQARILCgdVUERBVEVEEAISCwoHREVMRVRFRBADIowBCh5MaXN0QW5ub3RhdGlvblJldmlzaW9uc1JlcXVlc3QSDAoEbmFtZRgBIAEoCRIRCglwYWdlX3NpemUYAiABKAUSEgoKcGFnZV90b2tlbhgDIAEoCRI1Cg9vZmZzZXRfZW5jb2RpbmcYBCABKA4yHC5mYWN0Y2hlY2sudjEuT2Zmc2V0RW5jb2RpbmcibwofTGlzdEFubm90YXRpb25SZXZpc2lvbnNSZXNwb25zZRIzCglyZXZpc2lvbnMYASADKAsyIC5mYWN0Y2hlY2sudjEuQW5ub3RhdGlvblJldmlzaW9uEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSKfAgoSQW5ub3RhdGlvblJldmlzaW9uEiwKCmFubm90YXRpb24YASABKAsyGC5mYWN0Y2hlY2sudjEuQW5ub3RhdGlvbhIQCghyZXZpc2lvbhgCIAEoBBINCgVhY3RvchgDIAEoCRIvCgtjaGFuZ2VfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMAoEdHlwZRgFIAEoDjIiLmZhY3RjaGVjay52MS5Bbm5vdGF0aW9uRXZlbnQuVHlwZRIyCg5jaGFuZ2VkX2ZpZWxkcxgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2sSDAoEaGFzaBgHIAEoCRIVCg1wcmV2aW91c19oYXNoGAggASgJIsoBCh1CYXRjaENyZWF0ZUFubm90YXRpb25zUmVxdWVzdBIOCgZwYXJlbnQYASABKAkSNwoIcmVxdWVzdHMYAiADKAsyJS5mYWN0Y2hlY2sudjEuQ3JlYXRlQW5ub3RhdGlvblJlcXVlc3QSEgoKcmVxdWVzdF9pZBgDIAEoCRIVCg12YWxpZGF0ZV9vbmx5GAQgASgIEjUKD29mZnNldF9lbmNvZGluZxgFIAEoDjIcLmZhY3RjaGVjay52MS5PZmZzZXRFbmNvZGluZyJhCh5CYXRjaENyZWF0ZUFubm90YXRpb25zUmVzcG9uc2USLQoLYW5ub3RhdGlvbnMYASADKAsyGC5mYWN0Y2hlY2sudjEuQW5ub3RhdGlvbhIQCghyZXZpc2lvbhgCIAEoBCLKAQodQmF0Y2hVcGRhdGVBbm5vdGF0aW9uc1JlcXVlc3QSDgoGcGFyZW50GAEgASgJEjcKCHJlcXVlc3RzGAIgAygLMiUuZmFjdGNoZWNrLnYxLlVwZGF0ZUFubm90YXRpb25SZXF1ZXN0EhIKCnJlcXVlc3RfaWQYAyABKAkSFQoNdmFsaWRhdGVfb25seRgEIAEoCBI1Cg9vZmZzZXRfZW5jb2RpbmcYBSABKA4yHC5mYWN0Y2hlY2sudjEuT2Zmc2V0RW5jb2RpbmciYQoeQmF0Y2hVcGRhdGVBbm5vdGF0aW9uc1Jlc3BvbnNlEi0KC2Fubm90YXRpb25zGAEgAygLMhguZmFjdGNoZWNrLnYxLkFubm90YXRpb24SEAoIcmV2aXNpb24YAiABKAQikwEKHUJhdGNoRGVsZXRlQW5ub3RhdGlvbnNSZXF1ZXN0Eg4KBnBhcmVudBgBIAEoCRI3CghyZXF1ZXN0cxgCIAMoCzIlLmZhY3RjaGVjay52MS5EZWxldGVBbm5vdGF0aW9uUmVxdWVzdBISCgpyZXF1ZXN0X2lkGAMgASgJEhUKDXZhbGlkYXRlX29ubHkYBCABKAgiMgoeQmF0Y2hEZWxldGVBbm5vdGF0aW9uc1Jlc3BvbnNlEhAKCHJldmlzaW9uGAEgASgEInIKGkJhdGNoR2V0QW5ub3RhdGlvbnNSZXF1ZXN0Eg4KBnBhcmVudBgBIAEoCRINCgVuYW1lcxgCIAMoCRI1Cg9vZmZzZXRfZW5jb2RpbmcYAyABKA4yHC5mYWN0Y2hlY2sudjEuT2Zmc2V0RW5jb2RpbmciXgobQmF0Y2hHZXRBbm5vdGF0aW9uc1Jlc3BvbnNlEi0KC2Fubm90YXRpb25zGAEgAygLMhguZmFjdGNoZWNrLnYxLkFubm90YXRpb24SEAoIcmV2aXNpb24YAiABKAQiEgoQR2V0Q2FsbGVyUmVxdWVzdCInCgZDYWxsZXISDwoHYW5hbHlzdBgBIAEoCRIMCgRyb2xlGAIgASgJKocBCg5PZmZzZXRFbmNvZGluZxIfChtPRkZTRVRfRU5DT0RJTkdfVU5TUEVDSUZJRUQQABIfChtPRkZTRVRfRU5DT0RJTkdfQ09ERV9QT0lOVFMQARIZChVPRkZTRVRfRU5DT0RJTkdfVVRGMTYQAhIYChRPRkZTRVRfRU5DT0RJTkdfVVRGOBADKpMBCgtBbmNob3JTdGF0ZRIcChhBTkNIT1JfU1RBVEVfVU5TUEVDSUZJRUQQABIZChVBTkNIT1JfU1RBVEVfQU5DSE9SRUQQARIWChJBTkNIT1JfU1RBVEVfTU9WRUQQAhIYChRBTkNIT1JfU1RBVEVfQ0hBTkdFRBADEhkKFUFOQ0hPUl9TVEFURV9PUlBIQU5FRBAEKloKC0FydGljbGVWaWV3EhwKGEFSVElDTEVfVklFV19VTlNQRUNJRklFRBAAEhYKEkFSVElDTEVfVklFV19CQVNJQxABEhUKEUFSVElDTEVfVklFV19GVUxMEAIqaAoHVmVyZGljdBIXChNWRVJESUNUX1VOU1BFQ0lGSUVEEAASFAoQVkVSRElDVF9WRVJJRklFRBABEhQKEFZFUkRJQ1RfRElTUFVURUQQAhIYChRWRVJESUNUX1VOQVRUUklCVVRFRBADKsEBCgtSZXZpZXdTdGF0ZRIcChhSRVZJRVdfU1RBVEVfVU5TUEVDSUZJRUQQABIcChhSRVZJRVdfU1RBVEVfTk9UX1NUQVJURUQQARIcChhSRVZJRVdfU1RBVEVfSU5fUFJPR1JFU1MQAhIjCh9SRVZJRVdfU1RBVEVfTkVFRFNfQURKVURJQ0FUSU9OEAMSFgoSUkVWSUVXX1NUQVRFX1JFQURZEAQSGwoXUkVWSUVXX1NUQVRFX1NJR05FRF9PRkYQBTKaEQoQRmFjdENoZWNrU2VydmljZRJVCgxMaXN0QXJ0aWNsZXMSIS5mYWN0Y2hlY2sudjEuTGlzdEFydGljbGVzUmVxdWVzdBoiLmZhY3RjaGVjay52MS5MaXN0QXJ0aWNsZXNSZXNwb25zZRJECgpHZXRBcnRpY2xlEh8uZmFjdGNoZWNrLnYxLkdldEFydGljbGVSZXF1ZXN0GhUuZmFjdGNoZWNrLnYxLkFydGljbGUSSgoNQ3JlYXRlQXJ0aWNsZRIiLmZhY3RjaGVjay52MS5DcmVhdGVBcnRpY2xlUmVxdWVzdBoVLmZhY3RjaGVjay52MS5BcnRpY2xlEkoKDVVwZGF0ZUFydGljbGUSIi5mYWN0Y2hlY2sudjEuVXBkYXRlQXJ0aWNsZVJlcXVlc3QaFS5mYWN0Y2hlY2sudjEuQXJ0aWNsZRJtChRMaXN0QXJ0aWNsZVJldmlzaW9ucxIpLmZhY3RjaGVjay52MS5MaXN0QXJ0aWNsZVJldmlzaW9uc1JlcXVlc3QaKi5mYWN0Y2hlY2sudjEuTGlzdEFydGljbGVSZXZpc2lvbnNSZXNwb25zZRJTChBDcmVhdGVBbm5vdGF0aW9uEiUuZmFjdGNoZWNrLnYxLkNyZWF0ZUFubm90YXRpb25SZXF1ZXN0GhguZmFjdGNoZWNrLnYxLkFubm90YXRpb24STQoNR2V0QW5ub3RhdGlvbhIiLmZhY3RjaGVjay52MS5HZXRBbm5vdGF0aW9uUmVxdWVzdBoYLmZhY3RjaGVjay52MS5Bbm5vdGF0aW9uElMKEFVwZGF0ZUFubm90YXRpb24SJS5mYWN0Y2hlY2sudjEuVXBkYXRlQW5ub3RhdGlvblJlcXVlc3QaGC5mYWN0Y2hlY2sudjEuQW5ub3RhdGlvbhJRChBEZWxldGVBbm5vdGF0aW9uEiUuZmFjdGNoZWNrLnYxLkRlbGV0ZUFubm90YXRpb25SZXF1ZXN0GhYuZ29vZ2xlLnByb3RvYnVmLkVtcHR5El4KD0xpc3RBbm5vdGF0aW9ucxIkLmZhY3RjaGVjay52MS5MaXN0QW5ub3RhdGlvbnNSZXF1ZXN0GiUuZmFjdGNoZWNrLnYxLkxpc3RBbm5vdGF0aW9uc1Jlc3BvbnNlElYKEEdldEFydGljbGVSZXZpZXcSJS5mYWN0Y2hlY2sudjEuR2V0QXJ0aWNsZVJldmlld1JlcXVlc3QaGy5mYWN0Y2hlY2sudjEuQXJ0aWNsZVJldmlldxJnChJMaXN0QXJ0aWNsZVJldmlld3MSJy5mYWN0Y2hlY2sudjEuTGlzdEFydGljbGVSZXZpZXdzUmVxdWVzdBooLmZhY3RjaGVjay52MS5MaXN0QXJ0aWNsZVJldmlld3NSZXNwb25zZRJZChJDcmVhdGVBZGp1ZGljYXRpb24SJy5mYWN0Y2hlY2sudjEuQ3JlYXRlQWRqdWRpY2F0aW9uUmVxdWVzdBoaLmZhY3RjaGVjay52MS5BZGp1ZGljYXRpb24SXgoUU2lnbk9mZkFydGljbGVSZXZpZXcSKS5mYWN0Y2hlY2sudjEuU2lnbk9mZkFydGljbGVSZXZpZXdSZXF1ZXN0GhsuZmFjdGNoZWNrLnYxLkFydGljbGVSZXZpZXcSYQoQTGlzdFJldmlld0V2ZW50cxIlLmZhY3RjaGVjay52MS5MaXN0UmV2aWV3RXZlbnRzUmVxdWVzdBomLmZhY3RjaGVjay52MS5MaXN0UmV2aWV3RXZlbnRzUmVzcG9uc2USbAoTV2F0Y2hBcnRpY2xlUmV2aWV3cxIoLmZhY3RjaGVjay52MS5XYXRjaEFydGljbGVSZXZpZXdzUmVxdWVzdBopLmZhY3RjaGVjay52MS5XYXRjaEFydGljbGVSZXZpZXdzUmVzcG9uc2UwARJzChZCYXRjaENyZWF0ZUFubm90YXRpb25zEisuZmFjdGNoZWNrLnYxLkJhdGNoQ3JlYXRlQW5ub3RhdGlvbnNSZXF1ZXN0GiwuZmFjdGNoZWNrLnYxLkJhdGNoQ3JlYXRlQW5ub3RhdGlvbnNSZXNwb25zZRJzChZCYXRjaFVwZGF0ZUFubm90YXRpb25zEisuZmFjdGNoZWNrLnYxLkJhdGNoVXBkYXRlQW5ub3RhdGlvbnNSZXF1ZXN0GiwuZmFjdGNoZWNrLnYxLkJhdGNoVXBkYXRlQW5ub3RhdGlvbnNSZXNwb25zZRJzChZCYXRjaERlbGV0ZUFubm90YXRpb25zEisuZmFjdGNoZWNrLnYxLkJhdGNoRGVsZXRlQW5ub3RhdGlvbnNSZXF1ZXN0GiwuZmFjdGNoZWNrLnYxLkJhdGNoRGVsZXRlQW5ub3RhdGlvbnNSZXNwb25zZRJqChNCYXRjaEdldEFubm90YXRpb25zEiguZmFjdGNoZWNrLnYxLkJhdGNoR2V0QW5ub3RhdGlvbnNSZXF1ZXN0GikuZmFjdGNoZWNrLnYxLkJhdGNoR2V0QW5ub3RhdGlvbnNSZXNwb25zZRJjChBXYXRjaEFubm90YXRpb25zEiUuZmFjdGNoZWNrLnYxLldhdGNoQW5ub3RhdGlvbnNSZXF1ZXN0GiYuZmFjdGNoZWNrLnYxLldhdGNoQW5ub3RhdGlvbnNSZXNwb25zZTABEnYKF0xpc3RBbm5vdGF0aW9uUmV2aXNpb25zEiwuZmFjdGNoZWNrLnYxLkxpc3RBbm5vdGF0aW9uUmV2aXNpb25zUmVxdWVzdBotLmZhY3RjaGVjay52MS5MaXN0QW5ub3RhdGlvblJldmlzaW9uc1Jlc3BvbnNlEkEKCUdldENhbGxlchIeLmZhY3RjaGVjay52MS5HZXRDYWxsZXJSZXF1ZXN0GhQuZmFjdGNoZWNrLnYxLkNhbGxlcmIGcHJvdG8z", [file_google_protobuf_empty, file_google_protobuf_field_mask, file_google_protobuf_timestamp]);
 
 /**
  * A news article: one revision of it.
@@ -772,6 +772,15 @@ export type ContestedSpan = Message<"factcheck.v1.ContestedSpan"> & {
    * @generated from field: uint32 annotation_count = 5;
    */
   annotationCount: number;
+
+  /**
+   * The adjudication that settles the region, when one does: it was made
+   * on exactly the annotations that intersect the region now, as they are
+   * now. Unset: unresolved.
+   *
+   * @generated from field: factcheck.v1.Adjudication adjudication = 6;
+   */
+  adjudication?: Adjudication;
 };
 
 /**
@@ -780,6 +789,244 @@ export type ContestedSpan = Message<"factcheck.v1.ContestedSpan"> & {
  */
 export const ContestedSpanSchema: GenMessage<ContestedSpan> = /*@__PURE__*/
   messageDesc(file_factcheck_v1_factcheck, 17);
+
+/**
+ * A reviewer's decision on a contested span:
+ * `articles/{article}/adjudications/{adjudication}`.
+ *
+ * @generated from message factcheck.v1.Adjudication
+ */
+export type Adjudication = Message<"factcheck.v1.Adjudication"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * The contested span it settles, in `article_revision`.
+   *
+   * @generated from field: factcheck.v1.Span span = 2;
+   */
+  span?: Span;
+
+  /**
+   * The text of the span.
+   *
+   * @generated from field: string quote = 3;
+   */
+  quote: string;
+
+  /**
+   * The final verdict for the span.
+   *
+   * @generated from field: factcheck.v1.Verdict verdict = 4;
+   */
+  verdict: Verdict;
+
+  /**
+   * Why: required.
+   *
+   * @generated from field: string rationale = 5;
+   */
+  rationale: string;
+
+  /**
+   * Who decided.
+   *
+   * @generated from field: string reviewer = 6;
+   */
+  reviewer: string;
+
+  /**
+   * The intersecting annotations whose verdict is the final one, by start
+   * then id: the first 100.
+   *
+   * @generated from field: repeated string accepted_annotations = 7;
+   */
+  acceptedAnnotations: string[];
+
+  /**
+   * The intersecting annotations whose verdict differs: the first 100.
+   *
+   * @generated from field: repeated string overruled_annotations = 8;
+   */
+  overruledAnnotations: string[];
+
+  /**
+   * @generated from field: uint32 accepted_count = 9;
+   */
+  acceptedCount: number;
+
+  /**
+   * @generated from field: uint32 overruled_count = 10;
+   */
+  overruledCount: number;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp create_time = 11;
+   */
+  createTime?: Timestamp;
+
+  /**
+   * The store revision it was made in.
+   *
+   * @generated from field: uint64 revision = 12;
+   */
+  revision: bigint;
+
+  /**
+   * `articles/{article}@{n}`: the text the span points into.
+   *
+   * @generated from field: string article_revision = 13;
+   */
+  articleRevision: string;
+};
+
+/**
+ * Describes the message factcheck.v1.Adjudication.
+ * Use `create(AdjudicationSchema)` to create a new message.
+ */
+export const AdjudicationSchema: GenMessage<Adjudication> = /*@__PURE__*/
+  messageDesc(file_factcheck_v1_factcheck, 18);
+
+/**
+ * Who signed a review off, and when.
+ *
+ * @generated from message factcheck.v1.SignOff
+ */
+export type SignOff = Message<"factcheck.v1.SignOff"> & {
+  /**
+   * @generated from field: string reviewer = 1;
+   */
+  reviewer: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp sign_off_time = 2;
+   */
+  signOffTime?: Timestamp;
+
+  /**
+   * The store revision of the sign-off.
+   *
+   * @generated from field: uint64 revision = 3;
+   */
+  revision: bigint;
+
+  /**
+   * `articles/{article}@{n}`: the text that was signed off.
+   *
+   * @generated from field: string article_revision = 4;
+   */
+  articleRevision: string;
+};
+
+/**
+ * Describes the message factcheck.v1.SignOff.
+ * Use `create(SignOffSchema)` to create a new message.
+ */
+export const SignOffSchema: GenMessage<SignOff> = /*@__PURE__*/
+  messageDesc(file_factcheck_v1_factcheck, 19);
+
+/**
+ * One entry of a review's history.
+ *
+ * @generated from message factcheck.v1.ReviewEvent
+ */
+export type ReviewEvent = Message<"factcheck.v1.ReviewEvent"> & {
+  /**
+   * @generated from field: factcheck.v1.ReviewEvent.Type type = 1;
+   */
+  type: ReviewEvent_Type;
+
+  /**
+   * `articles/{article}/review`.
+   *
+   * @generated from field: string review = 2;
+   */
+  review: string;
+
+  /**
+   * The store revision of the event.
+   *
+   * @generated from field: uint64 revision = 3;
+   */
+  revision: bigint;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp time = 4;
+   */
+  time?: Timestamp;
+
+  /**
+   * Who made it: the reviewer, or whoever made the change that withdrew a
+   * sign-off.
+   *
+   * @generated from field: string actor = 5;
+   */
+  actor: string;
+
+  /**
+   * @generated from field: factcheck.v1.Adjudication adjudication = 6;
+   */
+  adjudication?: Adjudication;
+
+  /**
+   * @generated from field: factcheck.v1.SignOff sign_off = 7;
+   */
+  signOff?: SignOff;
+
+  /**
+   * For SIGN_OFF_WITHDRAWN: what changed, e.g. "annotation created".
+   *
+   * @generated from field: string reason = 8;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message factcheck.v1.ReviewEvent.
+ * Use `create(ReviewEventSchema)` to create a new message.
+ */
+export const ReviewEventSchema: GenMessage<ReviewEvent> = /*@__PURE__*/
+  messageDesc(file_factcheck_v1_factcheck, 20);
+
+/**
+ * @generated from enum factcheck.v1.ReviewEvent.Type
+ */
+export enum ReviewEvent_Type {
+  /**
+   * @generated from enum value: TYPE_UNSPECIFIED = 0;
+   */
+  TYPE_UNSPECIFIED = 0,
+
+  /**
+   * A contested span was settled: `adjudication`.
+   *
+   * @generated from enum value: ADJUDICATED = 1;
+   */
+  ADJUDICATED = 1,
+
+  /**
+   * The review was signed off: `sign_off`.
+   *
+   * @generated from enum value: SIGNED_OFF = 2;
+   */
+  SIGNED_OFF = 2,
+
+  /**
+   * A change to the article withdrew the sign-off `sign_off`; `reason`
+   * says which.
+   *
+   * @generated from enum value: SIGN_OFF_WITHDRAWN = 3;
+   */
+  SIGN_OFF_WITHDRAWN = 3,
+}
+
+/**
+ * Describes the enum factcheck.v1.ReviewEvent.Type.
+ */
+export const ReviewEvent_TypeSchema: GenEnum<ReviewEvent_Type> = /*@__PURE__*/
+  enumDesc(file_factcheck_v1_factcheck, 20, 0);
 
 /**
  * Where the review of one article stands.
@@ -923,6 +1170,29 @@ export type ArticleReview = Message<"factcheck.v1.ArticleReview"> & {
    * @generated from field: repeated factcheck.v1.AnalystAgreement pairwise_agreements = 19;
    */
   pairwiseAgreements: AnalystAgreement[];
+
+  /**
+   * The sign-off in force, for SIGNED_OFF.
+   *
+   * @generated from field: factcheck.v1.SignOff sign_off = 20;
+   */
+  signOff?: SignOff;
+
+  /**
+   * Changes with every change to the article, its annotations and its
+   * review: `SignOffArticleReview` and `CreateAdjudication` take it, so no
+   * one signs off or settles a state they did not see.
+   *
+   * @generated from field: string etag = 21;
+   */
+  etag: string;
+
+  /**
+   * Contested spans no adjudication settles.
+   *
+   * @generated from field: uint32 unresolved_contested_span_count = 22;
+   */
+  unresolvedContestedSpanCount: number;
 };
 
 /**
@@ -930,7 +1200,7 @@ export type ArticleReview = Message<"factcheck.v1.ArticleReview"> & {
  * Use `create(ArticleReviewSchema)` to create a new message.
  */
 export const ArticleReviewSchema: GenMessage<ArticleReview> = /*@__PURE__*/
-  messageDesc(file_factcheck_v1_factcheck, 18);
+  messageDesc(file_factcheck_v1_factcheck, 21);
 
 /**
  * Agreement between two analysts.
@@ -961,7 +1231,7 @@ export type AnalystAgreement = Message<"factcheck.v1.AnalystAgreement"> & {
  * Use `create(AnalystAgreementSchema)` to create a new message.
  */
 export const AnalystAgreementSchema: GenMessage<AnalystAgreement> = /*@__PURE__*/
-  messageDesc(file_factcheck_v1_factcheck, 19);
+  messageDesc(file_factcheck_v1_factcheck, 22);
 
 /**
  * @generated from message factcheck.v1.ListArticleReviewsRequest
@@ -997,7 +1267,7 @@ export type ListArticleReviewsRequest = Message<"factcheck.v1.ListArticleReviews
  * Use `create(ListArticleReviewsRequestSchema)` to create a new message.
  */
 export const ListArticleReviewsRequestSchema: GenMessage<ListArticleReviewsRequest> = /*@__PURE__*/
-  messageDesc(file_factcheck_v1_factcheck, 20);
+  messageDesc(file_factcheck_v1_factcheck, 23);
 
 /**
  * @generated from message factcheck.v1.ListArticleReviewsResponse
@@ -1029,7 +1299,210 @@ export type ListArticleReviewsResponse = Message<"factcheck.v1.ListArticleReview
  * Use `create(ListArticleReviewsResponseSchema)` to create a new message.
  */
 export const ListArticleReviewsResponseSchema: GenMessage<ListArticleReviewsResponse> = /*@__PURE__*/
-  messageDesc(file_factcheck_v1_factcheck, 21);
+  messageDesc(file_factcheck_v1_factcheck, 24);
+
+/**
+ * @generated from message factcheck.v1.CreateAdjudicationRequest
+ */
+export type CreateAdjudicationRequest = Message<"factcheck.v1.CreateAdjudicationRequest"> & {
+  /**
+   * `articles/{article}`.
+   *
+   * @generated from field: string parent = 1;
+   */
+  parent: string;
+
+  /**
+   * `span` (a contested span of the current review, exactly), `verdict` and
+   * `rationale`; the rest is output only.
+   *
+   * @generated from field: factcheck.v1.Adjudication adjudication = 2;
+   */
+  adjudication?: Adjudication;
+
+  /**
+   * The review's etag, when given: refused with ABORTED if the review
+   * changed since.
+   *
+   * @generated from field: string etag = 3;
+   */
+  etag: string;
+
+  /**
+   * @generated from field: factcheck.v1.OffsetEncoding offset_encoding = 4;
+   */
+  offsetEncoding: OffsetEncoding;
+};
+
+/**
+ * Describes the message factcheck.v1.CreateAdjudicationRequest.
+ * Use `create(CreateAdjudicationRequestSchema)` to create a new message.
+ */
+export const CreateAdjudicationRequestSchema: GenMessage<CreateAdjudicationRequest> = /*@__PURE__*/
+  messageDesc(file_factcheck_v1_factcheck, 25);
+
+/**
+ * @generated from message factcheck.v1.SignOffArticleReviewRequest
+ */
+export type SignOffArticleReviewRequest = Message<"factcheck.v1.SignOffArticleReviewRequest"> & {
+  /**
+   * `articles/{article}/review`.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * The etag of the review being signed off: required.
+   *
+   * @generated from field: string etag = 2;
+   */
+  etag: string;
+
+  /**
+   * @generated from field: factcheck.v1.OffsetEncoding offset_encoding = 3;
+   */
+  offsetEncoding: OffsetEncoding;
+};
+
+/**
+ * Describes the message factcheck.v1.SignOffArticleReviewRequest.
+ * Use `create(SignOffArticleReviewRequestSchema)` to create a new message.
+ */
+export const SignOffArticleReviewRequestSchema: GenMessage<SignOffArticleReviewRequest> = /*@__PURE__*/
+  messageDesc(file_factcheck_v1_factcheck, 26);
+
+/**
+ * @generated from message factcheck.v1.ListReviewEventsRequest
+ */
+export type ListReviewEventsRequest = Message<"factcheck.v1.ListReviewEventsRequest"> & {
+  /**
+   * `articles/{article}/review`.
+   *
+   * @generated from field: string parent = 1;
+   */
+  parent: string;
+
+  /**
+   * At most this many; 0 means 100, more than 1000 means 1000.
+   *
+   * @generated from field: int32 page_size = 2;
+   */
+  pageSize: number;
+
+  /**
+   * @generated from field: string page_token = 3;
+   */
+  pageToken: string;
+
+  /**
+   * @generated from field: factcheck.v1.OffsetEncoding offset_encoding = 4;
+   */
+  offsetEncoding: OffsetEncoding;
+};
+
+/**
+ * Describes the message factcheck.v1.ListReviewEventsRequest.
+ * Use `create(ListReviewEventsRequestSchema)` to create a new message.
+ */
+export const ListReviewEventsRequestSchema: GenMessage<ListReviewEventsRequest> = /*@__PURE__*/
+  messageDesc(file_factcheck_v1_factcheck, 27);
+
+/**
+ * @generated from message factcheck.v1.ListReviewEventsResponse
+ */
+export type ListReviewEventsResponse = Message<"factcheck.v1.ListReviewEventsResponse"> & {
+  /**
+   * @generated from field: repeated factcheck.v1.ReviewEvent events = 1;
+   */
+  events: ReviewEvent[];
+
+  /**
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message factcheck.v1.ListReviewEventsResponse.
+ * Use `create(ListReviewEventsResponseSchema)` to create a new message.
+ */
+export const ListReviewEventsResponseSchema: GenMessage<ListReviewEventsResponse> = /*@__PURE__*/
+  messageDesc(file_factcheck_v1_factcheck, 28);
+
+/**
+ * @generated from message factcheck.v1.WatchArticleReviewsRequest
+ */
+export type WatchArticleReviewsRequest = Message<"factcheck.v1.WatchArticleReviewsRequest"> & {
+  /**
+   * `articles/{article}`, or `articles/-` for every article.
+   *
+   * @generated from field: string parent = 1;
+   */
+  parent: string;
+
+  /**
+   * Only reviews in this state, when set (a review leaving the state is
+   * sent once more, in its new state, so a dashboard can drop it).
+   *
+   * @generated from field: factcheck.v1.ReviewState state = 2;
+   */
+  state: ReviewState;
+
+  /**
+   * @generated from field: factcheck.v1.OffsetEncoding offset_encoding = 3;
+   */
+  offsetEncoding: OffsetEncoding;
+};
+
+/**
+ * Describes the message factcheck.v1.WatchArticleReviewsRequest.
+ * Use `create(WatchArticleReviewsRequestSchema)` to create a new message.
+ */
+export const WatchArticleReviewsRequestSchema: GenMessage<WatchArticleReviewsRequest> = /*@__PURE__*/
+  messageDesc(file_factcheck_v1_factcheck, 29);
+
+/**
+ * @generated from message factcheck.v1.WatchArticleReviewsResponse
+ */
+export type WatchArticleReviewsResponse = Message<"factcheck.v1.WatchArticleReviewsResponse"> & {
+  /**
+   * The reviews that changed, each as of `revision`; contested spans cut to
+   * the first ten, as in `ListArticleReviews`.
+   *
+   * @generated from field: repeated factcheck.v1.ArticleReview reviews = 1;
+   */
+  reviews: ArticleReview[];
+
+  /**
+   * The store revision the reviews were read at.
+   *
+   * @generated from field: uint64 revision = 2;
+   */
+  revision: bigint;
+
+  /**
+   * Set on the messages of the first listing of every matching review; the
+   * last of them has `more` unset.
+   *
+   * @generated from field: bool initial = 3;
+   */
+  initial: boolean;
+
+  /**
+   * More messages of the same listing follow.
+   *
+   * @generated from field: bool more = 4;
+   */
+  more: boolean;
+};
+
+/**
+ * Describes the message factcheck.v1.WatchArticleReviewsResponse.
+ * Use `create(WatchArticleReviewsResponseSchema)` to create a new message.
+ */
+export const WatchArticleReviewsResponseSchema: GenMessage<WatchArticleReviewsResponse> = /*@__PURE__*/
+  messageDesc(file_factcheck_v1_factcheck, 30);
 
 /**
  * @generated from message factcheck.v1.WatchAnnotationsRequest
@@ -1076,7 +1549,7 @@ export type WatchAnnotationsRequest = Message<"factcheck.v1.WatchAnnotationsRequ
  * Use `create(WatchAnnotationsRequestSchema)` to create a new message.
  */
 export const WatchAnnotationsRequestSchema: GenMessage<WatchAnnotationsRequest> = /*@__PURE__*/
-  messageDesc(file_factcheck_v1_factcheck, 22);
+  messageDesc(file_factcheck_v1_factcheck, 31);
 
 /**
  * @generated from message factcheck.v1.WatchAnnotationsResponse
@@ -1125,6 +1598,14 @@ export type WatchAnnotationsResponse = Message<"factcheck.v1.WatchAnnotationsRes
    * @generated from field: bool more = 6;
    */
   more: boolean;
+
+  /**
+   * Adjudications, sign-offs and withdrawals of the revision (whatever the
+   * verdict and analyst filters), for EVENTS.
+   *
+   * @generated from field: repeated factcheck.v1.ReviewEvent review_events = 7;
+   */
+  reviewEvents: ReviewEvent[];
 };
 
 /**
@@ -1132,7 +1613,7 @@ export type WatchAnnotationsResponse = Message<"factcheck.v1.WatchAnnotationsRes
  * Use `create(WatchAnnotationsResponseSchema)` to create a new message.
  */
 export const WatchAnnotationsResponseSchema: GenMessage<WatchAnnotationsResponse> = /*@__PURE__*/
-  messageDesc(file_factcheck_v1_factcheck, 23);
+  messageDesc(file_factcheck_v1_factcheck, 32);
 
 /**
  * What this message is.
@@ -1175,7 +1656,7 @@ export enum WatchAnnotationsResponse_Kind {
  * Describes the enum factcheck.v1.WatchAnnotationsResponse.Kind.
  */
 export const WatchAnnotationsResponse_KindSchema: GenEnum<WatchAnnotationsResponse_Kind> = /*@__PURE__*/
-  enumDesc(file_factcheck_v1_factcheck, 23, 0);
+  enumDesc(file_factcheck_v1_factcheck, 32, 0);
 
 /**
  * An article's change.
@@ -1201,7 +1682,7 @@ export type ArticleEvent = Message<"factcheck.v1.ArticleEvent"> & {
  * Use `create(ArticleEventSchema)` to create a new message.
  */
 export const ArticleEventSchema: GenMessage<ArticleEvent> = /*@__PURE__*/
-  messageDesc(file_factcheck_v1_factcheck, 24);
+  messageDesc(file_factcheck_v1_factcheck, 33);
 
 /**
  * @generated from enum factcheck.v1.ArticleEvent.Type
@@ -1227,7 +1708,7 @@ export enum ArticleEvent_Type {
  * Describes the enum factcheck.v1.ArticleEvent.Type.
  */
 export const ArticleEvent_TypeSchema: GenEnum<ArticleEvent_Type> = /*@__PURE__*/
-  enumDesc(file_factcheck_v1_factcheck, 24, 0);
+  enumDesc(file_factcheck_v1_factcheck, 33, 0);
 
 /**
  * One annotation's change.
@@ -1260,7 +1741,7 @@ export type AnnotationEvent = Message<"factcheck.v1.AnnotationEvent"> & {
  * Use `create(AnnotationEventSchema)` to create a new message.
  */
 export const AnnotationEventSchema: GenMessage<AnnotationEvent> = /*@__PURE__*/
-  messageDesc(file_factcheck_v1_factcheck, 25);
+  messageDesc(file_factcheck_v1_factcheck, 34);
 
 /**
  * @generated from enum factcheck.v1.AnnotationEvent.Type
@@ -1291,7 +1772,7 @@ export enum AnnotationEvent_Type {
  * Describes the enum factcheck.v1.AnnotationEvent.Type.
  */
 export const AnnotationEvent_TypeSchema: GenEnum<AnnotationEvent_Type> = /*@__PURE__*/
-  enumDesc(file_factcheck_v1_factcheck, 25, 0);
+  enumDesc(file_factcheck_v1_factcheck, 34, 0);
 
 /**
  * @generated from message factcheck.v1.ListAnnotationRevisionsRequest
@@ -1329,7 +1810,7 @@ export type ListAnnotationRevisionsRequest = Message<"factcheck.v1.ListAnnotatio
  * Use `create(ListAnnotationRevisionsRequestSchema)` to create a new message.
  */
 export const ListAnnotationRevisionsRequestSchema: GenMessage<ListAnnotationRevisionsRequest> = /*@__PURE__*/
-  messageDesc(file_factcheck_v1_factcheck, 26);
+  messageDesc(file_factcheck_v1_factcheck, 35);
 
 /**
  * @generated from message factcheck.v1.ListAnnotationRevisionsResponse
@@ -1355,7 +1836,7 @@ export type ListAnnotationRevisionsResponse = Message<"factcheck.v1.ListAnnotati
  * Use `create(ListAnnotationRevisionsResponseSchema)` to create a new message.
  */
 export const ListAnnotationRevisionsResponseSchema: GenMessage<ListAnnotationRevisionsResponse> = /*@__PURE__*/
-  messageDesc(file_factcheck_v1_factcheck, 27);
+  messageDesc(file_factcheck_v1_factcheck, 36);
 
 /**
  * One state in an annotation's audit history.
@@ -1425,7 +1906,7 @@ export type AnnotationRevision = Message<"factcheck.v1.AnnotationRevision"> & {
  * Use `create(AnnotationRevisionSchema)` to create a new message.
  */
 export const AnnotationRevisionSchema: GenMessage<AnnotationRevision> = /*@__PURE__*/
-  messageDesc(file_factcheck_v1_factcheck, 28);
+  messageDesc(file_factcheck_v1_factcheck, 37);
 
 /**
  * @generated from message factcheck.v1.BatchCreateAnnotationsRequest
@@ -1473,7 +1954,7 @@ export type BatchCreateAnnotationsRequest = Message<"factcheck.v1.BatchCreateAnn
  * Use `create(BatchCreateAnnotationsRequestSchema)` to create a new message.
  */
 export const BatchCreateAnnotationsRequestSchema: GenMessage<BatchCreateAnnotationsRequest> = /*@__PURE__*/
-  messageDesc(file_factcheck_v1_factcheck, 29);
+  messageDesc(file_factcheck_v1_factcheck, 38);
 
 /**
  * @generated from message factcheck.v1.BatchCreateAnnotationsResponse
@@ -1499,7 +1980,7 @@ export type BatchCreateAnnotationsResponse = Message<"factcheck.v1.BatchCreateAn
  * Use `create(BatchCreateAnnotationsResponseSchema)` to create a new message.
  */
 export const BatchCreateAnnotationsResponseSchema: GenMessage<BatchCreateAnnotationsResponse> = /*@__PURE__*/
-  messageDesc(file_factcheck_v1_factcheck, 30);
+  messageDesc(file_factcheck_v1_factcheck, 39);
 
 /**
  * @generated from message factcheck.v1.BatchUpdateAnnotationsRequest
@@ -1543,7 +2024,7 @@ export type BatchUpdateAnnotationsRequest = Message<"factcheck.v1.BatchUpdateAnn
  * Use `create(BatchUpdateAnnotationsRequestSchema)` to create a new message.
  */
 export const BatchUpdateAnnotationsRequestSchema: GenMessage<BatchUpdateAnnotationsRequest> = /*@__PURE__*/
-  messageDesc(file_factcheck_v1_factcheck, 31);
+  messageDesc(file_factcheck_v1_factcheck, 40);
 
 /**
  * @generated from message factcheck.v1.BatchUpdateAnnotationsResponse
@@ -1565,7 +2046,7 @@ export type BatchUpdateAnnotationsResponse = Message<"factcheck.v1.BatchUpdateAn
  * Use `create(BatchUpdateAnnotationsResponseSchema)` to create a new message.
  */
 export const BatchUpdateAnnotationsResponseSchema: GenMessage<BatchUpdateAnnotationsResponse> = /*@__PURE__*/
-  messageDesc(file_factcheck_v1_factcheck, 32);
+  messageDesc(file_factcheck_v1_factcheck, 41);
 
 /**
  * @generated from message factcheck.v1.BatchDeleteAnnotationsRequest
@@ -1601,7 +2082,7 @@ export type BatchDeleteAnnotationsRequest = Message<"factcheck.v1.BatchDeleteAnn
  * Use `create(BatchDeleteAnnotationsRequestSchema)` to create a new message.
  */
 export const BatchDeleteAnnotationsRequestSchema: GenMessage<BatchDeleteAnnotationsRequest> = /*@__PURE__*/
-  messageDesc(file_factcheck_v1_factcheck, 33);
+  messageDesc(file_factcheck_v1_factcheck, 42);
 
 /**
  * @generated from message factcheck.v1.BatchDeleteAnnotationsResponse
@@ -1618,7 +2099,7 @@ export type BatchDeleteAnnotationsResponse = Message<"factcheck.v1.BatchDeleteAn
  * Use `create(BatchDeleteAnnotationsResponseSchema)` to create a new message.
  */
 export const BatchDeleteAnnotationsResponseSchema: GenMessage<BatchDeleteAnnotationsResponse> = /*@__PURE__*/
-  messageDesc(file_factcheck_v1_factcheck, 34);
+  messageDesc(file_factcheck_v1_factcheck, 43);
 
 /**
  * @generated from message factcheck.v1.BatchGetAnnotationsRequest
@@ -1649,7 +2130,7 @@ export type BatchGetAnnotationsRequest = Message<"factcheck.v1.BatchGetAnnotatio
  * Use `create(BatchGetAnnotationsRequestSchema)` to create a new message.
  */
 export const BatchGetAnnotationsRequestSchema: GenMessage<BatchGetAnnotationsRequest> = /*@__PURE__*/
-  messageDesc(file_factcheck_v1_factcheck, 35);
+  messageDesc(file_factcheck_v1_factcheck, 44);
 
 /**
  * @generated from message factcheck.v1.BatchGetAnnotationsResponse
@@ -1675,7 +2156,7 @@ export type BatchGetAnnotationsResponse = Message<"factcheck.v1.BatchGetAnnotati
  * Use `create(BatchGetAnnotationsResponseSchema)` to create a new message.
  */
 export const BatchGetAnnotationsResponseSchema: GenMessage<BatchGetAnnotationsResponse> = /*@__PURE__*/
-  messageDesc(file_factcheck_v1_factcheck, 36);
+  messageDesc(file_factcheck_v1_factcheck, 45);
 
 /**
  * @generated from message factcheck.v1.GetCallerRequest
@@ -1688,7 +2169,7 @@ export type GetCallerRequest = Message<"factcheck.v1.GetCallerRequest"> & {
  * Use `create(GetCallerRequestSchema)` to create a new message.
  */
 export const GetCallerRequestSchema: GenMessage<GetCallerRequest> = /*@__PURE__*/
-  messageDesc(file_factcheck_v1_factcheck, 37);
+  messageDesc(file_factcheck_v1_factcheck, 46);
 
 /**
  * @generated from message factcheck.v1.Caller
@@ -1715,7 +2196,7 @@ export type Caller = Message<"factcheck.v1.Caller"> & {
  * Use `create(CallerSchema)` to create a new message.
  */
 export const CallerSchema: GenMessage<Caller> = /*@__PURE__*/
-  messageDesc(file_factcheck_v1_factcheck, 38);
+  messageDesc(file_factcheck_v1_factcheck, 47);
 
 /**
  * How offsets in spans are counted, as LSP's `positionEncoding`.
@@ -1912,18 +2393,26 @@ export enum ReviewState {
   IN_PROGRESS = 2,
 
   /**
-   * Enough analysts, but at least one contested span.
+   * Enough analysts, but at least one contested span no adjudication
+   * settles.
    *
    * @generated from enum value: REVIEW_STATE_NEEDS_ADJUDICATION = 3;
    */
   NEEDS_ADJUDICATION = 3,
 
   /**
-   * Enough analysts, nothing contested, nothing to re-review.
+   * Enough analysts, every contested span settled, nothing to re-review.
    *
    * @generated from enum value: REVIEW_STATE_READY = 4;
    */
   READY = 4,
+
+  /**
+   * READY, and a reviewer signed it off; nothing changed since.
+   *
+   * @generated from enum value: REVIEW_STATE_SIGNED_OFF = 5;
+   */
+  SIGNED_OFF = 5,
 }
 
 /**
@@ -2067,6 +2556,59 @@ export const FactCheckService: GenService<{
     methodKind: "unary";
     input: typeof ListArticleReviewsRequestSchema;
     output: typeof ListArticleReviewsResponseSchema;
+  },
+  /**
+   * Settles a contested span (reviewers and admins): the final verdict, the
+   * rationale, and which annotations it accepts and overrules. The span
+   * shows as resolved while nothing inside it changes; any later change to
+   * an annotation in it re-opens it.
+   *
+   * @generated from rpc factcheck.v1.FactCheckService.CreateAdjudication
+   */
+  createAdjudication: {
+    methodKind: "unary";
+    input: typeof CreateAdjudicationRequestSchema;
+    output: typeof AdjudicationSchema;
+  },
+  /**
+   * Signs off a READY review (reviewers and admins). Refused while a
+   * contested span is unresolved, while an annotation needs re-review, or
+   * when the caller is the only analyst who annotated the article. Any later
+   * change to the article withdraws the sign-off, and the withdrawal is
+   * recorded.
+   *
+   * @generated from rpc factcheck.v1.FactCheckService.SignOffArticleReview
+   */
+  signOffArticleReview: {
+    methodKind: "unary";
+    input: typeof SignOffArticleReviewRequestSchema;
+    output: typeof ArticleReviewSchema;
+  },
+  /**
+   * The review's own history, oldest first: adjudications, sign-offs and
+   * their withdrawals. Kept forever and chained by SHA-256 like annotation
+   * histories (`factcheck audit verify` checks them).
+   *
+   * @generated from rpc factcheck.v1.FactCheckService.ListReviewEvents
+   */
+  listReviewEvents: {
+    methodKind: "unary";
+    input: typeof ListReviewEventsRequestSchema;
+    output: typeof ListReviewEventsResponseSchema;
+  },
+  /**
+   * Streams reviews as they change: first every matching article's review
+   * (`initial` set), then the review of each article a committed change
+   * touched. A dashboard stays live without polling. Reviews are states,
+   * not events: a slow reader gets the latest review of an article, not
+   * each one in between.
+   *
+   * @generated from rpc factcheck.v1.FactCheckService.WatchArticleReviews
+   */
+  watchArticleReviews: {
+    methodKind: "server_streaming";
+    input: typeof WatchArticleReviewsRequestSchema;
+    output: typeof WatchArticleReviewsResponseSchema;
   },
   /**
    * Creates up to 1000 annotations atomically, as one revision: all or none.
