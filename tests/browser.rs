@@ -543,3 +543,68 @@ async fn an_open_page_follows_a_correction() {
     )
     .await;
 }
+
+/// A reviewer signs off from the page: the state reads "signed off by
+/// rosa" on a colleague's open page too, live; an analyst's change
+/// withdraws it there as well. Analysts get no sign-off button.
+#[tokio::test]
+async fn a_reviewer_signs_off_from_the_page_and_a_change_withdraws_it_live() {
+    let (server, _seeds) = start().await;
+    let driver = Driver::start();
+    let mut alice = server.client().await;
+    let mut bob = server.client_with(Some(BOB)).await;
+    let text = seed_text(KOREAN);
+    create(&mut alice, KOREAN, find_span(&text, "조태열"), Verdict::Verified).await;
+    create(&mut bob, KOREAN, find_span(&text, "조태열"), Verdict::Verified).await;
+    let reviewer = driver.browser().await;
+    let colleague = driver.browser().await;
+    sign_in(&reviewer, &server.url(), REVIEWER, KOREAN).await;
+    sign_in(&colleague, &server.url(), BOB, KOREAN).await;
+    let state = "document.querySelector('#figures .fig.state')";
+    wait_until(&colleague, "ready", &format!("{state}.dataset.state === 'ready'")).await;
+    wait_until(
+        &colleague,
+        "the page is live",
+        "document.querySelector('#live.live')",
+    )
+    .await;
+    assert!(
+        colleague.find(Locator::Id("sign-off")).await.is_err(),
+        "an analyst has no sign-off button"
+    );
+    reviewer
+        .wait()
+        .at_most(HANG)
+        .for_element(Locator::Id("sign-off"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    for page in [&reviewer, &colleague] {
+        wait_until(
+            page,
+            "signed off by rosa",
+            &format!("{state}.dataset.state === 'signed-off' && {state}.textContent.includes('rosa')"),
+        )
+        .await;
+    }
+    create(&mut alice, KOREAN, find_span(&text, "조태열"), Verdict::Disputed).await;
+    for page in [&reviewer, &colleague] {
+        wait_until(
+            page,
+            "the sign-off withdrawn",
+            &format!("{state}.dataset.state === 'needs-adjudication'"),
+        )
+        .await;
+    }
+    let r = alice
+        .get_article_review(pb::GetArticleReviewRequest {
+            name: format!("{}/review", article(KOREAN)),
+            offset_encoding: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.sign_off.is_none());
+}

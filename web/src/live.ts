@@ -8,6 +8,7 @@ import { Code, isCode } from "./api.js";
 import {
   type AnnotationEvent,
   type ArticleEvent,
+  type ReviewEvent,
   WatchAnnotationsResponse_Kind as Kind,
 } from "./gen/factcheck/v1/factcheck_pb.js";
 
@@ -20,7 +21,7 @@ export interface Follower {
 }
 
 export interface Handlers {
-  events(revision: bigint, events: AnnotationEvent[], articles: ArticleEvent[]): void;
+  events(revision: bigint, events: AnnotationEvent[], articles: ArticleEvent[], reviews: ReviewEvent[]): void;
   state(state: LiveState): void;
   /** The resume point was compacted: list again; returns the new revision. */
   relist(): Promise<bigint>;
@@ -39,7 +40,7 @@ export function follow(api: Api, from: bigint, on: Handlers): Follower {
         for await (const msg of stream) {
           on.state("live");
           backoff = 250;
-          if (msg.kind === Kind.EVENTS) on.events(msg.revision, msg.events, msg.articleEvents);
+          if (msg.kind === Kind.EVENTS) on.events(msg.revision, msg.events, msg.articleEvents, msg.reviewEvents);
           // EVENTS and PROGRESS advance the resume point; CREATED does not,
           // nor a part of a revision that more messages complete.
           if (msg.kind !== Kind.CREATED && !msg.more && msg.revision > applied) applied = msg.revision;

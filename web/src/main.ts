@@ -11,10 +11,12 @@ import {
   type Annotation,
   type AnnotationEvent,
   type ArticleEvent,
+  type ReviewEvent,
   AnnotationEvent_Type as EventType,
   type Article,
   type ArticleReview,
   ArticleView,
+  ReviewState,
   Verdict,
 } from "./gen/factcheck/v1/factcheck_pb.js";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
@@ -129,10 +131,25 @@ async function refreshReview(articleName: string) {
   reviews.set(articleName, review);
 }
 
+const STATES: Record<number, string> = {
+  [ReviewState.NOT_STARTED]: "not started",
+  [ReviewState.IN_PROGRESS]: "in progress",
+  [ReviewState.NEEDS_ADJUDICATION]: "needs adjudication",
+  [ReviewState.READY]: "ready",
+  [ReviewState.SIGNED_OFF]: "signed off",
+};
+
+function stateBadge(r: ArticleReview): HTMLElement {
+  const label = STATES[r.state] ?? "unknown";
+  const by = r.signOff ? ` by ${r.signOff.reviewer}` : "";
+  return el("span", { class: "fig state", "data-state": label.replaceAll(" ", "-"), title: "review state" }, `${label}${by}`);
+}
+
 function figures(r: ArticleReview | undefined): Node[] {
   if (!r) return [];
   const pct = `${Math.round(r.coveredFraction * 1000) / 10}%`;
   return [
+    stateBadge(r),
     el("span", { class: "fig v1", title: "verified" }, `${r.verifiedCount}`),
     el("span", { class: "fig v2", title: "disputed" }, `${r.disputedCount}`),
     el("span", { class: "fig v3", title: "unattributed" }, `${r.unattributedCount}`),
@@ -155,7 +172,9 @@ function renderArticleList() {
 
 function renderFigures() {
   if (!open) return;
-  $("figures").replaceChildren(...figures(reviews.get(open.article.name)));
+  const review = reviews.get(open.article.name);
+  $("figures").replaceChildren(...figures(review));
+  if (review && review.state === ReviewState.READY && canChangeAny()) $("figures").append(signOffButton(review));
   for (const div of document.querySelectorAll<HTMLElement>("[data-figures]")) {
     div.replaceChildren(...figures(reviews.get(div.dataset.figures!)));
   }
@@ -185,6 +204,25 @@ async function openArticle(name: string) {
   renderText();
   // Fetching, listing and rendering, until the browser can lay it out.
   requestAnimationFrame(() => performance.measure("factcheck:open", { start: started }));
+}
+
+/** Signs off the review the page shows, at its etag: a review changed
+ * meanwhile is refused, and the figures are read again. */
+function signOffButton(review: ArticleReview): HTMLElement {
+  const button = el("button", { type: "button", id: "sign-off", class: "sign-off" }, "Sign off");
+  button.addEventListener("click", async () => {
+    if (!api) return;
+    const name = review.name.replace(/\/review$/, "");
+    try {
+      reviews.set(name, await api.signOffArticleReview({ name: review.name, etag: review.etag }));
+      renderFigures();
+    } catch (e) {
+      await ask("Not signed off", [el("p", {}, describe(e))], [["ok", "OK"]]);
+      await refreshReview(name).catch(() => undefined);
+      renderFigures();
+    }
+  });
+  return button;
 }
 
 // ---- the text, highlighted ----
@@ -481,7 +519,9 @@ function removeAnnotation(name: string) {
   scheduleReviews(open.article.name);
 }
 
-function onEvents(revision: bigint, events: AnnotationEvent[], corrected: ArticleEvent[]) {
+function onEvents(revision: bigint, events: AnnotationEvent[], corrected: ArticleEvent[], reviewed: ReviewEvent[]) {
+  // Adjudications, sign-offs and their withdrawals change only reviews.
+  for (const e of reviewed) scheduleReviews(e.review.replace(/\/review$/, ""));
   if (corrected.length > 0) {
     // A new article, or a correction: its text and every span on it moved.
     // Read them again rather than patch the old text.
