@@ -176,7 +176,8 @@ impl Tokens {
     ) -> Result<Self, Error> {
         let mut by_hash = HashMap::new();
         for (token, analyst, role) in entries {
-            let analyst = Analyst::parse(analyst).map_err(|e| Error::invalid("analyst", e))?;
+            let analyst =
+                Analyst::parse(analyst).map_err(|e| Error::invalid("INVALID_NAME", "analyst", e))?;
             by_hash.insert(hash(token), Caller { analyst, role });
         }
         Ok(Self::with(by_hash, None))

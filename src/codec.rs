@@ -54,7 +54,8 @@ impl<U: prost::Message + Default> Decoder for StrictDecoder<U> {
     type Error = Status;
 
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
-        let item = U::decode(buf).map_err(|e| Status::from(Error::invalid("request", e.to_string())))?;
+        let item = U::decode(buf)
+            .map_err(|e| Status::from(Error::invalid("MALFORMED_REQUEST", "request", e.to_string())))?;
         Ok(Some(item))
     }
 

@@ -132,8 +132,10 @@ pub enum Command {
         /// Code-point offsets START:END (END exclusive).
         #[arg(long, value_parser = parse_span)]
         span: Option<(u32, u32)>,
+        /// What the analyst found.
         #[arg(long, value_enum)]
         verdict: VerdictArg,
+        /// Why: the reasoning, for whoever reads the annotation.
         #[arg(long, default_value = "")]
         note: String,
         /// A URL or citation; repeat for several.
@@ -146,8 +148,10 @@ pub enum Command {
         client: ClientArgs,
         /// Article id; all articles when omitted.
         id: Option<String>,
+        /// Only annotations with this verdict.
         #[arg(long, value_enum)]
         verdict: Option<VerdictArg>,
+        /// Only annotations by this analyst.
         #[arg(long)]
         analyst: Option<String>,
     },
@@ -158,14 +162,33 @@ pub enum Command {
         /// Article id.
         id: String,
     },
+    /// Show one annotation.
+    Get {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// articles/{article}/annotations/{uuid}, or the bare uuid `list`
+        /// prints.
+        name: String,
+    },
+    /// Every state an annotation has had: who changed it, when, and how.
+    History {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// articles/{article}/annotations/{uuid}, or the bare uuid of a
+        /// live annotation.
+        name: String,
+    },
     /// Change an annotation's verdict, note, sources or span.
     Update {
         #[command(flatten)]
         client: ClientArgs,
-        /// articles/{article}/annotations/{uuid}
+        /// articles/{article}/annotations/{uuid}, or the bare uuid `list`
+        /// prints.
         name: String,
+        /// The new verdict.
         #[arg(long, value_enum)]
         verdict: Option<VerdictArg>,
+        /// The new note.
         #[arg(long)]
         note: Option<String>,
         /// Replaces all sources; repeat for several.
@@ -174,9 +197,11 @@ pub enum Command {
         /// Remove every source.
         #[arg(long, conflicts_with = "sources")]
         clear_sources: bool,
+        /// The new span: START:END in code points (END exclusive).
         #[arg(long, value_parser = parse_span)]
         span: Option<(u32, u32)>,
-        /// Only if the annotation still has this etag.
+        /// Only if the annotation still has this etag (with or without the
+        /// quotes).
         #[arg(long)]
         etag: Option<String>,
     },
@@ -184,8 +209,11 @@ pub enum Command {
     Delete {
         #[command(flatten)]
         client: ClientArgs,
-        /// articles/{article}/annotations/{uuid}
+        /// articles/{article}/annotations/{uuid}, or the bare uuid `list`
+        /// prints.
         name: String,
+        /// Only if the annotation still has this etag (with or without the
+        /// quotes).
         #[arg(long)]
         etag: Option<String>,
     },
@@ -217,6 +245,12 @@ pub enum Command {
         /// others, instead of refusing the whole file.
         #[arg(long)]
         skip_unanchored: bool,
+        /// Apply the file again even if it was applied before. Without it,
+        /// each batch's request_id comes from the file's content, so a
+        /// re-run is a no-op ("already applied") and a run cut off midway
+        /// resumes where it stopped.
+        #[arg(long)]
+        again: bool,
     },
     /// Manage the tokens file (offline; a running server rereads it on SIGHUP).
     Token {
@@ -234,6 +268,7 @@ pub enum Command {
         client: ClientArgs,
         /// Article id; all articles when omitted.
         id: Option<String>,
+        /// What to write.
         #[arg(long, value_enum, default_value = "jsonl")]
         format: ExportFormat,
         /// With --format w3c: the base of the IRIs written (articles,
@@ -289,8 +324,12 @@ pub enum TokenAction {
     Add {
         #[command(flatten)]
         file: TokensFileArgs,
+        /// `text` for people, `json` for scripts.
+        #[arg(long, value_enum, default_value = "text")]
+        output: OutputFormat,
         /// The analyst name the token acts as.
         name: String,
+        /// What the token may do.
         #[arg(long, value_enum)]
         role: RoleArg,
     },
@@ -298,12 +337,19 @@ pub enum TokenAction {
     List {
         #[command(flatten)]
         file: TokensFileArgs,
+        /// `text` for people, `json` for scripts.
+        #[arg(long, value_enum, default_value = "text")]
+        output: OutputFormat,
     },
     /// Remove every token of NAME.
     Revoke {
         #[command(flatten)]
         file: TokensFileArgs,
+        /// The analyst name whose tokens go.
         name: String,
+        /// `text` for people, `json` for scripts.
+        #[arg(long, value_enum, default_value = "text")]
+        output: OutputFormat,
     },
 }
 
@@ -315,6 +361,9 @@ pub enum AuditAction {
         /// The data dir of a stopped server.
         #[arg(long, env = "FACTCHECK_DATA_DIR", default_value = "./factcheck-data")]
         data_dir: PathBuf,
+        /// `text` for people, `json` for scripts.
+        #[arg(long, value_enum, default_value = "text")]
+        output: OutputFormat,
     },
 }
 

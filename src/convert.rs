@@ -23,10 +23,14 @@ pub const MAX_PAGE_SIZE: usize = 1000;
 
 /// `articles/{article}`.
 pub fn article_name(field: &str, name: &str) -> Result<ArticleId> {
-    let id = name
-        .strip_prefix("articles/")
-        .ok_or_else(|| Error::invalid(field, format!("{name:?} is not of the form articles/{{article}}")))?;
-    ArticleId::parse(id).map_err(|e| Error::invalid(field, format!("article id {id:?} {e}")))
+    let id = name.strip_prefix("articles/").ok_or_else(|| {
+        Error::invalid(
+            "INVALID_NAME",
+            field,
+            format!("{name:?} is not of the form articles/{{article}}"),
+        )
+    })?;
+    ArticleId::parse(id).map_err(|e| Error::invalid("INVALID_NAME", field, format!("article id {id:?} {e}")))
 }
 
 /// `articles/{article}` or `articles/-` (every article: `None`).
@@ -41,6 +45,7 @@ pub fn annotation_parent(field: &str, parent: &str) -> Result<Option<ArticleId>>
 pub fn annotation_name(field: &str, name: &str) -> Result<AnnotationName> {
     let malformed = || {
         Error::invalid(
+            "INVALID_NAME",
             field,
             format!("{name:?} is not of the form articles/{{article}}/annotations/{{uuid}}"),
         )
@@ -48,9 +53,14 @@ pub fn annotation_name(field: &str, name: &str) -> Result<AnnotationName> {
     let rest = name.strip_prefix("articles/").ok_or_else(malformed)?;
     let (article, id) = rest.split_once("/annotations/").ok_or_else(malformed)?;
     let article = ArticleId::parse(article)
-        .map_err(|e| Error::invalid(field, format!("article id {article:?} {e}")))?;
-    let id = Uuid::try_parse(id)
-        .map_err(|_| Error::invalid(field, format!("annotation id {id:?} is not a UUID")))?;
+        .map_err(|e| Error::invalid("INVALID_NAME", field, format!("article id {article:?} {e}")))?;
+    let id = Uuid::try_parse(id).map_err(|_| {
+        Error::invalid(
+            "INVALID_NAME",
+            field,
+            format!("annotation id {id:?} is not a UUID"),
+        )
+    })?;
     Ok(AnnotationName { article, id })
 }
 
@@ -58,6 +68,7 @@ pub fn annotation_name(field: &str, name: &str) -> Result<AnnotationName> {
 pub fn review_name(field: &str, name: &str) -> Result<ArticleId> {
     let article = name.strip_suffix("/review").ok_or_else(|| {
         Error::invalid(
+            "INVALID_NAME",
             field,
             format!("{name:?} is not of the form articles/{{article}}/review"),
         )
@@ -72,13 +83,18 @@ pub fn verdict(field: &str, value: i32) -> Result<Option<Verdict>> {
         Ok(pb::Verdict::Verified) => Ok(Some(Verdict::Verified)),
         Ok(pb::Verdict::Disputed) => Ok(Some(Verdict::Disputed)),
         Ok(pb::Verdict::Unattributed) => Ok(Some(Verdict::Unattributed)),
-        Err(_) => Err(Error::invalid(field, format!("{value} is not a Verdict value"))),
+        Err(_) => Err(Error::invalid(
+            "INVALID_ENUM_VALUE",
+            field,
+            format!("{value} is not a Verdict value"),
+        )),
     }
 }
 
 pub fn required_verdict(field: &str, value: i32) -> Result<Verdict> {
     verdict(field, value)?.ok_or_else(|| {
         Error::invalid(
+            "FIELD_REQUIRED",
             field,
             "is required: VERDICT_VERIFIED, VERDICT_DISPUTED or VERDICT_UNATTRIBUTED",
         )
@@ -95,9 +111,10 @@ pub fn verdict_to_pb(v: Verdict) -> pb::Verdict {
 
 /// A span with `start < end`, not checked against any text.
 pub fn span(field: &str, span: Option<&pb::Span>) -> Result<Span> {
-    let s = span.ok_or_else(|| Error::invalid(field, "is required"))?;
+    let s = span.ok_or_else(|| Error::invalid("FIELD_REQUIRED", field, "is required"))?;
     Span::new(s.start, s.end).ok_or_else(|| {
         Error::invalid(
+            "SPAN_EMPTY",
             format!("{field}.end"),
             format!("must be greater than start ({}), got {}", s.start, s.end),
         )
@@ -112,6 +129,7 @@ pub fn article_revision_name(field: &str, name: &str) -> Result<(ArticleId, Opti
             let id = article_name(field, article)?;
             let rev = rev.parse::<u32>().ok().filter(|&r| r > 0).ok_or_else(|| {
                 Error::invalid(
+                    "INVALID_NAME",
                     field,
                     format!("revision {rev:?} is not a revision id (1, 2, ...)"),
                 )
@@ -140,6 +158,7 @@ pub fn offset_encoding(field: &str, value: i32) -> Result<OffsetEncoding> {
         Ok(pb::OffsetEncoding::Utf16) => Ok(OffsetEncoding::Utf16),
         Ok(pb::OffsetEncoding::Utf8) => Ok(OffsetEncoding::Utf8),
         Err(_) => Err(Error::invalid(
+            "INVALID_ENUM_VALUE",
             field,
             format!("{value} is not an OffsetEncoding value"),
         )),
@@ -150,6 +169,7 @@ pub fn offset_encoding(field: &str, value: i32) -> Result<OffsetEncoding> {
 pub fn child_encoding(value: i32, batch: OffsetEncoding) -> Result<()> {
     if value != 0 && offset_encoding("offset_encoding", value)? != batch {
         return Err(Error::invalid(
+            "BATCH_MISMATCH",
             "offset_encoding",
             "must be unset or the batch's offset_encoding",
         ));
@@ -167,14 +187,15 @@ pub fn span_in(
 ) -> Result<Span> {
     let raw = span(field, value)?;
     let unit = enc.unit();
-    let point = |name: &str, offset: u32| -> Result<u32> {
-        let field = format!("{field}.{name}");
-        let cp = article.decode_offset(offset, enc).map_err(|e| match e {
-            OffsetError::PastEnd(len) => Error::invalid(
+    let point =
+        |name: &str, offset: u32| -> Result<u32> {
+            let field = format!("{field}.{name}");
+            let cp = article.decode_offset(offset, enc).map_err(|e| match e {
+            OffsetError::PastEnd(len) => Error::invalid("SPAN_OUT_OF_RANGE", 
                 &field,
                 format!("must be at most the article length ({len} {unit}), got {offset}"),
             ),
-            OffsetError::InsideCodePoint(before, after) => Error::invalid(
+            OffsetError::InsideCodePoint(before, after) => Error::invalid("OFFSET_INSIDE_CHARACTER", 
                 &field,
                 format!(
                     "{offset} falls inside a character (within a UTF-16 surrogate pair or a UTF-8 sequence): \
@@ -182,8 +203,8 @@ pub fn span_in(
                 ),
             ),
         })?;
-        article.grapheme_boundary(cp).map_err(|(before, after)| {
-            Error::invalid(
+            article.grapheme_boundary(cp).map_err(|(before, after)| {
+            Error::invalid("SPAN_SPLITS_GRAPHEME_CLUSTER", 
                 &field,
                 format!(
                     "{offset} splits a grapheme cluster (a letter and its combining marks, a flag, an emoji \
@@ -193,8 +214,8 @@ pub fn span_in(
                 ),
             )
         })?;
-        Ok(cp)
-    };
+            Ok(cp)
+        };
     let start = point("start", raw.start())?;
     let end = point("end", raw.end())?;
     Span::new(start, end).ok_or_else(|| Error::internal("an encoded span lost its length"))
@@ -219,6 +240,7 @@ pub fn overlaps_in(span: Span, article: &Article, enc: OffsetEncoding) -> Span {
 pub fn note(field: &str, note: &str) -> Result<String> {
     if note.chars().count() > MAX_NOTE_CHARS {
         return Err(Error::invalid(
+            "FIELD_TOO_LONG",
             field,
             format!("is longer than {MAX_NOTE_CHARS} characters"),
         ));
@@ -230,6 +252,7 @@ pub fn note(field: &str, note: &str) -> Result<String> {
 pub fn sources(field: &str, sources: &[String]) -> Result<Vec<String>> {
     if sources.len() > MAX_SOURCES {
         return Err(Error::invalid(
+            "TOO_MANY_ENTRIES",
             field,
             format!("has more than {MAX_SOURCES} entries"),
         ));
@@ -237,10 +260,11 @@ pub fn sources(field: &str, sources: &[String]) -> Result<Vec<String>> {
     for (i, s) in sources.iter().enumerate() {
         let f = format!("{field}[{i}]");
         if s.trim().is_empty() {
-            return Err(Error::invalid(f, "is empty"));
+            return Err(Error::invalid("FIELD_EMPTY", f, "is empty"));
         }
         if s.chars().count() > MAX_SOURCE_CHARS {
             return Err(Error::invalid(
+                "FIELD_TOO_LONG",
                 f,
                 format!("is longer than {MAX_SOURCE_CHARS} characters"),
             ));
@@ -252,7 +276,11 @@ pub fn sources(field: &str, sources: &[String]) -> Result<Vec<String>> {
 
 fn no_nul(field: &str, s: &str) -> Result<()> {
     if s.contains('\0') {
-        return Err(Error::invalid(field, "contains a NUL character"));
+        return Err(Error::invalid(
+            "INVALID_CHARACTER",
+            field,
+            "contains a NUL character",
+        ));
     }
     Ok(())
 }
@@ -267,6 +295,12 @@ pub fn new_judgement(a: &pb::Annotation, article: &Article, enc: OffsetEncoding)
     })
 }
 
+/// A UUID.
+pub fn uuid(field: &str, value: &str) -> Result<Uuid> {
+    Uuid::try_parse(value)
+        .map_err(|_| Error::invalid("INVALID_NAME", field, format!("{value:?} is not a UUID")))
+}
+
 /// An optional `request_id`: empty, or a UUID.
 pub fn request_id(field: &str, value: &str) -> Result<Option<Uuid>> {
     if value.is_empty() {
@@ -274,7 +308,7 @@ pub fn request_id(field: &str, value: &str) -> Result<Option<Uuid>> {
     }
     Uuid::try_parse(value)
         .map(Some)
-        .map_err(|_| Error::invalid(field, format!("{value:?} is not a UUID")))
+        .map_err(|_| Error::invalid("INVALID_NAME", field, format!("{value:?} is not a UUID")))
 }
 
 /// SHA-256 of a request and its caller, to tell a retry from a reused id.
@@ -293,6 +327,7 @@ pub const MAX_BATCH: usize = 1000;
 pub fn batch_size(field: &str, n: usize) -> Result<()> {
     if n == 0 || n > MAX_BATCH {
         return Err(Error::invalid(
+            "BATCH_SIZE",
             field,
             format!("must hold 1 to {MAX_BATCH} entries, got {n}"),
         ));
@@ -304,7 +339,11 @@ pub fn batch_size(field: &str, n: usize) -> Result<()> {
 pub fn page_size(field: &str, size: i32) -> Result<usize> {
     match size {
         0 => Ok(DEFAULT_PAGE_SIZE),
-        n if n < 0 => Err(Error::invalid(field, format!("must not be negative, got {n}"))),
+        n if n < 0 => Err(Error::invalid(
+            "INVALID_PAGE_SIZE",
+            field,
+            format!("must not be negative, got {n}"),
+        )),
         n => Ok((n as usize).min(MAX_PAGE_SIZE)),
     }
 }
@@ -375,7 +414,13 @@ impl PageTokens<'_> {
         if token.is_empty() {
             return Ok(None);
         }
-        let invalid = || Error::invalid(field, "is not a page token this server issued for this list");
+        let invalid = || {
+            Error::invalid(
+                "INVALID_PAGE_TOKEN",
+                field,
+                "is not a page token this server issued for this list",
+            )
+        };
         let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(token)
             .map_err(|_| invalid())?;
@@ -391,6 +436,7 @@ impl PageTokens<'_> {
         }
         if &body[1..17] != fingerprint {
             return Err(Error::invalid(
+                "INVALID_PAGE_TOKEN",
                 field,
                 "was issued for a list with other parent or filters: send the same filters, or no page_token",
             ));
@@ -449,6 +495,7 @@ pub fn article_view_full(field: &str, view: i32, default_full: bool) -> Result<b
         Ok(pb::ArticleView::Basic) => Ok(false),
         Ok(pb::ArticleView::Full) => Ok(true),
         Err(_) => Err(Error::invalid(
+            "INVALID_ENUM_VALUE",
             field,
             format!("{view} is not an ArticleView value"),
         )),
@@ -672,6 +719,7 @@ pub fn review_state(field: &str, value: i32) -> Result<Option<ReviewState>> {
         Ok(pb::ReviewState::Ready) => Ok(Some(ReviewState::Ready)),
         Ok(pb::ReviewState::SignedOff) => Ok(Some(ReviewState::SignedOff)),
         Err(_) => Err(Error::invalid(
+            "INVALID_ENUM_VALUE",
             field,
             format!("{value} is not a ReviewState value"),
         )),
@@ -693,7 +741,11 @@ pub fn mask_paths(
     match mask {
         Some(m) if m.paths.iter().any(|p| p == "*") => {
             if m.paths.len() > 1 {
-                return Err(Error::invalid("update_mask", "'*' must be the only path"));
+                return Err(Error::invalid(
+                    "INVALID_UPDATE_MASK",
+                    "update_mask",
+                    "'*' must be the only path",
+                ));
             }
             Ok(names)
         }
@@ -703,6 +755,7 @@ pub fn mask_paths(
             .map(|p| {
                 names.iter().copied().find(|n| n == p).ok_or_else(|| {
                     Error::invalid(
+                        "INVALID_UPDATE_MASK",
                         "update_mask",
                         format!("{p:?} is not an updatable field: use {list} or *"),
                     )
@@ -713,6 +766,7 @@ pub fn mask_paths(
             let set: Vec<&'static str> = fields.iter().filter(|&&(_, set)| set).map(|&(f, _)| f).collect();
             if set.is_empty() {
                 return Err(Error::invalid(
+                    "INVALID_UPDATE_MASK",
                     "update_mask",
                     format!("names no field and the {what} sets none of {list}"),
                 ));

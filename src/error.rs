@@ -14,7 +14,13 @@ pub const ERROR_DOMAIN: &str = "factcheck.v1";
 pub enum Error {
     /// A request field is invalid whatever the state of the store.
     #[error("invalid {field}: {description}")]
-    InvalidArgument { field: String, description: String },
+    InvalidArgument {
+        /// Which failure, for scripts (`SPAN_OUT_OF_RANGE`, ...): one per
+        /// kind of mistake, listed in the README.
+        reason: &'static str,
+        field: String,
+        description: String,
+    },
 
     /// A named resource does not exist.
     #[error("{resource} not found")]
@@ -76,8 +82,9 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Self {
+    pub fn invalid(reason: &'static str, field: impl Into<String>, description: impl Into<String>) -> Self {
         Error::InvalidArgument {
+            reason,
             field: field.into(),
             description: description.into(),
         }
@@ -108,8 +115,8 @@ impl Error {
     /// The `ErrorInfo.reason` (UPPER_SNAKE, AIP-193).
     pub fn reason(&self) -> &'static str {
         match self {
-            Error::InvalidArgument { .. } => "INVALID_ARGUMENT",
-            Error::NotFound { .. } => "NOT_FOUND",
+            Error::InvalidArgument { reason, .. } => reason,
+            Error::NotFound { resource } => not_found_reason(resource),
             Error::AlreadyExists { reason, .. }
             | Error::FailedPrecondition { reason, .. }
             | Error::Aborted { reason, .. }
@@ -141,6 +148,19 @@ impl Error {
             Error::Child { error, .. } => error.code(),
             Error::Internal(_) => Code::Internal,
         }
+    }
+}
+
+/// What kind of resource `resource` (a name) is, as a reason.
+fn not_found_reason(resource: &str) -> &'static str {
+    if resource.contains("/annotations/") {
+        "ANNOTATION_NOT_FOUND"
+    } else if resource.contains("/adjudications/") {
+        "ADJUDICATION_NOT_FOUND"
+    } else if resource.contains('@') {
+        "ARTICLE_REVISION_NOT_FOUND"
+    } else {
+        "ARTICLE_NOT_FOUND"
     }
 }
 
@@ -176,7 +196,9 @@ impl From<Error> for Status {
                 tracing::error!(error = %detail, "internal error");
                 "internal error".to_owned()
             }
-            Error::InvalidArgument { field, description } => {
+            Error::InvalidArgument {
+                field, description, ..
+            } => {
                 details.add_bad_request_violation(
                     capped(format!("{prefix}{field}")),
                     capped(description.clone()),

@@ -37,6 +37,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // `--output json` asks for errors as JSON too (on stderr).
+    let json_output = {
+        let args: Vec<String> = std::env::args().collect();
+        args.windows(2).any(|w| w[0] == "--output" && w[1] == "json")
+            || args.iter().any(|a| a == "--output=json")
+    };
     match cli.command {
         Command::Serve(args) => match runtime.block_on(serve(args)) {
             Ok(()) => ExitCode::SUCCESS,
@@ -48,7 +54,11 @@ fn main() -> ExitCode {
         command => match runtime.block_on(factcheck::cli::run(command)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("error: {}", e.message());
+                if json_output {
+                    eprintln!("{}", e.to_json());
+                } else {
+                    eprintln!("error: {}", e.message());
+                }
                 ExitCode::from(e.exit_code())
             }
         },
@@ -107,6 +117,12 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    // `kill -HUP "$(cat <data-dir>/factcheck.pid)"` reloads this server's
+    // tokens and no other's (`pidof` names every factcheck on the machine).
+    // The store's lock already keeps a second server off this data dir.
+    let pid_file = args.data_dir.join("factcheck.pid");
+    std::fs::write(&pid_file, format!("{}\n", std::process::id()))
+        .map_err(|e| format!("cannot write {}: {e}", pid_file.display()))?;
     let options = factcheck::server::Options {
         tls,
         call_timeout: std::time::Duration::from_secs(args.call_timeout_secs),
@@ -124,9 +140,9 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         },
         ..Default::default()
     };
-    factcheck::server::run_with(listener, store, tokens, options, shutdown_signal())
-        .await
-        .map_err(|e| format!("server failed: {e}"))?;
+    let served = factcheck::server::run_with(listener, store, tokens, options, shutdown_signal()).await;
+    let _ = std::fs::remove_file(&pid_file);
+    served.map_err(|e| format!("server failed: {e}"))?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -1,8 +1,10 @@
 //! Offline commands: the tokens file and the audit check. They touch files
 //! in the data dir, not a running server.
 
+use serde_json::json;
+
 use crate::auth::TokensFile;
-use crate::config::{AuditAction, TokenAction};
+use crate::config::{AuditAction, OutputFormat, TokenAction};
 use crate::domain::{Analyst, Role};
 use crate::store::{Store, StoreConfig};
 
@@ -10,36 +12,78 @@ use super::{CliError, Result};
 
 pub fn token(action: TokenAction) -> Result<()> {
     match action {
-        TokenAction::Add { file, name, role } => {
+        TokenAction::Add {
+            file,
+            name,
+            role,
+            output,
+        } => {
             let analyst =
                 Analyst::parse(&name).map_err(|e| CliError::Usage(format!("invalid name {name:?}: {e}")))?;
             let path = file.path();
+            let dir = path
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(std::path::Path::new("."));
+            if !dir.is_dir() {
+                return Err(CliError::Usage(format!(
+                    "no data dir at {}: pass the server's --data-dir (or --tokens FILE), or run where the server keeps its data",
+                    dir.display()
+                )));
+            }
+            if !path.exists() {
+                eprintln!(
+                    "no tokens file in {} yet: creating {} (if the server's data dir is elsewhere, pass --data-dir)",
+                    dir.display(),
+                    path.display()
+                );
+            }
             let role = Role::from(role);
             let token = TokensFile::update(&path, |tokens| tokens.add(&analyst, role))
                 .map_err(|e| CliError::Other(e.to_string()))?;
-            eprintln!(
-                "added a {role} token for {analyst} to {}: a running server uses it after SIGHUP. It is shown only now:",
-                path.display()
-            );
-            outln!("{token}");
-            Ok(())
-        }
-        TokenAction::List { file } => {
-            let tokens = TokensFile::read(&file.path()).map_err(|e| CliError::Other(e.to_string()))?;
-            for t in &tokens.tokens {
-                outln!(
-                    "{}\t{}\t{}…",
-                    t.analyst,
-                    t.role,
-                    &t.sha256[..12.min(t.sha256.len())]
-                );
+            match output {
+                OutputFormat::Json => outln!(
+                    "{}",
+                    json!({ "analyst": analyst.as_str(), "role": role.to_string(), "token": token, "file": path.display().to_string() })
+                ),
+                OutputFormat::Text => {
+                    eprintln!(
+                        "added a {role} token for {analyst} to {}: a running server uses it after SIGHUP. It is shown only now:",
+                        path.display()
+                    );
+                    outln!("{token}");
+                }
             }
             Ok(())
         }
-        TokenAction::Revoke { file, name } => {
+        TokenAction::List { file, output } => {
             let path = file.path();
             if !path.exists() {
-                return Err(CliError::Other(format!("no tokens file at {}", path.display())));
+                return Err(CliError::Usage(format!(
+                    "no tokens file at {}: pass the server's --data-dir (or --tokens FILE)",
+                    path.display()
+                )));
+            }
+            let tokens = TokensFile::read(&path).map_err(|e| CliError::Other(e.to_string()))?;
+            for t in &tokens.tokens {
+                let prefix = &t.sha256[..12.min(t.sha256.len())];
+                match output {
+                    OutputFormat::Json => outln!(
+                        "{}",
+                        json!({ "analyst": t.analyst, "role": t.role.to_string(), "sha256_prefix": prefix })
+                    ),
+                    OutputFormat::Text => outln!("{}\t{}\t{prefix}…", t.analyst, t.role),
+                }
+            }
+            Ok(())
+        }
+        TokenAction::Revoke { file, name, output } => {
+            let path = file.path();
+            if !path.exists() {
+                return Err(CliError::Usage(format!(
+                    "no tokens file at {}: pass the server's --data-dir (or --tokens FILE)",
+                    path.display()
+                )));
             }
             match TokensFile::update(&path, |tokens| tokens.revoke(&name))
                 .map_err(|e| CliError::Other(e.to_string()))?
@@ -49,9 +93,12 @@ pub fn token(action: TokenAction) -> Result<()> {
                     path.display()
                 ))),
                 n => {
-                    eprintln!(
-                        "revoked {n} token(s) of {name}: a running server refuses them, and ends their watch streams, after SIGHUP"
-                    );
+                    match output {
+                        OutputFormat::Json => outln!("{}", json!({ "analyst": name, "revoked": n })),
+                        OutputFormat::Text => eprintln!(
+                            "revoked {n} token(s) of {name}: a running server refuses them, and ends their watch streams, after SIGHUP"
+                        ),
+                    }
                     Ok(())
                 }
             }
@@ -61,7 +108,7 @@ pub fn token(action: TokenAction) -> Result<()> {
 
 pub fn audit(action: AuditAction) -> Result<()> {
     match action {
-        AuditAction::Verify { data_dir } => {
+        AuditAction::Verify { data_dir, output } => {
             if !data_dir.join("db").exists() {
                 return Err(CliError::Usage(format!("no store in {}", data_dir.display())));
             }
@@ -77,6 +124,24 @@ pub fn audit(action: AuditAction) -> Result<()> {
                 }
             })?;
             let report = store.verify_audit().map_err(|e| CliError::Other(e.to_string()))?;
+            if output == OutputFormat::Json {
+                outln!(
+                    "{}",
+                    json!({
+                        "histories": report.chains,
+                        "review_histories": report.review_chains,
+                        "records": report.records,
+                        "problems": report.problems,
+                        "revision": store.revision(),
+                        "intact": report.problems.is_empty(),
+                    })
+                );
+                return if report.problems.is_empty() {
+                    Ok(())
+                } else {
+                    Err(CliError::Other("the audit history is not intact".into()))
+                };
+            }
             for p in &report.problems {
                 outln!("BROKEN {p}");
             }

@@ -126,15 +126,28 @@ fn verdict(line: usize, s: &str) -> Result<i32> {
     })
 }
 
-fn read_input(file: &str) -> Result<String> {
-    let mut text = String::new();
+/// The file as text: UTF-8, a byte-order mark at the start dropped (as
+/// Windows editors write one); invalid UTF-8 is refused naming its line.
+pub fn read_input(file: &str) -> Result<String> {
+    let mut bytes = Vec::new();
     let read = if file == "-" {
-        std::io::stdin().read_to_string(&mut text).map(|_| ())
+        std::io::stdin().read_to_end(&mut bytes).map(|_| ())
     } else {
-        std::fs::File::open(file).and_then(|mut f| f.read_to_string(&mut text).map(|_| ()))
+        std::fs::File::open(file).and_then(|mut f| f.read_to_end(&mut bytes).map(|_| ()))
     };
     read.map_err(|e| CliError::Other(format!("cannot read {file}: {e}")))?;
-    Ok(text)
+    let body = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
+    match std::str::from_utf8(body) {
+        Ok(text) => Ok(text.to_owned()),
+        Err(e) => {
+            let at = e.valid_up_to();
+            let line = body[..at].iter().filter(|&&b| b == b'\n').count() + 1;
+            let column = at - body[..at].iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1) + 1;
+            Err(CliError::Usage(format!(
+                "line {line}: {file} is not valid UTF-8 (byte {column} of the line); save it as UTF-8"
+            )))
+        }
+    }
 }
 
 /// What `apply` reads.
@@ -145,6 +158,25 @@ pub struct ApplyOptions<'a> {
     /// W3C: apply the annotations that anchor and report the others,
     /// instead of refusing the file.
     pub skip_unanchored: bool,
+    /// Fresh request ids: apply even a file applied before.
+    pub again: bool,
+}
+
+/// The namespace of the request ids `apply` derives from a file.
+const APPLY_NAMESPACE: uuid::Uuid = uuid::uuid!("6f1d3c52-3f9a-4d3e-9f54-2b7c0e8a9d11");
+
+/// The request id of batch `k` of `batches` of a file: the same file, by
+/// the same analyst, in the same format, gives the same ids.
+fn derived_request_id(
+    digest: &[u8; 32],
+    analyst: &str,
+    format: ApplyFormat,
+    k: usize,
+    batches: usize,
+) -> String {
+    let mut name = digest.to_vec();
+    name.extend_from_slice(format!("\0{analyst}\0{format:?}\0{k}/{batches}").as_bytes());
+    uuid::Uuid::new_v5(&APPLY_NAMESPACE, &name).to_string()
 }
 
 pub async fn apply(args: &ClientArgs, o: ApplyOptions<'_>) -> Result<()> {
@@ -153,8 +185,10 @@ pub async fn apply(args: &ClientArgs, o: ApplyOptions<'_>) -> Result<()> {
         dry_run,
         format,
         skip_unanchored,
+        again,
     } = o;
     let text = read_input(file)?;
+    let digest: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(text.as_bytes()).into();
     let mut client = connect(args).await?;
     let mut ops = Vec::new();
     match format {
@@ -216,10 +250,34 @@ pub async fn apply(args: &ClientArgs, o: ApplyOptions<'_>) -> Result<()> {
     let plan = plan(&mut client, ops).await?;
     let total: usize = plan.iter().map(Planned::len).sum();
 
+    let analyst = client
+        .get_caller(pb::GetCallerRequest {})
+        .await?
+        .into_inner()
+        .analyst;
+    let request_ids: Vec<String> = (0..plan.len())
+        .map(|k| match again {
+            true => uuid::Uuid::new_v4().to_string(),
+            false => derived_request_id(&digest, &analyst, format, k, plan.len()),
+        })
+        .collect();
     let bar = progress_bar(args, (total * 2) as u64);
-    // Validate every batch before writing anything.
-    for p in &plan {
-        send(&mut client, p, true, None).await?;
+    // Validate every batch before writing anything. A batch this file
+    // applied before answers with its revision: it is skipped.
+    let mut applied_before = Vec::with_capacity(plan.len());
+    for (p, id) in plan.iter().zip(&request_ids) {
+        let revision = send(&mut client, p, true, Some(id)).await.map_err(|e| match e {
+            CliError::Refused(mut r) if r.reason == "REQUEST_ID_REUSED" => {
+                r.message = format!(
+                    "{}: this file was applied before, but its operations now mean something else \
+                         (an article changed?); --again applies it anew",
+                    r.message
+                );
+                CliError::Refused(r)
+            }
+            e => e,
+        })?;
+        applied_before.push(revision > 0);
         bar.inc(p.len() as u64);
     }
     let mut counts: HashMap<&str, usize> = HashMap::new();
@@ -233,16 +291,45 @@ pub async fn apply(args: &ClientArgs, o: ApplyOptions<'_>) -> Result<()> {
     }
 
     let mut revisions = Vec::new();
+    let already = applied_before.iter().filter(|&&a| a).count();
+    if already == plan.len() {
+        bar.finish_and_clear();
+        match args.output {
+            OutputFormat::Json => outln!(
+                "{}",
+                json!({ "operations": total, "batches": plan.len(), "already_applied": plan.len() })
+            ),
+            OutputFormat::Text => outln!(
+                "already applied: all {} batches of this file were applied before; nothing written (--again applies it anew)",
+                plan.len()
+            ),
+        }
+        return Ok(());
+    }
+    if already > 0 {
+        eprintln!(
+            "resuming: {already} of {} batches of this file were applied before; applying the rest",
+            plan.len()
+        );
+    }
     for (k, p) in plan.iter().enumerate() {
-        let request_id = uuid::Uuid::new_v4().to_string();
-        let revision = send(&mut client, p, false, Some(&request_id))
+        if applied_before[k] {
+            bar.inc(p.len() as u64);
+            continue;
+        }
+        let request_id = &request_ids[k];
+        let revision = send(&mut client, p, false, Some(request_id))
             .await
             .map_err(|e| match e {
-                CliError::Refused(m) if k > 0 => CliError::Refused(format!(
-                    "{m} (batches 1 to {k}, lines {} to {}, were applied before this one)",
-                    plan[0].lines[0],
-                    plan[k - 1].lines.last().copied().unwrap_or_default()
-                )),
+                CliError::Refused(mut r) if k > 0 => {
+                    r.message = format!(
+                        "{} (batches 1 to {k}, lines {} to {}, were applied before this one)",
+                        r.message,
+                        plan[0].lines[0],
+                        plan[k - 1].lines.last().copied().unwrap_or_default()
+                    );
+                    CliError::Refused(r)
+                }
                 e => e,
             })?;
         revisions.push(revision);
@@ -399,19 +486,26 @@ async fn plan(client: &mut Client, ops: Vec<(usize, Op)>) -> Result<Vec<Planned>
                 etag: etag.unwrap_or_default(),
             }]),
         };
-        push(&mut plan, batch, line);
+        push(&mut plan, batch, line)?;
     }
     Ok(plan)
 }
 
 /// Appends a one-child batch to the last batch if it is of the same kind and
-/// has room, else starts a new one.
-fn push(plan: &mut Vec<Planned>, one: Batch, line: usize) {
+/// has room, else starts a new one. An operation too large for any request
+/// the server accepts is refused here, naming its line.
+fn push(plan: &mut Vec<Planned>, one: Batch, line: usize) -> Result<()> {
     let size = match &one {
         Batch::Create(v) => v[0].encoded_len(),
         Batch::Update(v) => v[0].encoded_len(),
         Batch::Delete(v) => v[0].encoded_len(),
     } + 8;
+    if size > BATCH_BYTES {
+        return Err(CliError::Usage(format!(
+            "line {line}: the operation is {size} bytes, over the {BATCH_BYTES} a request may carry \
+             (a note holds at most 10,000 characters, a source 2,048)"
+        )));
+    }
     if let Some(last) = plan.last_mut()
         && last.len() < BATCH
         && last.bytes + size <= BATCH_BYTES
@@ -435,31 +529,25 @@ fn push(plan: &mut Vec<Planned>, one: Batch, line: usize) {
             None => {
                 last.lines.push(line);
                 last.bytes += size;
-                return;
             }
-            Some(other) => {
-                plan.push(Planned {
-                    batch: other,
-                    lines: vec![line],
-                    bytes: size,
-                });
-                return;
-            }
+            Some(other) => plan.push(Planned {
+                batch: other,
+                lines: vec![line],
+                bytes: size,
+            }),
         }
+        return Ok(());
     }
     plan.push(Planned {
         batch: one,
         lines: vec![line],
         bytes: size,
     });
+    Ok(())
 }
 
 fn line_error(line: usize, e: CliError) -> CliError {
-    match e {
-        CliError::Usage(m) => CliError::Usage(format!("line {line}: {m}")),
-        CliError::Refused(m) => CliError::Refused(format!("line {line}: {m}")),
-        e => e,
-    }
+    e.at_line(line)
 }
 
 /// Sends one batch; a refusal names the file line of the failing child.

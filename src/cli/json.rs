@@ -38,6 +38,20 @@ fn split_name(name: &str) -> (&str, &str) {
     rest.split_once("/annotations/").unwrap_or((rest, ""))
 }
 
+/// One record of an annotation's history.
+pub fn revision_json(r: &pb::AnnotationRevision) -> Value {
+    json!({
+        "annotation": r.annotation.as_ref().map(annotation_json),
+        "revision": r.revision,
+        "actor": r.actor,
+        "change_time": time(r.change_time.as_ref()),
+        "type": pb::annotation_event::Type::try_from(r.r#type).map(|t| t.as_str_name().to_lowercase()).unwrap_or_default(),
+        "changed_fields": r.changed_fields.as_ref().map(|m| m.paths.clone()).unwrap_or_default(),
+        "hash": r.hash,
+        "previous_hash": r.previous_hash,
+    })
+}
+
 pub fn annotation_json(a: &pb::Annotation) -> Value {
     let (article, id) = split_name(&a.name);
     json!({

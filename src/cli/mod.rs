@@ -40,7 +40,7 @@ pub enum CliError {
     /// Bad arguments or input: exit 2 (clap's own usage errors exit 2 too).
     Usage(String),
     /// The server refused the request: exit 3.
-    Refused(String),
+    Refused(Box<Rejection>),
     /// The server could not be reached: exit 4.
     Connection(String),
     /// Anything else, such as an unreadable file: exit 1.
@@ -59,26 +59,106 @@ impl CliError {
 
     pub fn message(&self) -> &str {
         match self {
-            CliError::Usage(m) | CliError::Refused(m) | CliError::Connection(m) | CliError::Other(m) => m,
+            CliError::Refused(r) => &r.message,
+            CliError::Usage(m) | CliError::Connection(m) | CliError::Other(m) => m,
         }
     }
+
+    /// The error as one JSON object, for `--output json`: `code` (the gRPC
+    /// code's name for a refusal, else `USAGE`, `UNREACHABLE` or `FAILED`),
+    /// `reason` (the server's ErrorInfo reason), `field`, `message`, `line`
+    /// (of the `apply` input), and `exit`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let (code, reason, field, line) = match self {
+            CliError::Refused(r) => (r.code.clone(), Some(r.reason.clone()), r.field.clone(), r.line),
+            CliError::Usage(m) => ("USAGE".to_owned(), None, None, line_of(m)),
+            CliError::Connection(_) => ("UNREACHABLE".to_owned(), None, None, None),
+            CliError::Other(m) => ("FAILED".to_owned(), None, None, line_of(m)),
+        };
+        json!({
+            "code": code,
+            "reason": reason,
+            "field": field,
+            "message": self.message(),
+            "line": line,
+            "exit": self.exit_code(),
+        })
+    }
+
+    /// This error, as that of line `line` of an input file.
+    pub fn at_line(self, line: usize) -> Self {
+        match self {
+            CliError::Usage(m) => CliError::Usage(format!("line {line}: {m}")),
+            CliError::Refused(mut r) => {
+                r.message = format!("line {line}: {}", r.message);
+                r.line = Some(line);
+                CliError::Refused(r)
+            }
+            e => e,
+        }
+    }
+}
+
+/// A refusal by the server, as a script needs it.
+#[derive(Debug)]
+pub struct Rejection {
+    /// One line for people: the code, the server's message, the field.
+    pub message: String,
+    /// The gRPC code, e.g. `INVALID_ARGUMENT`.
+    pub code: String,
+    /// The ErrorInfo reason, e.g. `SPAN_OUT_OF_RANGE`.
+    pub reason: String,
+    /// The field a BadRequest names, if any.
+    pub field: Option<String>,
+    /// The line of the input file it concerns (`apply`).
+    pub line: Option<usize>,
+}
+
+/// The line a `line N: ...` message names.
+fn line_of(message: &str) -> Option<usize> {
+    message.strip_prefix("line ")?.split(':').next()?.parse().ok()
 }
 
 impl From<Status> for CliError {
     fn from(s: Status) -> Self {
         let mut message = format!("{}: {}", code_name(s.code()), s.message());
-        if let Some(bad) = s.get_error_details().bad_request()
-            && let Some(v) = bad.field_violations.first()
-            && !s.message().contains(&v.field)
+        let details = s.get_error_details();
+        let field = details
+            .bad_request()
+            .and_then(|bad| bad.field_violations.first())
+            .map(|v| v.field.clone());
+        if let Some(f) = &field
+            && !s.message().contains(f.as_str())
         {
-            message.push_str(&format!(" (field {})", v.field));
+            message.push_str(&format!(" (field {f})"));
         }
         if is_connection_failure(&s) {
-            CliError::Connection(message)
-        } else {
-            CliError::Refused(message)
+            return CliError::Connection(message);
         }
+        let reason = details
+            .error_info()
+            .map(|i| i.reason.clone())
+            .unwrap_or_else(|| grpc_code_name(s.code()));
+        CliError::Refused(Box::new(Rejection {
+            message,
+            code: grpc_code_name(s.code()),
+            reason,
+            field,
+            line: None,
+        }))
     }
+}
+
+/// `INVALID_ARGUMENT`, as the gRPC spec spells a code.
+fn grpc_code_name(code: Code) -> String {
+    format!("{code:?}")
+        .chars()
+        .enumerate()
+        .flat_map(|(i, c)| {
+            let sep = (i > 0 && c.is_ascii_uppercase()).then_some('_');
+            sep.into_iter().chain(std::iter::once(c.to_ascii_uppercase()))
+        })
+        .collect()
 }
 
 fn is_connection_failure(s: &Status) -> bool {
@@ -125,10 +205,11 @@ pub async fn connect(args: &ClientArgs) -> Result<Client> {
     let header = format!("Bearer {token}")
         .parse()
         .map_err(|_| CliError::Usage("the token has characters a header cannot carry".into()))?;
-    let mut endpoint = Channel::from_shared(args.server.clone())
+    let server = server_url(&args.server, args.ca_cert.is_some());
+    let mut endpoint = Channel::from_shared(server.clone())
         .map_err(|e| CliError::Usage(format!("--server {:?} is not a URL: {e}", args.server)))?
         .connect_timeout(Duration::from_secs(5));
-    if args.server.starts_with("https://") {
+    if server.starts_with("https://") {
         let mut tls = tonic::transport::ClientTlsConfig::new().with_native_roots();
         if let Some(ca) = &args.ca_cert {
             let pem = std::fs::read(ca)
@@ -145,6 +226,18 @@ pub async fn connect(args: &ClientArgs) -> Result<Client> {
         .map_err(|e| CliError::Connection(format!("cannot reach {}: {}", args.server, source_chain(&e))))?;
     Ok(FactCheckServiceClient::with_interceptor(channel, Bearer(header))
         .max_decoding_message_size(64 * 1024 * 1024))
+}
+
+/// `--server` as a URL: `host:port` without a scheme means http, or https
+/// when a CA certificate is given (as grpcurl and etcdctl take it).
+pub fn server_url(server: &str, tls: bool) -> String {
+    if server.contains("://") {
+        server.to_owned()
+    } else if tls {
+        format!("https://{server}")
+    } else {
+        format!("http://{server}")
+    }
 }
 
 fn source_chain(e: &dyn std::error::Error) -> String {
@@ -206,6 +299,74 @@ pub fn update_request(
         update_mask: Some(prost_types::FieldMask { paths }),
         etag: etag.unwrap_or_default(),
     })
+}
+
+/// `articles/-/annotations/{uuid}` for a bare uuid (the server finds its
+/// article), else `name` as given.
+fn bare_to_wildcard(name: &str) -> String {
+    match uuid::Uuid::try_parse(name) {
+        Ok(id) => format!("articles/-/annotations/{id}"),
+        Err(_) => name.to_owned(),
+    }
+}
+
+/// The full name of an annotation given by name or by bare uuid: a bare
+/// uuid is looked up (it must name a live annotation).
+async fn full_name(c: &mut Client, name: &str) -> Result<String> {
+    if uuid::Uuid::try_parse(name).is_err() {
+        return Ok(name.to_owned());
+    }
+    let a = c
+        .get_annotation(pb::GetAnnotationRequest {
+            name: bare_to_wildcard(name),
+            offset_encoding: 0,
+        })
+        .await?
+        .into_inner();
+    Ok(a.name)
+}
+
+/// Prints an annotation's history, oldest first.
+async fn history(c: &mut Client, output: OutputFormat, name: &str) -> Result<()> {
+    let mut token = String::new();
+    loop {
+        let page = c
+            .list_annotation_revisions(pb::ListAnnotationRevisionsRequest {
+                name: name.to_owned(),
+                page_size: 1000,
+                page_token: token,
+                offset_encoding: 0,
+            })
+            .await?
+            .into_inner();
+        for r in &page.revisions {
+            match output {
+                OutputFormat::Json => outln!("{}", json::revision_json(r)),
+                OutputFormat::Text => {
+                    let a = r.annotation.clone().unwrap_or_default();
+                    let kind = pb::annotation_event::Type::try_from(r.r#type)
+                        .map(|t| t.as_str_name().to_lowercase())
+                        .unwrap_or_default();
+                    let changed = match &r.changed_fields {
+                        Some(m) if !m.paths.is_empty() => format!(" ({})", m.paths.join(", ")),
+                        _ => String::new(),
+                    };
+                    outln!(
+                        "{:>8}  {}  {:<12}  {kind}{changed}: {} — {}",
+                        r.revision,
+                        json::time(r.change_time.as_ref()).as_str().unwrap_or_default(),
+                        r.actor,
+                        json::verdict_str(a.verdict),
+                        ellipsize(&a.quote, 50)
+                    );
+                }
+            }
+        }
+        if page.next_page_token.is_empty() {
+            return Ok(());
+        }
+        token = page.next_page_token;
+    }
 }
 
 pub fn article_name(id: &str) -> String {
@@ -307,8 +468,19 @@ pub async fn run(command: Command) -> Result<()> {
             match client.output {
                 OutputFormat::Json => all.iter().for_each(|a| outln!("{}", annotation_json(a))),
                 OutputFormat::Text => {
+                    // Across articles, each row says which (a bare ID is
+                    // enough for get, history, update and delete).
+                    let article_of = |a: &pb::Annotation| match id {
+                        Some(_) => String::new(),
+                        None => format!("{:<24}  ", a.name.split('/').nth(1).unwrap_or_default()),
+                    };
+                    let article_head = if id.is_some() {
+                        String::new()
+                    } else {
+                        format!("{:<24}  ", "ARTICLE")
+                    };
                     outln!(
-                        "{:<36}  {:>11}  {:<12}  {:<12}  QUOTE",
+                        "{article_head}{:<36}  {:>11}  {:<12}  {:<12}  QUOTE",
                         "ID",
                         "SPAN",
                         "VERDICT",
@@ -317,7 +489,8 @@ pub async fn run(command: Command) -> Result<()> {
                     for a in &all {
                         let s = a.span.unwrap_or_default();
                         outln!(
-                            "{:<36}  {:>11}  {:<12}  {:<12}  {}",
+                            "{}{:<36}  {:>11}  {:<12}  {:<12}  {}",
+                            article_of(a),
                             a.name.rsplit('/').next().unwrap_or_default(),
                             format!("{}:{}", s.start, s.end),
                             json::verdict_str(a.verdict),
@@ -356,6 +529,8 @@ pub async fn run(command: Command) -> Result<()> {
             etag,
         } => {
             let sources = (!sources.is_empty() || clear_sources).then_some(sources);
+            let mut c = connect(&client).await?;
+            let name = full_name(&mut c, &name).await?;
             let span = span.map(|(start, end)| pb::Span { start, end });
             let verdict = verdict.map(|v| verdict_pb(v) as i32);
             let request = update_request(name, verdict, note, sources, span, etag).ok_or_else(|| {
@@ -363,13 +538,30 @@ pub async fn run(command: Command) -> Result<()> {
                     "nothing to update: give --verdict, --note, --source, --clear-sources or --span".into(),
                 )
             })?;
-            let mut c = connect(&client).await?;
             let updated = c.update_annotation(request).await?.into_inner();
             print_annotation(client.output, &updated);
             Ok(())
         }
+        Command::Get { client, name } => {
+            let mut c = connect(&client).await?;
+            let a = c
+                .get_annotation(pb::GetAnnotationRequest {
+                    name: bare_to_wildcard(&name),
+                    offset_encoding: 0,
+                })
+                .await?
+                .into_inner();
+            print_annotation(client.output, &a);
+            Ok(())
+        }
+        Command::History { client, name } => {
+            let mut c = connect(&client).await?;
+            let name = full_name(&mut c, &name).await?;
+            history(&mut c, client.output, &name).await
+        }
         Command::Delete { client, name, etag } => {
             let mut c = connect(&client).await?;
+            let name = full_name(&mut c, &name).await?;
             c.delete_annotation(pb::DeleteAnnotationRequest {
                 name: name.clone(),
                 etag: etag.unwrap_or_default(),
@@ -388,12 +580,14 @@ pub async fn run(command: Command) -> Result<()> {
             dry_run,
             format,
             skip_unanchored,
+            again,
         } => {
             let options = apply::ApplyOptions {
                 file: &file,
                 dry_run,
                 format,
                 skip_unanchored,
+                again,
             };
             apply::apply(&client, options).await
         }
@@ -410,7 +604,7 @@ pub async fn run(command: Command) -> Result<()> {
                 name: publisher.unwrap_or_default(),
                 url: publisher_url.unwrap_or_default(),
                 public_url: public_url
-                    .unwrap_or_else(|| client.server.clone())
+                    .unwrap_or_else(|| server_url(&client.server, client.ca_cert.is_some()))
                     .trim_end_matches('/')
                     .to_owned(),
             };
@@ -436,7 +630,8 @@ pub async fn run(command: Command) -> Result<()> {
             let all = list_all(&mut c, req).await?;
             let w3c = match format {
                 ExportFormat::W3c => {
-                    let base = public_url.unwrap_or_else(|| client.server.clone());
+                    let base =
+                        public_url.unwrap_or_else(|| server_url(&client.server, client.ca_cert.is_some()));
                     let iris = w3c::Iris {
                         base: base.trim_end_matches('/').to_owned(),
                     };

@@ -35,6 +35,7 @@ struct Fields {
 fn title(field: &str, t: &str) -> Result<String> {
     if t.chars().count() > MAX_TITLE_CHARS || t.contains(['\n', '\r', '\0']) {
         return Err(Error::invalid(
+            "INVALID_TITLE",
             field,
             format!("must be one line of at most {MAX_TITLE_CHARS} characters"),
         ));
@@ -44,16 +45,25 @@ fn title(field: &str, t: &str) -> Result<String> {
 
 fn text(field: &str, t: &str) -> Result<String> {
     if t.trim().is_empty() {
-        return Err(Error::invalid(field, "is required and must not be blank"));
+        return Err(Error::invalid(
+            "FIELD_REQUIRED",
+            field,
+            "is required and must not be blank",
+        ));
     }
     if t.len() > MAX_ARTICLE_BYTES {
         return Err(Error::invalid(
+            "FIELD_TOO_LONG",
             field,
             format!("is {} bytes, over the limit of {MAX_ARTICLE_BYTES}", t.len()),
         ));
     }
     if t.contains('\0') {
-        return Err(Error::invalid(field, "must not contain NUL characters"));
+        return Err(Error::invalid(
+            "INVALID_CHARACTER",
+            field,
+            "must not contain NUL characters",
+        ));
     }
     Ok(t.to_owned())
 }
@@ -67,6 +77,7 @@ fn source_url(field: &str, u: &str) -> Result<String> {
         && !u.chars().any(|c| c.is_whitespace() || c.is_control());
     if !absolute {
         return Err(Error::invalid(
+            "INVALID_URL",
             field,
             format!("{u:?} is not an absolute http(s) URL of at most {MAX_URL_BYTES} bytes"),
         ));
@@ -106,11 +117,11 @@ impl Service {
         caller.require(Role::Reviewer, "create articles")?;
         let req = req.into_inner();
         let id = ArticleId::parse(&req.article_id)
-            .map_err(|e| Error::invalid("article_id", format!("{:?} {e}", req.article_id)))?;
+            .map_err(|e| Error::invalid("INVALID_NAME", "article_id", format!("{:?} {e}", req.article_id)))?;
         let a = req
             .article
             .as_ref()
-            .ok_or_else(|| Error::invalid("article", "is required"))?;
+            .ok_or_else(|| Error::invalid("FIELD_REQUIRED", "article", "is required"))?;
         let text = text("article.text", &a.text)?;
         let title = title("article.title", &a.title)?;
         let url = source_url("article.source_url", &a.source_url)?;
@@ -146,7 +157,7 @@ impl Service {
         let a = req
             .article
             .as_ref()
-            .ok_or_else(|| Error::invalid("article", "is required"))?;
+            .ok_or_else(|| Error::invalid("FIELD_REQUIRED", "article", "is required"))?;
         let id = convert::article_name("article.name", &a.name)?;
         let fields = update_fields(a, req.update_mask.as_ref())?;
         let current = self.article(&id)?;
@@ -249,7 +260,7 @@ impl Service {
             Some(c) => u32::from_be_bytes(
                 c.as_slice()
                     .try_into()
-                    .map_err(|_| Error::invalid("page_token", "is malformed"))?,
+                    .map_err(|_| Error::invalid("INVALID_PAGE_TOKEN", "page_token", "is malformed"))?,
             ),
             None => 0,
         };

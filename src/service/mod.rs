@@ -119,6 +119,7 @@ impl Service {
             (Some(Some(parent)), true) => parent.clone(),
             (Some(None), true) => {
                 return Err(Error::invalid(
+                    "BATCH_MISMATCH",
                     "parent",
                     "is required when the batch's parent is articles/-",
                 ));
@@ -129,6 +130,7 @@ impl Service {
                     && *parent != id
                 {
                     return Err(Error::invalid(
+                        "BATCH_MISMATCH",
                         "parent",
                         format!("must be empty or the batch's parent {}", parent.name()),
                     ));
@@ -139,7 +141,7 @@ impl Service {
         let annotation = req
             .annotation
             .as_ref()
-            .ok_or_else(|| Error::invalid("annotation", "is required"))?;
+            .ok_or_else(|| Error::invalid("FIELD_REQUIRED", "annotation", "is required"))?;
         let article = self.article(&id)?;
         let judgement = convert::new_judgement(annotation, &article, enc)?;
         if !req.expected_quote.is_empty() {
@@ -154,6 +156,7 @@ impl Service {
                     ""
                 };
                 return Err(Error::invalid(
+                    "EXPECTED_QUOTE_MISMATCH",
                     "expected_quote",
                     format!(
                         "does not match the text at [{}, {}): the text there is {actual:?}{hint}",
@@ -184,10 +187,12 @@ impl Service {
         let annotation = req
             .annotation
             .as_ref()
-            .ok_or_else(|| Error::invalid("annotation", "is required"))?;
+            .ok_or_else(|| Error::invalid("FIELD_REQUIRED", "annotation", "is required"))?;
         let name = convert::annotation_name("annotation.name", &annotation.name)?;
         check_within(&name, within.flatten()).map_err(|e| match e {
-            Error::InvalidArgument { description, .. } => Error::invalid("annotation.name", description),
+            Error::InvalidArgument {
+                reason, description, ..
+            } => Error::invalid(reason, "annotation.name", description),
             e => e,
         })?;
         let article = self
@@ -236,12 +241,11 @@ impl Service {
         clear_id: impl FnOnce(&mut R),
     ) -> Result<Applied> {
         let request_id = convert::request_id("request_id", req.request_id())?;
-        // A validate-only call records nothing, so it needs no request key.
-        let request = if validate_only {
-            None
-        } else {
-            request_key(request_id, req, caller, clear_id)
-        };
+        // The key of the request as it would be applied (`clear_id` clears
+        // `validate_only` too): a validate-only call records nothing, but
+        // one whose request was applied already answers as the retry would,
+        // so a re-run script learns it is done.
+        let request = request_key(request_id, req, caller, clear_id);
         self.store
             .submit(Submit {
                 mutations,
@@ -296,6 +300,7 @@ fn request_key<R: prost::Message + Clone>(
 fn check_within(name: &AnnotationName, within: Option<&ArticleId>) -> Result<()> {
     match within {
         Some(parent) if *parent != name.article => Err(Error::invalid(
+            "BATCH_MISMATCH",
             "name",
             format!("{name} is not under the batch's parent {}", parent.name()),
         )),
@@ -518,8 +523,18 @@ impl FactCheckService for Service {
         req: Request<pb::GetAnnotationRequest>,
     ) -> Result<Response<pb::Annotation>, Status> {
         let req = req.into_inner();
-        let name = convert::annotation_name("name", &req.name)?;
         let enc = convert::offset_encoding("offset_encoding", req.offset_encoding)?;
+        // `articles/-/annotations/{uuid}`: whichever article holds it
+        // (AIP-159), so a bare id can be acted on.
+        if let Some(id) = req.name.strip_prefix("articles/-/annotations/") {
+            let id = convert::uuid("name", id)?;
+            let found = self
+                .store
+                .get_any(id)?
+                .ok_or_else(|| Error::not_found(req.name.clone()))?;
+            return Ok(Response::new(self.to_pb(&found, enc)?));
+        }
+        let name = convert::annotation_name("name", &req.name)?;
         let found = self
             .store
             .get(&name.article, name.id)?
@@ -567,6 +582,7 @@ impl FactCheckService for Service {
         let mutations = children(&req.requests, |child| {
             if !child.request_id.is_empty() {
                 return Err(Error::invalid(
+                    "BATCH_MISMATCH",
                     "request_id",
                     "must be empty in a batch: set the batch's request_id",
                 ));
@@ -578,7 +594,8 @@ impl FactCheckService for Service {
         })?;
         let applied = self
             .submit(mutations, &req, &caller, req.validate_only, |r| {
-                r.request_id.clear()
+                r.request_id.clear();
+                r.validate_only = false;
             })
             .await?;
         Ok(Response::new(pb::BatchCreateAnnotationsResponse {
@@ -602,7 +619,8 @@ impl FactCheckService for Service {
         })?;
         let applied = self
             .submit(mutations, &req, &caller, req.validate_only, |r| {
-                r.request_id.clear()
+                r.request_id.clear();
+                r.validate_only = false;
             })
             .await?;
         Ok(Response::new(pb::BatchUpdateAnnotationsResponse {
@@ -624,7 +642,8 @@ impl FactCheckService for Service {
         })?;
         let applied = self
             .submit(mutations, &req, &caller, req.validate_only, |r| {
-                r.request_id.clear()
+                r.request_id.clear();
+                r.validate_only = false;
             })
             .await?;
         Ok(Response::new(pb::BatchDeleteAnnotationsResponse {
@@ -648,7 +667,9 @@ impl FactCheckService for Service {
                 let field = format!("names[{i}]");
                 let name = convert::annotation_name(&field, n)?;
                 check_within(&name, within.as_ref()).map_err(|e| match e {
-                    Error::InvalidArgument { description, .. } => Error::invalid(&field, description),
+                    Error::InvalidArgument {
+                        reason, description, ..
+                    } => Error::invalid(reason, &field, description),
                     e => e,
                 })?;
                 Ok(name)
@@ -660,6 +681,7 @@ impl FactCheckService for Service {
         for (i, name) in names.iter().enumerate() {
             if let Some(first) = seen.insert(name.id, i) {
                 return Err(Error::invalid(
+                    "DUPLICATE_NAME",
                     format!("names[{i}]"),
                     format!("repeats names[{first}]: ask for each annotation once"),
                 )
@@ -705,7 +727,7 @@ impl FactCheckService for Service {
             let article = self.article(id)?;
             filter.overlaps = filter.overlaps.map(|s| convert::overlaps_in(s, &article, enc));
         } else if filter.overlaps.is_some() && enc != OffsetEncoding::CodePoints {
-            return Err(Error::invalid(
+            return Err(Error::invalid("OVERLAPS_NEEDS_ONE_ARTICLE", 
                 "offset_encoding",
                 "overlaps across articles/- is counted in code points: name one article to count it otherwise",
             )
@@ -757,7 +779,8 @@ impl FactCheckService for Service {
         let fp = convert::history_fingerprint(&name);
         let after = match self.tokens().decode("page_token", &req.page_token, &fp)? {
             Some(c) => Some(
-                HistoryCursor::from_bytes(&c).ok_or_else(|| Error::invalid("page_token", "is malformed"))?,
+                HistoryCursor::from_bytes(&c)
+                    .ok_or_else(|| Error::invalid("INVALID_PAGE_TOKEN", "page_token", "is malformed"))?,
             ),
             None => None,
         };

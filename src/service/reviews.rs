@@ -104,11 +104,12 @@ impl Service {
         let a = req
             .adjudication
             .as_ref()
-            .ok_or_else(|| Error::invalid("adjudication", "is required"))?;
+            .ok_or_else(|| Error::invalid("FIELD_REQUIRED", "adjudication", "is required"))?;
         let verdict = convert::required_verdict("adjudication.verdict", a.verdict)?;
         let rationale = a.rationale.trim();
         if rationale.is_empty() {
             return Err(Error::invalid(
+                "FIELD_REQUIRED",
                 "adjudication.rationale",
                 "is required: say why the final verdict is the right one",
             ));
@@ -116,6 +117,7 @@ impl Service {
         let chars = rationale.chars().count();
         if chars > MAX_RATIONALE_CHARS {
             return Err(Error::invalid(
+                "FIELD_TOO_LONG",
                 "adjudication.rationale",
                 format!("is {chars} code points long; at most {MAX_RATIONALE_CHARS} are allowed"),
             ));
@@ -203,6 +205,7 @@ impl Service {
         let enc = convert::offset_encoding("offset_encoding", req.offset_encoding)?;
         if convert::etag(&req.etag).is_none() {
             return Err(Error::invalid(
+                "FIELD_REQUIRED",
                 "etag",
                 "is required: the etag of the review being signed off (GetArticleReview has it)",
             ));
@@ -301,7 +304,8 @@ impl Service {
         let fp = review_history_fingerprint(&id);
         let after = match self.tokens().decode("page_token", &req.page_token, &fp)? {
             Some(c) => Some(
-                HistoryCursor::from_bytes(&c).ok_or_else(|| Error::invalid("page_token", "is malformed"))?,
+                HistoryCursor::from_bytes(&c)
+                    .ok_or_else(|| Error::invalid("INVALID_PAGE_TOKEN", "page_token", "is malformed"))?,
             ),
             None => None,
         };

@@ -118,8 +118,12 @@ pub struct Applied {
     pub articles: Vec<Arc<Article>>,
     /// The review history entries written (withdrawals first).
     pub reviews: Vec<ReviewEvent>,
-    /// The revision the job committed as; 0 for validate-only jobs.
+    /// The revision the job committed as; 0 for validate-only jobs (but
+    /// for one whose request was applied before: `replayed`).
     pub revision: u64,
+    /// The job's `request_id` was applied before: this is that outcome,
+    /// and nothing was done now.
+    pub replayed: bool,
 }
 
 pub fn spawn(shared: Arc<Shared>, rx: mpsc::Receiver<Job>) -> std::thread::JoinHandle<()> {
@@ -164,7 +168,7 @@ fn commit_group(shared: &Shared, jobs: &mut Vec<Job>, compactor: &mut Compactor)
                 // Checked against the durable state, staged into a group that
                 // is thrown away.
                 Group::new(shared).stage(job).map(|applied| Applied {
-                    revision: 0,
+                    revision: if applied.replayed { applied.revision } else { 0 },
                     ..applied
                 })
             } else {
@@ -371,6 +375,7 @@ impl<'a> Group<'a> {
                 articles: Vec::new(),
                 reviews: Vec::new(),
                 revision: prev.revision,
+                replayed: true,
             });
         }
 
@@ -708,6 +713,7 @@ impl<'a> Group<'a> {
             articles,
             reviews,
             revision,
+            replayed: false,
         })
     }
 

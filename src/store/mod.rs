@@ -494,6 +494,12 @@ impl Store {
         Ok(found.filter(|a| &a.name.article == article))
     }
 
+    /// One annotation by id, in whatever article, as of the last durable
+    /// revision. Blocking, briefly.
+    pub fn get_any(&self, id: Uuid) -> Result<Option<Annotation>> {
+        read_at(&self.inner.shared.tree, id, None, self.revision())
+    }
+
     /// Whether a commit failed, and the store refuses writes; follows it.
     pub fn failed(&self) -> tokio::sync::watch::Receiver<bool> {
         self.inner.shared.failed.subscribe()
