@@ -52,6 +52,10 @@
 //!   the offline ones (`token`, `audit verify`).
 //! - `bin/factcheck.rs`: the binary.
 //!
+//! Outside `src/`: `web/` (the browser app, its own code map in
+//! `web/README.md`) and `clients/python/` (the Python client, code map in
+//! its README).
+//!
 //! # Invariants
 //!
 //! - Every acknowledged mutation is durable: the committer flushes before it

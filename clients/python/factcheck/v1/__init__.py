@@ -1,0 +1,1 @@
+"""Generated at build time from proto/factcheck/v1/factcheck.proto."""
