@@ -252,6 +252,27 @@ pub enum Command {
         #[arg(long)]
         again: bool,
     },
+    /// Back up a running server's store (admins): every article, annotation,
+    /// history and review at one revision, not the tokens.
+    Backup {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The backup file to write (replaced only once it is whole).
+        out: PathBuf,
+    },
+    /// Restore a backup into an empty data dir (offline); then start a
+    /// server on it. Tokens are not in backups: the server makes a new admin
+    /// token, or give it the old tokens file with --tokens.
+    Restore {
+        /// The backup file.
+        file: PathBuf,
+        /// The data dir to create; it must hold no store.
+        #[arg(long, env = "FACTCHECK_DATA_DIR", default_value = "./factcheck-data")]
+        data_dir: PathBuf,
+        /// `text` for people, `json` for scripts.
+        #[arg(long, value_enum, default_value = "text")]
+        output: OutputFormat,
+    },
     /// Manage the tokens file (offline; a running server rereads it on SIGHUP).
     Token {
         #[command(subcommand)]

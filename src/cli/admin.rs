@@ -10,6 +10,63 @@ use crate::store::{Store, StoreConfig};
 
 use super::{CliError, Result};
 
+/// Streams a backup from the server into `out`, through `out.partial`.
+pub async fn backup(client: &crate::config::ClientArgs, out: &std::path::Path) -> Result<()> {
+    use std::io::Write;
+    let mut c = super::connect(client).await?;
+    let mut stream = c.backup(crate::pb::BackupRequest {}).await?.into_inner();
+    let partial = out.with_extension("partial");
+    let io = |e: std::io::Error| CliError::Other(format!("cannot write {}: {e}", partial.display()));
+    let mut file = std::io::BufWriter::new(std::fs::File::create(&partial).map_err(io)?);
+    let (mut revision, mut size, mut written) = (0, 0, 0u64);
+    while let Some(chunk) = stream.message().await.inspect_err(|_| {
+        let _ = std::fs::remove_file(&partial);
+    })? {
+        file.write_all(&chunk.data).map_err(io)?;
+        written += chunk.data.len() as u64;
+        (revision, size) = (chunk.revision, chunk.size);
+    }
+    let file = file.into_inner().map_err(|e| io(e.into_error()))?;
+    file.sync_all().map_err(io)?;
+    if written != size || written == 0 {
+        let _ = std::fs::remove_file(&partial);
+        return Err(CliError::Other(format!(
+            "the backup stream ended after {written} of {size} bytes: nothing written"
+        )));
+    }
+    std::fs::rename(&partial, out).map_err(io)?;
+    match client.output {
+        OutputFormat::Json => outln!(
+            "{}",
+            json!({ "file": out.display().to_string(), "revision": revision, "bytes": written })
+        ),
+        OutputFormat::Text => outln!(
+            "backed up revision {revision} ({written} bytes) to {}",
+            out.display()
+        ),
+    }
+    Ok(())
+}
+
+pub fn restore(file: &std::path::Path, data_dir: &std::path::Path, output: OutputFormat) -> Result<()> {
+    let revision = crate::store::restore(file, data_dir).map_err(|e| match e {
+        crate::error::Error::InvalidArgument { description, .. } => CliError::Usage(description),
+        e => CliError::Other(e.to_string()),
+    })?;
+    match output {
+        OutputFormat::Json => outln!(
+            "{}",
+            json!({ "data_dir": data_dir.display().to_string(), "revision": revision })
+        ),
+        OutputFormat::Text => outln!(
+            "restored revision {revision} into {}: start a server with --data-dir {} (tokens are not in backups: it makes a new admin token unless given --tokens)",
+            data_dir.display(),
+            data_dir.display()
+        ),
+    }
+    Ok(())
+}
+
 pub fn token(action: TokenAction) -> Result<()> {
     match action {
         TokenAction::Add {

@@ -401,6 +401,12 @@ pub async fn run(command: Command) -> Result<()> {
         } => publish::correct(&client, &id, &file, fields, etag).await,
         Command::Revisions { client, id } => publish::revisions(&client, &id).await,
         Command::Reviews { client, state } => reviews(&client, state).await,
+        Command::Backup { client, out } => admin::backup(&client, &out).await,
+        Command::Restore {
+            file,
+            data_dir,
+            output,
+        } => admin::restore(&file, &data_dir, output),
         Command::Resolve {
             client,
             id,

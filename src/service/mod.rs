@@ -16,6 +16,7 @@ use crate::store::{Applied, Cursor, HistoryCursor, Mutation, RequestKey, Store, 
 use crate::watch::{self as watcher, WatchGauge, WatchOptions};
 
 mod articles;
+mod backup;
 mod reviews;
 
 /// The service; clones share the store.
@@ -811,6 +812,15 @@ impl FactCheckService for Service {
             revisions: page,
             next_page_token,
         }))
+    }
+
+    type BackupStream = tokio_stream::wrappers::ReceiverStream<Result<pb::BackupChunk, Status>>;
+
+    async fn backup(&self, req: Request<pb::BackupRequest>) -> Result<Response<Self::BackupStream>, Status> {
+        let caller = caller(&req)?;
+        caller.require(Role::Admin, "back up the store")?;
+        let (path, revision) = self.store.backup().await?;
+        Ok(Response::new(backup::stream(path, revision)))
     }
 
     async fn get_caller(&self, req: Request<pb::GetCallerRequest>) -> Result<Response<pb::Caller>, Status> {

@@ -126,34 +126,61 @@ pub struct Applied {
     pub replayed: bool,
 }
 
-pub fn spawn(shared: Arc<Shared>, rx: mpsc::Receiver<Job>) -> std::thread::JoinHandle<()> {
+/// What the committer is asked to do.
+pub enum Work {
+    Commit(Job),
+    /// Copy the store, as of the last commit, to a file: between groups,
+    /// so the copy is one revision (writers wait meanwhile).
+    Backup {
+        path: std::path::PathBuf,
+        reply: oneshot::Sender<Result<u64>>,
+    },
+}
+
+pub fn spawn(shared: Arc<Shared>, rx: mpsc::Receiver<Work>) -> std::thread::JoinHandle<()> {
     std::thread::Builder::new()
         .name("factcheck-committer".into())
         .spawn(move || run(&shared, rx))
         .expect("spawning the committer thread")
 }
 
-fn run(shared: &Shared, mut rx: mpsc::Receiver<Job>) {
+fn run(shared: &Shared, mut rx: mpsc::Receiver<Work>) {
     let mut jobs = Vec::with_capacity(MAX_GROUP);
     let mut compactor = Compactor::new(shared);
     // Once a commit fails, what sled holds in memory and on disk may differ:
     // refuse every later write rather than build on it.
     let mut failed = false;
     while let Some(first) = rx.blocking_recv() {
-        jobs.push(first);
-        while jobs.len() < MAX_GROUP {
-            match rx.try_recv() {
-                Ok(job) => jobs.push(job),
-                Err(_) => break,
+        // A backup ends the group: it copies what the jobs before it made.
+        let mut backup = None;
+        let mut next = Some(first);
+        while let Some(work) = next.take() {
+            match work {
+                Work::Commit(job) => jobs.push(job),
+                Work::Backup { path, reply } => {
+                    backup = Some((path, reply));
+                    break;
+                }
+            }
+            if jobs.len() < MAX_GROUP {
+                next = rx.try_recv().ok();
             }
         }
         if failed {
             for job in jobs.drain(..) {
                 let _ = job.reply.send(Err(Error::StoreFailed));
             }
-            continue;
+        } else if !jobs.is_empty() {
+            failed = !commit_group(shared, &mut jobs, &mut compactor);
         }
-        failed = !commit_group(shared, &mut jobs, &mut compactor);
+        if let Some((path, reply)) = backup {
+            let result = if failed {
+                Err(Error::StoreFailed)
+            } else {
+                super::backup::write(shared, &path)
+            };
+            let _ = reply.send(result);
+        }
     }
     tracing::debug!("committer stopped");
 }

@@ -12,6 +12,7 @@
 //! [`codec`].
 
 mod audit;
+mod backup;
 mod codec;
 mod committer;
 mod index;
@@ -28,8 +29,9 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use uuid::Uuid;
 
 pub use audit::{AuditReport, HistoryCursor};
-use committer::Job;
+pub use backup::{BACKUP_MAGIC, restore};
 pub use committer::{Applied, Mutation, RequestKey, now_us};
+use committer::{Job, Work};
 
 use crate::domain::{
     Analyst, Annotation, AnnotationFilter, AnnotationName, Article, ArticleId, Change, Review, SEEDS_AUTHOR,
@@ -179,8 +181,10 @@ struct Inner {
     page_secret: [u8; 32],
     /// See [`StoreConfig::review_min_analysts`].
     review_min_analysts: u32,
+    /// Where the store lives: backups are made in it first.
+    data_dir: PathBuf,
     /// `None` once the store is closing.
-    queue: Mutex<Option<mpsc::Sender<Job>>>,
+    queue: Mutex<Option<mpsc::Sender<Work>>>,
     committer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -347,6 +351,7 @@ impl Store {
                 revisions: Mutex::new(HashMap::new()),
                 page_secret,
                 review_min_analysts: config.review_min_analysts,
+                data_dir: config.data_dir.clone(),
                 queue: Mutex::new(Some(tx)),
                 committer: Mutex::new(Some(handle)),
             }),
@@ -471,8 +476,45 @@ impl Store {
             children,
             reply,
         };
-        queue.send(job).await.map_err(|_| Error::Unavailable)?;
+        queue
+            .send(Work::Commit(job))
+            .await
+            .map_err(|_| Error::Unavailable)?;
         answer.await.map_err(|_| Error::Unavailable)?
+    }
+
+    /// Copies the whole store, as of one revision, to a new file in the data
+    /// dir (tokens are not in the store; the page-token secret is left
+    /// out): the committer makes it between two groups, so writers wait
+    /// while it is written. Returns the file (the caller removes it) and
+    /// the revision.
+    pub async fn backup(&self) -> Result<(PathBuf, u64)> {
+        let path = self
+            .inner
+            .data_dir
+            .join(format!("backup-{}.partial", Uuid::new_v4()));
+        let queue = self
+            .inner
+            .queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or(Error::Unavailable)?;
+        let (reply, answer) = oneshot::channel();
+        queue
+            .send(Work::Backup {
+                path: path.clone(),
+                reply,
+            })
+            .await
+            .map_err(|_| Error::Unavailable)?;
+        match answer.await.map_err(|_| Error::Unavailable)? {
+            Ok(revision) => Ok((path, revision)),
+            Err(e) => {
+                let _ = std::fs::remove_file(&path);
+                Err(e)
+            }
+        }
     }
 
     /// Several annotations read at one revision; `None` where missing.

@@ -30,6 +30,7 @@ pub const BOB: &str = "bob-token";
 pub const READER: &str = "reader-token";
 /// Reviewer `rosa`.
 pub const REVIEWER: &str = "reviewer-token";
+pub const ADMIN: &str = "admin-token";
 
 pub type Client = FactCheckServiceClient<InterceptedService<Channel, Auth>>;
 
@@ -136,6 +137,7 @@ impl TestServer {
             (BOB, "bob", Role::Analyst),
             (READER, "rita", Role::Reader),
             (REVIEWER, "rosa", Role::Reviewer),
+            (ADMIN, "ada", Role::Admin),
         ])
         .unwrap();
         let listener =
