@@ -460,13 +460,7 @@ impl Store {
             validate_only,
             children,
         } = submit;
-        let queue = self
-            .inner
-            .queue
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-            .ok_or(Error::Unavailable)?;
+        let queue = self.queue()?;
         let (reply, answer) = oneshot::channel();
         let job = Job {
             mutations,
@@ -493,13 +487,7 @@ impl Store {
             .inner
             .data_dir
             .join(format!("backup-{}.partial", Uuid::new_v4()));
-        let queue = self
-            .inner
-            .queue
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-            .ok_or(Error::Unavailable)?;
+        let queue = self.queue()?;
         let (reply, answer) = oneshot::channel();
         queue
             .send(Work::Backup {
@@ -710,6 +698,16 @@ impl Store {
             out.push(Arc::new(change));
         }
         Ok(ChangesRead::Changes(out))
+    }
+
+    /// The committer's queue; Unavailable once the store is closing.
+    fn queue(&self) -> Result<mpsc::Sender<Work>> {
+        self.inner
+            .queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or(Error::Unavailable)
     }
 
     fn read_lock(&self) -> std::sync::RwLockReadGuard<'_, Index> {
