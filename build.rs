@@ -11,11 +11,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fds = protox::compile(protos, ["proto"])?;
     let out = PathBuf::from(env::var("OUT_DIR")?);
     fs::write(out.join("factcheck_descriptor.bin"), fds.encode_to_vec())?;
+    let descriptors = fds.encode_to_vec();
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
         // Decode errors are the caller's: INVALID_ARGUMENT, not INTERNAL.
         .codec_path("crate::codec::StrictCodec")
+        // Well-known types with serde, for the canonical JSON mapping.
+        .compile_well_known_types(true)
+        .extern_path(".google.protobuf", "::pbjson_types")
         .compile_fds(fds)?;
+    // serde for every API message, as the proto3 JSON mapping says
+    // (camelCase names, enum value names, RFC 3339 times).
+    pbjson_build::Builder::new()
+        .register_descriptors(&descriptors)?
+        .out_dir(&out)
+        .build(&[".factcheck.v1"])?;
     Ok(())
 }

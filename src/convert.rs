@@ -455,8 +455,8 @@ impl PageTokens<'_> {
     }
 }
 
-pub fn timestamp(us: i64) -> prost_types::Timestamp {
-    prost_types::Timestamp {
+pub fn timestamp(us: i64) -> pbjson_types::Timestamp {
+    pbjson_types::Timestamp {
         seconds: us.div_euclid(1_000_000),
         nanos: (us.rem_euclid(1_000_000) * 1000) as i32,
     }
@@ -529,7 +529,7 @@ pub fn revision_to_pb(r: &Revision, article: &Article, enc: OffsetEncoding) -> p
             EventKind::Updated => Type::Updated,
             EventKind::Deleted => Type::Deleted,
         } as i32,
-        changed_fields: (r.kind == EventKind::Updated).then(|| prost_types::FieldMask {
+        changed_fields: (r.kind == EventKind::Updated).then(|| pbjson_types::FieldMask {
             paths: r.changed.clone(),
         }),
         hash: hex::encode(r.hash),
@@ -732,7 +732,7 @@ pub fn review_state(field: &str, value: i32) -> Result<Option<ReviewState>> {
 /// `fields`; `*` for all of them; omitted, the fields the resource sets (the
 /// `bool` of each). `what` names the resource in errors.
 pub fn mask_paths(
-    mask: Option<&prost_types::FieldMask>,
+    mask: Option<&pbjson_types::FieldMask>,
     what: &str,
     fields: &[(&'static str, bool)],
 ) -> Result<Vec<&'static str>> {
@@ -778,7 +778,7 @@ pub fn mask_paths(
 
 pub fn patch(
     annotation: &pb::Annotation,
-    mask: Option<&prost_types::FieldMask>,
+    mask: Option<&pbjson_types::FieldMask>,
     article: &Article,
     enc: OffsetEncoding,
 ) -> Result<crate::domain::Patch> {

@@ -406,7 +406,7 @@ async fn bad_input_gets_a_clear_status_and_changes_nothing() {
     let update = |a: pb::Annotation, paths: &[&str]| pb::UpdateAnnotationRequest {
         offset_encoding: 0,
         annotation: Some(a),
-        update_mask: Some(prost_types::FieldMask {
+        update_mask: Some(pbjson_types::FieldMask {
             paths: paths.iter().map(|p| p.to_string()).collect(),
         }),
         etag: String::new(),
@@ -548,7 +548,7 @@ async fn stale_etags_abort_and_change_nothing() {
         .update_annotation(pb::UpdateAnnotationRequest {
             offset_encoding: 0,
             annotation: Some(edit.clone()),
-            update_mask: Some(prost_types::FieldMask {
+            update_mask: Some(pbjson_types::FieldMask {
                 paths: vec!["verdict".into(), "note".into()],
             }),
             etag: a.etag.clone(),
@@ -574,7 +574,7 @@ async fn stale_etags_abort_and_change_nothing() {
                 verdict: Verdict::Verified as i32,
                 ..edit.clone()
             }),
-            update_mask: Some(prost_types::FieldMask {
+            update_mask: Some(pbjson_types::FieldMask {
                 paths: vec!["verdict".into()],
             }),
             etag: a.etag.clone(),
@@ -593,7 +593,7 @@ async fn stale_etags_abort_and_change_nothing() {
                 etag: a.etag.clone(),
                 ..edit.clone()
             }),
-            update_mask: Some(prost_types::FieldMask {
+            update_mask: Some(pbjson_types::FieldMask {
                 paths: vec!["note".into()],
             }),
             etag: String::new(),
@@ -1016,7 +1016,7 @@ async fn a_crowded_contested_region_names_the_first_hundred_and_counts_all() {
     assert_eq!(gone.analyst_count, 0);
     assert!(gone.contested_spans.is_empty());
     assert_eq!(gone.revision, r.revision + 1);
-    let micros = |t: Option<prost_types::Timestamp>| {
+    let micros = |t: Option<pbjson_types::Timestamp>| {
         let t = t.expect("a last update time");
         t.seconds * 1_000_000 + i64::from(t.nanos) / 1000
     };

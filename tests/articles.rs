@@ -43,7 +43,7 @@ fn correction(id: &str, text: &str, etag: &str) -> pb::UpdateArticleRequest {
             text: text.into(),
             ..Default::default()
         }),
-        update_mask: Some(prost_types::FieldMask {
+        update_mask: Some(pbjson_types::FieldMask {
             paths: vec!["text".into()],
         }),
         etag: etag.into(),
@@ -397,7 +397,7 @@ async fn article_writes_are_checked_and_refusals_change_nothing() {
         .unwrap_err();
     assert_eq!(s.code(), Code::NotFound);
     let mut masked = correction(DESK, FIRST, "");
-    masked.update_mask = Some(prost_types::FieldMask {
+    masked.update_mask = Some(pbjson_types::FieldMask {
         paths: vec!["sha256".into()],
     });
     let s = editor.update_article(masked).await.unwrap_err();

@@ -279,7 +279,7 @@ async fn batch_update_and_delete_apply_in_order_as_one_revision() {
                         verdict: Verdict::Disputed as i32,
                         ..Default::default()
                     }),
-                    update_mask: Some(prost_types::FieldMask {
+                    update_mask: Some(pbjson_types::FieldMask {
                         paths: vec!["verdict".into()],
                     }),
                     etag: b.etag.clone(),

@@ -82,9 +82,20 @@ async fn annotate_by_quote_over_non_ascii_text() {
     assert!(out.status.success(), "{}", stderr(&out));
     let created = &json_lines(&out)[0];
     assert_eq!(created["quote"], "조태열");
-    assert_eq!(created["verdict"], "disputed");
+    // The canonical proto3 JSON mapping, as grpcurl prints it.
+    assert_eq!(created["verdict"], "VERDICT_DISPUTED");
     assert_eq!(created["analyst"], "alice");
-    assert_eq!(created["article"], A1);
+    assert!(
+        created["name"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("articles/{A1}/annotations/"))
+    );
+    let time = created["createTime"].as_str().unwrap();
+    assert!(
+        time.contains('T') && (time.ends_with('Z') || time.ends_with("+00:00")),
+        "{time}"
+    );
     let expected = find_span(&seed_text(A1), "조태열");
     assert_eq!(created["span"]["start"], expected.start);
     assert_eq!(created["span"]["end"], expected.end);
@@ -158,9 +169,9 @@ async fn annotate_by_quote_over_non_ascii_text() {
     assert_eq!(json_lines(&out).len(), 1);
     let out = run(&server, &["review", A1, "--output", "json"], None).await;
     let review = &json_lines(&out)[0];
-    assert_eq!(review["total_count"], 1);
-    assert_eq!(review["disputed_count"], 1);
-    assert_eq!(review["covered_code_points"], 3);
+    assert_eq!(review["totalCount"], 1);
+    assert_eq!(review["disputedCount"], 1);
+    assert_eq!(review["coveredCodePoints"], 3);
     let out = run(&server, &["articles", "--output", "json"], None).await;
     let articles = json_lines(&out);
     assert_eq!(articles.len(), 5);
@@ -184,8 +195,9 @@ async fn annotate_by_quote_over_non_ascii_text() {
     .await;
     assert!(out.status.success(), "{}", stderr(&out));
     let updated = &json_lines(&out)[0];
-    assert_eq!(updated["verdict"], "verified");
-    assert_eq!(updated["sources"].as_array().unwrap().len(), 0);
+    assert_eq!(updated["verdict"], "VERDICT_VERIFIED");
+    // Default values are left out, as the mapping says: no sources.
+    assert!(updated.get("sources").is_none(), "{updated}");
     let stale = created["etag"].as_str().unwrap();
     let out = run(&server, &["delete", name, "--etag", stale], None).await;
     assert_eq!(out.status.code(), Some(3), "a stale etag is a server refusal");
@@ -252,7 +264,7 @@ async fn apply_is_all_or_nothing_before_writing_and_lands_completely() {
     assert!(out.status.success(), "{}", stderr(&out));
     let summary = &json_lines(&out)[0];
     assert_eq!(summary["operations"], 2000);
-    assert_eq!(summary["dry_run"], true);
+    assert_eq!(summary["dryRun"], true);
     assert_eq!(snapshot(&mut client).await, (vec![], 0));
 
     // The real thing, from a file: every line lands, in 4 atomic batches.
@@ -269,8 +281,8 @@ async fn apply_is_all_or_nothing_before_writing_and_lands_completely() {
     let summary = &json_lines(&out)[0];
     assert_eq!(summary["created"], 2000);
     assert_eq!(summary["batches"], 4);
-    assert_eq!(summary["first_revision"], 1);
-    assert_eq!(summary["last_revision"], 4);
+    assert_eq!(summary["firstRevision"], 1);
+    assert_eq!(summary["lastRevision"], 4);
     let (all, revision) = snapshot(&mut client).await;
     assert_eq!((all.len(), revision), (2000, 4));
     assert!(all.iter().any(|a| a.note == "batch review line 2000 – “checked”"));
@@ -369,9 +381,13 @@ async fn watch_prints_events_as_they_come() {
     })
     .await
     .unwrap();
-    let event: Value = serde_json::from_str(&line).unwrap();
-    assert_eq!(event["type"], "created");
-    assert_eq!(event["revision"], 1);
+    // The watch message itself, in the canonical mapping (uint64 as a
+    // string, enums by name).
+    let msg: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(msg["kind"], "EVENTS");
+    assert_eq!(msg["revision"], "1");
+    let event = &msg["events"][0];
+    assert_eq!(event["type"], "CREATED");
     assert_eq!(event["annotation"]["quote"], "조태열");
     assert_eq!(event["annotation"]["name"], created.name.as_str());
     child.kill().unwrap();
@@ -511,9 +527,9 @@ async fn publish_correct_and_list_revisions_from_files() {
     let v: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
     assert_eq!(
         (
-            v["revision_id"].as_str(),
-            v["needs_review_count"].as_u64(),
-            v["source_url"].as_str()
+            v["revisionId"].as_str(),
+            v["needsReviewCount"].as_u64(),
+            v["sourceUrl"].as_str()
         ),
         (Some("2"), Some(1), Some("https://news.example/desk"))
     );
@@ -532,7 +548,7 @@ async fn publish_correct_and_list_revisions_from_files() {
     let revisions = json_lines(&out);
     assert_eq!(revisions.len(), 2);
     assert_eq!(revisions[1]["name"], "articles/desk@2");
-    assert!(revisions.iter().all(|r| r["revision_author"] == "rosa"));
+    assert!(revisions.iter().all(|r| r["revisionAuthor"] == "rosa"));
     let out = run(&server, &["list", "desk", "--output", "json"], None).await;
     let listed = json_lines(&out);
     assert_eq!(listed[0]["quote"], "exports rose 6%");

@@ -442,7 +442,7 @@ async fn make(c: &mut Client, call: Call) -> Result<(), (tonic::Status, bool)> {
                     note,
                     ..Default::default()
                 }),
-                update_mask: Some(prost_types::FieldMask { paths }),
+                update_mask: Some(pbjson_types::FieldMask { paths }),
                 etag,
             })
             .await

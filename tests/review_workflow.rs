@@ -582,6 +582,16 @@ async fn the_cli_resolves_signs_off_and_publishes_claim_reviews() {
     let (code, out, err) = run(REVIEWER, args(&["review", DESK])).await.unwrap();
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("→ disputed by rosa"), "{out}");
+    // In JSON, the whole message: the contested span's annotationCount (once
+    // dropped by a hand-written mapping) and its adjudication.
+    let (_, out, _) = run(REVIEWER, args(&["review", DESK, "--output", "json"]))
+        .await
+        .unwrap();
+    let review: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let contested = &review["contestedSpans"][0];
+    assert_eq!(contested["annotationCount"], 2, "{review}");
+    assert_eq!(contested["adjudication"]["verdict"], "VERDICT_DISPUTED");
+    assert_eq!(review["state"], "REVIEW_STATE_READY");
     let (code, out, err) = run(REVIEWER, args(&["signoff", DESK])).await.unwrap();
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("signed off by rosa"), "{out}");
@@ -604,7 +614,7 @@ async fn the_cli_resolves_signs_off_and_publishes_claim_reviews() {
                 .to_owned()
         })
         .collect();
-    assert_eq!(kinds, ["adjudicated", "signed_off"]);
+    assert_eq!(kinds, ["ADJUDICATED", "SIGNED_OFF"]);
 
     let (code, out, err) = run(
         ALICE,

@@ -66,6 +66,10 @@ async fn a_bare_id_from_list_is_enough_to_act_on() {
     assert!(o.status.success(), "{}", err(&o));
     let got: Value = serde_json::from_str(out(&o).trim()).unwrap();
     assert_eq!(got["name"], a.name.as_str());
+    // The canonical mapping: what grpcurl prints for the same message.
+    assert_eq!(got["verdict"], "VERDICT_VERIFIED");
+    assert_eq!(got["articleRevision"], "1");
+    assert_eq!(got["anchorState"], "ANCHOR_STATE_ANCHORED");
     let o = run(
         &url,
         &[
@@ -224,7 +228,32 @@ async fn a_batch_file_applies_once_and_file_errors_name_their_line() {
     assert_eq!(count(&mut alice).await, 2, "a re-run is a no-op");
     let o = run(&url, &["apply", path, "--output", "json"]).await;
     let summary: Value = serde_json::from_str(out(&o).trim()).unwrap();
-    assert_eq!(summary["already_applied"], 1);
+    assert_eq!(summary["alreadyApplied"], 1);
+    // Canonical verdict names are accepted too.
+    let canonical = dir.path().join("canonical.jsonl");
+    std::fs::write(
+        &canonical,
+        format!("{{\"op\":\"create\",\"article\":\"{A1}\",\"span\":{{\"start\":10,\"end\":12}},\"verdict\":\"VERDICT_UNATTRIBUTED\"}}\n"),
+    )
+    .unwrap();
+    let o = run(&url, &["apply", canonical.to_str().unwrap()]).await;
+    assert!(o.status.success(), "{}", err(&o));
+    assert_eq!(count(&mut alice).await, 3);
+    let o = run(
+        &url,
+        &[
+            "delete",
+            &snapshot(&mut alice)
+                .await
+                .0
+                .iter()
+                .find(|a| a.span.unwrap().start == 10)
+                .unwrap()
+                .name,
+        ],
+    )
+    .await;
+    assert!(o.status.success(), "{}", err(&o));
     let o = run(&url, &["apply", path, "--again"]).await;
     assert!(o.status.success(), "{}", err(&o));
     assert_eq!(count(&mut alice).await, 4);

@@ -56,7 +56,7 @@ pub fn restore(file: &std::path::Path, data_dir: &std::path::Path, output: Outpu
     match output {
         OutputFormat::Json => outln!(
             "{}",
-            json!({ "data_dir": data_dir.display().to_string(), "revision": revision })
+            json!({ "dataDir": data_dir.display().to_string(), "revision": revision })
         ),
         OutputFormat::Text => outln!(
             "restored revision {revision} into {}: start a server with --data-dir {} (tokens are not in backups: it makes a new admin token unless given --tokens)",
@@ -127,7 +127,7 @@ pub fn token(action: TokenAction) -> Result<()> {
                 match output {
                     OutputFormat::Json => outln!(
                         "{}",
-                        json!({ "analyst": t.analyst, "role": t.role.to_string(), "sha256_prefix": prefix })
+                        json!({ "analyst": t.analyst, "role": t.role.to_string(), "sha256Prefix": prefix })
                     ),
                     OutputFormat::Text => outln!("{}\t{}\t{prefix}…", t.analyst, t.role),
                 }
@@ -186,7 +186,7 @@ pub fn audit(action: AuditAction) -> Result<()> {
                     "{}",
                     json!({
                         "histories": report.chains,
-                        "review_histories": report.review_chains,
+                        "reviewHistories": report.review_chains,
                         "records": report.records,
                         "problems": report.problems,
                         "revision": store.revision(),

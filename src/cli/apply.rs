@@ -297,7 +297,7 @@ pub async fn apply(args: &ClientArgs, o: ApplyOptions<'_>) -> Result<()> {
         match args.output {
             OutputFormat::Json => outln!(
                 "{}",
-                json!({ "operations": total, "batches": plan.len(), "already_applied": plan.len() })
+                json!({ "operations": total, "batches": plan.len(), "alreadyApplied": plan.len() })
             ),
             OutputFormat::Text => outln!(
                 "already applied: all {} batches of this file were applied before; nothing written (--again applies it anew)",
@@ -376,9 +376,9 @@ fn summary(
                 "updated": n("update"),
                 "deleted": n("delete"),
                 "batches": batches,
-                "dry_run": dry_run,
-                "first_revision": revisions.map(|r| r.0),
-                "last_revision": revisions.map(|r| r.1),
+                "dryRun": dry_run,
+                "firstRevision": revisions.map(|r| r.0),
+                "lastRevision": revisions.map(|r| r.1),
             })
         ),
         OutputFormat::Text if dry_run => outln!(

@@ -32,8 +32,6 @@ use crate::config::{ClientArgs, Command, ExportFormat, OutputFormat, VerdictArg}
 use crate::pb;
 use crate::pb::fact_check_service_client::FactCheckServiceClient;
 
-pub use json::annotation_json;
-
 /// How a command failed; each kind has its own exit code.
 #[derive(Debug)]
 pub enum CliError {
@@ -296,7 +294,7 @@ pub fn update_request(
             span,
             ..Default::default()
         }),
-        update_mask: Some(prost_types::FieldMask { paths }),
+        update_mask: Some(pbjson_types::FieldMask { paths }),
         etag: etag.unwrap_or_default(),
     })
 }
@@ -341,7 +339,7 @@ async fn history(c: &mut Client, output: OutputFormat, name: &str) -> Result<()>
             .into_inner();
         for r in &page.revisions {
             match output {
-                OutputFormat::Json => outln!("{}", json::revision_json(r)),
+                OutputFormat::Json => outln!("{}", json::message(r)),
                 OutputFormat::Text => {
                     let a = r.annotation.clone().unwrap_or_default();
                     let kind = pb::annotation_event::Type::try_from(r.r#type)
@@ -472,7 +470,7 @@ pub async fn run(command: Command) -> Result<()> {
             };
             let all = list_all(&mut c, req).await?;
             match client.output {
-                OutputFormat::Json => all.iter().for_each(|a| outln!("{}", annotation_json(a))),
+                OutputFormat::Json => all.iter().for_each(|a| outln!("{}", json::message(a))),
                 OutputFormat::Text => {
                     // Across articles, each row says which (a bare ID is
                     // enough for get, history, update and delete).
@@ -519,7 +517,7 @@ pub async fn run(command: Command) -> Result<()> {
                 .await?
                 .into_inner();
             match client.output {
-                OutputFormat::Json => outln!("{}", json::review_json(&r)),
+                OutputFormat::Json => outln!("{}", json::message(&r)),
                 OutputFormat::Text => print_review(&r),
             }
             Ok(())
@@ -691,7 +689,7 @@ async fn reviews(client: &ClientArgs, state: Option<crate::config::ReviewStateAr
     }
     let state_name = |r: &pb::ArticleReview| json::review_state_str(r.state);
     match client.output {
-        OutputFormat::Json => all.iter().for_each(|r| outln!("{}", json::review_json(r))),
+        OutputFormat::Json => all.iter().for_each(|r| outln!("{}", json::message(r))),
         OutputFormat::Text => {
             outln!(
                 "{:<22}  {:<18}  {:>5}  {:>8}  {:>9}  {:>6}  ALPHA",
@@ -766,7 +764,7 @@ async fn articles(client: &ClientArgs) -> Result<()> {
         token = page.next_page_token;
     }
     match client.output {
-        OutputFormat::Json => all.iter().for_each(|a| outln!("{}", json::article_json(a))),
+        OutputFormat::Json => all.iter().for_each(|a| outln!("{}", json::message(a))),
         OutputFormat::Text => {
             outln!("{:<22}  {:>6}  TITLE", "ID", "LENGTH");
             for a in &all {
@@ -810,10 +808,9 @@ async fn article(client: &ClientArgs, id: &str, spans: bool) -> Result<()> {
     };
     match client.output {
         OutputFormat::Json => {
-            let mut v = json::article_json(&article);
-            v["text"] = json!(article.text);
+            let mut v = json::message(&article);
             if spans {
-                v["annotations"] = annotations.iter().map(annotation_json).collect();
+                v["annotations"] = annotations.iter().map(json::message).collect();
             }
             outln!("{v}");
         }
@@ -923,7 +920,7 @@ pub async fn list_all(c: &mut Client, mut req: pb::ListAnnotationsRequest) -> Re
 
 fn print_annotation(format: OutputFormat, a: &pb::Annotation) {
     match format {
-        OutputFormat::Json => outln!("{}", annotation_json(a)),
+        OutputFormat::Json => outln!("{}", json::message(a)),
         OutputFormat::Text => {
             let s = a.span.unwrap_or_default();
             outln!("{}", a.name);
@@ -967,7 +964,7 @@ fn print_review(r: &pb::ArticleReview) {
     );
     outln!("  analysts     {}", r.analyst_count);
     if let Some(t) = &r.last_update_time {
-        outln!("  last update  {t}");
+        outln!("  last update  {}", json::rfc3339(t));
     }
     outln!("  revision     {} (etag {})", r.revision, r.etag);
     if let Some(s) = &r.sign_off {
@@ -1041,10 +1038,20 @@ async fn watch(client: &ClientArgs, id: Option<&str>, from: Option<u64>) -> Resu
                         eprintln!("watching {parent} from revision {next}");
                     }
                     Ok(pb::watch_annotations_response::Kind::Events) => {
-                        for e in &msg.events {
-                            print_event(client.output, msg.revision, e);
+                        match client.output {
+                            // The message itself, as grpcurl prints it.
+                            OutputFormat::Json => outln!("{}", json::message(&msg)),
+                            OutputFormat::Text => {
+                                for e in &msg.events {
+                                    print_event(msg.revision, e);
+                                }
+                            }
                         }
-                        next = msg.revision + 1;
+                        let _ = std::io::stdout().flush();
+                        // A revision in parts: resume from it until whole.
+                        if !msg.more {
+                            next = msg.revision + 1;
+                        }
                     }
                     Ok(pb::watch_annotations_response::Kind::Progress) => next = msg.revision + 1,
                     _ => {}
@@ -1066,7 +1073,7 @@ async fn watch(client: &ClientArgs, id: Option<&str>, from: Option<u64>) -> Resu
     }
 }
 
-fn print_event(format: OutputFormat, revision: u64, e: &pb::AnnotationEvent) {
+fn print_event(revision: u64, e: &pb::AnnotationEvent) {
     let kind = match pb::annotation_event::Type::try_from(e.r#type) {
         Ok(pb::annotation_event::Type::Created) => "created",
         Ok(pb::annotation_event::Type::Updated) => "updated",
@@ -1074,23 +1081,11 @@ fn print_event(format: OutputFormat, revision: u64, e: &pb::AnnotationEvent) {
         _ => "unknown",
     };
     let a = e.annotation.clone().unwrap_or_default();
-    match format {
-        OutputFormat::Json => {
-            let mut v = json!({ "revision": revision, "type": kind, "annotation": annotation_json(&a) });
-            if let Some(p) = &e.previous {
-                v["previous"] = annotation_json(p);
-            }
-            outln!("{v}");
-        }
-        OutputFormat::Text => {
-            outln!(
-                "{revision:>8}  {kind:<8} {}  {:<12} {:<10} {}",
-                a.name,
-                json::verdict_str(a.verdict),
-                a.analyst,
-                ellipsize(&a.quote, 50)
-            );
-        }
-    }
-    let _ = std::io::stdout().flush();
+    outln!(
+        "{revision:>8}  {kind:<8} {}  {:<12} {:<10} {}",
+        a.name,
+        json::verdict_str(a.verdict),
+        a.analyst,
+        ellipsize(&a.quote, 50)
+    );
 }

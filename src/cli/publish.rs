@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use super::json::article_json;
+use super::json as cli_json;
 use super::{CliError, Result, article_name, connect};
 use crate::config::{ArticleFields, ClientArgs, OutputFormat};
 use crate::pb;
@@ -29,10 +29,10 @@ fn read_text(file: &str) -> Result<String> {
 fn print(client: &ClientArgs, verb: &str, a: &pb::Article, extra: Option<&pb::ArticleReview>) {
     match client.output {
         OutputFormat::Json => {
-            let mut v = article_json(a);
+            let mut v = cli_json::message(a);
             if let Some(r) = extra {
-                v["needs_review_count"] = json!(r.needs_review_count);
-                v["orphaned_count"] = json!(r.orphaned_count);
+                v["needsReviewCount"] = json!(r.needs_review_count);
+                v["orphanedCount"] = json!(r.orphaned_count);
             }
             outln!("{v}");
         }
@@ -91,7 +91,7 @@ pub async fn correct(
                 source_url: fields.source_url.unwrap_or_default(),
                 ..Default::default()
             }),
-            update_mask: Some(prost_types::FieldMask { paths }),
+            update_mask: Some(pbjson_types::FieldMask { paths }),
             etag: etag.unwrap_or_default(),
         })
         .await?
@@ -128,7 +128,7 @@ pub async fn revisions(client: &ClientArgs, id: &str) -> Result<()> {
         token = page.next_page_token;
     }
     match client.output {
-        OutputFormat::Json => all.iter().for_each(|a| outln!("{}", article_json(a))),
+        OutputFormat::Json => all.iter().for_each(|a| outln!("{}", cli_json::message(a))),
         OutputFormat::Text => {
             outln!("{:<8}  {:<20}  {:<27}  SHA-256", "REVISION", "AUTHOR", "TIME");
             for a in &all {
@@ -136,7 +136,10 @@ pub async fn revisions(client: &ClientArgs, id: &str) -> Result<()> {
                     "{:<8}  {:<20}  {:<27}  {}",
                     a.revision_id,
                     a.revision_author,
-                    a.revision_create_time.map(|t| t.to_string()).unwrap_or_default(),
+                    a.revision_create_time
+                        .as_ref()
+                        .map(super::json::rfc3339)
+                        .unwrap_or_default(),
                     &a.sha256[..16.min(a.sha256.len())]
                 );
             }

@@ -99,8 +99,8 @@ pub fn annotation(a: &pb::Annotation, text: &str, source: &str, iris: &Iris) -> 
         "type": "Annotation",
         "motivation": "assessing",
         "creator": { "id": iris.analyst(&a.analyst), "type": "Person", "name": a.analyst },
-        "created": a.create_time.map(|t| t.to_string()),
-        "modified": a.update_time.map(|t| t.to_string()),
+        "created": a.create_time.as_ref().map(super::json::rfc3339),
+        "modified": a.update_time.as_ref().map(super::json::rfc3339),
         "body": body,
         "target": {
             "source": source,

@@ -32,7 +32,7 @@ pub async fn resolve(
         .await?
         .into_inner();
     match client.output {
-        OutputFormat::Json => outln!("{}", adjudication_json(&adjudication)),
+        OutputFormat::Json => outln!("{}", cli_json::message(&adjudication)),
         OutputFormat::Text => {
             outln!("{}", adjudication.name);
             outln!(
@@ -85,7 +85,7 @@ pub async fn signoff(client: &ClientArgs, id: &str, etag: Option<String>) -> Res
         .await?
         .into_inner();
     match client.output {
-        OutputFormat::Json => outln!("{}", cli_json::review_json(&r)),
+        OutputFormat::Json => outln!("{}", cli_json::message(&r)),
         OutputFormat::Text => {
             let by = r
                 .sign_off
@@ -114,7 +114,7 @@ pub async fn review_log(client: &ClientArgs, id: &str) -> Result<()> {
             .into_inner();
         for e in &page.events {
             match client.output {
-                OutputFormat::Json => outln!("{}", event_json(e)),
+                OutputFormat::Json => outln!("{}", cli_json::message(e)),
                 OutputFormat::Text => {
                     let what = match (&e.adjudication, &e.sign_off) {
                         (Some(a), _) => {
@@ -147,45 +147,6 @@ pub async fn review_log(client: &ClientArgs, id: &str) -> Result<()> {
         }
         token = page.next_page_token;
     }
-}
-
-fn adjudication_json(a: &pb::Adjudication) -> Value {
-    json!({
-        "name": a.name,
-        "span": cli_json::span(a.span),
-        "quote": a.quote,
-        "verdict": cli_json::verdict_str(a.verdict),
-        "rationale": a.rationale,
-        "reviewer": a.reviewer,
-        "accepted_annotations": a.accepted_annotations,
-        "overruled_annotations": a.overruled_annotations,
-        "accepted_count": a.accepted_count,
-        "overruled_count": a.overruled_count,
-        "create_time": cli_json::time(a.create_time.as_ref()),
-        "revision": a.revision,
-        "article_revision": a.article_revision,
-    })
-}
-
-fn event_json(e: &pb::ReviewEvent) -> Value {
-    let kind = pb::review_event::Type::try_from(e.r#type)
-        .map(|t| t.as_str_name().to_lowercase())
-        .unwrap_or_default();
-    json!({
-        "type": kind,
-        "review": e.review,
-        "revision": e.revision,
-        "time": cli_json::time(e.time.as_ref()),
-        "actor": e.actor,
-        "adjudication": e.adjudication.as_ref().map(adjudication_json),
-        "sign_off": e.sign_off.as_ref().map(|s| json!({
-            "reviewer": s.reviewer,
-            "sign_off_time": cli_json::time(s.sign_off_time.as_ref()),
-            "revision": s.revision,
-            "article_revision": s.article_revision,
-        })),
-        "reason": e.reason,
-    })
 }
 
 /// Who publishes the fact checks, and where.

@@ -86,7 +86,7 @@ fn source_url(field: &str, u: &str) -> Result<String> {
 }
 
 /// Which fields an update sets: the mask's, or the non-empty ones.
-fn update_fields(a: &pb::Article, mask: Option<&prost_types::FieldMask>) -> Result<Fields> {
+fn update_fields(a: &pb::Article, mask: Option<&pbjson_types::FieldMask>) -> Result<Fields> {
     let paths = convert::mask_paths(
         mask,
         "article",

@@ -562,13 +562,13 @@ impl FactCheckService for Service {
     async fn delete_annotation(
         &self,
         req: Request<pb::DeleteAnnotationRequest>,
-    ) -> Result<Response<()>, Status> {
+    ) -> Result<Response<pbjson_types::Empty>, Status> {
         let caller = writer(&req, "delete annotations")?;
         let mutation = self.delete_mutation(&req.into_inner(), None, &caller)?;
         self.store
             .apply(vec![mutation], caller.analyst.clone(), None)
             .await?;
-        Ok(Response::new(()))
+        Ok(Response::new(pbjson_types::Empty {}))
     }
 
     async fn batch_create_annotations(

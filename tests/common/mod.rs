@@ -439,7 +439,7 @@ pub fn masked_update(annotation: pb::Annotation, paths: &[&str]) -> pb::UpdateAn
     pb::UpdateAnnotationRequest {
         offset_encoding: 0,
         annotation: Some(annotation),
-        update_mask: Some(prost_types::FieldMask {
+        update_mask: Some(pbjson_types::FieldMask {
             paths: paths.iter().map(|p| p.to_string()).collect(),
         }),
         etag: String::new(),
