@@ -15,8 +15,12 @@
 //! go to an in-memory index of spans (kept by the committer) and to sled for
 //! the records, *at the last durable revision*: a record newer than that is
 //! read from its history, so readers never wait for a flush and never see a
-//! write that is not durable. A failed commit stops writes (fail-stop). `GetArticleReview` summarises where the review of an article
-//! stands, computed once per state of the article. Tokens carry roles:
+//! write that is not durable. A failed commit stops writes (fail-stop).
+//! `GetArticleReview` says where the review of an article stands (state,
+//! agreement, contested spans and their adjudications, the sign-off),
+//! computed once per state of the article; reviewers settle contested spans
+//! and sign reviews off through the same committer, and any later change to
+//! the article withdraws a sign-off in its own commit. Tokens carry roles:
 //! reader, analyst, reviewer, admin.
 //!
 //! # Layout
@@ -32,14 +36,19 @@
 //! - [`error`]: the one error enum and its one mapping to gRPC statuses.
 //! - [`store`]: the only code that imports sled; key layout in `store::keys`,
 //!   the in-memory index in `store::index`, the audit history in
-//!   `store::audit`, syncing the log and blob files in `store::sync`.
+//!   `store::audit`, the review history in `store::review_log`, backups and
+//!   restores in `store::backup`, syncing the log and blob files in
+//!   `store::sync`.
 //! - [`auth`]: bearer tokens → analysts and roles; the tokens file.
 //! - [`codec`]: prost's gRPC codec, with undecodable requests as
 //!   INVALID_ARGUMENT.
 //! - [`service`]: the RPC handlers; `service::articles` the ones that
-//!   create and correct articles.
+//!   create and correct articles, `service::reviews` the review workflow
+//!   (dashboards, adjudication, sign-off, the review history),
+//!   `service::backup` streaming a backup.
 //! - [`watch`]: one task per `WatchAnnotations` stream: changelog replay, then
-//!   the live broadcast.
+//!   the live broadcast; `watch::reviews` one per `WatchArticleReviews`
+//!   stream (states, coalesced).
 //! - [`server`]: [`server::run`] serves on a listener the caller bound (TLS,
 //!   the per-call deadline, the request size limit, HTTP/2 limits).
 //! - [`listener`]: accepting connections: the connection cap, back-off when
@@ -47,9 +56,10 @@
 //! - [`web`]: the web app (`web/`, built and embedded), served at `/`; it
 //!   calls the API over grpc-web on the same port.
 //! - [`config`]: command-line flags.
-//! - [`cli`]: the client subcommands (`annotate`, `list`, `apply`, `export`
-//!   with W3C Web Annotations both ways, ...) and
-//!   the offline ones (`token`, `audit verify`).
+//! - [`cli`]: the client subcommands (`annotate`, `list`, `get`, `history`,
+//!   `apply`, `export` with W3C Web Annotations both ways and ClaimReview,
+//!   `resolve`, `signoff`, `backup`, ...; their JSON is the canonical proto3
+//!   mapping) and the offline ones (`token`, `audit verify`, `restore`).
 //! - `bin/factcheck.rs`: the binary.
 //!
 //! Outside `src/`: `web/` (the browser app, its own code map in
@@ -82,6 +92,12 @@
 //!   commit as the annotations they describe: readers under the lock see them
 //!   agree. The history is never trimmed; each record's hash covers the
 //!   previous record's.
+//! - A sign-off stands only on the state it was made on: the committer
+//!   checks the review's etag (the revision of the article's last change)
+//!   before it records one, and records its withdrawal in the commit of any
+//!   later change to the article. An adjudication settles a contested span
+//!   only while the annotations intersecting it are exactly those it was
+//!   made on, at the revisions they had.
 //! - Roles are checked before anything about the request or the store.
 //! - Clients never see sled errors or file paths: `Error::Internal` is logged
 //!   and answered as a plain "internal error".
