@@ -1,5 +1,6 @@
 //! Compiles `proto/` with protox (pure Rust, no system `protoc`) and writes
-//! the descriptor set that server reflection serves.
+//! the descriptor set that server reflection serves; also the etcd client
+//! subset the load benchmark drives (`benches/etcd/rpc.proto`).
 
 use std::{env, fs, path::PathBuf};
 
@@ -27,5 +28,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .register_descriptors(&descriptors)?
         .out_dir(&out)
         .build(&[".factcheck.v1"])?;
+    // The etcd client the load benchmark compares against (benches/etcd):
+    // a client only, compiled the same way, no protoc.
+    println!("cargo:rerun-if-changed=benches/etcd");
+    let etcd = protox::compile(["benches/etcd/rpc.proto"], ["benches/etcd"])?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(false)
+        .compile_fds(etcd)?;
     Ok(())
 }

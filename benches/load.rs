@@ -25,6 +25,129 @@ use tonic_health::pb::health_client::HealthClient;
 
 type Client = FactCheckServiceClient<InterceptedService<Channel, Bearer>>;
 
+/// etcd's KV.Put, generated from `benches/etcd/rpc.proto` (build.rs).
+mod etcdpb {
+    #![allow(clippy::all)]
+    tonic::include_proto!("etcdserverpb");
+}
+type EtcdClient = etcdpb::kv_client::KvClient<Channel>;
+
+/// An etcd server on a temp dir, on loopback, stopped on drop: the peer
+/// whose durable Put the creates are compared with. `None` without an
+/// `etcd` binary on PATH (Debian: `etcd-server`).
+struct Etcd {
+    child: Child,
+    url: String,
+    version: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Etcd {
+    fn binary() -> Option<PathBuf> {
+        std::env::var_os("PATH")?
+            .to_str()?
+            .split(':')
+            .map(|d| Path::new(d).join("etcd"))
+            .find(|p| p.is_file())
+    }
+
+    async fn start() -> Option<Etcd> {
+        let binary = Self::binary()?;
+        let version = Command::new(&binary)
+            .arg("--version")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|v| {
+                v.lines()
+                    .next()
+                    .map(|l| l.trim().trim_start_matches("etcd Version:").trim().to_owned())
+            })
+            .unwrap_or_default();
+        let port = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        };
+        let (client, peer) = (port(), port());
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("http://127.0.0.1:{client}");
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let child = Command::new(&binary)
+            .args(["--name", "bench", "--data-dir"])
+            .arg(dir.path().join("etcd"))
+            .args(["--listen-client-urls", &url, "--advertise-client-urls", &url])
+            .args([
+                "--listen-peer-urls",
+                &peer_url,
+                "--initial-advertise-peer-urls",
+                &peer_url,
+            ])
+            .args(["--initial-cluster", &format!("bench={peer_url}")])
+            .env("ETCD_UNSUPPORTED_ARCH", std::env::consts::ARCH)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        let etcd = Etcd {
+            child,
+            url,
+            version,
+            _dir: dir,
+        };
+        // Ready when a Put is answered (each try bounded; no fixed sleep).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Ok(mut c)) =
+                tokio::time::timeout(Duration::from_secs(1), EtcdClient::connect(etcd.url.clone())).await
+                && tokio::time::timeout(Duration::from_secs(2), c.put(put_req(0)))
+                    .await
+                    .is_ok_and(|r| r.is_ok())
+            {
+                return Some(etcd);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        eprintln!("etcd did not answer within 30 s: no etcd rows");
+        None
+    }
+
+    async fn clients(&self, n: usize) -> Vec<EtcdClient> {
+        let mut out = Vec::new();
+        for _ in 0..n {
+            out.push(EtcdClient::connect(self.url.clone()).await.unwrap());
+        }
+        out
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A Put of about an annotation's size: a key per operation.
+fn put_req(i: usize) -> etcdpb::PutRequest {
+    etcdpb::PutRequest {
+        key: format!("annotations/{i:012}").into_bytes(),
+        value: vec![b'x'; 200],
+        ..Default::default()
+    }
+}
+
+async fn puts(clients: &[EtcdClient], concurrency: usize, time: Duration) -> Figure {
+    Figure::of(|| {
+        closed_loop(clients, concurrency, time, |mut c: EtcdClient, i| async move {
+            c.put(put_req(i)).await.unwrap();
+        })
+    })
+    .await
+}
+
 #[derive(Clone)]
 struct Bearer(MetadataValue<Ascii>);
 
@@ -498,6 +621,33 @@ async fn main() {
     report.row("1. CreateAnnotation, 1 in flight", &create1, Some(&floor1));
     let create64 = creates(&clients, 64, plan.rep).await;
     report.row("1. CreateAnnotation, 64 in flight", &create64, Some(&floor64));
+    // The peer: etcd's durable Put, the same client library and harness,
+    // in the same run.
+    match Etcd::start().await {
+        Some(etcd) => {
+            let etcd_clients = etcd.clients(8).await;
+            let put1 = puts(&etcd_clients[..1], 1, plan.rep).await;
+            report.row(
+                &format!("1. etcd {} Put, 1 in flight", etcd.version),
+                &put1,
+                Some(&floor1),
+            );
+            let put64 = puts(&etcd_clients, 64, plan.rep).await;
+            report.row(
+                &format!("1. etcd {} Put, 64 in flight", etcd.version),
+                &put64,
+                Some(&floor64),
+            );
+            report.note(format!(
+                "1. CreateAnnotation ÷ etcd Put: {:.2}× at 1 in flight, {:.2}× at 64 in flight (targets 1.0× and 1.5×)",
+                create1.rate() / put1.rate(),
+                create64.rate() / put64.rate()
+            ));
+        }
+        None => {
+            report.note("1. etcd Put: etcd not installed (Debian package etcd-server): no etcd rows".into())
+        }
+    }
 
     // Figure 2: an article with many annotations.
     let mut loader = clients[0].clone();
