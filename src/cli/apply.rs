@@ -432,12 +432,12 @@ async fn plan(client: &mut Client, ops: Vec<(usize, Op)>) -> Result<Vec<Planned>
                                     view: pb::ArticleView::Full as i32,
                                 })
                                 .await
-                                .map_err(|s| line_error(line, s.into()))?
+                                .map_err(|s| CliError::from(s).at_line(line))?
                                 .into_inner();
                             texts.insert(parent.clone(), a.text);
                         }
                         let span =
-                            find_quote(&texts[&parent], &q, occurrence).map_err(|e| line_error(line, e))?;
+                            find_quote(&texts[&parent], &q, occurrence).map_err(|e| e.at_line(line))?;
                         (span, q)
                     }
                     (None, None) => {
@@ -546,10 +546,6 @@ fn push(plan: &mut Vec<Planned>, one: Batch, line: usize) -> Result<()> {
     Ok(())
 }
 
-fn line_error(line: usize, e: CliError) -> CliError {
-    e.at_line(line)
-}
-
 /// Sends one batch; a refusal names the file line of the failing child.
 /// Connection failures are retried with the same request id.
 async fn send(
@@ -615,7 +611,7 @@ async fn send(
                 tokio::time::sleep(delay).await;
                 delay *= 2;
             }
-            (e, Some(line)) => return Err(line_error(line, e)),
+            (e, Some(line)) => return Err(e.at_line(line)),
             (e, None) => return Err(e),
         }
     }

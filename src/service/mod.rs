@@ -838,10 +838,7 @@ impl FactCheckService for Service {
         let req = req.into_inner();
         let id = convert::review_name("name", &req.name)?;
         let enc = convert::offset_encoding("offset_encoding", req.offset_encoding)?;
-        let (review, revision) = match self.store.cached_review(&id) {
-            Some(cached) => cached,
-            None => self.blocking(move |store| store.review(&id)).await?,
-        };
+        let (review, revision) = self.current_review(&id).await?;
         Ok(Response::new(convert::review_to_pb(
             &review,
             revision,

@@ -82,7 +82,7 @@ const MAX_RATIONALE_CHARS: usize = crate::domain::MAX_NOTE_CHARS;
 
 impl Service {
     /// The article's review now, and the store revision it was read at.
-    async fn current_review(&self, id: &ArticleId) -> Result<(Arc<Review>, u64)> {
+    pub(super) async fn current_review(&self, id: &ArticleId) -> Result<(Arc<Review>, u64)> {
         match self.store.cached_review(id) {
             Some(cached) => Ok(cached),
             None => {
