@@ -225,6 +225,8 @@ struct Server {
     addr: String,
     token: String,
     data_dir: PathBuf,
+    /// Reads the server's log; ends with the committer's figures line.
+    figures: Option<std::thread::JoinHandle<Option<String>>>,
 }
 
 impl Server {
@@ -236,7 +238,7 @@ impl Server {
             .arg(&seeds)
             .arg("--data-dir")
             .arg(data_dir)
-            .env("RUST_LOG", "warn,factcheck::server=info")
+            .env("RUST_LOG", "warn,factcheck::server=info,factcheck::store=info")
             .stderr(Stdio::piped())
             .spawn()
             .expect("start the server");
@@ -249,7 +251,16 @@ impl Server {
                 break rest.trim().to_owned();
             }
         };
-        std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+        // The committer's figures, logged when the store closes.
+        let figures = std::thread::spawn(move || {
+            let mut found = None;
+            for line in stderr.lines().map_while(std::result::Result::ok) {
+                if let Some(rest) = line.split("figures=").nth(1) {
+                    found = Some(rest.trim().trim_matches('"').to_owned());
+                }
+            }
+            found
+        });
         let token = std::fs::read_to_string(data_dir.join("admin-token"))
             .unwrap()
             .trim()
@@ -259,6 +270,7 @@ impl Server {
             addr,
             token,
             data_dir: data_dir.to_owned(),
+            figures: Some(figures),
         }
     }
 
@@ -294,12 +306,19 @@ impl Server {
             .map_or(0.0, |kb| kb / 1024.0)
     }
 
-    fn stop(mut self) -> PathBuf {
+    /// Stops the server: its data dir, and the committer's figures (where
+    /// its time went: see `src/store/figures.rs`).
+    fn stop(mut self) -> (PathBuf, String) {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
         let _ = self.child.wait();
-        std::mem::take(&mut self.data_dir)
+        let figures = self
+            .figures
+            .take()
+            .and_then(|t| t.join().ok().flatten())
+            .unwrap_or_else(|| "not logged".into());
+        (std::mem::take(&mut self.data_dir), figures)
     }
 }
 
@@ -602,6 +621,16 @@ fn dir_size(p: &Path) -> u64 {
 #[tokio::main]
 async fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
+    // `--only=1,4`: the floors and these figures, for working on them (5
+    // also runs 2, its baseline); such a run writes nothing here.
+    let only: Option<Vec<u32>> = std::env::args().find_map(|a| {
+        a.strip_prefix("--only=")
+            .map(|v| v.split(',').filter_map(|n| n.parse().ok()).collect())
+    });
+    let wants = |n: u32| {
+        only.as_ref()
+            .is_none_or(|o| o.contains(&n) || (n <= 2 && o.contains(&5)))
+    };
     let plan = Plan::new(quick);
     let tmp = tempfile::tempdir().unwrap();
     let server = Server::start(&tmp.path().join("data"));
@@ -617,148 +646,171 @@ async fn main() {
     let floor64 = floor(&health, 64, plan.rep).await;
     report.row("Health/Check (floor), 1 in flight", &floor1, None);
     report.row("Health/Check (floor), 64 in flight", &floor64, None);
-    let create1 = creates(&clients[..1], 1, plan.rep).await;
-    report.row("1. CreateAnnotation, 1 in flight", &create1, Some(&floor1));
-    let create64 = creates(&clients, 64, plan.rep).await;
-    report.row("1. CreateAnnotation, 64 in flight", &create64, Some(&floor64));
-    // The peer: etcd's durable Put, the same client library and harness,
-    // in the same run.
-    match Etcd::start().await {
-        Some(etcd) => {
-            let etcd_clients = etcd.clients(8).await;
-            let put1 = puts(&etcd_clients[..1], 1, plan.rep).await;
-            report.row(
-                &format!("1. etcd {} Put, 1 in flight", etcd.version),
-                &put1,
-                Some(&floor1),
-            );
-            let put64 = puts(&etcd_clients, 64, plan.rep).await;
-            report.row(
-                &format!("1. etcd {} Put, 64 in flight", etcd.version),
-                &put64,
-                Some(&floor64),
-            );
-            report.note(format!(
-                "1. CreateAnnotation ÷ etcd Put: {:.2}× at 1 in flight, {:.2}× at 64 in flight (targets 1.0× and 1.5×)",
-                create1.rate() / put1.rate(),
-                create64.rate() / put64.rate()
-            ));
+    let mut base64 = None;
+    if wants(1) {
+        let create1 = creates(&clients[..1], 1, plan.rep).await;
+        report.row("1. CreateAnnotation, 1 in flight", &create1, Some(&floor1));
+        let create64 = creates(&clients, 64, plan.rep).await;
+        report.row("1. CreateAnnotation, 64 in flight", &create64, Some(&floor64));
+        // The peer: etcd's durable Put, the same client library and harness,
+        // in the same run.
+        match Etcd::start().await {
+            Some(etcd) => {
+                let etcd_clients = etcd.clients(8).await;
+                let put1 = puts(&etcd_clients[..1], 1, plan.rep).await;
+                report.row(
+                    &format!("1. etcd {} Put, 1 in flight", etcd.version),
+                    &put1,
+                    Some(&floor1),
+                );
+                let put64 = puts(&etcd_clients, 64, plan.rep).await;
+                report.row(
+                    &format!("1. etcd {} Put, 64 in flight", etcd.version),
+                    &put64,
+                    Some(&floor64),
+                );
+                report.note(format!(
+                    "1. CreateAnnotation ÷ etcd Put: {:.2}× at 1 in flight, {:.2}× at 64 in flight (targets 1.0× and 1.5×)",
+                    create1.rate() / put1.rate(),
+                    create64.rate() / put64.rate()
+                ));
+            }
+            None => report
+                .note("1. etcd Put: etcd not installed (Debian package etcd-server): no etcd rows".into()),
         }
-        None => {
-            report.note("1. etcd Put: etcd not installed (Debian package etcd-server): no etcd rows".into())
-        }
+        base64 = Some(create64);
     }
 
     // Figure 2: an article with many annotations.
     let mut loader = clients[0].clone();
-    batch_load(&mut loader, BIG, plan.big_article, 0).await;
-    let review = reviews(&clients, plan.rep).await;
-    report.row(
-        &format!(
-            "2. GetArticleReview, {} annotations, 64 in flight",
-            plan.big_article
-        ),
-        &review,
-        Some(&floor64),
-    );
-    let list = lists(&clients, plan.rep).await;
-    report.row(
-        &format!(
-            "2. ListAnnotations overlaps, page 100, {} annotations, 64 in flight",
-            plan.big_article
-        ),
-        &list,
-        Some(&floor64),
-    );
+    let mut big = None;
+    if wants(2) {
+        batch_load(&mut loader, BIG, plan.big_article, 0).await;
+        let review = reviews(&clients, plan.rep).await;
+        report.row(
+            &format!(
+                "2. GetArticleReview, {} annotations, 64 in flight",
+                plan.big_article
+            ),
+            &review,
+            Some(&floor64),
+        );
+        let list = lists(&clients, plan.rep).await;
+        report.row(
+            &format!(
+                "2. ListAnnotations overlaps, page 100, {} annotations, 64 in flight",
+                plan.big_article
+            ),
+            &list,
+            Some(&floor64),
+        );
+        big = Some((review, list));
+    }
 
     // Figure 3: watch fan-out.
     let mut writer = clients[1].clone();
-    for n in plan.watchers {
-        let (p50, p99, lost, events) = fan_out(&server, &mut writer, n, plan.watch_time).await;
-        report.note(format!(
-            "3. Watch fan-out, {n} streams, {events} creates at 50/s: ack→event p50 {:.2} ms, p99 {:.2} ms, lost {lost}",
-            p50 / 1000.0,
-            p99 / 1000.0
-        ));
+    if wants(3) {
+        for n in plan.watchers {
+            let (p50, p99, lost, events) = fan_out(&server, &mut writer, n, plan.watch_time).await;
+            report.note(format!(
+                "3. Watch fan-out, {n} streams, {events} creates at 50/s: ack→event p50 {:.2} ms, p99 {:.2} ms, lost {lost}",
+                p50 / 1000.0,
+                p99 / 1000.0
+            ));
+        }
     }
 
     // Figure 4: batches of 1000.
-    let batches = plan.batches;
-    let mut offset = 1_000_000;
-    let mut rates = Vec::new();
-    for _ in 0..3 {
-        let t = Instant::now();
-        batch_load(&mut loader, "004_8a3ee0e763f8382c", batches * 1000, offset).await;
-        offset += batches * 1000;
-        rates.push((batches * 1000) as f64 / t.elapsed().as_secs_f64());
+    if wants(4) {
+        let batches = plan.batches;
+        let mut offset = 1_000_000;
+        let mut rates = Vec::new();
+        for _ in 0..3 {
+            let t = Instant::now();
+            batch_load(&mut loader, "004_8a3ee0e763f8382c", batches * 1000, offset).await;
+            offset += batches * 1000;
+            rates.push((batches * 1000) as f64 / t.elapsed().as_secs_f64());
+        }
+        rates.sort_by(f64::total_cmp);
+        report.note(format!(
+            "4. BatchCreateAnnotations of 1000: {:.0} annotations/s ({:.0}–{:.0})",
+            rates[1], rates[0], rates[2]
+        ));
     }
-    rates.sort_by(f64::total_cmp);
-    report.note(format!(
-        "4. BatchCreateAnnotations of 1000: {:.0} annotations/s ({:.0}–{:.0})",
-        rates[1], rates[0], rates[2]
-    ));
 
     // Figure 5: growth.
-    let t = Instant::now();
-    let per = plan.growth / ARTICLES.len();
-    let loaders: Vec<_> = ARTICLES
-        .iter()
-        .enumerate()
-        .map(|(k, (a, _))| {
-            let mut c = clients[k % clients.len()].clone();
-            let a = a.to_string();
-            tokio::spawn(async move { batch_load(&mut c, &a, per, 10_000_000 + k * per).await })
-        })
-        .collect();
-    for l in loaders {
-        l.await.unwrap();
-    }
-    let load_secs = t.elapsed().as_secs_f64();
-    let rss_loaded = server.rss_mib();
-    drop((clients, health, loader, writer));
-    let dir = server.stop();
-    let disk = dir_size(&dir) as f64 / (1024.0 * 1024.0);
-    let t = Instant::now();
-    let server = Server::start(&dir);
-    let ch = server.channel().await;
-    let mut hc = HealthClient::new(ch);
-    loop {
-        let s = hc
-            .check(tonic_health::pb::HealthCheckRequest::default())
-            .await
-            .unwrap()
-            .into_inner();
-        if s.status == 1 {
-            break;
+    if let (Some(create64), Some((review, list))) = (base64.as_ref(), big.as_ref().filter(|_| wants(5))) {
+        let t = Instant::now();
+        let per = plan.growth / ARTICLES.len();
+        let loaders: Vec<_> = ARTICLES
+            .iter()
+            .enumerate()
+            .map(|(k, (a, _))| {
+                let mut c = clients[k % clients.len()].clone();
+                let a = a.to_string();
+                tokio::spawn(async move { batch_load(&mut c, &a, per, 10_000_000 + k * per).await })
+            })
+            .collect();
+        for l in loaders {
+            l.await.unwrap();
         }
+        let load_secs = t.elapsed().as_secs_f64();
+        let rss_loaded = server.rss_mib();
+        drop((clients, health, loader, writer));
+        let (dir, figures) = server.stop();
+        report.note(format!(
+            "Committer, figures 1–5 loading (µs per group): {figures}"
+        ));
+        let disk = dir_size(&dir) as f64 / (1024.0 * 1024.0);
+        let t = Instant::now();
+        let server = Server::start(&dir);
+        let ch = server.channel().await;
+        let mut hc = HealthClient::new(ch);
+        loop {
+            let s = hc
+                .check(tonic_health::pb::HealthCheckRequest::default())
+                .await
+                .unwrap()
+                .into_inner();
+            if s.status == 1 {
+                break;
+            }
+        }
+        let restart = t.elapsed().as_secs_f64();
+        let (clients, _health) = server.clients(8).await;
+        let create64_big = creates(&clients, 64, plan.rep).await;
+        let review_big = reviews(&clients, plan.rep).await;
+        let list_big = lists(&clients, plan.rep).await;
+        let rss_after = server.rss_mib();
+        report.note(format!(
+            "5. Growth: loaded {} annotations in {load_secs:.1} s; disk {disk:.0} MiB; RSS {rss_loaded:.0} MiB after loading, {rss_after:.0} MiB after restart and figures; restart to SERVING {restart:.2} s",
+            plan.growth
+        ));
+        report.row(
+            &format!("5. CreateAnnotation, 64 in flight, at {}", plan.growth),
+            &create64_big,
+            Some(create64),
+        );
+        report.row(
+            &format!("5. GetArticleReview at {}", plan.growth),
+            &review_big,
+            Some(review),
+        );
+        report.row(
+            &format!("5. ListAnnotations overlaps at {}", plan.growth),
+            &list_big,
+            Some(list),
+        );
+        drop(clients);
+        let (_, figures) = server.stop();
+        report.note(format!(
+            "Committer, figure 5 after the restart (µs per group): {figures}"
+        ));
+    } else {
+        drop((clients, health, loader, writer));
+        let (_, figures) = server.stop();
+        report.note(format!("Committer (µs per group): {figures}"));
     }
-    let restart = t.elapsed().as_secs_f64();
-    let (clients, _health) = server.clients(8).await;
-    let create64_big = creates(&clients, 64, plan.rep).await;
-    let review_big = reviews(&clients, plan.rep).await;
-    let list_big = lists(&clients, plan.rep).await;
-    let rss_after = server.rss_mib();
-    report.note(format!(
-        "5. Growth: loaded {} annotations in {load_secs:.1} s; disk {disk:.0} MiB; RSS {rss_loaded:.0} MiB after loading, {rss_after:.0} MiB after restart and figures; restart to SERVING {restart:.2} s",
-        plan.growth
-    ));
-    report.row(
-        &format!("5. CreateAnnotation, 64 in flight, at {}", plan.growth),
-        &create64_big,
-        Some(&create64),
-    );
-    report.row(
-        &format!("5. GetArticleReview at {}", plan.growth),
-        &review_big,
-        Some(&review),
-    );
-    report.row(
-        &format!("5. ListAnnotations overlaps at {}", plan.growth),
-        &list_big,
-        Some(&list),
-    );
-    drop(clients);
-    server.stop();
     let total = t0.elapsed();
 
     let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
@@ -784,7 +836,7 @@ async fn main() {
         total.as_secs_f64()
     );
     println!("\n{md}");
-    if !plan.quick {
+    if !plan.quick && only.is_none() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/BENCHMARKS.md");
         let doc = std::fs::read_to_string(&path).unwrap_or_default();
         let marker = "<!-- results -->";

@@ -9,9 +9,11 @@
 //! an article revision's text, stored in Unicode code points (clients may
 //! count in UTF-16 or UTF-8: [`convert`] translates), with a verdict, a note
 //! and sources. Every mutation
-//! goes through one committer thread that applies whole groups of waiting
-//! mutations as one atomic sled batch and flushes once before answering
-//! (group commit), with a history record per change chained by SHA-256; reads
+//! goes through one committer thread that appends whole groups of waiting
+//! mutations to a write-ahead log, syncs it once, applies the group to sled
+//! as one atomic batch and only then answers (group commit); sled itself is
+//! made durable behind it, a log segment at a time (a checkpoint). Each
+//! change has a history record chained by SHA-256; reads
 //! go to an in-memory index of spans (kept by the committer) and to sled for
 //! the records, *at the last durable revision*: a record newer than that is
 //! read from its history, so readers never wait for a flush and never see a
@@ -37,8 +39,9 @@
 //! - [`store`]: the only code that imports sled; key layout in `store::keys`,
 //!   the in-memory index in `store::index`, the audit history in
 //!   `store::audit`, the review history in `store::review_log`, backups and
-//!   restores in `store::backup`, syncing the log and blob files in
-//!   `store::sync`.
+//!   restores in `store::backup`, the write-ahead log and its recovery in
+//!   `store::wal`, syncing sled's log and blob files at a checkpoint in
+//!   `store::sync`, where the committer's time goes in `store::figures`.
 //! - [`auth`]: bearer tokens → analysts and roles; the tokens file.
 //! - [`codec`]: prost's gRPC codec, with undecodable requests as
 //!   INVALID_ARGUMENT.
@@ -68,8 +71,11 @@
 //!
 //! # Invariants
 //!
-//! - Every acknowledged mutation is durable: the committer flushes before it
-//!   answers, and only the committer writes.
+//! - Every acknowledged mutation is durable: its group's frame is in the
+//!   synced write-ahead log before the committer answers, and a log segment
+//!   is deleted only once sled holds all its groups durably (flushed and
+//!   synced); only the committer writes, and an open replays the log past
+//!   the revision sled holds.
 //! - Revisions are gap-free: each committed job (one RPC) is the next one.
 //! - A reader sees whole commit groups, only once they are durable, together
 //!   with the revision they brought the store to; no reader holds a lock

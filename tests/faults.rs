@@ -31,6 +31,39 @@ async fn health(server: &TestServer) -> i32 {
         .status
 }
 
+/// Health turns NOT_SERVING and a write is refused STORE_FAILED; returns the
+/// health stream, still open.
+async fn assert_fail_stopped(
+    server: &TestServer,
+    client: &mut Client,
+) -> tonic::Streaming<tonic_health::pb::HealthCheckResponse> {
+    let mut statuses = HealthClient::new(server.channel().await)
+        .watch(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    tokio::time::timeout(HANG, async {
+        while statuses.message().await.unwrap().unwrap().status != ServingStatus::NotServing as i32 {}
+    })
+    .await
+    .expect("health never turned NOT_SERVING");
+    let err = client
+        .create_annotation(pb::CreateAnnotationRequest {
+            parent: article(KOREAN),
+            annotation: Some(new_annotation(pb::Span { start: 0, end: 3 }, Verdict::Verified)),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.code(), reason(&err).as_str()),
+        (tonic::Code::Unavailable, "STORE_FAILED")
+    );
+    statuses
+}
+
 fn verdict_update(name: &str, verdict: Verdict) -> pb::UpdateAnnotationRequest {
     masked_update(
         pb::Annotation {
@@ -192,30 +225,7 @@ async fn a_failed_flush_is_never_visible_and_stops_writes_until_restart() {
 
     // Fail-stop: health says so and every write is refused, the disk being
     // fine again or not.
-    let mut statuses = HealthClient::new(server.channel().await)
-        .watch(tonic_health::pb::HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    tokio::time::timeout(HANG, async {
-        while statuses.message().await.unwrap().unwrap().status != ServingStatus::NotServing as i32 {}
-    })
-    .await
-    .expect("health never turned NOT_SERVING");
-    let err = client
-        .create_annotation(pb::CreateAnnotationRequest {
-            parent: article(KOREAN),
-            annotation: Some(new_annotation(pb::Span { start: 0, end: 3 }, Verdict::Verified)),
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(
-        (err.code(), reason(&err).as_str()),
-        (tonic::Code::Unavailable, "STORE_FAILED")
-    );
+    let statuses = assert_fail_stopped(&server, &mut client).await;
     // The watcher got nothing past the last durable revision.
     let quiet = tokio::time::timeout(Duration::from_millis(700), async {
         loop {
@@ -485,4 +495,43 @@ async fn create_annotation(client: &mut Client, text: &str) -> String {
     create(client, KOREAN, find_span(text, "조태열"), Verdict::Disputed)
         .await
         .name
+}
+
+/// The checkpoint (sled made durable behind the log, then the full log
+/// segment deleted) failing is a failed store: health turns NOT_SERVING and
+/// writes are refused, but everything acknowledged is in the log still, and
+/// after a restart it is all there and the audit passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_checkpoint_stops_writes_and_loses_nothing_acknowledged() {
+    let scenario = fail::FailScenario::setup();
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    fail::cfg("checkpoint", "return").unwrap();
+    // 11 large batches fill the first log segment, and the next group
+    // starts a checkpoint.
+    let mut acknowledged = 0;
+    for _ in 0..14 {
+        match large_batch(&mut client, KOREAN).await {
+            Ok(_) => acknowledged += 30,
+            Err(e) => assert_eq!(reason(&e), "STORE_FAILED"),
+        }
+    }
+    assert_fail_stopped(&server, &mut client).await;
+    fail::remove("checkpoint");
+
+    drop(client);
+    let dir = server.stop().await;
+    let server = TestServer::start_in(dir).await;
+    assert_eq!(health(&server).await, ServingStatus::Serving as i32);
+    let mut client = server.client().await;
+    let (all, _) = snapshot(&mut client).await;
+    assert_eq!(all.len(), acknowledged, "every acknowledged annotation is back");
+    assert!(
+        (240..14 * 30).contains(&acknowledged),
+        "{acknowledged} acknowledged: the failure should come once the first segment is full"
+    );
+    let dir = server.stop().await;
+    let store = Store::open(&StoreConfig::new(dir.path())).unwrap();
+    assert_eq!(store.verify_audit().unwrap().problems, Vec::<String>::new());
+    scenario.teardown();
 }

@@ -6,7 +6,9 @@
 //! and changelog records that hold them) read as made on article revision 1,
 //! anchored; its history records keep the hash they were written with.
 //! Format 3 added review events to changelog entries and the last change's
-//! revision to article stats; every other record reads the same in 2 and 3.
+//! revision to article stats. Format 4 made changelog entries point at the
+//! history records that hold a change instead of copying them (one stored
+//! copy per change). Every other record reads the same in 2, 3 and 4.
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use uuid::Uuid;
@@ -23,11 +25,13 @@ use crate::error::{Error, Result};
 const V1: u8 = 1;
 /// The format before review events.
 const V2: u8 = 2;
-/// The version byte every value written today starts with.
+/// The format whose changelog entries copied the annotations.
 const V3: u8 = 3;
+/// The version byte every value written today starts with.
+const V4: u8 = 4;
 
 pub fn encode<T: Serialize>(record: &T) -> Vec<u8> {
-    let mut out = vec![V3];
+    let mut out = vec![V4];
     // Serializing plain structs into a Vec cannot fail.
     out.extend(postcard::to_stdvec(record).expect("postcard encodes plain structs"));
     out
@@ -45,6 +49,11 @@ pub trait Record: DeserializeOwned {
     fn from_v2(bytes: &[u8]) -> Result<Self> {
         postcard_decode(bytes)
     }
+
+    /// The record from format-3 bytes.
+    fn from_v3(bytes: &[u8]) -> Result<Self> {
+        postcard_decode(bytes)
+    }
 }
 
 fn postcard_decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
@@ -53,7 +62,8 @@ fn postcard_decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
 
 pub fn decode<T: Record>(bytes: &[u8]) -> Result<T> {
     match bytes.split_first() {
-        Some((&V3, rest)) => postcard_decode(rest),
+        Some((&V4, rest)) => postcard_decode(rest),
+        Some((&V3, rest)) => T::from_v3(rest),
         Some((&V2, rest)) => T::from_v2(rest),
         Some((&V1, rest)) => T::from_v1(rest),
         Some((v, _)) => Err(Error::internal(format!("unknown record format version {v}"))),
@@ -568,7 +578,8 @@ pub fn decode_annotation(bytes: &[u8]) -> Result<Annotation> {
     decode::<AnnotationRecord>(bytes)?.try_into()
 }
 
-/// One changelog entry: everything a revision changed.
+/// One changelog entry: everything a revision changed, by reference to the
+/// records that hold it (format 4), or copied (formats 1 to 3).
 #[derive(Serialize, Deserialize)]
 pub struct ChangeRecord {
     pub revision: u64,
@@ -577,7 +588,42 @@ pub struct ChangeRecord {
     /// Articles created or corrected: their revision records hold the rest.
     pub articles: Vec<ArticleEventRecord>,
     /// The review history records the revision wrote.
-    pub reviews: Vec<ReviewRecord>,
+    pub reviews: Vec<ReviewEntry>,
+}
+
+/// One annotation change of a changelog entry.
+// Old entries are read once each, as they are replayed: boxing buys nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Serialize, Deserialize)]
+pub enum EventRecord {
+    /// Formats 1 to 3: the states themselves.
+    Inline {
+        before: Option<AnnotationRecord>,
+        after: Option<AnnotationRecord>,
+    },
+    /// Format 4: the change's history record, `h id revision [seq]`; the
+    /// state before an update is the record before it.
+    History { id: [u8; 16], seq: u32 },
+}
+
+/// One review event of a changelog entry.
+#[allow(clippy::large_enum_variant)]
+#[derive(Serialize, Deserialize)]
+pub enum ReviewEntry {
+    /// Format 3: the record itself.
+    Inline(ReviewRecord),
+    /// Format 4: the review history record `j article 0x00 revision seq`.
+    History { article: String, seq: u32 },
+}
+
+/// [`ChangeRecord`] in format 3.
+#[derive(Deserialize)]
+struct ChangeRecordV3 {
+    revision: u64,
+    commit_time_us: i64,
+    events: Vec<EventRecordV3>,
+    articles: Vec<ArticleEventRecord>,
+    reviews: Vec<ReviewRecord>,
 }
 
 /// [`ChangeRecord`] in format 2.
@@ -585,14 +631,23 @@ pub struct ChangeRecord {
 struct ChangeRecordV2 {
     revision: u64,
     commit_time_us: i64,
-    events: Vec<EventRecord>,
+    events: Vec<EventRecordV3>,
     articles: Vec<ArticleEventRecord>,
 }
 
-#[derive(Serialize, Deserialize)]
-pub struct EventRecord {
-    pub before: Option<AnnotationRecord>,
-    pub after: Option<AnnotationRecord>,
+#[derive(Deserialize)]
+struct EventRecordV3 {
+    before: Option<AnnotationRecord>,
+    after: Option<AnnotationRecord>,
+}
+
+impl From<EventRecordV3> for EventRecord {
+    fn from(e: EventRecordV3) -> Self {
+        EventRecord::Inline {
+            before: e.before,
+            after: e.after,
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -624,7 +679,7 @@ impl Record for ChangeRecord {
             events: r
                 .events
                 .into_iter()
-                .map(|e| EventRecord {
+                .map(|e| EventRecord::Inline {
                     before: e.before.map(Into::into),
                     after: e.after.map(Into::into),
                 })
@@ -639,71 +694,94 @@ impl Record for ChangeRecord {
         Ok(Self {
             revision: r.revision,
             commit_time_us: r.commit_time_us,
-            events: r.events,
+            events: r.events.into_iter().map(Into::into).collect(),
             articles: r.articles,
             reviews: Vec::new(),
         })
     }
-}
 
-impl From<&Change> for ChangeRecord {
-    fn from(c: &Change) -> Self {
-        Self {
-            revision: c.revision,
-            commit_time_us: c.commit_time_us,
-            events: c
-                .events
-                .iter()
-                .map(|e| EventRecord {
-                    before: e.before.as_ref().map(AnnotationRecord::from),
-                    after: e.after.as_ref().map(AnnotationRecord::from),
-                })
-                .collect(),
-            articles: c
-                .articles
-                .iter()
-                .map(|e| ArticleEventRecord {
-                    article: e.article.id.as_str().to_owned(),
-                    revision: e.article.revision,
-                    created: e.created,
-                })
-                .collect(),
-            reviews: c.reviews.iter().map(ReviewRecord::from_event).collect(),
-        }
+    fn from_v3(bytes: &[u8]) -> Result<Self> {
+        let r: ChangeRecordV3 = postcard_decode(bytes)?;
+        Ok(Self {
+            revision: r.revision,
+            commit_time_us: r.commit_time_us,
+            events: r.events.into_iter().map(Into::into).collect(),
+            articles: r.articles,
+            reviews: r.reviews.into_iter().map(ReviewEntry::Inline).collect(),
+        })
     }
 }
 
-/// A changelog entry; `article` reads the article revisions it names.
-pub fn decode_change(
-    bytes: &[u8],
-    article: impl Fn(&ArticleId, u32) -> Result<std::sync::Arc<crate::domain::Article>>,
-) -> Result<Change> {
+/// Reads what a changelog entry points at.
+pub trait ChangeSource {
+    fn article(&self, id: &ArticleId, revision: u32) -> Result<Arc<crate::domain::Article>>;
+    /// The history record `h id revision [seq]`, and the one before it.
+    fn history(&self, id: Uuid, revision: u64, seq: u32) -> Result<(HistoryRecord, Option<HistoryRecord>)>;
+    /// The review history record `j article 0x00 revision seq`.
+    fn review(&self, article: &ArticleId, revision: u64, seq: u32) -> Result<ReviewRecord>;
+}
+
+fn parse_article(s: &str) -> Result<ArticleId> {
+    ArticleId::parse(s).map_err(|_| Error::internal("corrupt article name in a changelog entry"))
+}
+
+/// A changelog entry, with what it points at read from `source`.
+pub fn decode_change(bytes: &[u8], source: &impl ChangeSource) -> Result<Change> {
     let r: ChangeRecord = decode(bytes)?;
     let events = r
         .events
         .into_iter()
-        .map(|e| {
-            Ok(Event {
-                before: e.before.map(Annotation::try_from).transpose()?,
-                after: e.after.map(Annotation::try_from).transpose()?,
-            })
+        .map(|e| match e {
+            EventRecord::Inline { before, after } => Ok(Event {
+                before: before.map(Annotation::try_from).transpose()?,
+                after: after.map(Annotation::try_from).transpose()?,
+            }),
+            EventRecord::History { id, seq } => {
+                let (record, previous) = source.history(Uuid::from_bytes(id), r.revision, seq)?;
+                let state = Some(Annotation::try_from(record.state)?);
+                Ok(match record.kind {
+                    HistoryKind::Created => Event {
+                        before: None,
+                        after: state,
+                    },
+                    HistoryKind::Deleted => Event {
+                        before: state,
+                        after: None,
+                    },
+                    HistoryKind::Updated => Event {
+                        before: Some(
+                            previous
+                                .ok_or_else(|| {
+                                    Error::internal("an update's history record has none before it")
+                                })?
+                                .state
+                                .try_into()?,
+                        ),
+                        after: state,
+                    },
+                })
+            }
         })
         .collect::<Result<Vec<_>>>()?;
     let articles = r
         .articles
         .into_iter()
         .map(|e| {
-            let id = ArticleId::parse(&e.article).map_err(|_| Error::internal("corrupt article event"))?;
             Ok(ArticleEvent {
-                article: article(&id, e.revision)?,
+                article: source.article(&parse_article(&e.article)?, e.revision)?,
                 created: e.created,
             })
         })
         .collect::<Result<Vec<_>>>()?;
     let reviews = r
         .reviews
-        .iter()
-        .map(ReviewRecord::to_event)
+        .into_iter()
+        .map(|e| match e {
+            ReviewEntry::Inline(record) => record.to_event(),
+            ReviewEntry::History { article, seq } => source
+                .review(&parse_article(&article)?, r.revision, seq)?
+                .to_event(),
+        })
         .collect::<Result<Vec<_>>>()?;
     Ok(Change {
         revision: r.revision,
@@ -717,6 +795,63 @@ pub fn decode_change(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A format-3 changelog entry, which copied the annotations, still
+    /// reads: as inline events.
+    #[test]
+    fn format_3_changelog_entries_read_inline() {
+        #[derive(Serialize)]
+        struct V3Event {
+            before: Option<AnnotationRecord>,
+            after: Option<AnnotationRecord>,
+        }
+        #[derive(Serialize)]
+        struct V3Change {
+            revision: u64,
+            commit_time_us: i64,
+            events: Vec<V3Event>,
+            articles: Vec<ArticleEventRecord>,
+            reviews: Vec<ReviewRecord>,
+        }
+        let state = AnnotationRecord::from(AnnotationRecordV1 {
+            article: "a".into(),
+            id: [7; 16],
+            start: 0,
+            end: 3,
+            verdict: 1,
+            note: "조태열 👑".into(),
+            sources: vec![],
+            analyst: "ana".into(),
+            create_time_us: 1,
+            update_time_us: 1,
+            revision: 5,
+        });
+        let mut bytes = vec![V3];
+        bytes.extend(
+            postcard::to_stdvec(&V3Change {
+                revision: 5,
+                commit_time_us: 9,
+                events: vec![V3Event {
+                    before: None,
+                    after: Some(state),
+                }],
+                articles: vec![],
+                reviews: vec![],
+            })
+            .unwrap(),
+        );
+        let read: ChangeRecord = decode(&bytes).unwrap();
+        assert_eq!((read.revision, read.commit_time_us), (5, 9));
+        match &read.events[..] {
+            [
+                EventRecord::Inline {
+                    before: None,
+                    after: Some(a),
+                },
+            ] => assert_eq!(a.note, "조태열 👑"),
+            _ => panic!("not one inline creation"),
+        }
+    }
 
     /// A history record written by format 1 still reads, and its hash still
     /// verifies: the audit chain survives the upgrade.

@@ -2,27 +2,33 @@
 //!
 //! It takes every job waiting in its queue (a group), checks each job's
 //! preconditions against the current state (it is the only writer, so the
-//! state cannot change under it), stages the accepted jobs into one sled
-//! batch, applies the batch atomically, flushes once, and only then answers
-//! the callers: group commit. Each accepted job gets the next revision, so
-//! revisions are gap-free and in commit order.
+//! state cannot change under it), stages the accepted jobs into one list of
+//! key changes, appends it to the write-ahead log as one frame and syncs it
+//! once ([`wal`]), applies it to sled as one atomic batch, and only then
+//! answers the callers: group commit. Each accepted job gets the next
+//! revision, so revisions are gap-free and in commit order.
 //!
-//! Only this thread calls `flush`, so sled's `flush_async` deadlock with many
-//! concurrent flushers (spacejam/sled#1308) cannot happen. No sled
-//! transaction is used, so no closure is ever re-run: side effects after the
-//! flush run exactly once.
+//! sled is made durable behind the log by the [`Checkpointer`] thread, when a
+//! log segment is full: a `flush` and sync of sled, then the segment goes.
+//! The committer never flushes sled, so sled's `flush_async` deadlock with
+//! many concurrent flushers (spacejam/sled#1308) cannot happen (two threads
+//! flush: the checkpointer and sled's own). No sled transaction is used, so
+//! no closure is ever re-run: side effects after the sync run exactly once.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use super::codec::{
-    self, AnnotationRecord, ArticleRevisionRecord, ChangeRecord, HistoryKind, HistoryRecord, RequestRecord,
-    ReviewRecord, StatsRecord,
+    self, AnnotationRecord, ArticleEventRecord, ArticleRevisionRecord, ChangeRecord, EventRecord,
+    HistoryKind, HistoryRecord, RequestRecord, ReviewEntry, ReviewRecord, StatsRecord,
 };
+use super::figures::Phase;
+use super::wal::{self, Op, Wal};
 use super::{Shared, keys};
 use crate::anchor::Reanchor;
 use crate::domain::{
@@ -137,16 +143,18 @@ pub enum Work {
     },
 }
 
-pub fn spawn(shared: Arc<Shared>, rx: mpsc::Receiver<Work>) -> std::thread::JoinHandle<()> {
+pub fn spawn(shared: Arc<Shared>, rx: mpsc::Receiver<Work>, wal: Wal) -> std::thread::JoinHandle<()> {
     std::thread::Builder::new()
         .name("factcheck-committer".into())
-        .spawn(move || run(&shared, rx))
+        .spawn(move || run(&shared, rx, wal))
         .expect("spawning the committer thread")
 }
 
-fn run(shared: &Shared, mut rx: mpsc::Receiver<Work>) {
+fn run(shared: &Arc<Shared>, mut rx: mpsc::Receiver<Work>, mut wal: Wal) {
     let mut jobs = Vec::with_capacity(MAX_GROUP);
     let mut compactor = Compactor::new(shared);
+    let checkpointer = Checkpointer::spawn(shared.clone(), wal.dir().to_owned());
+    checkpointer.after_rotation(wal.seq());
     // Once a commit fails, what sled holds in memory and on disk may differ:
     // refuse every later write rather than build on it.
     let mut failed = false;
@@ -166,12 +174,18 @@ fn run(shared: &Shared, mut rx: mpsc::Receiver<Work>) {
                 next = rx.try_recv().ok();
             }
         }
+        // A failed checkpoint stops writes too.
+        failed |= *shared.failed.borrow();
         if failed {
             for job in jobs.drain(..) {
                 let _ = job.reply.send(Err(Error::StoreFailed));
             }
         } else if !jobs.is_empty() {
-            failed = !commit_group(shared, &mut jobs, &mut compactor);
+            let seq = wal.seq();
+            failed = !commit_group(shared, &mut jobs, &mut compactor, &mut wal);
+            if wal.seq() != seq {
+                checkpointer.after_rotation(wal.seq());
+            }
         }
         if let Some((path, reply)) = backup {
             let result = if failed {
@@ -182,11 +196,96 @@ fn run(shared: &Shared, mut rx: mpsc::Receiver<Work>) {
             let _ = reply.send(result);
         }
     }
-    tracing::debug!("committer stopped");
+    checkpointer.stop();
+    // Closing cleanly: sled alone holds everything, the log can go. After a
+    // failure it stays, for the next open to replay what it holds.
+    if !failed && !*shared.failed.borrow() {
+        match checkpoint(shared)
+            .and_then(|()| wal::delete_before(wal.dir(), u64::MAX).map_err(sled::Error::Io))
+        {
+            Ok(()) => tracing::debug!("committer stopped; the log is checkpointed"),
+            Err(e) => {
+                tracing::error!(error = %e, "the last checkpoint failed: the next open replays the log")
+            }
+        }
+    }
+}
+
+/// Makes everything applied to sled so far durable in sled itself.
+fn checkpoint(shared: &Shared) -> std::result::Result<(), sled::Error> {
+    shared.db.flush()?;
+    if let Some(sync) = &shared.sync {
+        sync.sync()?;
+    }
+    Ok(())
+}
+
+/// Checkpoints sled behind the committer, off its thread: once the log has
+/// moved on to a new segment, every group of the older ones is in sled's
+/// memory; a flush and sync of sled then make them durable there, and the
+/// old segments are deleted. It then makes the next segment ahead of time.
+struct Checkpointer {
+    tx: Option<std::sync::mpsc::Sender<u64>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    fn spawn(shared: Arc<Shared>, dir: std::path::PathBuf) -> Self {
+        let (tx, rx) = std::sync::mpsc::channel::<u64>();
+        let thread = std::thread::Builder::new()
+            .name("factcheck-checkpoint".into())
+            .spawn(move || {
+                while let Ok(mut seq) = rx.recv() {
+                    // Several rotations waiting: the latest covers them.
+                    while let Ok(later) = rx.try_recv() {
+                        seq = later;
+                    }
+                    let done = (|| {
+                        // Segment 1 is the first since open: nothing before it.
+                        if seq > 1 {
+                            fail::fail_point!("checkpoint", |_| Err(injected("checkpoint")));
+                            checkpoint(&shared)?;
+                            wal::delete_before(&dir, seq)?;
+                        }
+                        wal::prepare(&dir, seq + 1)?;
+                        Ok::<(), sled::Error>(())
+                    })();
+                    if let Err(e) = done {
+                        tracing::error!(
+                            error = %e,
+                            "checkpoint failed: the store refuses writes from now on; restart the server once the disk is fixed"
+                        );
+                        shared.failed.send_replace(true);
+                        break;
+                    }
+                }
+            })
+            .expect("spawning the checkpoint thread");
+        Self {
+            tx: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// The log now appends to segment `seq`.
+    fn after_rotation(&self, seq: u64) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(seq);
+        }
+    }
+
+    /// Waits for the work asked so far.
+    fn stop(mut self) {
+        self.tx.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// Commits one group and answers its callers; false if the commit failed.
-fn commit_group(shared: &Shared, jobs: &mut Vec<Job>, compactor: &mut Compactor) -> bool {
+fn commit_group(shared: &Shared, jobs: &mut Vec<Job>, compactor: &mut Compactor, wal: &mut Wal) -> bool {
+    let started = Instant::now();
     let mut group = Group::new(shared);
     let mut results: Vec<Result<Applied>> = jobs
         .iter()
@@ -203,10 +302,12 @@ fn commit_group(shared: &Shared, jobs: &mut Vec<Job>, compactor: &mut Compactor)
             }
         })
         .collect();
-    group.compacted = compactor.stage(&mut group.batch, group.revision);
+    group.compacted = compactor.stage(&mut group.ops, group.revision);
 
-    let ok = match group.commit() {
+    let staged = (jobs.len(), group.keys);
+    let ok = match group.commit(started, Some(wal)) {
         Ok(changes) => {
+            shared.figures.group(staged.0, staged.1);
             compactor.committed();
             // Only now, once durable: a change is never published twice or
             // published and then lost.
@@ -283,7 +384,7 @@ impl Compactor {
     }
 
     /// Stages removals; returns the revision trimmed through, if any.
-    fn stage(&mut self, batch: &mut sled::Batch, head: u64) -> Option<u64> {
+    fn stage(&mut self, ops: &mut Vec<Op>, head: u64) -> Option<u64> {
         let by_count = head.saturating_sub(self.retention.revisions);
         let mut target = by_count;
         if self.last_age_check.elapsed() >= std::time::Duration::from_secs(1) {
@@ -295,9 +396,12 @@ impl Compactor {
         }
         let through = target.min(self.compacted + MAX_TRIM as u64);
         for rev in self.compacted + 1..=through {
-            batch.remove(&keys::change(rev));
+            ops.push((keys::change(rev).to_vec(), None));
         }
-        batch.insert(keys::META_COMPACTED, &through.to_be_bytes());
+        ops.push((
+            keys::META_COMPACTED.to_vec(),
+            Some(through.to_be_bytes().to_vec()),
+        ));
         self.staged = Some(through);
         self.staged
     }
@@ -333,12 +437,17 @@ struct StatsMark {
     annotations_changed_us: Option<i64>,
     /// The revision of the group's last change to it.
     revision: u64,
+    /// Whether its stats record must be written: only what the store keeps
+    /// nowhere else (a deletion's revision and time, a correction's
+    /// revision), see `keys`.
+    persist: bool,
 }
 
 /// The state of one group while its jobs are staged.
 struct Group<'a> {
     shared: &'a Shared,
-    batch: sled::Batch,
+    /// The keys to write, in order: one sled batch, one log frame.
+    ops: Vec<Op>,
     /// Annotations changed by jobs staged so far: the new state, `None` if
     /// deleted. Later jobs of the group read through this.
     touched: HashMap<Uuid, Option<Annotation>>,
@@ -362,13 +471,15 @@ struct Group<'a> {
     revision: u64,
     /// The changelog is trimmed through this revision by this group.
     compacted: Option<u64>,
+    /// Keys staged into `batch`, for the committer's figures.
+    keys: usize,
 }
 
 impl<'a> Group<'a> {
     fn new(shared: &'a Shared) -> Self {
         Group {
             shared,
-            batch: sled::Batch::default(),
+            ops: Vec::new(),
             touched: HashMap::new(),
             history_heads: HashMap::new(),
             requests: HashMap::new(),
@@ -379,7 +490,18 @@ impl<'a> Group<'a> {
             changes: Vec::new(),
             revision: shared.revision.load(Ordering::Acquire),
             compacted: None,
+            keys: 0,
         }
+    }
+
+    fn put(&mut self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
+        self.keys += 1;
+        self.ops.push((key.into(), Some(value.into())));
+    }
+
+    fn del(&mut self, key: impl Into<Vec<u8>>) {
+        self.keys += 1;
+        self.ops.push((key.into(), None));
     }
 
     /// Checks and stages one job; on error nothing of it is staged.
@@ -660,11 +782,12 @@ impl<'a> Group<'a> {
             }
         }
         for article in local_articles.values() {
-            self.batch.insert(
+            self.put(
                 keys::article_revision(&article.id, article.revision),
                 codec::encode(&ArticleRevisionRecord::from_article(article, revision)),
             );
         }
+        let mut event_refs = Vec::with_capacity(changes.len());
         for (before, after, answered) in changes {
             self.stage_change(before.as_ref(), after.as_ref(), now);
             let record = history_record(
@@ -677,8 +800,12 @@ impl<'a> Group<'a> {
             );
             let id = Uuid::from_bytes(record.state.id);
             let seq = seqs.entry(id).or_insert(0);
-            self.batch
-                .insert(keys::history(id, revision, *seq), codec::encode(&record));
+            self.put(keys::history(id, revision, *seq), codec::encode(&record));
+            // The changelog points at the history record: one copy.
+            event_refs.push(EventRecord::History {
+                id: record.state.id,
+                seq: *seq,
+            });
             *seq += 1;
             let event = Event { before, after };
             if answered {
@@ -692,33 +819,37 @@ impl<'a> Group<'a> {
                 results: results.iter().map(AnnotationRecord::from).collect(),
                 revision,
             };
-            self.batch.insert(keys::request(req.id), codec::encode(&record));
+            self.put(keys::request(req.id), codec::encode(&record));
             self.requests.insert(req.id, record);
         }
         for (id, state) in local {
             self.touched.insert(id, state);
         }
         for article in local_articles.keys() {
-            self.mark(article, revision, None);
+            self.mark(article, revision, None, true);
         }
         self.articles.extend(local_articles);
         self.history_heads.extend(heads);
         let mut seqs: HashMap<ArticleId, u32> = HashMap::new();
+        let mut review_refs = Vec::with_capacity(review_events.len());
         for e in &review_events {
             let seq = seqs.entry(e.article.clone()).or_insert(0);
             let mut record = ReviewRecord::from_event(e);
             record.prev_hash = self.review_head(&e.article)?;
             record.hash = record.content_hash();
             self.review_heads.insert(e.article.clone(), record.hash);
-            self.batch
-                .insert(keys::review(&e.article, revision, *seq), codec::encode(&record));
+            self.put(keys::review(&e.article, revision, *seq), codec::encode(&record));
+            review_refs.push(ReviewEntry::History {
+                article: e.article.as_str().to_owned(),
+                seq: *seq,
+            });
             *seq += 1;
             match &e.kind {
                 ReviewEventKind::SignedOff(s) => self.sign_offs.insert(e.article.clone(), Some(s.clone())),
                 ReviewEventKind::Withdrawn { .. } => self.sign_offs.insert(e.article.clone(), None),
                 ReviewEventKind::Adjudicated(_) => None,
             };
-            self.mark(&e.article, revision, None);
+            self.mark(&e.article, revision, None, false);
         }
         let articles = article_events.iter().map(|e| e.article.clone()).collect();
         let change = Change {
@@ -728,10 +859,22 @@ impl<'a> Group<'a> {
             articles: article_events,
             reviews: review_events,
         };
-        self.batch.insert(
-            &keys::change(revision),
-            codec::encode(&ChangeRecord::from(&change)),
-        );
+        let record = ChangeRecord {
+            revision,
+            commit_time_us: now,
+            events: event_refs,
+            articles: change
+                .articles
+                .iter()
+                .map(|e| ArticleEventRecord {
+                    article: e.article.id.as_str().to_owned(),
+                    revision: e.article.revision,
+                    created: e.created,
+                })
+                .collect(),
+            reviews: review_refs,
+        };
+        self.put(keys::change(revision).to_vec(), codec::encode(&record));
         let reviews = change.reviews.clone();
         self.changes.push(change);
         self.revision = revision;
@@ -823,23 +966,23 @@ impl<'a> Group<'a> {
         if let Some(b) = before {
             let moved = after.is_none_or(|a| a.judgement.span.start() != b.judgement.span.start());
             if moved {
-                self.batch.remove(keys::position(
+                self.del(keys::position(
                     &b.name.article,
                     b.judgement.span.start(),
                     b.name.id,
                 ));
             }
             if after.is_none() {
-                self.batch.remove(keys::location(b.name.id));
+                self.del(keys::location(b.name.id));
             }
         }
         if let Some(a) = after {
             let start = a.judgement.span.start();
-            self.batch.insert(
+            self.put(
                 keys::position(&a.name.article, start, a.name.id),
                 codec::encode(&AnnotationRecord::from(a)),
             );
-            self.batch.insert(
+            self.put(
                 keys::location(a.name.id),
                 keys::location_value(start, &a.name.article),
             );
@@ -850,17 +993,26 @@ impl<'a> Group<'a> {
             &changed.name.article,
             revision,
             Some(after.map_or(now, |a| a.update_time_us)),
+            after.is_none(),
         );
     }
 
     /// Notes a change to `article` in `revision`, and when its annotations
     /// changed, if they did.
-    fn mark(&mut self, article: &ArticleId, revision: u64, annotations_changed_us: Option<i64>) {
+    fn mark(
+        &mut self,
+        article: &ArticleId,
+        revision: u64,
+        annotations_changed_us: Option<i64>,
+        persist: bool,
+    ) {
         let m = self.stats.entry(article.clone()).or_insert(StatsMark {
             annotations_changed_us: None,
             revision,
+            persist,
         });
         m.revision = revision;
+        m.persist |= persist;
         if annotations_changed_us.is_some() {
             m.annotations_changed_us = annotations_changed_us;
         }
@@ -1014,18 +1166,29 @@ impl<'a> Group<'a> {
         Ok(current)
     }
 
-    /// Applies the batch atomically, makes it durable, then publishes it to
-    /// readers; returns the changes committed.
+    /// Makes the group durable, applies it, then publishes it to readers;
+    /// returns the changes committed.
     ///
-    /// Readers are not held back while the batch is written and synced:
-    /// they read at the published revision, and a record newer than that
-    /// is read from the history as it was (see `Store::read_at`). The lock
-    /// is taken only to move the index and the revision forward together.
-    fn commit(mut self) -> std::result::Result<Vec<Change>, sled::Error> {
+    /// With a log: one frame appended and synced (see [`wal`]); without
+    /// (while the store opens): sled flushed and synced. Readers are not
+    /// held back meanwhile: they read at the published revision, and a record
+    /// newer than that is read from the history as it was (see
+    /// `Store::read_at`). The lock is taken only to move the index and the
+    /// revision forward together.
+    fn commit(
+        mut self,
+        started: Instant,
+        wal: Option<&mut Wal>,
+    ) -> std::result::Result<Vec<Change>, sled::Error> {
+        let shared = self.shared;
+        let figures = &shared.figures;
         if self.changes.is_empty() && self.compacted.is_none() {
             return Ok(Vec::new());
         }
         for (article, mark) in std::mem::take(&mut self.stats) {
+            if !mark.persist {
+                continue;
+            }
             let last_update_time_us = match mark.annotations_changed_us {
                 Some(t) => t,
                 None => self
@@ -1037,26 +1200,51 @@ impl<'a> Group<'a> {
                 last_update_time_us,
                 last_revision: mark.revision,
             };
-            self.batch.insert(keys::stats(&article), codec::encode(&record));
+            self.put(keys::stats(&article), codec::encode(&record));
         }
-        self.batch
-            .insert(keys::META_REVISION, &self.revision.to_be_bytes());
-        self.shared.tree.apply_batch(self.batch)?;
-        fail::fail_point!("commit::flush", |_| Err(injected("flush")));
-        self.shared.db.flush()?;
-        if let Some(sync) = &self.shared.sync {
-            fail::fail_point!("commit::sync", |_| Err(injected("sync")));
-            sync.sync().map_err(sled::Error::Io)?;
+        self.put(keys::META_REVISION, self.revision.to_be_bytes().to_vec());
+        let frame = wal.is_some().then(|| wal::frame(self.revision, &self.ops));
+        let mut batch = sled::Batch::default();
+        for (k, v) in std::mem::take(&mut self.ops) {
+            match v {
+                Some(v) => batch.insert(k, v),
+                None => batch.remove(k),
+            }
         }
-        let mut index = self.shared.visible.write().unwrap_or_else(|e| e.into_inner());
+        let t = figures.add(Phase::Stage, started);
+        // In memory only; readers do not read past the published revision.
+        shared.tree.apply_batch(batch)?;
+        let t = figures.add(Phase::Apply, t);
+        match (wal, frame) {
+            (Some(wal), Some(frame)) => {
+                fail::fail_point!("commit::flush", |_| Err(injected("flush")));
+                if !wal.fits(frame.len()) {
+                    wal.rotate()?;
+                }
+                wal.write(&frame)?;
+                let t = figures.add(Phase::Write, t);
+                fail::fail_point!("commit::sync", |_| Err(injected("sync")));
+                wal.sync()?;
+                figures.add(Phase::Sync, t);
+            }
+            _ => {
+                shared.db.flush()?;
+                if let Some(sync) = &shared.sync {
+                    sync.sync()?;
+                }
+            }
+        }
+        let t = Instant::now();
+        let mut index = shared.visible.write().unwrap_or_else(|e| e.into_inner());
         for change in &self.changes {
             index.apply(change);
         }
-        self.shared.revision.store(self.revision, Ordering::Release);
+        shared.revision.store(self.revision, Ordering::Release);
         drop(index);
         if let Some(c) = self.compacted {
-            self.shared.compacted.store(c, Ordering::Release);
+            shared.compacted.store(c, Ordering::Release);
         }
+        figures.add(Phase::Publish, t);
         Ok(self.changes)
     }
 }
@@ -1075,7 +1263,7 @@ pub fn apply_now(shared: &Shared, mutation: Mutation, actor: Analyst) -> Result<
     };
     let mut group = Group::new(shared);
     let applied = group.stage(&job)?;
-    group.commit().map_err(Error::internal)?;
+    group.commit(Instant::now(), None).map_err(Error::internal)?;
     Ok(applied)
 }
 

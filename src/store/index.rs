@@ -341,14 +341,16 @@ impl Index {
         let analyst = self.intern(a.analyst.as_str());
         let article = self.articles.entry(a.name.article.clone()).or_default();
         article.insert(a, analyst);
+        // At open, the stats records hold only what a deletion or a
+        // correction took away: the rest is here.
         article.last_revision = article.last_revision.max(a.revision);
+        article.last_update_time_us = article.last_update_time_us.max(Some(a.update_time_us));
     }
 
+    /// Moves the article's last annotation change to `time_us`, if later.
     pub fn set_last_update(&mut self, article: &ArticleId, time_us: i64) {
-        self.articles
-            .entry(article.clone())
-            .or_default()
-            .last_update_time_us = Some(time_us);
+        let a = self.articles.entry(article.clone()).or_default();
+        a.last_update_time_us = a.last_update_time_us.max(Some(time_us));
     }
 
     /// Applies a committed change.

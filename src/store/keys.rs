@@ -13,10 +13,32 @@
 //! | annotations by position | `p` `article_id` `0x00` `start: u32 BE` `uuid: 16` | [`codec::AnnotationRecord`](super::codec::AnnotationRecord) |
 //! | annotation locations | `n` `uuid: 16` | `start: u32 BE` `article_id` |
 //! | request ids | `r` `request_uuid: 16` | [`codec::RequestRecord`](super::codec::RequestRecord) |
-//! | article stats | `s` `article_id` | [`codec::StatsRecord`](super::codec::StatsRecord) |
-//! | changelog | `l` `revision: u64 BE` | [`codec::ChangeRecord`](super::codec::ChangeRecord) |
+//! | article stats | `s` `article_id` | [`codec::StatsRecord`](super::codec::StatsRecord): written only by a deletion or a correction |
+//! | changelog | `l` `revision: u64 BE` | [`codec::ChangeRecord`](super::codec::ChangeRecord): pointers to the history records of the revision |
 //! | audit history | `h` `uuid: 16` `revision: u64 BE` [`seq: u32 BE`] | [`codec::HistoryRecord`](super::codec::HistoryRecord), chained by hash; never trimmed |
 //! | review history | `j` `article_id` `0x00` `revision: u64 BE` `seq: u32 BE` | [`codec::ReviewRecord`](super::codec::ReviewRecord): adjudications, sign-offs, withdrawals, chained by hash per article; never trimmed. Read whole at open: the adjudications and the sign-off in force live in the index |
+//!
+//! ## What a create writes, and why each key must exist
+//!
+//! A create is 4 keys and one full copy of the annotation beyond its own
+//! record (format 3 wrote 6 keys and two copies: see `docs/BENCHMARKS.md`):
+//! - `p`: the annotation, in `ListAnnotations` order: every read of it.
+//! - `n`: where its `p` key is, from its id alone: `GetAnnotation` by name or
+//!   bare id, and the committer's read before an update or delete, without
+//!   a scan.
+//! - `h`: its audit history, chained by hash and never trimmed: the one
+//!   copy of the change the store keeps.
+//! - `l`: the revision's changelog entry: which history records the revision
+//!   wrote (16 + 4 bytes each). Watches resume from a revision and replay in
+//!   order from it; it is trimmed past the retention, the history is not.
+//! - `r` (only with a `request_id`): its outcome, for a retry to get.
+//!
+//! and once per group `m revision`: the write-ahead log's recovery replays
+//! the groups after it. Not written per create any more: the article's stats
+//! (`s`). At open, an article's last change and last annotation update are
+//! the newest of its annotations', its review records' and its stats
+//! record's, so `s` is written only when a deletion or a correction takes
+//! away what the other records would tell.
 //!
 //! Meta names: `revision` is the last committed revision; `compacted` the
 //! highest revision trimmed from the changelog (0: none), so the oldest kept

@@ -1,24 +1,27 @@
 //! The store: the only code that imports sled.
 //!
 //! Every write goes through the single committer thread (see
-//! [`committer`]), which applies a group to sled, makes it durable, and only
-//! then publishes it: it moves the in-memory index and the store's revision
+//! [`committer`]), which makes a group durable in the write-ahead log
+//! ([`wal`]), applies it to sled, and only then publishes it: it moves the in-memory index and the store's revision
 //! forward together, under the write side of `visible`, for a moment. Readers
 //! take the read side only to pick an index state and its revision, then
 //! read sled *at that revision* (see [`read_at`]): a record a later group
 //! wrote, durable yet or not, is read from the audit history as it was. So a
 //! reader sees whole groups only, and only durable ones, and never waits for a
 //! flush or a sync. The key layout is in [`keys`], the value formats in
-//! [`codec`].
+//! [`codec`]; sled is made durable behind the log by the committer's
+//! checkpointer, and an open replays the log past what sled holds.
 
 mod audit;
 mod backup;
 mod codec;
 mod committer;
+mod figures;
 mod index;
 mod keys;
 mod review_log;
 mod sync;
+mod wal;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -170,6 +173,8 @@ struct Shared {
     retention: Retention,
     /// Committed changes, published by the committer after each flush.
     changes: broadcast::Sender<Live>,
+    /// Where the committer's time goes; logged at close.
+    figures: figures::CommitFigures,
 }
 
 struct Inner {
@@ -197,6 +202,19 @@ impl Drop for Inner {
         if let Err(e) = self.shared.db.flush() {
             tracing::error!(error = %e, "final flush failed");
         }
+        tracing::info!(figures = %self.shared.figures.summary(), "committer figures");
+    }
+}
+
+/// The revision of the last group sled holds.
+fn read_revision(tree: &sled::Tree) -> Result<u64> {
+    match tree.get(keys::META_REVISION).map_err(Error::internal)? {
+        Some(v) => Ok(u64::from_be_bytes(
+            v.as_ref()
+                .try_into()
+                .map_err(|_| Error::internal("corrupt revision"))?,
+        )),
+        None => Ok(0),
     }
 }
 
@@ -256,6 +274,23 @@ impl Store {
             .open()
             .map_err(|e| Error::internal(format!("cannot open the store at {}: {e}", path.display())))?;
         let tree = db.open_tree("factcheck").map_err(Error::internal)?;
+        let sync =
+            if config.sync {
+                Some(sync::Syncer::open(&path).map_err(|e| {
+                    Error::internal(format!("cannot sync the store at {}: {e}", path.display()))
+                })?)
+            } else {
+                None
+            };
+        // What the last run acknowledged but sled had not made durable.
+        let wal_dir = wal::dir(&config.data_dir);
+        wal::recover(&wal_dir, &tree, read_revision, || {
+            db.flush().map_err(Error::internal)?;
+            match &sync {
+                Some(s) => s.sync().map_err(Error::internal),
+                None => Ok(()),
+            }
+        })?;
 
         migrate_articles(&tree)?;
         let page_secret = match tree.get(keys::META_PAGE_SECRET).map_err(Error::internal)? {
@@ -267,14 +302,7 @@ impl Store {
                 secret
             }
         };
-        let revision = match tree.get(keys::META_REVISION).map_err(Error::internal)? {
-            Some(v) => u64::from_be_bytes(
-                v.as_ref()
-                    .try_into()
-                    .map_err(|_| Error::internal("corrupt revision"))?,
-            ),
-            None => 0,
-        };
+        let revision = read_revision(&tree)?;
         let compacted = match tree.get(keys::META_COMPACTED).map_err(Error::internal)? {
             Some(v) => u64::from_be_bytes(
                 v.as_ref()
@@ -319,15 +347,12 @@ impl Store {
             index.set_text(article);
         }
         db.flush().map_err(Error::internal)?;
-
-        let sync =
-            if config.sync {
-                Some(sync::Syncer::open(&path).map_err(|e| {
-                    Error::internal(format!("cannot sync the store at {}: {e}", path.display()))
-                })?)
-            } else {
-                None
-            };
+        let log = wal::Wal::create(&wal_dir, config.sync).map_err(|e| {
+            Error::internal(format!(
+                "cannot make the write-ahead log in {}: {e}",
+                wal_dir.display()
+            ))
+        })?;
         let shared = Arc::new(Shared {
             db,
             tree,
@@ -339,12 +364,13 @@ impl Store {
             compacted: AtomicU64::new(compacted),
             retention: config.retention,
             changes: broadcast::channel(LIVE_BUFFER).0,
+            figures: Default::default(),
         });
         if revision > 0 {
             apply_seeds(&shared, seeds)?;
         }
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-        let handle = committer::spawn(shared.clone(), rx);
+        let handle = committer::spawn(shared.clone(), rx, log);
         Ok(Store {
             inner: Arc::new(Inner {
                 shared,
@@ -684,11 +710,7 @@ impl Store {
         let range = keys::change(from)..keys::change(head + 1);
         for item in self.inner.shared.tree.range(range).take(limit) {
             let (_, v) = item.map_err(Error::internal)?;
-            let change = codec::decode_change(&v, |id, rev| {
-                self.article_revision(id, rev)?.ok_or_else(|| {
-                    Error::internal(format!("changelog names a missing revision {rev} of {id}"))
-                })
-            })?;
+            let change = codec::decode_change(&v, self)?;
             if change.revision != from + out.len() as u64 {
                 return Err(Error::internal(format!(
                     "changelog gap before revision {}",
@@ -716,6 +738,51 @@ impl Store {
             .visible
             .read()
             .unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl codec::ChangeSource for Store {
+    fn article(&self, id: &ArticleId, revision: u32) -> Result<Arc<Article>> {
+        self.article_revision(id, revision)?
+            .ok_or_else(|| Error::internal(format!("changelog names a missing revision {revision} of {id}")))
+    }
+
+    fn history(
+        &self,
+        id: Uuid,
+        revision: u64,
+        seq: u32,
+    ) -> Result<(codec::HistoryRecord, Option<codec::HistoryRecord>)> {
+        let tree = &self.inner.shared.tree;
+        let key = keys::history(id, revision, seq);
+        let record = tree.get(&key).map_err(Error::internal)?.ok_or_else(|| {
+            Error::internal(format!(
+                "changelog names a missing history record of {id} at {revision}"
+            ))
+        })?;
+        let previous = tree
+            .range(keys::history_prefix(id)..key)
+            .next_back()
+            .transpose()
+            .map_err(Error::internal)?
+            .map(|(_, v)| codec::decode(&v))
+            .transpose()?;
+        Ok((codec::decode(&record)?, previous))
+    }
+
+    fn review(&self, article: &ArticleId, revision: u64, seq: u32) -> Result<codec::ReviewRecord> {
+        let v = self
+            .inner
+            .shared
+            .tree
+            .get(keys::review(article, revision, seq))
+            .map_err(Error::internal)?
+            .ok_or_else(|| {
+                Error::internal(format!(
+                    "changelog names a missing review record of {article} at {revision}"
+                ))
+            })?;
+        codec::decode(&v)
     }
 }
 

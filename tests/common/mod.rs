@@ -278,6 +278,34 @@ pub async fn create(
 }
 
 /// Every annotation of every article, and the revision, read page by page.
+/// A batch of 30 annotations with 16.5 KB notes and a `request_id`: about
+/// 1.5 MB of log frame (the records and the request's outcome, a value
+/// over sled's blob threshold), so 11 fill a 16 MiB log segment.
+pub async fn large_batch(
+    client: &mut Client,
+    article_id: &str,
+) -> Result<pb::BatchCreateAnnotationsResponse, tonic::Status> {
+    let note = "“조태열” – checked 🙂 ".repeat(500);
+    let requests = (0..30)
+        .map(|i| pb::CreateAnnotationRequest {
+            annotation: Some(pb::Annotation {
+                note: note.clone(),
+                ..new_annotation(pb::Span { start: i, end: i + 3 }, pb::Verdict::Disputed)
+            }),
+            ..Default::default()
+        })
+        .collect();
+    client
+        .batch_create_annotations(pb::BatchCreateAnnotationsRequest {
+            parent: article(article_id),
+            requests,
+            request_id: uuid::Uuid::new_v4().to_string(),
+            ..Default::default()
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
 pub async fn snapshot(client: &mut Client) -> (Vec<pb::Annotation>, u64) {
     let mut all = Vec::new();
     let mut token = String::new();
