@@ -14,6 +14,14 @@ use factcheck::config::{Cli, Command, ServeArgs};
 use factcheck::store::{Store, StoreConfig};
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc, not glibc's malloc: the committer, sled's IO threads and the
+/// async workers allocate at once, and glibc's arena locks were ~15% of the
+/// committer's time in a profile of creates at 64 in flight (futex wakes
+/// inside `malloc`), its arenas holding memory long after a load
+/// (`docs/BENCHMARKS.md`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     // Test builds only: failpoints from the FAILPOINTS environment variable.
     #[cfg(feature = "failpoints")]

@@ -268,11 +268,35 @@ impl Store {
         // Tests hold the open here, as a large store would.
         fail::fail_point!("store::open");
         let path = config.data_dir.join("db");
-        let db = sled::Config::new()
-            .path(&path)
-            .cache_capacity(config.cache_capacity_bytes)
-            .open()
-            .map_err(|e| Error::internal(format!("cannot open the store at {}: {e}", path.display())))?;
+        let open = || {
+            sled::Config::new()
+                .path(&path)
+                .cache_capacity(config.cache_capacity_bytes)
+                // No flusher of sled's own: the write-ahead log makes groups
+                // durable, and the checkpoint flushes sled a log segment at a
+                // time; a timed flush would only add disk writes under the
+                // log's sync (see `wal`).
+                .flush_every_ms(None)
+                .open()
+        };
+        // sled lets go of its file lock once its IO threads drop their
+        // last reference, a moment after the store that closed it: a
+        // restart in the same process waits for that, briefly.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        let db = loop {
+            match open() {
+                Err(sled::Error::Io(e))
+                    if e.kind() == std::io::ErrorKind::WouldBlock && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                other => {
+                    break other.map_err(|e| {
+                        Error::internal(format!("cannot open the store at {}: {e}", path.display()))
+                    })?;
+                }
+            }
+        };
         let tree = db.open_tree("factcheck").map_err(Error::internal)?;
         let sync =
             if config.sync {
