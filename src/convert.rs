@@ -543,7 +543,7 @@ pub fn annotation_to_pb(a: &Annotation, article: &Article, enc: OffsetEncoding) 
     debug_assert_eq!(article.revision, a.article_revision);
     let j = &a.judgement;
     pb::Annotation {
-        name: a.name.to_string(),
+        name: a.name.render(),
         span: Some(span_to_pb(j.span, article, enc)),
         quote: article.quote(j.span).unwrap_or_default().to_owned(),
         verdict: verdict_to_pb(j.verdict) as i32,
@@ -563,7 +563,7 @@ fn contested_to_pb(c: &ContestedSpan, article: &Article, enc: OffsetEncoding) ->
         span: Some(span_to_pb(c.span, article, enc)),
         quote: article.quote(c.span).unwrap_or_default().to_owned(),
         verdicts: c.verdicts.iter().map(|&v| verdict_to_pb(v) as i32).collect(),
-        annotations: c.annotations.iter().map(ToString::to_string).collect(),
+        annotations: c.annotations.iter().map(AnnotationName::render).collect(),
         annotation_count: c.count,
         adjudication: c
             .adjudication
@@ -581,7 +581,7 @@ pub fn adjudication_to_pb(a: &Adjudication, article: &Article, enc: OffsetEncodi
             article: a.article.clone(),
             id: *id,
         }
-        .to_string()
+        .render()
     };
     pb::Adjudication {
         name: a.name(),
