@@ -132,6 +132,12 @@ async fn a_backup_restores_into_an_equal_store_that_goes_on() {
     );
     let (code, _, err) = offline(&["restore", &path, "--data-dir", &rd]);
     assert_eq!(code, 2, "not over a store: {err}");
+    // Nor beside another store's write-ahead log, which an open would replay.
+    let beside = tempfile::tempdir().unwrap();
+    std::fs::create_dir(beside.path().join("wal")).unwrap();
+    let (code, _, err) = offline(&["restore", &path, "--data-dir", beside.path().to_str().unwrap()]);
+    assert_eq!(code, 2, "not beside a write-ahead log: {err}");
+    assert!(!beside.path().join("db").exists());
     let (code, out_text, err) = offline(&["audit", "verify", "--data-dir", &rd]);
     assert_eq!(code, 0, "{out_text}{err}");
     assert!(

@@ -287,7 +287,7 @@ proptest! {
 /// checkpoint that makes sled durable, before the log segment holding their
 /// groups is deleted.
 #[tokio::test]
-async fn blob_files_are_synced_before_the_log_that_holds_them_goes() {
+async fn the_log_goes_only_after_its_blobs_are_synced_and_is_never_replayed_elsewhere() {
     let server = TestServer::start().await;
     let mut client = server.client().await;
     let first_segment = server.data_dir.path().join("wal").join(format!("{:016x}.wal", 1));
@@ -313,6 +313,27 @@ async fn blob_files_are_synced_before_the_log_that_holds_them_goes() {
         server.store.blob_files_synced() >= 1,
         "the checkpoint deleted the log before syncing the blob files"
     );
+
+    // What is left of the log now starts past revision 1: without the store
+    // it came from, it must not be replayed into a new one.
+    let wal = server.data_dir.path().join("wal");
+    let kept = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(&wal).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), kept.path().join(entry.file_name())).unwrap();
+    }
+    let dir = server.stop().await;
+    std::fs::remove_dir_all(dir.path().join("db")).unwrap();
+    std::fs::remove_dir_all(dir.path().join("wal")).ok();
+    std::fs::create_dir(dir.path().join("wal")).unwrap();
+    for entry in std::fs::read_dir(kept.path()).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.path().join("wal").join(entry.file_name())).unwrap();
+    }
+    let err = Store::open(&StoreConfig::new(dir.path()))
+        .err()
+        .expect("a foreign log was replayed");
+    assert!(err.to_string().contains("not this store's log"), "{err}");
 }
 
 /// Item 4: when the seed of an article annotated once changes, even after

@@ -125,7 +125,9 @@ fn read(path: &Path, mut each: impl FnMut(Vec<u8>, Vec<u8>) -> Result<()>) -> Re
 /// corrupt backup writes nothing. Returns the revision restored.
 pub fn restore(from: &Path, data_dir: &Path) -> Result<u64> {
     let db_path = data_dir.join("db");
-    if db_path.exists() {
+    // The write-ahead log is part of a store too: a restored store must not
+    // replay another one's.
+    if db_path.exists() || super::wal::dir(data_dir).exists() {
         return Err(Error::invalid(
             "DATA_DIR_NOT_EMPTY",
             "data_dir",

@@ -193,6 +193,16 @@ pub fn recover(
                 )));
             };
             if revision > held {
+                // Groups are gap-free: a first frame past the next revision
+                // is another store's log (its `db` gone, say), and replaying
+                // it would make a store with a hole in it.
+                if applied == 0 && revision != held + 1 {
+                    return Err(Error::internal(format!(
+                        "the write-ahead log in {} goes on from revision {revision}, but the store holds \
+                         revision {held}: it is not this store's log; move it away to open the store without it",
+                        dir.display()
+                    )));
+                }
                 let mut batch = sled::Batch::default();
                 for (k, v) in ops {
                     match v {
@@ -212,6 +222,14 @@ pub fn recover(
     persist()?;
     for seq in seqs {
         fs::remove_file(segment_path(dir, seq)).map_err(io)?;
+    }
+    // Segments a crash left half made.
+    if let Ok(entries) = fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().ends_with(".tmp") {
+                fs::remove_file(entry.path()).map_err(io)?;
+            }
+        }
     }
     Ok(applied)
 }
