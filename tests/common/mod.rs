@@ -399,16 +399,24 @@ impl ChildServer {
     /// hanging it.
     pub fn wait_for_log(&self, needle: &str) -> String {
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        // What it said instead, for the failure message.
+        let mut seen: Vec<String> = Vec::new();
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             match self.log.recv_timeout(left) {
                 Ok(line) if line.contains(needle) => return line,
-                Ok(_) => {}
+                Ok(line) => seen.push(line),
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                    panic!("the server never logged {needle:?}")
+                    panic!(
+                        "the server never logged {needle:?}; it logged:\n{}",
+                        seen.join("\n")
+                    )
                 }
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                    panic!("the server exited before logging {needle:?}")
+                    panic!(
+                        "the server exited before logging {needle:?}; it logged:\n{}",
+                        seen.join("\n")
+                    )
                 }
             }
         }
