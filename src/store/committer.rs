@@ -1203,20 +1203,17 @@ impl<'a> Group<'a> {
             self.put(keys::stats(&article), codec::encode(&record));
         }
         self.put(keys::META_REVISION, self.revision.to_be_bytes().to_vec());
-        let frame = wal.is_some().then(|| wal::frame(self.revision, &self.ops));
-        let mut batch = sled::Batch::default();
-        for (k, v) in std::mem::take(&mut self.ops) {
-            match v {
-                Some(v) => batch.insert(k, v),
-                None => batch.remove(k),
-            }
-        }
-        let t = figures.add(Phase::Stage, started);
-        // In memory only; readers do not read past the published revision.
-        shared.tree.apply_batch(batch)?;
-        let t = figures.add(Phase::Apply, t);
-        match (wal, frame) {
-            (Some(wal), Some(frame)) => {
+        let base = shared.revision.load(Ordering::Acquire);
+        let t = match wal {
+            Some(wal) => {
+                // The log first, sled after: sled never holds a group the log
+                // does not (its flusher may write what it holds at any time),
+                // so a crash leaves sled a prefix of the log and recovery
+                // replays the rest in order; a failed write or sync leaves
+                // sled untouched.
+                let frame = wal::frame(base, self.revision, &self.ops);
+                let batch = wal::batch(std::mem::take(&mut self.ops));
+                let t = figures.add(Phase::Stage, started);
                 fail::fail_point!("commit::flush", |_| Err(injected("flush")));
                 if !wal.fits(frame.len()) {
                     wal.rotate()?;
@@ -1225,16 +1222,22 @@ impl<'a> Group<'a> {
                 let t = figures.add(Phase::Write, t);
                 fail::fail_point!("commit::sync", |_| Err(injected("sync")));
                 wal.sync()?;
-                figures.add(Phase::Sync, t);
+                let t = figures.add(Phase::Sync, t);
+                // In memory; readers do not read past the published revision.
+                shared.tree.apply_batch(batch)?;
+                figures.add(Phase::Apply, t)
             }
-            _ => {
+            None => {
+                shared
+                    .tree
+                    .apply_batch(wal::batch(std::mem::take(&mut self.ops)))?;
                 shared.db.flush()?;
                 if let Some(sync) = &shared.sync {
                     sync.sync()?;
                 }
+                Instant::now()
             }
-        }
-        let t = Instant::now();
+        };
         let mut index = shared.visible.write().unwrap_or_else(|e| e.into_inner());
         for change in &self.changes {
             index.apply(change);

@@ -272,11 +272,6 @@ impl Store {
             sled::Config::new()
                 .path(&path)
                 .cache_capacity(config.cache_capacity_bytes)
-                // No flusher of sled's own: the write-ahead log makes groups
-                // durable, and the checkpoint flushes sled a log segment at a
-                // time; a timed flush would only add disk writes under the
-                // log's sync (see `wal`).
-                .flush_every_ms(None)
                 .open()
         };
         // sled lets go of its file lock once its IO threads drop their

@@ -5,8 +5,10 @@
 //! drive's cache: ~480 µs measured, more than a whole etcd `Put`). So the
 //! committer appends each group's keys to this log instead, with one
 //! `pwrite` and one `fdatasync` into a segment that was filled with zeros
-//! beforehand (no block allocation, no metadata to commit: ~150 µs), applies
-//! the same batch to sled in memory, and answers. sled is made durable in
+//! beforehand (no block allocation, no metadata to commit: ~150 µs), then
+//! applies the same batch to sled in memory, and answers. (Log first, so sled
+//! never holds a group the log does not: sled writes what it holds whenever
+//! it likes.) sled is made durable in
 //! the background ([`Checkpointer`]): when a segment is full, every group in
 //! it is already in sled's memory; one `flush` and `fdatasync` of sled then
 //! covers them all, and the segment is deleted.
@@ -14,12 +16,16 @@
 //! At open, [`recover`] applies to sled every frame of a revision sled does
 //! not have (its `revision` key says which it has: sled recovers a prefix of
 //! its batches, each of which carries that key), makes sled durable, and
-//! deletes the log: from then on sled alone holds the state.
+//! deletes the log: from then on sled alone holds the state. A group makes
+//! several revisions, so a frame names the revision it starts from as well
+//! as the one it ends at: the frames replayed must go on from sled's
+//! revision without a gap, or the log is not this store's.
 //!
 //! ## Format
 //! Segments are `wal/{seq:016x}.wal`, 16 MiB of zeros when made. A frame is
-//! `len: u32 LE`, `crc32(payload): u32 LE`, then the payload: `revision: u64
-//! LE` and the operations, each `1 klen:u32 key vlen:u32 value` (insert) or
+//! `len: u32 LE`, `crc32(payload): u32 LE`, then the payload: `base: u64 LE`
+//! (the revision before the group), `revision: u64 LE` (its last; equal to
+//! `base` for a group that only trims the changelog) and the operations, each `1 klen:u32 key vlen:u32 value` (insert) or
 //! `2 klen:u32 key` (remove). A zero `len`, a frame past the end or a CRC
 //! mismatch ends the log: a frame torn by a crash was never answered.
 
@@ -71,14 +77,28 @@ fn segments(dir: &Path) -> io::Result<Vec<u64>> {
     Ok(out)
 }
 
-/// Encodes one group as a frame.
-pub fn frame(revision: u64, ops: &[Op]) -> Vec<u8> {
+/// The sled batch that makes `ops`.
+pub fn batch(ops: Vec<Op>) -> sled::Batch {
+    let mut batch = sled::Batch::default();
+    for (k, v) in ops {
+        match v {
+            Some(v) => batch.insert(k, v),
+            None => batch.remove(k),
+        }
+    }
+    batch
+}
+
+/// Encodes as a frame the group that went from revision `base` to
+/// `revision`.
+pub fn frame(base: u64, revision: u64, ops: &[Op]) -> Vec<u8> {
     let size: usize = ops
         .iter()
         .map(|(k, v)| 9 + k.len() + v.as_ref().map_or(0, |v| 4 + v.len()))
         .sum();
-    let mut out = Vec::with_capacity(16 + size);
+    let mut out = Vec::with_capacity(24 + size);
     out.extend_from_slice(&[0; 8]);
+    out.extend_from_slice(&base.to_le_bytes());
     out.extend_from_slice(&revision.to_le_bytes());
     for (k, v) in ops {
         out.push(if v.is_some() { INSERT } else { REMOVE });
@@ -96,8 +116,15 @@ pub fn frame(revision: u64, ops: &[Op]) -> Vec<u8> {
     out
 }
 
-/// The revision and operations of a frame's payload.
-fn parse(payload: &[u8]) -> Option<(u64, Vec<Op>)> {
+/// A frame's payload: the revisions it goes from and to, and its operations.
+struct Parsed {
+    base: u64,
+    revision: u64,
+    ops: Vec<Op>,
+}
+
+/// Reads a frame's payload.
+fn parse(payload: &[u8]) -> Option<Parsed> {
     fn take<'a>(rest: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
         let (head, tail) = rest.split_at_checked(n)?;
         *rest = tail;
@@ -107,6 +134,7 @@ fn parse(payload: &[u8]) -> Option<(u64, Vec<Op>)> {
         Some(u32::from_le_bytes(take(rest, 4)?.try_into().ok()?) as usize)
     }
     let mut rest = payload;
+    let base = u64::from_le_bytes(take(&mut rest, 8)?.try_into().ok()?);
     let revision = u64::from_le_bytes(take(&mut rest, 8)?.try_into().ok()?);
     let mut ops = Vec::new();
     while !rest.is_empty() {
@@ -123,7 +151,7 @@ fn parse(payload: &[u8]) -> Option<(u64, Vec<Op>)> {
         };
         ops.push((key, value));
     }
-    Some((revision, ops))
+    Some(Parsed { base, revision, ops })
 }
 
 /// Makes a segment of zeros under a temporary name, syncs it, then gives it
@@ -169,6 +197,8 @@ pub fn recover(
     };
     let seqs = segments(dir).map_err(io)?;
     let held = revision_of(tree)?;
+    // The revision sled is at as the frames are replayed.
+    let mut at_revision = held;
     let mut applied = 0;
     'segments: for &seq in &seqs {
         let bytes = fs::read(segment_path(dir, seq)).map_err(io)?;
@@ -187,30 +217,30 @@ pub fn recover(
                 );
                 break 'segments;
             }
-            let Some((revision, ops)) = parse(payload) else {
+            let Some(Parsed { base, revision, ops }) = parse(payload) else {
                 return Err(Error::internal(format!(
                     "corrupt frame in the write-ahead log segment {seq:016x} at {at}"
                 )));
             };
-            if revision > held {
-                // Groups are gap-free: a first frame past the next revision
-                // is another store's log (its `db` gone, say), and replaying
-                // it would make a store with a hole in it.
-                if applied == 0 && revision != held + 1 {
+            // A group sled has: its batch carried the revision key. (A group
+            // that only trims, `base == revision`, is replayed when it goes
+            // on from sled's revision, whether sled has it or not: removing
+            // what is removed changes nothing.)
+            let has = base < at_revision && revision <= at_revision;
+            if !has {
+                // Groups are gap-free: a frame that does not go on from
+                // sled's revision is another store's log (its `db` gone,
+                // say), and replaying it would make a store with a hole.
+                if base != at_revision {
                     return Err(Error::internal(format!(
-                        "the write-ahead log in {} goes on from revision {revision}, but the store holds \
-                         revision {held}: it is not this store's log; move it away to open the store without it",
+                        "the write-ahead log in {} goes on from revision {base}, but the store holds \
+                         revision {at_revision}: it is not this store's log; move it away to open the \
+                         store without it",
                         dir.display()
                     )));
                 }
-                let mut batch = sled::Batch::default();
-                for (k, v) in ops {
-                    match v {
-                        Some(v) => batch.insert(k, v),
-                        None => batch.remove(k),
-                    }
-                }
-                tree.apply_batch(batch).map_err(Error::internal)?;
+                tree.apply_batch(batch(ops)).map_err(Error::internal)?;
+                at_revision = revision;
                 applied += 1;
             }
             at += 8 + len;
@@ -325,11 +355,70 @@ mod tests {
             (b"pkey".to_vec(), Some("조태열 👑".as_bytes().to_vec())),
             (b"gone".to_vec(), None),
         ];
-        let f = frame(7, &ops);
+        let f = frame(4, 7, &ops);
         let len = u32::from_le_bytes(f[..4].try_into().unwrap()) as usize;
         assert_eq!(len + 8, f.len());
-        assert_eq!(parse(&f[8..]), Some((7, ops)));
-        assert_eq!(parse(&f[8..f.len() - 1]), None);
+        let p = parse(&f[8..]).unwrap();
+        assert_eq!((p.base, p.revision, p.ops), (4, 7, ops));
+        assert!(parse(&f[8..f.len() - 1]).is_none());
+    }
+
+    /// A log of groups of several revisions each, and a group that only
+    /// trims, written as the committer writes them.
+    fn write_log(dir: &Path, groups: &[(u64, u64, &str)]) {
+        let mut wal = Wal::create(dir, false).unwrap();
+        for &(base, revision, key) in groups {
+            let ops: Vec<Op> = vec![
+                (b"rev".to_vec(), Some(revision.to_be_bytes().to_vec())),
+                (key.as_bytes().to_vec(), Some(b"v".to_vec())),
+            ];
+            wal.write(&frame(base, revision, &ops)).unwrap();
+        }
+        wal.sync().unwrap();
+    }
+
+    fn tree_at(revision: u64) -> sled::Tree {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let tree = db.open_tree("t").unwrap();
+        tree.insert("rev", &revision.to_be_bytes()).unwrap();
+        tree
+    }
+
+    fn revision_of(tree: &sled::Tree) -> Result<u64> {
+        let v = tree.get("rev").unwrap().unwrap();
+        Ok(u64::from_be_bytes(v.as_ref().try_into().unwrap()))
+    }
+
+    /// sled holds the state after any whole group: recovery replays the
+    /// groups after it. (A check that compared a frame's last revision with
+    /// the one after sled's refused every log of groups of more than one
+    /// revision after a kill.)
+    #[test]
+    fn recovery_goes_on_from_any_group_sled_holds() {
+        let groups = [(4, 7, "a"), (7, 9, "b"), (9, 9, "trim"), (9, 12, "c")];
+        for (held, replayed) in [(4, 4), (7, 3), (9, 2), (12, 0)] {
+            let dir = tempfile::tempdir().unwrap();
+            write_log(dir.path(), &groups);
+            let tree = tree_at(held);
+            let n = recover(dir.path(), &tree, revision_of, || Ok(())).unwrap();
+            assert_eq!(n, replayed, "sled at {held}");
+            assert_eq!(revision_of(&tree).unwrap(), 12);
+            assert!(segments(dir.path()).unwrap().is_empty());
+        }
+    }
+
+    /// A log that does not go on from sled's revision, or that sled holds
+    /// part of a group of, is refused and left in place.
+    #[test]
+    fn a_log_with_a_gap_or_half_a_group_held_is_refused() {
+        for held in [2, 5, 8] {
+            let dir = tempfile::tempdir().unwrap();
+            write_log(dir.path(), &[(4, 7, "a"), (7, 9, "b")]);
+            let tree = tree_at(held);
+            let err = recover(dir.path(), &tree, revision_of, || Ok(())).unwrap_err();
+            assert!(err.to_string().contains("not this store's log"), "{err}");
+            assert_eq!(segments(dir.path()).unwrap(), vec![1]);
+        }
     }
 
     /// The committer and the checkpointer may make the same segment at
