@@ -25,8 +25,9 @@
 //! Segments are `wal/{seq:016x}.wal`, 16 MiB of zeros when made. A frame is
 //! `len: u32 LE`, `crc32(payload): u32 LE`, then the payload: `base: u64 LE`
 //! (the revision before the group), `revision: u64 LE` (its last; equal to
-//! `base` for a group that only trims the changelog) and the operations, each `1 klen:u32 key vlen:u32 value` (insert) or
-//! `2 klen:u32 key` (remove). A zero `len`, a frame past the end or a CRC
+//! `base` for a group that only trims the changelog) and the operations,
+//! each `1 klen:u32 key vlen:u32 value` (insert) or `2 klen:u32 key`
+//! (remove). A zero `len`, a frame past the end or a CRC
 //! mismatch ends the log: a frame torn by a crash was never answered.
 
 use std::fs::{self, File, OpenOptions};
