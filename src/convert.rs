@@ -270,6 +270,7 @@ pub fn sources(field: &str, sources: &[String]) -> Result<Vec<String>> {
             ));
         }
         no_nul(&f, s)?;
+        crate::domain::check_source_scheme(&f, s)?;
     }
     Ok(sources.to_vec())
 }

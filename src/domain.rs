@@ -25,6 +25,52 @@ pub const MAX_ANALYST_CHARS: usize = 64;
 /// Most bytes of an article id.
 pub const MAX_ARTICLE_ID_BYTES: usize = 128;
 
+/// The URL scheme a source starts with, lowercased, if it has one: a letter,
+/// then letters, digits, `+`, `-` or `.`, then `:` and no white space
+/// (RFC 3986), read as a browser reads a link (leading spaces and controls
+/// skipped, tabs and line breaks inside dropped). `Reuters: 3 May` and
+/// `Interview, 2024` have none: plain citations.
+pub fn source_scheme(source: &str) -> Option<String> {
+    let mut chars = source
+        .trim_start_matches(|c: char| c <= ' ')
+        .chars()
+        .filter(|c| !matches!(c, '\t' | '\n' | '\r'));
+    let first = chars.next()?;
+    if !first.is_ascii_alphabetic() {
+        return None;
+    }
+    let mut scheme = String::from(first.to_ascii_lowercase());
+    for c in chars.by_ref() {
+        match c {
+            ':' => break,
+            c if c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.') => {
+                scheme.push(c.to_ascii_lowercase())
+            }
+            _ => return None,
+        }
+    }
+    match chars.next() {
+        Some(c) if !c.is_whitespace() => Some(scheme),
+        _ => None,
+    }
+}
+
+/// Checks the scheme of the source at `field` (`annotation.sources[2]`): a
+/// source with a URL scheme is an `http` or `https` link, so no page or
+/// export ever holds a `javascript:` or `data:` one; a plain citation (no
+/// scheme) is text.
+pub fn check_source_scheme(field: &str, source: &str) -> Result<(), crate::error::Error> {
+    match source_scheme(source) {
+        None => Ok(()),
+        Some(s) if s == "http" || s == "https" => Ok(()),
+        Some(s) => Err(crate::error::Error::invalid(
+            "SOURCE_SCHEME_NOT_ALLOWED",
+            field,
+            format!("has the URL scheme {s:?}: a source is an http(s) URL or a citation without a scheme"),
+        )),
+    }
+}
+
 /// The stem of a seed file: 1 to 128 ASCII letters, digits, `_`, `-` or `.`,
 /// not starting with `.` and never `-` (which names all articles in lists).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -712,6 +758,33 @@ impl WatchFilter {
     /// verdict and analyst filters: a correction moves their annotations.
     pub fn matches_article(&self, e: &ArticleEvent) -> bool {
         self.article.as_ref().is_none_or(|id| *id == e.article.id)
+    }
+}
+
+#[cfg(test)]
+mod source_tests {
+    use super::*;
+
+    #[test]
+    fn only_http_and_https_links_are_sources_with_a_scheme() {
+        for (source, scheme) in [
+            ("https://example.org/a", Some("https")),
+            ("HTTP://example.org", Some("http")),
+            ("javascript:alert(1)", Some("javascript")),
+            (" \u{1}JavaScript:alert(1)", Some("javascript")),
+            ("java\tscript:alert(1)", Some("javascript")),
+            ("data:text/html,<b>", Some("data")),
+            ("Reuters: interview, 3 May 2024", None),
+            ("Ministry of Foreign Affairs press release", None),
+            ("AP, 2024-05-03", None),
+            ("", None),
+        ] {
+            assert_eq!(source_scheme(source).as_deref(), scheme, "{source:?}");
+        }
+        assert!(check_source_scheme("s", "https://example.org").is_ok());
+        assert!(check_source_scheme("s", "Reuters: interview").is_ok());
+        let e = check_source_scheme("annotation.sources[1]", "javascript:alert(1)").unwrap_err();
+        assert_eq!(e.reason(), "SOURCE_SCHEME_NOT_ALLOWED");
     }
 }
 
