@@ -1,7 +1,10 @@
 //! How long the web app takes to show the largest seed article with 1,000
 //! annotations in headless Chromium: the page's own `performance.measure`
 //! figures (`factcheck:render`, building the highlighted text;
-//! `factcheck:open`, fetching and listing too, until the next frame).
+//! `factcheck:open`, fetching and listing too, until the next frame); then
+//! how long a live event (a colleague's new annotation) takes with the
+//! article open (`factcheck:event-script`, the page's script;
+//! `factcheck:event`, until the frame showing it was rendered).
 //! A figure for docs/BENCHMARKS.md, not a test:
 //!
 //! ```sh
@@ -93,6 +96,44 @@ async fn main() {
         renders.push(figures[0][0].as_f64().unwrap());
         opens.push(figures[1][0].as_f64().unwrap());
     }
+    // Live events: a colleague's annotation at a time, each its own revision.
+    let mut bob = server.client_with(Some(BOB)).await;
+    let mut scripts = Vec::new();
+    let mut events = Vec::new();
+    for i in 0..21u32 {
+        let start = (i * 997) % (length - 40);
+        create(
+            &mut bob,
+            LARGEST,
+            pb::Span {
+                start,
+                end: start + 12 + i,
+            },
+            pb::Verdict::Disputed,
+        )
+        .await;
+        let n = i as usize + 1;
+        let figures = loop {
+            let v = b
+                .execute(
+                    "const f = (n) => performance.getEntriesByName(n).map((e) => e.duration); return [f('factcheck:event-script'), f('factcheck:event')]",
+                    vec![],
+                )
+                .await
+                .unwrap();
+            if v[1].as_array().is_some_and(|a| a.len() >= n) {
+                break v;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        };
+        // The first is the page's warm-up.
+        if i > 0 {
+            scripts.push(figures[0][i as usize].as_f64().unwrap());
+            events.push(figures[1][i as usize].as_f64().unwrap());
+        }
+    }
+    scripts.sort_by(f64::total_cmp);
+    events.sort_by(f64::total_cmp);
     let marks = b
         .execute("return document.querySelectorAll('#text mark').length", vec![])
         .await
@@ -103,6 +144,15 @@ async fn main() {
         "{LARGEST} ({length} code points), 1000 annotations, {marks} highlighted pieces: \
          render median {:.1} ms (min {:.1}), open median {:.1} ms (min {:.1}), 5 loads",
         renders[2], renders[0], opens[2], opens[0]
+    );
+    println!(
+        "a live event (a new annotation) with 1,000 open: script median {:.1} ms (max {:.1}), \
+         to the rendered frame median {:.1} ms (max {:.1}), {} events",
+        scripts[scripts.len() / 2],
+        scripts[scripts.len() - 1],
+        events[events.len() / 2],
+        events[events.len() - 1],
+        events.len()
     );
     b.close().await.unwrap();
 }

@@ -24,13 +24,23 @@ pub async fn asset(req: Request<Body>) -> Response<Body> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return plain(StatusCode::METHOD_NOT_ALLOWED, "only GET\n");
     }
-    let (body, kind) = match req.uri().path() {
-        "/" | "/index.html" => (INDEX_HTML, "text/html; charset=utf-8"),
-        "/app.js" => (APP_JS, "text/javascript; charset=utf-8"),
-        "/app.css" => (APP_CSS, "text/css; charset=utf-8"),
+    let (body, kind, file) = match req.uri().path() {
+        "/" | "/index.html" => (INDEX_HTML, "text/html; charset=utf-8", "static/index.html"),
+        "/app.js" => (APP_JS, "text/javascript; charset=utf-8", "dist/app.js"),
+        "/app.css" => (APP_CSS, "text/css; charset=utf-8", "static/app.css"),
         _ => return plain(StatusCode::NOT_FOUND, "not found\n"),
     };
-    let mut res = Response::new(Body::from(body));
+    // While working on the app: `FACTCHECK_WEB_DEV_DIR=web` serves the
+    // files of a `web/` checkout as they are on disk, without rebuilding
+    // the binary. Unset (always, in production), the embedded ones.
+    let body = match std::env::var_os("FACTCHECK_WEB_DEV_DIR") {
+        Some(dir) => match std::fs::read(std::path::Path::new(&dir).join(file)) {
+            Ok(bytes) => Body::from(bytes),
+            Err(_) => return plain(StatusCode::NOT_FOUND, "not found\n"),
+        },
+        None => Body::from(body),
+    };
+    let mut res = Response::new(body);
     let h = res.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));

@@ -1,7 +1,11 @@
 //! The web app in a real headless Chromium, over WebDriver (fantoccini and
 //! `chromedriver`), against a real server: sign in, annotate by selecting
-//! text (astral characters included), follow a colleague's changes live,
-//! conflicts, roles, a server restart under an open page, and CORS.
+//! text (astral characters included) or by keyboard alone, follow a
+//! colleague's changes live, conflicts, roles, a server restart under an
+//! open page, CORS; the reviewer's desk (adjudicating, signing off with a
+//! confirmation, the dashboard), filters, search and deep links, safe
+//! defaults (no verdict chosen for the analyst, the note's limit, sources),
+//! right-to-left text, the phone layout, and axe-core's audit.
 //!
 //! Needs `chromium` and `chromium-driver` (Debian): run with
 //! `cargo test --release --features browser-tests --test browser`, as
@@ -274,7 +278,7 @@ async fn annotate_by_selection_and_see_it_live_elsewhere() {
             "document.querySelectorAll('#text mark').length >= 3",
         )
         .await;
-        alice.execute("const m = document.querySelector('#text mark.contested'); m.scrollIntoView({block:'center'}); m.focus()", vec![]).await.unwrap();
+        alice.execute("const m = document.querySelector('#text .region'); m.scrollIntoView({block:'center'}); m.focus()", vec![]).await.unwrap();
         std::fs::write(path, alice.screenshot().await.unwrap()).unwrap();
     }
     alice.close().await.unwrap();
@@ -581,6 +585,7 @@ async fn a_reviewer_signs_off_from_the_page_and_a_change_withdraws_it_live() {
         .click()
         .await
         .unwrap();
+    click(&reviewer, "dialog[open] button[value=sign]").await;
     for page in [&reviewer, &colleague] {
         wait_until(
             page,
@@ -607,4 +612,800 @@ async fn a_reviewer_signs_off_from_the_page_and_a_change_withdraws_it_live() {
         .unwrap()
         .into_inner();
     assert!(r.sign_off.is_none());
+}
+
+// ---- the reviewer's desk (issue 24) ----
+
+async fn js(b: &Browser, expr: &str) -> serde_json::Value {
+    b.execute(&format!("return ({expr});"), vec![]).await.unwrap()
+}
+
+/// Clicks the element `css` selects, once there, centred on the screen
+/// (not under the sticky bar) as a person would scroll to it.
+/// A live page may draw the element again between finding and clicking it:
+/// then it is found again.
+async fn click(b: &Browser, css: &str) {
+    let mut last = None;
+    for _ in 0..5 {
+        let e = b
+            .wait()
+            .at_most(HANG)
+            .for_element(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no {css}: {e}"));
+        let centred = b
+            .execute(
+                "arguments[0].scrollIntoView({ block: 'center' })",
+                vec![serde_json::to_value(&e).unwrap()],
+            )
+            .await;
+        match centred.and(e.click().await) {
+            Ok(()) => return,
+            Err(fantoccini::error::CmdError::Standard(w))
+                if w.error == fantoccini::error::ErrorStatus::StaleElementReference =>
+            {
+                last = Some(w)
+            }
+            Err(e) => panic!("clicking {css}: {e}"),
+        }
+    }
+    panic!("{css} kept being drawn again: {last:?}");
+}
+
+async fn review(client: &mut Client, article_id: &str) -> pb::ArticleReview {
+    client
+        .get_article_review(pb::GetArticleReviewRequest {
+            name: format!("{}/review", article(article_id)),
+            offset_encoding: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// Alice says `조태열` is verified, Bob that it is disputed: one contested
+/// region, two analysts.
+async fn contest(server: &TestServer) -> (pb::Annotation, pb::Annotation) {
+    let mut alice = server.client().await;
+    let mut bob = server.client_with(Some(BOB)).await;
+    let text = seed_text(KOREAN);
+    let a = create(&mut alice, KOREAN, find_span(&text, "조태열"), Verdict::Verified).await;
+    let b = create(&mut bob, KOREAN, find_span(&text, "조태열"), Verdict::Disputed).await;
+    (a, b)
+}
+
+/// A reviewer runs an article from contested to SIGNED_OFF in the page:
+/// the adjudication panel (a stale region is shown, not overwritten; the
+/// rationale is required), the region then drawn settled and the figures'
+/// unresolved count at 0, and Sign off only after a confirmation naming
+/// what is signed.
+#[tokio::test]
+async fn a_reviewer_adjudicates_and_signs_off_in_the_page() {
+    let (server, _seeds) = start().await;
+    contest(&server).await;
+    let driver = Driver::start();
+    let b = driver.browser().await;
+    sign_in(&b, &server.url(), REVIEWER, KOREAN).await;
+    wait_until(
+        &b,
+        "one unresolved region",
+        "document.querySelectorAll('#text .region.unresolved').length === 1 && document.querySelector('#figures .fig.contested').dataset.unresolved === '1'",
+    )
+    .await;
+    assert_eq!(
+        js(&b, "document.querySelector('#text .region').textContent").await,
+        json!("조태열"),
+        "one region, its words intact"
+    );
+    assert_eq!(
+        js(&b, "document.querySelectorAll('#text .region [tabindex]').length").await,
+        json!(0),
+        "one tab stop per region"
+    );
+    click(&b, "#text .region").await;
+    wait_until(&b, "the panel", "document.getElementById('adjudication').open").await;
+    let groups = js(&b, "document.getElementById('adj-groups').textContent").await;
+    let groups = groups.as_str().unwrap();
+    assert!(
+        groups.contains("verified (1)") && groups.contains("disputed (1)"),
+        "{groups}"
+    );
+    assert!(groups.contains("alice") && groups.contains("bob"), "{groups}");
+    assert_eq!(
+        js(&b, "document.getElementById('adj-submit').disabled").await,
+        json!(true)
+    );
+    click(&b, "#adj-form input[name=final][value='2']").await;
+    assert_eq!(
+        js(&b, "document.getElementById('adj-submit').disabled").await,
+        json!(true),
+        "a rationale is required"
+    );
+    b.find(Locator::Id("adj-rationale"))
+        .await
+        .unwrap()
+        .send_keys("The ministry's own page spells it so.")
+        .await
+        .unwrap();
+
+    if let Ok(dir) = std::env::var("FACTCHECK_SCREENSHOTS") {
+        std::fs::write(format!("{dir}/adjudication.png"), b.screenshot().await.unwrap()).unwrap();
+    }
+    // Meanwhile a third analyst joins the region: the panel's state is stale.
+    let mut admin = server.client_with(Some(ADMIN)).await;
+    let text = seed_text(KOREAN);
+    create(
+        &mut admin,
+        KOREAN,
+        find_span(&text, "조태열"),
+        Verdict::Unattributed,
+    )
+    .await;
+    let mut grpc = server.client().await;
+    click(&b, "#adj-submit").await;
+    wait_until(
+        &b,
+        "the stale region shown as it is now",
+        "document.getElementById('adj-status').textContent.includes('changed since you opened it') && document.getElementById('adj-groups').textContent.includes('unattributed (1)')",
+    )
+    .await;
+    let r = review(&mut grpc, KOREAN).await;
+    assert!(
+        r.contested_spans[0].adjudication.is_none(),
+        "nothing settled behind the reviewer's back"
+    );
+    assert_eq!(
+        js(&b, "document.getElementById('adj-rationale').value").await,
+        json!("The ministry's own page spells it so."),
+        "the rationale is kept"
+    );
+    // Settle it as it is now.
+    click(&b, "#adj-submit").await;
+    wait_until(
+        &b,
+        "the panel closes",
+        "!document.getElementById('adjudication').open",
+    )
+    .await;
+    let r = review(&mut grpc, KOREAN).await;
+    let adj = r.contested_spans[0].adjudication.clone().expect("settled");
+    assert_eq!(adj.verdict, Verdict::Disputed as i32);
+    assert_eq!(adj.rationale, "The ministry's own page spells it so.");
+    assert_eq!(adj.reviewer, "rosa");
+    assert_eq!(r.unresolved_contested_span_count, 0);
+    wait_until(
+        &b,
+        "the region drawn settled, the unresolved count at 0",
+        "document.querySelector('#text .region.settled.f2') && document.querySelector('#figures .fig.contested').dataset.unresolved === '0'",
+    )
+    .await;
+    b.execute("document.querySelector('#text .region').focus()", vec![])
+        .await
+        .unwrap();
+    wait_until(
+        &b,
+        "the card carries the rationale",
+        "!document.getElementById('card').hidden && document.getElementById('card').textContent.includes('spells it so')",
+    )
+    .await;
+
+    // Sign off: a confirmation naming what is signed; Cancel signs nothing.
+    wait_until(
+        &b,
+        "ready",
+        "document.querySelector('#figures .fig.state').dataset.state === 'ready'",
+    )
+    .await;
+    click(&b, "#sign-off").await;
+    wait_until(
+        &b,
+        "the confirmation",
+        "document.querySelector('dialog#dialog[open] [data-signing=etag]')",
+    )
+    .await;
+    let r = review(&mut grpc, KOREAN).await;
+    assert_eq!(
+        js(&b, "document.querySelector('[data-signing=etag]').textContent").await,
+        json!(r.etag),
+        "the confirmation names the review version signed"
+    );
+    assert_eq!(
+        js(&b, "document.querySelector('[data-signing=state]').textContent").await,
+        json!("ready")
+    );
+    let counts = js(
+        &b,
+        "document.querySelector('[data-signing=annotations]').textContent",
+    )
+    .await;
+    assert!(
+        counts.as_str().unwrap().starts_with("3 by 3 analysts"),
+        "{counts}"
+    );
+    click(&b, "dialog[open] button[value=cancel]").await;
+    assert!(
+        review(&mut grpc, KOREAN).await.sign_off.is_none(),
+        "Cancel signs nothing"
+    );
+    click(&b, "#sign-off").await;
+    click(&b, "dialog[open] button[value=sign]").await;
+    wait_until(
+        &b,
+        "signed off",
+        "document.querySelector('#figures .fig.state').dataset.state === 'signed-off'",
+    )
+    .await;
+    let r = review(&mut grpc, KOREAN).await;
+    assert_eq!(r.sign_off.unwrap().reviewer, "rosa");
+    // The review's history: the adjudication and the sign-off, one click away.
+    click(&b, "#review-history").await;
+    wait_until(
+        &b,
+        "the review history",
+        "(t => t.includes('adjudicated') && t.includes('signed off') && t.includes('spells it so'))(document.getElementById('dialog-body').textContent)",
+    )
+    .await;
+}
+
+/// The dashboard lists every article's review and follows a span resolved
+/// by another client live; the state filter narrows it.
+#[tokio::test]
+async fn the_dashboard_follows_an_adjudication_live() {
+    let (server, _seeds) = start().await;
+    contest(&server).await;
+    let driver = Driver::start();
+    let b = driver.browser().await;
+    sign_in(&b, &server.url(), REVIEWER, "").await;
+    click(&b, "#nav a[href='#dashboard']").await;
+    let row = format!("#dash-rows tr[data-review='{}/review']", article(KOREAN));
+    wait_until(
+        &b,
+        "the contested article needs adjudication",
+        &format!("document.querySelector(\"{row}\")?.dataset.state === 'needs-adjudication' && document.querySelector(\"{row} .unresolved\").textContent.startsWith('1')"),
+    )
+    .await;
+    let rows = js(&b, "document.querySelectorAll('#dash-rows tr').length").await;
+    assert_eq!(rows, json!(6), "every article");
+    b.execute(
+        "const s = document.getElementById('dash-state'); s.value = '3'; s.dispatchEvent(new Event('change'))",
+        vec![],
+    )
+    .await
+    .unwrap();
+    wait_until(
+        &b,
+        "the filter",
+        "document.querySelectorAll('#dash-rows tr').length === 1",
+    )
+    .await;
+    if let Ok(dir) = std::env::var("FACTCHECK_SCREENSHOTS") {
+        b.execute("const s = document.getElementById('dash-state'); s.value = '0'; s.dispatchEvent(new Event('change'))", vec![]).await.unwrap();
+        std::fs::write(format!("{dir}/dashboard.png"), b.screenshot().await.unwrap()).unwrap();
+        b.execute("const s = document.getElementById('dash-state'); s.value = '3'; s.dispatchEvent(new Event('change'))", vec![]).await.unwrap();
+    }
+    let mut reviewer = server.client_with(Some(REVIEWER)).await;
+    let r = review(&mut reviewer, KOREAN).await;
+    reviewer
+        .create_adjudication(pb::CreateAdjudicationRequest {
+            parent: article(KOREAN),
+            adjudication: Some(pb::Adjudication {
+                span: r.contested_spans[0].span,
+                verdict: Verdict::Verified as i32,
+                rationale: "settled elsewhere".into(),
+                ..Default::default()
+            }),
+            etag: r.etag,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    // Now READY: it leaves the NEEDS_ADJUDICATION filter, and shows READY
+    // with no unresolved span in the full list.
+    wait_until(
+        &b,
+        "it leaves the filter",
+        "document.querySelectorAll('#dash-rows tr').length === 0",
+    )
+    .await;
+    b.execute(
+        "const s = document.getElementById('dash-state'); s.value = '0'; s.dispatchEvent(new Event('change'))",
+        vec![],
+    )
+    .await
+    .unwrap();
+    wait_until(
+        &b,
+        "ready, nothing unresolved",
+        &format!("document.querySelector(\"{row}\")?.dataset.state === 'ready' && document.querySelector(\"{row} .unresolved\").textContent.startsWith('0')"),
+    )
+    .await;
+}
+
+/// Filters and search narrow the side list and the highlights; a deep link
+/// opens the article at an annotation, with its card.
+#[tokio::test]
+async fn filters_search_and_deep_links() {
+    let (server, _seeds) = start().await;
+    let text = seed_text(KOREAN);
+    let mut alice = server.client().await;
+    let mut bob = server.client_with(Some(BOB)).await;
+    let with_note = |span: pb::Span, verdict: Verdict, note: &str| pb::CreateAnnotationRequest {
+        parent: article(KOREAN),
+        annotation: Some(pb::Annotation {
+            note: note.into(),
+            ..new_annotation(span, verdict)
+        }),
+        ..Default::default()
+    };
+    let first = alice
+        .create_annotation(with_note(
+            find_span(&text, "조태열"),
+            Verdict::Verified,
+            "the ministry's spelling",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    bob.create_annotation(with_note(
+        find_span(&text, "Minister of Foreign Affairs"),
+        Verdict::Unattributed,
+        "no source given",
+    ))
+    .await
+    .unwrap();
+    let target = bob
+        .create_annotation(with_note(
+            find_span(&text, "South Korean diplomat"),
+            Verdict::Disputed,
+            "he is a former diplomat",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let driver = Driver::start();
+    let b = driver.browser().await;
+    sign_in(&b, &server.url(), ALICE, KOREAN).await;
+    let counts = "[document.querySelectorAll('#annotation-list li').length, new Set([...document.querySelectorAll('#text mark')].flatMap(m => m.dataset.names.split(' '))).size]";
+    wait_until(&b, "three annotations", &format!("{counts}.join() === '3,3'")).await;
+    assert!(
+        js(
+            &b,
+            "document.querySelector('#annotation-list li .snippet').textContent"
+        )
+        .await
+        .as_str()
+        .unwrap()
+        .contains("ministry"),
+        "the note's first lines are in the list"
+    );
+    let set = |id: &str, value: &str| {
+        format!(
+            "(e => {{ e.value = {value:?}; e.dispatchEvent(new Event('input', {{ bubbles: true }})); }})(document.getElementById('{id}'))"
+        )
+    };
+    b.execute(&set("f-search", "MINISTRY"), vec![]).await.unwrap();
+    wait_until(
+        &b,
+        "search narrows list and text",
+        &format!("{counts}.join() === '1,1'"),
+    )
+    .await;
+    b.execute(&set("f-search", ""), vec![]).await.unwrap();
+    b.execute(&set("f-analyst", "bob"), vec![]).await.unwrap();
+    wait_until(&b, "bob's two", &format!("{counts}.join() === '2,2'")).await;
+    b.execute(&set("f-verdict", "2"), vec![]).await.unwrap();
+    wait_until(&b, "bob's disputed one", &format!("{counts}.join() === '1,1'")).await;
+    b.execute(&set("f-analyst", ""), vec![]).await.unwrap();
+    b.execute(&set("f-verdict", "0"), vec![]).await.unwrap();
+    click(&b, "#f-mine").await;
+    wait_until(&b, "mine only", &format!("{counts}.join() === '1,1'")).await;
+    assert_eq!(
+        js(&b, "document.querySelector('#annotation-list li').dataset.name").await,
+        json!(first.name)
+    );
+    // Every row's buttons name their annotation.
+    let label = js(
+        &b,
+        "document.querySelector('#annotation-list li .edit').getAttribute('aria-label')",
+    )
+    .await;
+    assert_eq!(label, json!("Edit annotation ‘조태열’ by alice"));
+
+    // A deep link, in a fresh page.
+    let link = js(
+        &b,
+        "document.querySelector('#annotation-list li .link').getAttribute('href')",
+    )
+    .await;
+    assert_eq!(
+        link.as_str().unwrap(),
+        format!("#{}", first.name.replace('/', "%2F"))
+    );
+    let other = driver.browser().await;
+    sign_in(&other, &server.url(), READER, "").await;
+    other
+        .goto(&format!("{}/#{}", server.url(), target.name.replace('/', "%2F")))
+        .await
+        .unwrap();
+    wait_until(
+        &other,
+        "the annotation's card, its list item marked",
+        &format!("!document.getElementById('card').hidden && document.getElementById('card').textContent.includes('former diplomat') && !document.getElementById('card').textContent.includes('no source given') && document.querySelector('#annotation-list li.target')?.dataset.name === {:?}", target.name),
+    )
+    .await;
+}
+
+/// Safe defaults in the popover: no verdict chosen (Save disabled until
+/// one is, by click or the 1/2/3 keys); a note over the limit is refused
+/// with a counter, never cut; a `javascript:` source is refused by the
+/// server and said so; a duplicate of one's own annotation asks first.
+#[tokio::test]
+async fn no_default_verdict_a_note_counter_and_unsafe_sources_refused() {
+    let (server, _seeds) = start().await;
+    let driver = Driver::start();
+    let b = driver.browser().await;
+    sign_in(&b, &server.url(), ALICE, KOREAN).await;
+    select(&b, "조태열", 0).await;
+    assert_eq!(
+        js(
+            &b,
+            "document.querySelectorAll('#popover input[name=verdict]:checked').length"
+        )
+        .await,
+        json!(0),
+        "no verdict chosen"
+    );
+    let save_disabled = "document.getElementById('popover-save').disabled";
+    assert_eq!(js(&b, save_disabled).await, json!(true));
+    // A pasted note over the limit: kept whole, counted, refused.
+    b.execute(
+        "const n = document.getElementById('popover-note'); n.value = 'x'.repeat(10005); n.dispatchEvent(new Event('input', { bubbles: true }))",
+        vec![],
+    )
+    .await
+    .unwrap();
+    b.find(Locator::Css("#popover input[name=verdict][value='1']"))
+        .await
+        .unwrap()
+        .send_keys("2")
+        .await
+        .unwrap();
+    assert_eq!(
+        js(
+            &b,
+            "document.querySelector('#popover input[name=verdict]:checked').value"
+        )
+        .await,
+        json!("2"),
+        "the 2 key chose disputed"
+    );
+    assert_eq!(
+        js(&b, "document.getElementById('popover-note').value.length").await,
+        json!(10005)
+    );
+    assert!(
+        js(&b, "document.getElementById('popover-counter').textContent")
+            .await
+            .as_str()
+            .unwrap()
+            .contains("5 too many")
+    );
+    assert_eq!(js(&b, save_disabled).await, json!(true), "over the limit");
+    b.execute(
+        "const n = document.getElementById('popover-note'); n.value = 'short'; n.dispatchEvent(new Event('input', { bubbles: true }))",
+        vec![],
+    )
+    .await
+    .unwrap();
+    assert_eq!(js(&b, save_disabled).await, json!(false));
+    b.find(Locator::Id("popover-sources"))
+        .await
+        .unwrap()
+        .send_keys("javascript:alert(1)")
+        .await
+        .unwrap();
+    click(&b, "#popover-save").await;
+    wait_until(
+        &b,
+        "the server's refusal shown",
+        "document.getElementById('popover-error').textContent.includes('sources[0]')",
+    )
+    .await;
+    let mut grpc = server.client().await;
+    let list = grpc
+        .list_annotations(pb::ListAnnotationsRequest {
+            parent: article(KOREAN),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(list.annotations.is_empty());
+    b.execute(
+        "const s = document.getElementById('popover-sources'); s.value = 'Yonhap, 3 May 2024'; s.dispatchEvent(new Event('input', { bubbles: true }))",
+        vec![],
+    )
+    .await
+    .unwrap();
+    click(&b, "#popover-save").await;
+    wait_until(&b, "saved", "document.getElementById('popover').hidden").await;
+    let a = only_annotation(&mut grpc, KOREAN).await;
+    assert_eq!(a.sources, ["Yonhap, 3 May 2024"]);
+    wait_until(
+        &b,
+        "the highlight",
+        "document.querySelectorAll('#text mark').length === 1",
+    )
+    .await;
+    // A citation is text in the card, never a link.
+    b.execute(
+        "document.querySelector('#text mark').dispatchEvent(new MouseEvent('mouseover', { bubbles: true }))",
+        vec![],
+    )
+    .await
+    .unwrap();
+    wait_until(
+        &b,
+        "the card",
+        "document.getElementById('card').textContent.includes('Yonhap')",
+    )
+    .await;
+    assert_eq!(
+        js(&b, "document.querySelectorAll('#card a').length").await,
+        json!(0)
+    );
+
+    // The same span and verdict again: asked first; Cancel saves nothing.
+    select(&b, "조태열", 0).await;
+    click(&b, "#popover input[name=verdict][value='2']").await;
+    click(&b, "#popover-save").await;
+    wait_until(
+        &b,
+        "asked about the duplicate",
+        "document.querySelector('dialog#dialog[open]') && document.getElementById('dialog-title').textContent === 'You already have this annotation'",
+    )
+    .await;
+    click(&b, "dialog[open] button[value=cancel]").await;
+    only_annotation(&mut grpc, KOREAN).await;
+}
+
+/// Annotating without a mouse: Tab to the text, arrows to move, Shift+arrows
+/// to select, Enter to annotate, the 2 key for the verdict, Tab to Save.
+#[tokio::test]
+async fn keyboard_only_annotation() {
+    let (server, _seeds) = start().await;
+    let driver = Driver::start();
+    let b = driver.browser().await;
+    sign_in(&b, &server.url(), ALICE, KOREAN).await;
+    // From the skip link's place onward: the text is a tab stop.
+    let text = b.find(Locator::Id("text")).await.unwrap();
+    let text_of = seed_text(KOREAN);
+    let at = text_of[..text_of.find("조태열").unwrap()].chars().count();
+    assert_eq!(at, 2843);
+    let right = "\u{E014}"; // ArrowRight
+    let shift = "\u{E008}";
+    let enter = "\u{E007}";
+    let tab = "\u{E004}";
+    b.execute("document.getElementById('text').focus()", vec![])
+        .await
+        .unwrap();
+    assert_eq!(js(&b, "document.activeElement.id").await, json!("text"));
+    let mut keys = right.repeat(at);
+    keys.push_str(&format!("{shift}{right}{right}{right}{shift}{enter}"));
+    text.send_keys(&keys).await.unwrap();
+    b.wait()
+        .at_most(HANG)
+        .for_element(Locator::Css("#popover:not([hidden])"))
+        .await
+        .unwrap();
+    assert_eq!(
+        js(&b, "document.getElementById('popover-quote').textContent").await,
+        json!("조태열")
+    );
+    // Focus is on the verdicts: 2, then Tab past the note and sources to Save.
+    let active = b.active_element().await.unwrap();
+    active
+        .send_keys(&format!("2{tab}{tab}{tab}{enter}"))
+        .await
+        .unwrap();
+    wait_until(&b, "saved", "document.getElementById('popover').hidden").await;
+    let mut grpc = server.client().await;
+    let a = only_annotation(&mut grpc, KOREAN).await;
+    assert_eq!(
+        (
+            a.span.unwrap().start,
+            a.span.unwrap().end,
+            a.quote.as_str(),
+            a.verdict
+        ),
+        (2843, 2846, "조태열", Verdict::Disputed as i32)
+    );
+    assert_eq!(
+        js(&b, "document.activeElement.id").await,
+        json!("text"),
+        "focus back on the text"
+    );
+    // The highlight keeps its words for screen readers; the verdict is a description.
+    wait_until(
+        &b,
+        "the highlight",
+        "document.querySelectorAll('#text mark').length === 1",
+    )
+    .await;
+    assert_eq!(
+        js(
+            &b,
+            "document.querySelector('#text mark').getAttribute('aria-label')"
+        )
+        .await,
+        json!(null)
+    );
+    assert_eq!(
+        js(&b, "document.getElementById(document.querySelector('#text mark').getAttribute('aria-describedby')).textContent").await,
+        json!("disputed, 1 annotation")
+    );
+}
+
+/// A right-to-left paragraph reads right to left: its first word is at the
+/// right edge of the text.
+#[tokio::test]
+async fn right_to_left_paragraphs_read_right_to_left() {
+    let seeds = seeds();
+    std::fs::write(
+        seeds.path().join("006_rtl.txt"),
+        "A headline in English\nقال الوزير إن المحادثات ستستمر غدا في العاصمة\nAnd English again.\n",
+    )
+    .unwrap();
+    let setup = Setup {
+        seeds: Some(seeds.path().to_owned()),
+        ..Setup::default()
+    };
+    let server = TestServer::start_with(tempfile::tempdir().unwrap(), setup).await;
+    let driver = Driver::start();
+    let b = driver.browser().await;
+    sign_in(&b, &server.url(), ALICE, "006_rtl").await;
+    let edges = js(
+        &b,
+        r#"(() => {
+            const root = document.getElementById('text');
+            const node = root.firstChild;
+            const box = root.getBoundingClientRect();
+            const rect = (word) => {
+                const at = node.data.indexOf(word);
+                const r = document.createRange();
+                r.setStart(node, at);
+                r.setEnd(node, at + word.length);
+                return r.getBoundingClientRect();
+            };
+            const arabic = rect('قال');
+            const english = rect('A headline');
+            return [Math.round(box.right - arabic.right), Math.round(english.left - box.left)];
+        })()"#,
+    )
+    .await;
+    let edges: Vec<i64> = serde_json::from_value(edges).unwrap();
+    assert!(
+        edges[0].abs() <= 2,
+        "the Arabic line starts at the right: {edges:?}"
+    );
+    assert!(
+        edges[1].abs() <= 2,
+        "the English line starts at the left: {edges:?}"
+    );
+}
+
+/// At 400 px: no horizontal scroll, the annotation list is one tap away
+/// (not past the article), and the popover's Save is on screen.
+#[tokio::test]
+async fn the_phone_layout_fits() {
+    let (server, _seeds) = start().await;
+    contest(&server).await;
+    let driver = Driver::start();
+    let b = driver.browser_sized(400, 800).await;
+    sign_in(&b, &server.url(), ALICE, KOREAN).await;
+    assert_eq!(js(&b, "window.innerWidth").await, json!(400));
+    assert_eq!(
+        js(
+            &b,
+            "document.documentElement.scrollWidth <= document.documentElement.clientWidth"
+        )
+        .await,
+        json!(true),
+        "no horizontal scroll"
+    );
+    let tab = "button[data-tab=list]";
+    assert_eq!(
+        js(
+            &b,
+            &format!("document.querySelector('{tab}').getBoundingClientRect().bottom <= window.innerHeight")
+        )
+        .await,
+        json!(true),
+        "the list's tab is on the first screen"
+    );
+    click(&b, tab).await;
+    wait_until(&b, "the list shown", "document.querySelectorAll('#annotation-list li').length === 2 && document.querySelector('#annotation-list li').getBoundingClientRect().top < window.innerHeight").await;
+    click(&b, "button[data-tab=text]").await;
+    select(&b, "Minister of Foreign Affairs", 0).await;
+    let fits = js(
+        &b,
+        "(() => { const s = document.getElementById('popover-save').getBoundingClientRect(); const p = document.getElementById('popover').getBoundingClientRect(); return s.top >= 0 && s.bottom <= window.innerHeight && p.left >= 0 && p.right <= window.innerWidth; })()",
+    )
+    .await;
+    assert_eq!(fits, json!(true), "the popover and its Save are on screen");
+    assert_eq!(
+        js(
+            &b,
+            "document.documentElement.scrollWidth <= document.documentElement.clientWidth"
+        )
+        .await,
+        json!(true),
+        "no horizontal scroll with the popover open"
+    );
+}
+
+/// axe-core (the npm package, `web/node_modules/axe-core`) finds no serious
+/// or critical violation on the article, the adjudication panel and the
+/// dashboard.
+#[tokio::test]
+async fn axe_finds_no_serious_violations() {
+    let axe_path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("web/node_modules/axe-core/axe.min.js");
+    let axe = std::fs::read_to_string(&axe_path)
+        .unwrap_or_else(|e| panic!("{}: {e} (run `npm ci` in web/)", axe_path.display()));
+    let (server, _seeds) = start().await;
+    contest(&server).await;
+    let driver = Driver::start();
+    let b = driver.browser().await;
+    sign_in(&b, &server.url(), REVIEWER, KOREAN).await;
+    wait_until(&b, "the region", "document.querySelector('#text .region')").await;
+    // The page's CSP allows only its own scripts: axe comes in through
+    // WebDriver, as a test tool.
+    b.execute(&format!("{axe}\n;window.__axe_loaded = typeof axe"), vec![])
+        .await
+        .unwrap();
+    async fn audit(b: &Browser, what: &str) {
+        let found = b
+            .execute_async(
+                r#"const done = arguments[arguments.length - 1];
+                axe.run(document, { resultTypes: ['violations'] }).then(r => done(r.violations
+                    .filter(v => v.impact === 'serious' || v.impact === 'critical')
+                    .map(v => v.id + ' (' + v.impact + '): ' + v.nodes.slice(0, 3).map(n => n.target.join(' ')).join(', '))), e => done(['axe failed: ' + e]));"#,
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(found, json!([]), "{what}");
+    }
+    // The audit can fail: a nameless button is found.
+    b.execute(
+        "const p = document.createElement('div'); p.id = 'axe-probe'; p.append(document.createElement('button')); document.body.append(p)",
+        vec![],
+    )
+    .await
+    .unwrap();
+    let probe = b
+        .execute_async(
+            "const done = arguments[arguments.length - 1]; axe.run('#axe-probe').then(r => done(r.violations.map(v => v.id)), e => done(['axe failed: ' + e]));",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(probe, json!(["button-name"]), "the probe");
+    b.execute("document.getElementById('axe-probe').remove()", vec![])
+        .await
+        .unwrap();
+    audit(&b, "the article").await;
+    click(&b, "#text .region").await;
+    wait_until(&b, "the panel", "document.getElementById('adjudication').open").await;
+    audit(&b, "the adjudication panel").await;
+    click(&b, "#adj-cancel").await;
+    click(&b, "#nav a[href='#dashboard']").await;
+    wait_until(
+        &b,
+        "the dashboard",
+        "document.querySelectorAll('#dash-rows tr').length === 6",
+    )
+    .await;
+    audit(&b, "the dashboard").await;
 }

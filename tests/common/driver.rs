@@ -1,5 +1,5 @@
 //! Headless Chromium over WebDriver: `chromedriver` on a free port and
-//! browser sessions at 1280×800. Shared by `tests/browser.rs` and
+//! browser sessions at 1280×800 (or another size, for the phone layout). Shared by `tests/browser.rs` and
 //! `benches/render.rs`; needs `chromium` and `chromium-driver`.
 
 #![allow(dead_code)]
@@ -47,10 +47,24 @@ impl Driver {
     }
 
     pub async fn browser(&self) -> Browser {
+        self.browser_sized(1280, 800).await
+    }
+
+    /// A session whose window is `width`×`height` CSS pixels.
+    pub async fn browser_sized(&self, width: u32, height: u32) -> Browser {
         let mut caps = serde_json::Map::new();
         caps.insert(
             "goog:chromeOptions".into(),
-            json!({ "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,800"] }),
+            // Chromium keeps a window at least ~500 px wide: a narrower
+            // viewport is emulated, as a phone's.
+            if width < 600 {
+                json!({
+                    "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=800,900"],
+                    "mobileEmulation": { "deviceMetrics": { "width": width, "height": height, "pixelRatio": 1.0, "touch": false } },
+                })
+            } else {
+                json!({ "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", format!("--window-size={width},{height}")] })
+            },
         );
         let browser = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
             .capabilities(caps)

@@ -1,0 +1,34 @@
+// The page's shared state: who is signed in, the articles and their
+// reviews, the open article, the filter; and a tiny event bus the views
+// listen on, so that live changes reach only what they concern.
+
+import type { Api } from "./api.js";
+import { type Filter, NO_FILTER } from "./filters.js";
+import type { Annotation, Article, ArticleReview, ReviewEvent } from "./gen/factcheck/v1/factcheck_pb.js";
+
+export interface Open {
+  article: Article;
+  /** The text as code points: spans index into this. */
+  chars: string[];
+  annotations: Map<string, Annotation>;
+  /** The revision the annotations were listed at: older events are in it. */
+  listedAt: bigint;
+  /** The review's history (adjudications, sign-offs, withdrawals). */
+  events: ReviewEvent[];
+}
+
+export const state = {
+  api: null as Api | null,
+  me: null as { analyst: string; role: string } | null,
+  articles: [] as Article[],
+  reviews: new Map<string, ArticleReview>(),
+  open: null as Open | null,
+  filter: { ...NO_FILTER } as Filter,
+};
+
+export const canWrite = () => state.me !== null && state.me.role !== "reader";
+export const canReview = () => state.me !== null && (state.me.role === "reviewer" || state.me.role === "admin");
+export const mayChange = (a: Annotation) => canReview() || (canWrite() && a.analyst === state.me?.analyst);
+
+/** The article of an annotation's name. */
+export const articleOf = (name: string) => name.split("/annotations/")[0];
