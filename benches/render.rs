@@ -96,6 +96,26 @@ async fn main() {
         renders.push(figures[0][0].as_f64().unwrap());
         opens.push(figures[1][0].as_f64().unwrap());
     }
+    // What a frame costs with nothing changed: the floor of the figures below.
+    let mut idle = Vec::new();
+    for _ in 0..10 {
+        let ms = b
+            .execute_async(
+                "const done = arguments[arguments.length - 1]; const t = performance.now(); requestAnimationFrame(() => setTimeout(() => done(performance.now() - t), 0));",
+                vec![],
+            )
+            .await
+            .unwrap();
+        idle.push(ms.as_f64().unwrap());
+    }
+    idle.sort_by(f64::total_cmp);
+    // Frames over 50 ms (long animation frames): where their time went.
+    b.execute(
+        "window.__loaf = []; new PerformanceObserver((l) => window.__loaf.push(...l.getEntries().map((e) => [e.duration, e.startTime + e.duration - e.styleAndLayoutStart, e.renderStart ? e.styleAndLayoutStart - e.renderStart : 0]))).observe({ type: 'long-animation-frame' })",
+        vec![],
+    )
+    .await
+    .unwrap();
     // Live events: a colleague's annotation at a time, each its own revision.
     let mut bob = server.client_with(Some(BOB)).await;
     let mut scripts = Vec::new();
@@ -134,6 +154,10 @@ async fn main() {
     }
     scripts.sort_by(f64::total_cmp);
     events.sort_by(f64::total_cmp);
+    let loaf: Vec<[f64; 3]> =
+        serde_json::from_value(b.execute("return window.__loaf", vec![]).await.unwrap()).unwrap();
+    let mut layout: Vec<f64> = loaf.iter().map(|f| f[1]).collect();
+    layout.sort_by(f64::total_cmp);
     let marks = b
         .execute("return document.querySelectorAll('#text mark').length", vec![])
         .await
@@ -145,14 +169,22 @@ async fn main() {
          render median {:.1} ms (min {:.1}), open median {:.1} ms (min {:.1}), 5 loads",
         renders[2], renders[0], opens[2], opens[0]
     );
+    if !layout.is_empty() {
+        println!(
+            "{} of the events' frames took over 50 ms; their style and layout median {:.1} ms",
+            layout.len(),
+            layout[layout.len() / 2]
+        );
+    }
     println!(
         "a live event (a new annotation) with 1,000 open: script median {:.1} ms (max {:.1}), \
-         to the rendered frame median {:.1} ms (max {:.1}), {} events",
+         to the rendered frame median {:.1} ms (max {:.1}), {} events; an idle frame median {:.1} ms",
         scripts[scripts.len() / 2],
         scripts[scripts.len() - 1],
         events[events.len() / 2],
         events[events.len() - 1],
-        events.len()
+        events.len(),
+        idle[idle.len() / 2]
     );
     b.close().await.unwrap();
 }

@@ -278,6 +278,7 @@ async fn annotate_by_selection_and_see_it_live_elsewhere() {
             "document.querySelectorAll('#text mark').length >= 3",
         )
         .await;
+        wait_until(&alice, "a region", "document.querySelector('#text .region')").await;
         alice.execute("const m = document.querySelector('#text .region'); m.scrollIntoView({block:'center'}); m.focus()", vec![]).await.unwrap();
         std::fs::write(path, alice.screenshot().await.unwrap()).unwrap();
     }
@@ -321,9 +322,10 @@ async fn stale_edits_conflict_and_readers_cannot_write() {
         .click()
         .await
         .unwrap();
-    // Meanwhile, the same annotation changes elsewhere; the page may or may
-    // not have heard of it yet: it was opened with the old etag.
-    grpc.update_annotation(masked_update(
+    // Meanwhile, a reviewer changes the same annotation; the page may or
+    // may not have heard of it yet: it was opened with the old etag.
+    let mut rosa = server.client_with(Some(REVIEWER)).await;
+    rosa.update_annotation(masked_update(
         pb::Annotation {
             name: a.name.clone(),
             note: "changed elsewhere".into(),
@@ -352,6 +354,22 @@ async fn stale_edits_conflict_and_readers_cannot_write() {
         .await
         .unwrap();
     assert_eq!(title.text().await.unwrap(), "This annotation changed meanwhile");
+    // It names who made the current version, and what they changed.
+    let said = js(
+        &b,
+        "document.querySelector('dialog[open] .changed-by').textContent",
+    )
+    .await;
+    assert!(
+        said.as_str()
+            .unwrap()
+            .starts_with("rosa changed alice's annotation"),
+        "{said}"
+    );
+    assert_eq!(
+        js(&b, "[...document.querySelectorAll('dialog[open] table.changes')[0].querySelectorAll('tr[data-field]')].map(r => r.dataset.field + ': ' + r.cells[1].textContent + ' → ' + r.cells[2].textContent).join()").await,
+        json!("note: checked against the wire report → changed elsewhere")
+    );
     b.find(Locator::Css("dialog[open] button[value=keep]"))
         .await
         .unwrap()
@@ -367,6 +385,19 @@ async fn stale_edits_conflict_and_readers_cannot_write() {
         .unwrap()
         .into_inner();
     assert_eq!(now.note, "changed elsewhere", "nothing was overwritten");
+    // The history shows each revision's changes, field by field.
+    click(&b, "#annotation-list .history").await;
+    wait_until(
+        &b,
+        "the history",
+        "document.querySelectorAll('dialog[open] .history-list > li').length === 2",
+    )
+    .await;
+    assert_eq!(
+        js(&b, "[...document.querySelectorAll('dialog[open] .history-list > li')].map(li => li.querySelector('strong').textContent + ' ' + [...li.querySelectorAll('tr[data-field]')].map(r => r.dataset.field).join('+')).join(', ')").await,
+        json!("created span+verdict+note+sources, updated note")
+    );
+    click(&b, "dialog[open] button[value=ok]").await;
 
     let reader = driver.browser().await;
     sign_in(&reader, &server.url(), READER, KOREAN).await;
@@ -845,6 +876,16 @@ async fn a_reviewer_adjudicates_and_signs_off_in_the_page() {
         "(t => t.includes('adjudicated') && t.includes('signed off') && t.includes('spells it so'))(document.getElementById('dialog-body').textContent)",
     )
     .await;
+    click(&b, "dialog[open] button[value=ok]").await;
+    // A later change inside the region re-opens it: drawn as re-opened,
+    // counted unresolved again, the sign-off withdrawn.
+    create(&mut grpc, KOREAN, find_span(&text, "조태열"), Verdict::Verified).await;
+    wait_until(
+        &b,
+        "the region re-opened",
+        "document.querySelector('#text .region.unresolved.reopened') && document.querySelector('#figures .fig.contested').dataset.unresolved === '1' && document.querySelector('#figures .fig.state').dataset.state === 'needs-adjudication'",
+    )
+    .await;
 }
 
 /// The dashboard lists every article's review and follows a span resolved
@@ -1268,9 +1309,11 @@ async fn right_to_left_paragraphs_read_right_to_left() {
         &b,
         r#"(() => {
             const root = document.getElementById('text');
-            const node = root.firstChild;
             const box = root.getBoundingClientRect();
             const rect = (word) => {
+                const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
+                let node;
+                while ((node = walker.nextNode()) && !node.data.includes(word));
                 const at = node.data.indexOf(word);
                 const r = document.createRange();
                 r.setStart(node, at);

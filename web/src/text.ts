@@ -25,13 +25,15 @@ export interface RegionInfo {
   reopened: boolean;
 }
 
-interface Placed {
+/** A paragraph of the text (up to and including its line break), drawn
+ * as its own block: a change relayouts its paragraph, not the article. */
+interface Paragraph {
   start: number;
   end: number;
-  node: Node;
+  node: HTMLElement;
 }
 
-let placed: Placed[] = [];
+let paragraphs: Paragraph[] = [];
 let spans: Drawn[] = [];
 let regions: RegionInfo[] = [];
 let regionKey = "";
@@ -127,25 +129,41 @@ function regionNode(b: Extract<Block<Drawn, RegionInfo>, { kind: "region" }>): H
   return region;
 }
 
-function nodesOf(blocks: Block<Drawn, RegionInfo>[], before: Placed | undefined): Placed[] {
-  const out: Placed[] = [];
-  let prevEnd = before && before.node instanceof HTMLElement && before.node.tagName === "MARK" ? before.end : -1;
+function nodesOf(blocks: Block<Drawn, RegionInfo>[]): Node[] {
+  const out: Node[] = [];
+  let prevEnd = -1;
   for (const b of blocks) {
-    let node: Node;
     if (b.kind === "text") {
-      node = document.createTextNode(state.open!.chars.slice(b.start, b.end).join(""));
+      out.push(document.createTextNode(state.open!.chars.slice(b.start, b.end).join("")));
       prevEnd = -1;
     } else if (b.kind === "mark") {
       // One tab stop per run of touching marks, not one per piece.
-      node = markNode(b, prevEnd !== b.start);
+      out.push(markNode(b, prevEnd !== b.start));
       prevEnd = b.end;
     } else {
-      node = regionNode(b);
+      out.push(regionNode(b));
       prevEnd = -1;
     }
-    out.push({ start: b.start, end: b.end, node });
   }
   return out;
+}
+
+/** The paragraphs of the text: each ends after a line break (or at the end). */
+export function paragraphsOf(chars: string[]): { start: number; end: number }[] {
+  const out: { start: number; end: number }[] = [];
+  let start = 0;
+  for (let i = 0; i < chars.length; i++) {
+    if (chars[i] === "\n") {
+      out.push({ start, end: i + 1 });
+      start = i + 1;
+    }
+  }
+  if (start < chars.length || out.length === 0) out.push({ start, end: chars.length });
+  return out;
+}
+
+function drawParagraph(p: Paragraph) {
+  p.node.replaceChildren(...nodesOf(layout(p.start, p.end, spans, regions)));
 }
 
 /** Draws the whole text again. */
@@ -154,7 +172,7 @@ export function renderText() {
   const text = $("text");
   if (!o) {
     text.replaceChildren();
-    placed = [];
+    paragraphs = [];
     return;
   }
   const started = performance.now();
@@ -162,51 +180,36 @@ export function renderText() {
   regionKey = key(regions);
   spans = visible();
   text.classList.toggle("dense", isDense(spans.length, o.chars.length));
-  placed = nodesOf(layout(0, o.chars.length, spans, regions), undefined);
-  text.replaceChildren(...placed.map((p) => p.node));
+  paragraphs = paragraphsOf(o.chars).map((r) => ({ ...r, node: el("div", { class: "para", dir: "auto" }) }));
+  for (const p of paragraphs) drawParagraph(p);
+  text.replaceChildren(...paragraphs.map((p) => p.node));
   // For benches/render.rs: how long building the highlighted text took.
   performance.measure("factcheck:render", { start: started });
 }
 
-/** Draws [from, to) again (widened to whole blocks and regions), with the
- * annotations as they are now. */
+/** Draws again the paragraphs that `ranges` (and the regions they touch)
+ * fall in, with the annotations as they are now. */
 export function redraw(ranges: { start: number; end: number }[]) {
   const o = state.open;
   if (!o || ranges.length === 0) return;
   spans = visible();
   $("text").classList.toggle("dense", isDense(spans.length, o.chars.length));
+  const dirty = new Set<Paragraph>();
   for (const range of ranges) {
-    let lo = Math.max(0, Math.min(range.start, o.chars.length));
-    let hi = Math.max(lo, Math.min(range.end, o.chars.length));
-    if (lo === hi) continue;
-    let i = 0;
-    let j = 0;
-    for (;;) {
-      const before = [lo, hi];
-      for (const r of regions) if (r.start < hi && r.end > lo) [lo, hi] = [Math.min(lo, r.start), Math.max(hi, r.end)];
-      i = firstEndingAfter(lo);
-      j = i;
-      while (j < placed.length && placed[j].start < hi) j++;
-      if (i < j) [lo, hi] = [Math.min(lo, placed[i].start), Math.max(hi, placed[j - 1].end)];
-      if (before[0] === lo && before[1] === hi) break;
-    }
-    const fresh = nodesOf(layout(lo, hi, spans, regions), placed[i - 1]);
-    const text = $("text");
-    const after = placed[j]?.node ?? null;
-    for (let k = i; k < j; k++) text.removeChild(placed[k].node);
-    const frag = document.createDocumentFragment();
-    frag.append(...fresh.map((p) => p.node));
-    text.insertBefore(frag, after);
-    placed.splice(i, j - i, ...fresh);
+    let lo = range.start;
+    let hi = range.end;
+    for (const r of regions) if (r.start < hi && r.end > lo) [lo, hi] = [Math.min(lo, r.start), Math.max(hi, r.end)];
+    for (let i = firstEndingAfter(lo); i < paragraphs.length && paragraphs[i].start < Math.max(hi, lo + 1); i++) dirty.add(paragraphs[i]);
   }
+  for (const p of dirty) drawParagraph(p);
 }
 
 function firstEndingAfter(at: number): number {
   let lo = 0;
-  let hi = placed.length;
+  let hi = paragraphs.length;
   while (lo < hi) {
     const mid = (lo + hi) >> 1;
-    if (placed[mid].end <= at) lo = mid + 1;
+    if (paragraphs[mid].end <= at) lo = mid + 1;
     else hi = mid;
   }
   return lo;
@@ -224,8 +227,7 @@ export function reviewChanged() {
   regionKey = k;
   const oldKeys = new Set(old.map((r) => key([r])));
   const newKeys = new Set(next.map((r) => key([r])));
-  const ranges = [...old.filter((r) => !newKeys.has(key([r]))), ...next.filter((r) => !oldKeys.has(key([r])))];
-  redraw(ranges);
+  redraw([...old.filter((r) => !newKeys.has(key([r]))), ...next.filter((r) => !oldKeys.has(key([r])))]);
 }
 
 // ---- finding and showing ----
