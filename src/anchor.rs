@@ -7,9 +7,14 @@
 //!
 //! 1. **Diff.** The two texts are diffed as tokens (a run of letters and
 //!    digits is one token, any other code point is one), so an edit aligns
-//!    with words rather than with stray letters. A span whose every code
-//!    point lies in one unchanged stretch keeps its text: `Anchored` if its
-//!    offsets are the same, else `Moved`.
+//!    with words rather than with stray letters. The diff first pins the
+//!    runs of tokens that occur once in each text (eight tokens, then
+//!    fewer, as histogram and patience diffs do), then diffs what lies
+//!    between them with Myers: linear in the text for scattered edits,
+//!    where Myers alone is O(ND) and gives up on a long article with many
+//!    small corrections. A span whose every code point lies in one
+//!    unchanged stretch keeps its text: `Anchored` if its offsets are the
+//!    same, else `Moved`.
 //! 2. **Quote search.** Otherwise the span's exact quote is looked for in
 //!    the new text, scored by how much of its 32 code points of context on
 //!    each side still surround it (the W3C `TextQuoteSelector` strategy
@@ -18,7 +23,10 @@
 //!    up is deleted and inserted elsewhere as far as a diff can tell).
 //! 3. **Mapped edit.** Otherwise the span's ends are mapped through the diff:
 //!    if at least half of its text survived, or it was replaced in place by
-//!    one edit, the span covers the edited text: `Changed`.
+//!    one edit, the span covers the edited text: `Changed`. Never through a
+//!    stretch where Myers ran out of time: what it reports there is "all of
+//!    this became all of that", not an edit, so a span there is placed only
+//!    by its quote, or orphaned.
 //! 4. Else the quoted text is gone: `Orphaned`, keeping its old span.
 //!
 //! All offsets are code points.
@@ -44,9 +52,22 @@ const MIN_CONTEXT_SCORE: usize = 8;
 /// letter must not make a search quadratic.
 const MAX_CANDIDATES: usize = 1000;
 
-/// How long the diff may search for the smallest edit before settling for a
-/// coarser one (spans then fall to the quote search more often).
+/// How long Myers may search the stretches between unique runs for the
+/// smallest edit before giving up on them (spans there are then placed only
+/// by their quotes).
 const DIFF_DEADLINE: Duration = Duration::from_secs(2);
+
+/// Tokens of a unique run, widest first: the diff pins the runs of this
+/// many tokens that occur once in each text, then tries narrower ones in
+/// what is left between them.
+const RUN_WIDTHS: &[usize] = &[8, 3, 1];
+
+/// A stretch between pinned runs this short (in tokens, on both sides) is
+/// diffed by Myers with no deadline: at most `(64 + 64)²` steps.
+const SMALL_GAP: usize = 64;
+
+/// How deep unique runs are looked for inside the stretches between runs.
+const MAX_DEPTH: usize = 24;
 
 /// One stretch of the diff, in code points.
 #[derive(Clone, Debug)]
@@ -54,6 +75,9 @@ struct Segment {
     tag: DiffTag,
     old: Range<u32>,
     new: Range<u32>,
+    /// Myers ran out of time here: this is a give-up ("all of that became
+    /// all of this"), not an edit, so no span is mapped through it.
+    coarse: bool,
 }
 
 /// Where a span goes in the new text.
@@ -73,6 +97,8 @@ pub struct Reanchor {
     /// Every stretch of the old text but insertions, by old start.
     segments: Vec<Segment>,
     placed: Mutex<HashMap<Span, Placement>>,
+    /// Whether Myers gave up anywhere.
+    gave_up: bool,
     /// Bytes the quote search may still scan: rewriting a long article
     /// under thousands of annotations must not make the search quadratic;
     /// past it, spans go straight to the mapped edit.
@@ -94,31 +120,55 @@ const SEARCH_BUDGET: usize = 512 << 20;
 
 impl Reanchor {
     pub fn new(old: Arc<Article>, new: Arc<Article>) -> Self {
+        Self::with_deadline(old, new, DIFF_DEADLINE)
+    }
+
+    /// With `deadline` for Myers (tests give it none).
+    pub fn with_deadline(old: Arc<Article>, new: Arc<Article>, deadline: Duration) -> Self {
+        let started = Instant::now();
         let (old_tokens, old_starts) = tokens(&old.text);
         let (new_tokens, new_starts) = tokens(&new.text);
-        let ops = similar::capture_diff_slices_deadline(
-            Algorithm::Myers,
-            &old_tokens,
-            &new_tokens,
-            Some(Instant::now() + DIFF_DEADLINE),
-        );
-        let segments = ops
-            .iter()
-            .map(|op| op.as_tag_tuple())
-            .filter(|(_, o, _)| !o.is_empty())
-            .map(|(tag, o, n)| Segment {
-                tag,
-                old: old_starts[o.start]..old_starts[o.end],
-                new: new_starts[n.start]..new_starts[n.end],
+        let (old_ids, new_ids) = intern(&old_tokens, &new_tokens);
+        drop((old_tokens, new_tokens));
+        let ops = diff(&old_ids, &new_ids, started + deadline);
+        let gave_up = ops.iter().any(|op| op.coarse);
+        let segments: Vec<Segment> = ops
+            .into_iter()
+            .filter(|op| !op.old.is_empty())
+            .map(|op| Segment {
+                tag: op.tag,
+                old: old_starts[op.old.start]..old_starts[op.old.end],
+                new: new_starts[op.new.start]..new_starts[op.new.end],
+                coarse: op.coarse,
             })
             .collect();
+        if gave_up {
+            let coarse: u32 = segments
+                .iter()
+                .filter(|g| g.coarse)
+                .map(|g| g.old.end - g.old.start)
+                .sum();
+            tracing::warn!(
+                article = %old.id,
+                from = old.revision,
+                to = new.revision,
+                coarse_code_points = coarse,
+                "the correction's diff ran out of time: spans in what it could not align are placed by their quotes or orphaned"
+            );
+        }
         Self {
             old,
             new,
             segments,
             placed: Mutex::new(HashMap::new()),
+            gave_up,
             search_budget: AtomicUsize::new(SEARCH_BUDGET),
         }
+    }
+
+    /// Whether the diff ran out of time somewhere.
+    pub fn gave_up(&self) -> bool {
+        self.gave_up
     }
 
     /// The revision spans are placed from.
@@ -168,7 +218,7 @@ impl Reanchor {
             return Placement { anchor, span };
         }
         // 2. The same quote elsewhere, with its context.
-        let hint = self.map_start(s);
+        let hint = self.hint(s);
         if let Some(start) = self.search(quote, span, hint) {
             let span = Span::new(start, start + (e - s)).expect("non-empty");
             let anchor = if start == s {
@@ -178,10 +228,16 @@ impl Reanchor {
             };
             return Placement { anchor, span };
         }
-        // 3. The edited text, if half of it survived or one edit replaced it.
+        // 3. The edited text, if half of it survived or one edit replaced it;
+        // never through a stretch the diff gave up on.
+        let first = self.segments.partition_point(|g| g.old.end <= s);
+        let last = self.segments.partition_point(|g| g.old.start < e);
+        let overlapping = &self.segments[first..last.max(first)];
+        if overlapping.iter().any(|g| g.coarse) {
+            return orphaned;
+        }
         let (start, end) = (self.map_start(s), self.map_end(e));
-        let retained: u32 = self
-            .segments
+        let retained: u32 = overlapping
             .iter()
             .filter(|g| g.tag == DiffTag::Equal)
             .map(|g| g.old.end.min(e).saturating_sub(g.old.start.max(s)))
@@ -213,6 +269,22 @@ impl Reanchor {
             Some(g) if g.tag == DiffTag::Equal => g.new.start + (b - g.old.start),
             Some(g) => g.new.start,
             None => self.new.len(),
+        }
+    }
+
+    /// Where to look first for the quote of a span starting at old code
+    /// point `b`: where it maps to, or, in a stretch the diff gave up on,
+    /// as far into the new stretch as it was into the old.
+    fn hint(&self, b: u32) -> u32 {
+        match self.segment(b) {
+            Some(g) if g.coarse => {
+                let (old, new) = (
+                    u64::from(g.old.end - g.old.start),
+                    u64::from(g.new.end - g.new.start),
+                );
+                g.new.start + (u64::from(b - g.old.start) * new / old.max(1)) as u32
+            }
+            _ => self.map_start(b),
         }
     }
 
@@ -366,6 +438,298 @@ fn tokens(text: &str) -> (Vec<&str>, Vec<u32>) {
     (tokens, starts)
 }
 
+/// The tokens of both texts as numbers, equal tokens the same number.
+fn intern<'t>(old: &[&'t str], new: &[&'t str]) -> (Vec<u32>, Vec<u32>) {
+    let mut ids: HashMap<&'t str, u32, BuildPrehashed> = HashMap::with_hasher(BuildPrehashed);
+    let mut id = |t: &'t str| {
+        let n = ids.len() as u32;
+        *ids.entry(t).or_insert(n)
+    };
+    let old = old.iter().map(|t| id(t)).collect();
+    let new = new.iter().map(|t| id(t)).collect();
+    (old, new)
+}
+
+/// One stretch of a token diff.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Op {
+    tag: DiffTag,
+    old: Range<usize>,
+    new: Range<usize>,
+    /// Myers gave up here (see [`Segment::coarse`]).
+    coarse: bool,
+}
+
+/// The diff of two token sequences: every token of each in exactly one op,
+/// in order, adjacent stretches of one kind merged.
+fn diff(old: &[u32], new: &[u32], deadline: Instant) -> Vec<Op> {
+    let mut ops = Vec::new();
+    diff_range(old, new, 0..old.len(), 0..new.len(), 0, deadline, &mut ops);
+    // Merge: an unchanged stretch split between a pinned run and the common
+    // prefix of the stretch after it is one stretch, and an edit is one
+    // edit however the recursion found it.
+    let mut merged: Vec<Op> = Vec::with_capacity(ops.len());
+    for op in ops {
+        if let Some(last) = merged.last_mut()
+            && (last.tag == DiffTag::Equal) == (op.tag == DiffTag::Equal)
+        {
+            debug_assert_eq!((last.old.end, last.new.end), (op.old.start, op.new.start));
+            last.old.end = op.old.end;
+            last.new.end = op.new.end;
+            last.coarse |= op.coarse;
+            if last.tag != DiffTag::Equal {
+                last.tag = match (last.old.is_empty(), last.new.is_empty()) {
+                    (true, _) => DiffTag::Insert,
+                    (_, true) => DiffTag::Delete,
+                    _ => DiffTag::Replace,
+                };
+            }
+            continue;
+        }
+        merged.push(op);
+    }
+    merged
+}
+
+fn diff_range(
+    old: &[u32],
+    new: &[u32],
+    mut o: Range<usize>,
+    mut n: Range<usize>,
+    depth: usize,
+    deadline: Instant,
+    out: &mut Vec<Op>,
+) {
+    let equal = |o: Range<usize>, n: Range<usize>| Op {
+        tag: DiffTag::Equal,
+        old: o,
+        new: n,
+        coarse: false,
+    };
+    let prefix = old[o.clone()]
+        .iter()
+        .zip(&new[n.clone()])
+        .take_while(|(a, b)| a == b)
+        .count();
+    if prefix > 0 {
+        out.push(equal(o.start..o.start + prefix, n.start..n.start + prefix));
+        o.start += prefix;
+        n.start += prefix;
+    }
+    let suffix = old[o.clone()]
+        .iter()
+        .rev()
+        .zip(new[n.clone()].iter().rev())
+        .take_while(|(a, b)| a == b)
+        .count();
+    let tail = (o.end - suffix..o.end, n.end - suffix..n.end);
+    o.end -= suffix;
+    n.end -= suffix;
+    if o.is_empty() || n.is_empty() {
+        if !(o.is_empty() && n.is_empty()) {
+            let tag = if o.is_empty() {
+                DiffTag::Insert
+            } else {
+                DiffTag::Delete
+            };
+            out.push(Op {
+                tag,
+                old: o,
+                new: n,
+                coarse: false,
+            });
+        }
+    } else if o.len() <= SMALL_GAP && n.len() <= SMALL_GAP {
+        myers(old, new, o, n, None, out);
+    } else {
+        let runs = if depth < MAX_DEPTH {
+            RUN_WIDTHS
+                .iter()
+                .map(|&k| unique_runs(old, new, o.clone(), n.clone(), k))
+                .find(|runs| !runs.is_empty())
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        if runs.is_empty() {
+            myers(old, new, o, n, Some(deadline), out);
+        } else {
+            let (mut i, mut j) = (o.start, n.start);
+            for (ri, rj, len) in runs {
+                diff_range(old, new, i..ri, j..rj, depth + 1, deadline, out);
+                out.push(equal(ri..ri + len, rj..rj + len));
+                (i, j) = (ri + len, rj + len);
+            }
+            diff_range(old, new, i..o.end, j..n.end, depth + 1, deadline, out);
+        }
+    }
+    if suffix > 0 {
+        out.push(equal(tail.0, tail.1));
+    }
+}
+
+/// Myers on one stretch; with a deadline, a stretch it may have given up
+/// on (it finished past the deadline) is marked coarse.
+fn myers(
+    old: &[u32],
+    new: &[u32],
+    o: Range<usize>,
+    n: Range<usize>,
+    deadline: Option<Instant>,
+    out: &mut Vec<Op>,
+) {
+    let ops = similar::capture_diff_deadline(Algorithm::Myers, old, o, new, n, deadline);
+    let coarse = deadline.is_some_and(|d| Instant::now() > d);
+    out.extend(ops.iter().map(|op| {
+        let (tag, o, n) = op.as_tag_tuple();
+        Op {
+            tag,
+            old: o,
+            new: n,
+            coarse: coarse && tag != DiffTag::Equal,
+        }
+    }));
+}
+
+/// The runs of `k` tokens that occur exactly once in `old[o]` and once in
+/// `new[n]`, the longest chain of them in the same order in both, merged
+/// where they overlap: `(old start, new start, length)`, increasing.
+fn unique_runs(
+    old: &[u32],
+    new: &[u32],
+    o: Range<usize>,
+    n: Range<usize>,
+    k: usize,
+) -> Vec<(usize, usize, usize)> {
+    if o.len() < k || n.len() < k {
+        return Vec::new();
+    }
+    /// Occurrences of one window's hash: in old (at most 2 counted), the
+    /// last one, and in new.
+    #[derive(Clone, Copy)]
+    struct Seen {
+        old: u8,
+        old_at: usize,
+        new: u8,
+        new_at: usize,
+    }
+    let mut seen: HashMap<u64, Seen, BuildPrehashed> =
+        HashMap::with_capacity_and_hasher(o.len(), BuildPrehashed);
+    for (i, h) in windows(&old[o.clone()], k) {
+        let s = seen.entry(h).or_insert(Seen {
+            old: 0,
+            old_at: 0,
+            new: 0,
+            new_at: 0,
+        });
+        s.old = s.old.saturating_add(1);
+        s.old_at = o.start + i;
+    }
+    for (j, h) in windows(&new[n.clone()], k) {
+        if let Some(s) = seen.get_mut(&h) {
+            s.new = s.new.saturating_add(1);
+            s.new_at = n.start + j;
+        }
+    }
+    let mut pairs: Vec<(usize, usize)> = seen
+        .values()
+        .filter(|s| s.old == 1 && s.new == 1)
+        .map(|s| (s.old_at, s.new_at))
+        // A hash collision is no match.
+        .filter(|&(i, j)| old[i..i + k] == new[j..j + k])
+        .collect();
+    drop(seen);
+    pairs.sort_unstable();
+    let mut runs: Vec<(usize, usize, usize)> = Vec::new();
+    for (i, j) in longest_increasing(&pairs) {
+        if let Some((ri, rj, len)) = runs.last_mut() {
+            if i - *ri == j - *rj && i <= *ri + *len {
+                // The same alignment, overlapping or adjacent: one run.
+                *len = i + k - *ri;
+                continue;
+            }
+            if i < *ri + *len || j < *rj + *len {
+                continue;
+            }
+        }
+        runs.push((i, j, k));
+    }
+    runs
+}
+
+/// The hash of every window of `k` tokens, by where it starts.
+fn windows(tokens: &[u32], k: usize) -> impl Iterator<Item = (usize, u64)> + '_ {
+    const B: u64 = 0x9E37_79B9_7F4A_7C15;
+    let top = (1..k).fold(1u64, |p, _| p.wrapping_mul(B));
+    let mut h = tokens[..k - 1]
+        .iter()
+        .fold(0u64, |h, &t| h.wrapping_mul(B).wrapping_add(u64::from(t) + 1));
+    (0..=tokens.len() - k).map(move |i| {
+        h = h.wrapping_mul(B).wrapping_add(u64::from(tokens[i + k - 1]) + 1);
+        let out = (i, h);
+        h = h.wrapping_sub(top.wrapping_mul(u64::from(tokens[i]) + 1));
+        out
+    })
+}
+
+/// The longest chain of `pairs` (sorted by their first) whose seconds
+/// increase too (patience sorting).
+fn longest_increasing(pairs: &[(usize, usize)]) -> Vec<(usize, usize)> {
+    // tails[l]: the index of the pair ending the best chain of length l + 1.
+    let mut tails: Vec<usize> = Vec::new();
+    let mut prev: Vec<usize> = vec![usize::MAX; pairs.len()];
+    for (x, &(_, j)) in pairs.iter().enumerate() {
+        let l = tails.partition_point(|&t| pairs[t].1 < j);
+        if l > 0 {
+            prev[x] = tails[l - 1];
+        }
+        if l == tails.len() {
+            tails.push(x);
+        } else {
+            tails[l] = x;
+        }
+    }
+    let mut chain = Vec::with_capacity(tails.len());
+    let mut at = tails.last().copied().unwrap_or(usize::MAX);
+    while at != usize::MAX {
+        chain.push(pairs[at]);
+        at = prev[at];
+    }
+    chain.reverse();
+    chain
+}
+
+/// Hashes a key that is a hash already: mixes it (splitmix64's finalizer).
+#[derive(Clone, Copy, Default)]
+struct BuildPrehashed;
+
+struct Prehashed(u64);
+
+impl std::hash::BuildHasher for BuildPrehashed {
+    type Hasher = Prehashed;
+    fn build_hasher(&self) -> Prehashed {
+        Prehashed(0xCBF2_9CE4_8422_2325)
+    }
+}
+
+impl std::hash::Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // FNV-1a.
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01B3);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -513,6 +877,214 @@ mod tests {
         let text = "a".repeat(100_000);
         let m = best_match(&text, "aa", "", "", 50_000).unwrap();
         assert_eq!(m.count, MAX_CANDIDATES);
+    }
+
+    /// Corrections that edit words in place (issue 21, item 3): a long
+    /// article, a share of its words replaced by others of the same length.
+    mod in_place {
+        use proptest::prelude::*;
+        use rand::rngs::StdRng;
+        use rand::{Rng, SeedableRng};
+
+        use super::*;
+
+        /// The vocabulary, split at spaces.
+        const WORDS: &str = "the of and a to in is was said minister talks with Seoul exports rose fell \
+            percent in May officials government budget grew by ten trade deal without \
+            agreement on Monday after before markets sharply report according to sources \
+            who declined named because not authorized speak publicly million 13,000 troops \
+            attack delay assistance military treaty signed 조태열 외교부 café naïve Zürich \
+            «quoted» — 2026 5% it that for as at from but has have been would could their \
+            they he she we an this which or are were had will one two new first last year \
+            week people country city state police court election vote party leader \
+            president economy prices";
+
+        /// An article of about `bytes` bytes; the code-point range of each
+        /// word; the corrected text, with each word edited with probability
+        /// `percent`%, replaced by another word of the vocabulary of the
+        /// same length or, if there is none, by letters of its length.
+        struct Case {
+            old: String,
+            new: String,
+            words: Vec<Range<u32>>,
+            edited: Vec<bool>,
+        }
+
+        fn case(seed: u64, bytes: usize, percent: u32) -> Case {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let vocabulary: Vec<&str> = WORDS.split(' ').collect();
+            let seps = [" ", " ", " ", " ", ", ", ". ", ".\n\n", " “", "” "];
+            let (mut old, mut new) = (String::new(), String::new());
+            let (mut words, mut edited) = (Vec::new(), Vec::new());
+            let mut cp = 0u32;
+            while old.len() < bytes {
+                let w = vocabulary[rng.random_range(0..vocabulary.len())];
+                let n = w.chars().count();
+                let edit = rng.random_range(0..100) < percent;
+                let replacement = if edit {
+                    let same: Vec<&str> = vocabulary
+                        .iter()
+                        .copied()
+                        .filter(|o| o.chars().count() == n && *o != w)
+                        .collect();
+                    if same.is_empty() || rng.random_bool(0.5) {
+                        // A word the text never had: a different letter
+                        // in each place.
+                        w.chars()
+                            .map(|c| if c == 'Q' { 'X' } else { 'Q' })
+                            .collect::<String>()
+                    } else {
+                        same[rng.random_range(0..same.len())].to_owned()
+                    }
+                } else {
+                    w.to_owned()
+                };
+                old.push_str(w);
+                new.push_str(&replacement);
+                words.push(cp..cp + n as u32);
+                edited.push(edit);
+                cp += n as u32;
+                let sep = seps[rng.random_range(0..seps.len())];
+                old.push_str(sep);
+                new.push_str(sep);
+                cp += sep.chars().count() as u32;
+            }
+            Case {
+                old,
+                new,
+                words,
+                edited,
+            }
+        }
+
+        /// Checks the placement of `count` spans of one to six words (most
+        /// of one) after the correction; returns how many were untouched.
+        fn check(c: &Case, seed: u64, count: usize) -> std::result::Result<usize, TestCaseError> {
+            let r = Reanchor::between(&c.old, &c.new);
+            let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
+            let mut untouched = 0;
+            for _ in 0..count {
+                let a = rng.random_range(0..c.words.len());
+                let b = if rng.random_bool(0.7) {
+                    a
+                } else {
+                    (a + rng.random_range(0..6)).min(c.words.len() - 1)
+                };
+                let span = Span::new(c.words[a].start, c.words[b].end).unwrap();
+                let old_quote = quote(&c.old, span);
+                let p = r.place(span);
+                if !c.edited[a..=b].contains(&true) {
+                    untouched += 1;
+                    prop_assert_eq!(
+                        p,
+                        Placement {
+                            anchor: Anchor::Anchored,
+                            span
+                        },
+                        "untouched {:?} {:?}",
+                        old_quote,
+                        quote(&c.new, p.span)
+                    );
+                    continue;
+                }
+                match p.anchor {
+                    Anchor::Anchored | Anchor::Moved => {
+                        prop_assert_eq!(quote(&c.new, p.span), old_quote)
+                    }
+                    Anchor::Orphaned => prop_assert_eq!(p.span, span),
+                    Anchor::Changed => {
+                        // Its words, and the edited words next to the
+                        // edited words it has: no more.
+                        let (mut lo, mut hi) = (a, b);
+                        while c.edited[lo] && lo > 0 && c.edited[lo - 1] {
+                            lo -= 1;
+                        }
+                        while c.edited[hi] && hi + 1 < c.words.len() && c.edited[hi + 1] {
+                            hi += 1;
+                        }
+                        let (start, end) = (c.words[lo].start, c.words[hi].end);
+                        prop_assert!(
+                            start <= p.span.start() && p.span.end() <= end,
+                            "{:?} ({:?}) grew to {:?} ({} code points)",
+                            span,
+                            old_quote,
+                            p.span,
+                            p.span.end() - p.span.start()
+                        );
+                    }
+                }
+            }
+            Ok(untouched)
+        }
+
+        /// The issue's case: 1 MiB, 5% of the words edited, 5,000 spans of
+        /// one word or a few.
+        #[test]
+        fn a_long_article_with_scattered_edits_keeps_untouched_spans() {
+            for (seed, percent) in [(1, 5), (2, 20)] {
+                let c = case(seed, 1 << 20, percent);
+                let started = Instant::now();
+                let untouched = check(&c, seed, 5000).unwrap();
+                assert!(untouched > 3000, "{untouched}");
+                eprintln!("{percent}%: placed in {:?}", started.elapsed());
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+            /// Random in-place edits of up to 20% of the words of articles
+            /// up to 1 MiB: every untouched span stays ANCHORED with its
+            /// quote, and no span grows past its words and the edited
+            /// words next to them.
+            #[test]
+            fn in_place_edits_keep_untouched_spans_anchored(
+                seed in any::<u64>(),
+                bytes in prop_oneof![200usize..20_000, 20_000usize..=(1 << 20)],
+                percent in 0u32..=20,
+            ) {
+                let c = case(seed, bytes, percent);
+                check(&c, seed, 600)?;
+            }
+        }
+
+        /// Where Myers gives up (a text of three words, no run of them
+        /// unique, no time at all), no span is mapped through what it gave
+        /// up on: a span keeps its quote or is orphaned.
+        #[test]
+        fn a_diff_that_gave_up_places_no_span() {
+            let mut rng = StdRng::seed_from_u64(3);
+            let words = ["ab", "cd", "ef"];
+            let (mut old, mut new) = (String::new(), String::new());
+            for _ in 0..5000 {
+                let w = words[rng.random_range(0..3)];
+                old.push_str(w);
+                new.push_str(if rng.random_bool(0.1) { "XY" } else { w });
+                old.push(' ');
+                new.push(' ');
+            }
+            let id = ArticleId::parse("t").unwrap();
+            let r = Reanchor::with_deadline(
+                Article::new(id.clone(), old.clone()),
+                Article::new(id, new.clone()),
+                Duration::ZERO,
+            );
+            assert!(r.gave_up());
+            let mut kept = 0;
+            for i in (0..5000u32).step_by(7) {
+                let span = Span::new(i * 3, i * 3 + 2).unwrap();
+                let p = r.place(span);
+                match p.anchor {
+                    Anchor::Anchored | Anchor::Moved => {
+                        assert_eq!(quote(&new, p.span), quote(&old, span));
+                        kept += 1;
+                    }
+                    Anchor::Orphaned => assert_eq!(p.span, span),
+                    Anchor::Changed => panic!("{span:?} placed by a diff that gave up: {p:?}"),
+                }
+            }
+            assert!(kept > 0);
+        }
     }
 
     mod properties {
