@@ -1,6 +1,7 @@
 //! Compiles `proto/` with protox (pure Rust, no system `protoc`) and writes
-//! the descriptor set that server reflection serves; also the etcd client
-//! subset the load benchmark drives (`benches/etcd/rpc.proto`).
+//! the descriptor set that server reflection serves; also the clients of
+//! etcd's API, from its protos vendored in `proto/etcd` (`src/etcd`, and the
+//! load benchmark's etcd rows).
 
 use std::{env, fs, path::PathBuf};
 
@@ -28,10 +29,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .register_descriptors(&descriptors)?
         .out_dir(&out)
         .build(&[".factcheck.v1"])?;
-    // The etcd client the load benchmark compares against (benches/etcd):
-    // a client only, compiled the same way, no protoc.
-    println!("cargo:rerun-if-changed=benches/etcd");
-    let etcd = protox::compile(["benches/etcd/rpc.proto"], ["benches/etcd"])?;
+    // etcd's KV, Watch, Lease, Cluster and Maintenance (proto/etcd/README.md):
+    // clients only, no protoc. Packages etcdserverpb, mvccpb and authpb;
+    // `src/etcd/pb.rs` includes them.
+    let etcd = protox::compile(["proto/etcd/api/etcdserverpb/rpc.proto"], ["proto"])?;
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(false)

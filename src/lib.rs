@@ -117,6 +117,8 @@ pub mod config;
 pub mod convert;
 pub mod domain;
 pub mod error;
+/// A client of etcd v3 over tonic (the etcd engine's connection to its cluster).
+pub mod etcd;
 pub mod listener;
 pub mod pb;
 pub mod review;
