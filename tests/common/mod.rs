@@ -23,6 +23,9 @@ use tonic::transport::Channel;
 
 pub use factcheck::pb;
 
+/// Real etcd processes: one member or a cluster (`tests/etcd_client.rs`).
+pub mod etcd;
+
 /// Analysts.
 pub const ALICE: &str = "alice-token";
 pub const BOB: &str = "bob-token";
