@@ -322,19 +322,22 @@ async fn stale_edits_conflict_and_readers_cannot_write() {
         .click()
         .await
         .unwrap();
-    // Meanwhile, a reviewer changes the same annotation; the page may or
+    // Meanwhile, a reviewer corrects the article, which moves the same
+    // annotation (a change by rosa to alice's annotation); the page may or
     // may not have heard of it yet: it was opened with the old etag.
+    let prefix = "Correction: a name was misspelt.\n";
     let mut rosa = server.client_with(Some(REVIEWER)).await;
-    rosa.update_annotation(masked_update(
-        pb::Annotation {
-            name: a.name.clone(),
-            note: "changed elsewhere".into(),
+    rosa.update_article(pb::UpdateArticleRequest {
+        article: Some(pb::Article {
+            name: article(KOREAN),
+            text: format!("{prefix}{text}"),
             ..Default::default()
-        },
-        &["note"],
-    ))
+        }),
+        ..Default::default()
+    })
     .await
     .unwrap();
+    let moved = 2843 + prefix.chars().count();
     b.find(Locator::Id("popover-note"))
         .await
         .unwrap()
@@ -354,7 +357,8 @@ async fn stale_edits_conflict_and_readers_cannot_write() {
         .await
         .unwrap();
     assert_eq!(title.text().await.unwrap(), "This annotation changed meanwhile");
-    // It names who made the current version, and what they changed.
+    // It names who made the current version (rosa, by her correction), and
+    // what changed.
     let said = js(
         &b,
         "document.querySelector('dialog[open] .changed-by').textContent",
@@ -368,7 +372,7 @@ async fn stale_edits_conflict_and_readers_cannot_write() {
     );
     assert_eq!(
         js(&b, "[...document.querySelectorAll('dialog[open] table.changes')[0].querySelectorAll('tr[data-field]')].map(r => r.dataset.field + ': ' + r.cells[1].textContent + ' → ' + r.cells[2].textContent).join()").await,
-        json!("note: checked against the wire report → changed elsewhere")
+        json!(format!("span: 2843..2846 “조태열” → {moved}..{} “조태열”", moved + 3))
     );
     b.find(Locator::Css("dialog[open] button[value=keep]"))
         .await
@@ -384,7 +388,11 @@ async fn stale_edits_conflict_and_readers_cannot_write() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(now.note, "changed elsewhere", "nothing was overwritten");
+    assert_eq!(
+        (now.note.as_str(), now.span.unwrap().start as usize),
+        ("checked against the wire report", moved),
+        "nothing was overwritten"
+    );
     // The history shows each revision's changes, field by field.
     click(&b, "#annotation-list .history").await;
     wait_until(
@@ -395,7 +403,7 @@ async fn stale_edits_conflict_and_readers_cannot_write() {
     .await;
     assert_eq!(
         js(&b, "[...document.querySelectorAll('dialog[open] .history-list > li')].map(li => li.querySelector('strong').textContent + ' ' + [...li.querySelectorAll('tr[data-field]')].map(r => r.dataset.field).join('+')).join(', ')").await,
-        json!("created span+verdict+note+sources, updated note")
+        json!("created span+verdict+note+sources, updated span")
     );
     click(&b, "dialog[open] button[value=ok]").await;
 

@@ -82,7 +82,7 @@ async function submit(ev: Event) {
     close();
     onSettled();
   } catch (e) {
-    if (isCode(e, Code.Aborted) || isCode(e, Code.FailedPrecondition) || isCode(e, Code.InvalidArgument)) {
+    if (isCode(e, Code.Aborted)) {
       // Someone changed the region meanwhile: show it as it is now.
       const was = current;
       await refreshReview(o.article.name).catch(() => undefined);

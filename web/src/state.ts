@@ -28,7 +28,10 @@ export const state = {
 
 export const canWrite = () => state.me !== null && state.me.role !== "reader";
 export const canReview = () => state.me !== null && (state.me.role === "reviewer" || state.me.role === "admin");
-export const mayChange = (a: Annotation) => canReview() || (canWrite() && a.analyst === state.me?.analyst);
+/** An annotation's verdict, span, note and sources are its analyst's:
+ * only they edit or delete it (reviewers settle disagreements by
+ * adjudication, not by changing what analysts said). */
+export const mayChange = (a: Annotation) => canWrite() && a.analyst === state.me?.analyst;
 
 /** The article of an annotation's name. */
 export const articleOf = (name: string) => name.split("/annotations/")[0];
