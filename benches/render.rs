@@ -162,11 +162,20 @@ async fn main() {
         .execute("return document.querySelectorAll('#text mark').length", vec![])
         .await
         .unwrap();
+    // Tab stops in the text before the skip link's target: one per region
+    // and per run of touching highlights.
+    let stops = b
+        .execute(
+            "return document.querySelectorAll('#text [tabindex=\"0\"]').length",
+            vec![],
+        )
+        .await
+        .unwrap();
     renders.sort_by(f64::total_cmp);
     opens.sort_by(f64::total_cmp);
     println!(
         "{LARGEST} ({length} code points), 1000 annotations, {marks} highlighted pieces: \
-         render median {:.1} ms (min {:.1}), open median {:.1} ms (min {:.1}), 5 loads",
+         render median {:.1} ms (min {:.1}), open median {:.1} ms (min {:.1}), 5 loads; {stops} tab stops in the text",
         renders[2], renders[0], opens[2], opens[0]
     );
     if !layout.is_empty() {
