@@ -147,11 +147,11 @@ async fn scattered_edits_of_a_long_article_leave_untouched_words_anchored() {
             let now = a.span.unwrap();
             seen += 1;
             if !was_edited {
-                assert_eq!(
-                    (state, now, &a.quote),
-                    (AnchorState::Anchored, span, quote),
-                    "{} on an untouched word",
-                    a.name
+                assert!(
+                    (state, now) == (AnchorState::Anchored, span) && a.quote == *quote,
+                    "{} on the untouched word {quote:?} at {span:?} is {state:?} at {now:?} ({} code points)",
+                    a.name,
+                    now.end - now.start
                 );
                 anchored += 1;
                 continue;
