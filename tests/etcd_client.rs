@@ -313,6 +313,12 @@ async fn the_limits_probe_names_the_flags_needed() {
 
     let c = big.client().await;
     probe_limits(&c, 1000, 3 << 20).await.unwrap();
+    // over 4 MiB but under its gRPC limit (4.5 MiB): only etcd's own check
+    // of a proposal's size refuses it, which a read-only probe would miss
+    assert_eq!(
+        probe_limits(&c, 1000, 4_300_000).await,
+        Err(LimitsError::TooFewBytes { needed: 4_300_000 })
+    );
     assert_eq!(
         probe_limits(&c, 1001, 0).await,
         Err(LimitsError::TooFewOps { needed: 1001 })
@@ -437,8 +443,11 @@ async fn leases_status_and_member_list() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_three_member_cluster_survives_its_leader_killed() {
     let mut etcd = EtcdCluster::start(3, &[]).await;
+    let old = etcd.leader().await;
     let mut config = etcd.config("/test/");
     config.request_timeout = Duration::from_secs(2);
+    // the leader first: the client prefers it, so its death must be failed over
+    config.endpoints.swap(0, old);
     let c = EtcdClient::connect(&config).await.unwrap();
     let members = c.member_list().await.unwrap();
     assert_eq!(members.len(), 3);
@@ -451,6 +460,7 @@ async fn a_three_member_cluster_survives_its_leader_killed() {
                 .revision,
         );
     }
+    // (the same one, unless the machine's load made etcd elect another)
     let old = etcd.leader().await;
     // a watch on a follower, opened before the kill, goes on after it
     let follower = (old + 1) % 3;
