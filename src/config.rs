@@ -216,6 +216,10 @@ pub enum Command {
         /// quotes).
         #[arg(long)]
         etag: Option<String>,
+        /// Why (admins deleting another analyst's annotation, moderation:
+        /// required then, and recorded in its history).
+        #[arg(long)]
+        reason: Option<String>,
     },
     /// Print changes as they happen; reconnects and resumes by itself.
     Watch {
@@ -392,11 +396,15 @@ pub enum AuditAction {
 pub enum RoleArg {
     /// Read, list and watch.
     Reader,
-    /// Also create, and update or delete their own annotations.
+    /// Also create annotations, and update or delete their own (nobody else
+    /// changes an analyst's annotations).
     Analyst,
-    /// Also update or delete anyone's annotations.
+    /// Also adjudicate contested spans (not ones they annotated), sign off
+    /// reviews (not of articles they annotated), create and correct
+    /// articles.
     Reviewer,
-    /// Everything.
+    /// Everything: also tokens, backups, and deleting anyone's annotation
+    /// for moderation (with --reason).
     Admin,
 }
 
@@ -560,6 +568,12 @@ pub struct ServeArgs {
     #[arg(long, env = "FACTCHECK_REVIEW_MIN_ANALYSTS", default_value_t = crate::domain::DEFAULT_MIN_ANALYSTS, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub review_min_analysts: u32,
 
+    /// The size of a write-ahead log segment in bytes. For tests: a few KiB
+    /// makes the log rotate every few writes, the moment a crash is most
+    /// interesting.
+    #[arg(long, env = "FACTCHECK_WAL_SEGMENT_BYTES", hide = true, default_value_t = crate::store::WAL_SEGMENT_BYTES, value_parser = clap::value_parser!(u64).range(4096..))]
+    pub wal_segment_bytes: u64,
+
     /// Most open connections; more wait in the kernel's backlog until one
     /// closes (logged). Lowered to fit the process's file-descriptor limit.
     #[arg(long, env = "FACTCHECK_MAX_CONNECTIONS", default_value_t = 1024)]
@@ -599,10 +613,12 @@ pub fn private_data_dir(dir: &std::path::Path) -> Result<(), String> {
         // SAFETY: umask only sets the process's file-creation mask.
         unsafe { libc::umask(0o077) };
         if dir.exists() {
-            let mode = std::fs::metadata(dir)
-                .map_err(|e| format!("cannot read the data dir {}: {e}", dir.display()))?
-                .permissions()
-                .mode();
+            let meta = std::fs::metadata(dir)
+                .map_err(|e| format!("cannot read the data dir {}: {e}", dir.display()))?;
+            if !meta.is_dir() {
+                return Err(format!("the data dir {} is not a directory", dir.display()));
+            }
+            let mode = meta.permissions().mode();
             if mode & 0o077 != 0 {
                 tracing::warn!(
                     data_dir = %dir.display(),

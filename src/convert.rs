@@ -535,6 +535,15 @@ pub fn revision_to_pb(r: &Revision, article: &Article, enc: OffsetEncoding) -> p
         }),
         hash: hex::encode(r.hash),
         previous_hash: hex::encode(r.prev_hash),
+        moderation_reason: match r.kind {
+            EventKind::Deleted => r
+                .changed
+                .iter()
+                .find_map(|c| c.strip_prefix(crate::store::MODERATION_PREFIX))
+                .unwrap_or_default()
+                .to_owned(),
+            _ => String::new(),
+        },
     }
 }
 

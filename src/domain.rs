@@ -234,11 +234,14 @@ impl fmt::Display for Analyst {
 pub enum Role {
     /// Read, list and watch.
     Reader,
-    /// Also create annotations, and update or delete their own.
+    /// Also create annotations, and update or delete their own (nobody
+    /// else changes them).
     Analyst,
-    /// Also update or delete anyone's annotations: adjudication.
+    /// Also adjudicate contested spans they did not annotate, sign off
+    /// reviews of articles they did not annotate, and correct articles.
     Reviewer,
-    /// Everything.
+    /// Everything: also tokens, backups, and deleting anyone's annotation
+    /// for moderation, with a reason.
     Admin,
 }
 
@@ -288,10 +291,18 @@ impl Caller {
         })
     }
 
-    /// The owner a mutation of someone's annotation must match: the caller
-    /// unless their role may adjudicate (reviewer and above).
+    /// The owner an update of an annotation must match: always the caller.
+    /// An annotation's verdict, span, note and sources are its analyst's
+    /// judgement: a reviewer settles a disagreement by adjudication, which
+    /// leaves what the analysts said (and so their agreement) as it was.
     pub fn owner_restriction(&self) -> Option<Analyst> {
-        (self.role < Role::Reviewer).then(|| self.analyst.clone())
+        Some(self.analyst.clone())
+    }
+
+    /// The owner a deletion must match: the caller, unless an admin, who may
+    /// delete anyone's annotation for moderation (with a recorded reason).
+    pub fn delete_restriction(&self) -> Option<Analyst> {
+        (self.role < Role::Admin).then(|| self.analyst.clone())
     }
 }
 

@@ -6,17 +6,25 @@
 //!   process's file-descriptor limit, so the store always has files left.
 //! - **Back-off on `EMFILE`/`ENFILE`/`ENOBUFS`/`ENOMEM`.** The loop sleeps
 //!   100 ms instead of spinning on an accept that cannot succeed, and logs.
-//! - **A first-byte timeout.** A connection that sends nothing for
-//!   `handshake_timeout` (a TLS or HTTP/2 handshake never begun) is closed:
-//!   idle sockets cannot hold slots for ever.
+//! - **A handshake timeout.** A connection whose first complete request
+//!   (the TLS and HTTP/2 handshakes and a request's headers, or an HTTP/1.1
+//!   request head) has not reached the service `handshake_timeout` after it
+//!   was accepted is closed, however many bytes it trickled: idle or slow
+//!   sockets cannot hold slots for ever.
+//! - **Eviction at the cap.** When the cap is reached, the oldest connection
+//!   that has not made a complete request yet is closed to make room, else
+//!   the oldest that never presented a valid token: without a token nobody
+//!   can keep the desk out. Connections that authenticated are never evicted.
 //!
 //! HTTP/2 limits (streams per connection, keepalive pings that close dead
 //! peers) are set on tonic's builder in [`crate::server`].
 
+use std::collections::BTreeMap;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -30,7 +38,8 @@ use tonic::transport::server::{Connected, TcpConnectInfo};
 pub struct Limits {
     /// Most open connections (before fitting the descriptor limit).
     pub max_connections: usize,
-    /// A connection that sends no byte for this long is closed.
+    /// A connection that has not made a complete request this long after it
+    /// was accepted is closed.
     pub handshake_timeout: Duration,
 }
 
@@ -84,6 +93,81 @@ pub fn incoming(listener: TcpListener, limits: Limits) -> ReceiverStream<io::Res
     ReceiverStream::new(rx)
 }
 
+/// What the server knows of one connection: whether a complete request
+/// came, whether it ever authenticated, and whether it is to be closed.
+#[derive(Debug, Default)]
+pub struct ConnState {
+    /// Accept order: the oldest is evicted first.
+    order: u64,
+    requested: AtomicBool,
+    authenticated: AtomicBool,
+    evicted: AtomicBool,
+    /// The reader to wake when the connection is evicted.
+    waker: Mutex<Option<Waker>>,
+}
+
+impl ConnState {
+    /// A complete request reached the service, with a valid token or not.
+    pub fn request_arrived(&self, authenticated: bool) {
+        self.requested.store(true, Ordering::Release);
+        if authenticated {
+            self.authenticated.store(true, Ordering::Release);
+        }
+    }
+
+    /// Whether a request with a valid token came on this connection.
+    pub fn authenticated(&self) -> bool {
+        self.authenticated.load(Ordering::Acquire)
+    }
+
+    fn evict(&self) {
+        self.evicted.store(true, Ordering::Release);
+        if let Some(w) = self.waker.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            w.wake();
+        }
+    }
+}
+
+/// The open connections, by accept order.
+#[derive(Default)]
+struct Registry(Mutex<BTreeMap<u64, Weak<ConnState>>>);
+
+impl Registry {
+    /// Closes the oldest connection without a complete request, else the
+    /// oldest that never authenticated; whether there was one.
+    fn evict_one(&self) -> bool {
+        let conns = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let live: Vec<Arc<ConnState>> = conns.values().filter_map(Weak::upgrade).collect();
+        drop(conns);
+        let pick = live
+            .iter()
+            .find(|c| !c.requested.load(Ordering::Acquire) && !c.evicted.load(Ordering::Acquire))
+            .or_else(|| {
+                live.iter()
+                    .find(|c| !c.authenticated() && !c.evicted.load(Ordering::Acquire))
+            });
+        match pick {
+            Some(c) => {
+                tracing::info!(
+                    requested = c.requested.load(Ordering::Acquire),
+                    "connection cap reached: closing an unauthenticated connection to make room"
+                );
+                c.evict();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// The connection info a request carries (in its extensions): the TCP
+/// addresses and the connection's [`ConnState`].
+#[derive(Clone, Debug)]
+pub struct ConnInfo {
+    pub tcp: TcpConnectInfo,
+    pub state: Arc<ConnState>,
+}
+
 async fn accept_loop(
     listener: TcpListener,
     slots: Arc<Semaphore>,
@@ -91,14 +175,18 @@ async fn accept_loop(
     limits: Limits,
     tx: mpsc::Sender<io::Result<Conn>>,
 ) {
+    let registry = Arc::new(Registry::default());
+    let mut order = 0;
     loop {
         let permit = match slots.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {
-                tracing::warn!(
-                    max_connections = max,
-                    "connection cap reached: new connections wait until one closes"
-                );
+                if !registry.evict_one() {
+                    tracing::warn!(
+                        max_connections = max,
+                        "connection cap reached: new connections wait until one closes"
+                    );
+                }
                 tokio::select! {
                     p = slots.clone().acquire_owned() => match p {
                         Ok(p) => p,
@@ -127,10 +215,22 @@ async fn accept_loop(
         };
         // Nagle's algorithm would hold small responses back for up to 40 ms.
         let _ = stream.set_nodelay(true);
+        order += 1;
+        let state = Arc::new(ConnState {
+            order,
+            ..Default::default()
+        });
+        registry
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(order, Arc::downgrade(&state));
         let conn = Conn {
             stream,
             _slot: permit,
-            first_byte: Some(Box::pin(tokio::time::sleep(limits.handshake_timeout))),
+            handshake: Some(Box::pin(tokio::time::sleep(limits.handshake_timeout))),
+            state,
+            registry: registry.clone(),
         };
         if tx.send(Ok(conn)).await.is_err() {
             return;
@@ -149,16 +249,31 @@ fn out_of_resources(e: &io::Error) -> bool {
 pub struct Conn {
     stream: TcpStream,
     _slot: OwnedSemaphorePermit,
-    /// Until the first byte arrives: when it fires, the connection is
+    /// Until the first complete request: when it fires, the connection is
     /// closed.
-    first_byte: Option<Pin<Box<tokio::time::Sleep>>>,
+    handshake: Option<Pin<Box<tokio::time::Sleep>>>,
+    state: Arc<ConnState>,
+    registry: Arc<Registry>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.registry
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.state.order);
+    }
 }
 
 impl Connected for Conn {
-    type ConnectInfo = TcpConnectInfo;
+    type ConnectInfo = ConnInfo;
 
-    fn connect_info(&self) -> TcpConnectInfo {
-        self.stream.connect_info()
+    fn connect_info(&self) -> ConnInfo {
+        ConnInfo {
+            tcp: self.stream.connect_info(),
+            state: self.state.clone(),
+        }
     }
 }
 
@@ -168,18 +283,31 @@ impl AsyncRead for Conn {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
+        if self.state.evicted.load(Ordering::Acquire) {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "closed to make room under the connection cap: it never authenticated",
+            )));
+        }
         let read = Pin::new(&mut self.stream).poll_read(cx, buf);
-        if self.first_byte.is_some() {
-            if matches!(read, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-                self.first_byte = None;
+        if read.is_pending() && !self.state.authenticated() {
+            // Until it authenticates, it may be evicted: whoever does must
+            // be able to wake this reader.
+            *self.state.waker.lock().unwrap_or_else(|e| e.into_inner()) = Some(cx.waker().clone());
+            if self.state.evicted.load(Ordering::Acquire) {
+                cx.waker().wake_by_ref();
+            }
+        }
+        if self.handshake.is_some() {
+            if self.state.requested.load(Ordering::Acquire) {
+                self.handshake = None;
             } else if read.is_pending()
-                && let Some(deadline) = self.first_byte.as_mut()
+                && let Some(deadline) = self.handshake.as_mut()
                 && deadline.as_mut().poll(cx).is_ready()
             {
                 return Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::TimedOut,
-                    "the client sent nothing: closing the connection",
+                    "no complete request within the handshake timeout: closing the connection",
                 )));
             }
         }

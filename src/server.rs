@@ -22,6 +22,11 @@ const SERVICE_NAME: &str = "factcheck.v1.FactCheckService";
 
 /// How long calls in flight may take to finish once shutdown begins; after
 /// that the remaining connections are closed.
+/// The methods whose answer is a stream: the call deadline does not apply
+/// to them (a watch is open for hours; a backup of a large store takes as
+/// long as its copy takes). A test checks this against the proto.
+pub const STREAMING_METHODS: [&str; 3] = ["WatchAnnotations", "WatchArticleReviews", "Backup"];
+
 pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The deadline of a unary call unless the client asks for a shorter one.
@@ -88,13 +93,87 @@ fn oversized_is_resource_exhausted<B>(mut res: http::Response<B>) -> http::Respo
     res
 }
 
+/// What tonic and tonic-web say, as INTERNAL, of a request whose gRPC
+/// framing is broken (a cut frame, a compressed flag with no encoding, bad
+/// base64 in grpc-web text): the client's fault, not ours.
+const MALFORMED_FRAMING: [&str; 5] = [
+    "Unexpected EOF decoding stream",
+    "protocol error: received message with",
+    "Error decompressing",
+    "tonic-web:",
+    "malformed base64",
+];
+
+/// A request that does not frame as gRPC is INVALID_ARGUMENT with the
+/// reason MALFORMED_REQUEST (as one that does not decode), not INTERNAL
+/// without details. Our own INTERNAL answers always carry an ErrorInfo, so
+/// one without is tonic's.
+fn malformed_is_invalid_argument<B>(mut res: http::Response<B>) -> http::Response<B> {
+    let internal = (tonic::Code::Internal as i32).to_string();
+    let headers = res.headers();
+    let tonics = headers
+        .get("grpc-status")
+        .is_some_and(|v| v.as_bytes() == internal.as_bytes())
+        && !headers.contains_key("grpc-status-details-bin");
+    if !tonics {
+        return res;
+    }
+    let message = headers
+        .get("grpc-message")
+        .map(|v| {
+            percent_encoding::percent_decode(v.as_bytes())
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+        .unwrap_or_default();
+    if !MALFORMED_FRAMING.iter().any(|p| message.contains(p)) {
+        return res;
+    }
+    let status = tonic::Status::from(crate::error::Error::invalid(
+        "MALFORMED_REQUEST",
+        "request",
+        format!("the request is not well-formed gRPC: {message}"),
+    ));
+    let headers = res.headers_mut();
+    headers.remove("grpc-message");
+    if status.add_header(headers).is_err() {
+        tracing::warn!("cannot rewrite a malformed request's status");
+    }
+    res
+}
+
 /// The per-call deadline of the service's unary calls, answered with
 /// DEADLINE_EXCEEDED. tonic's own `Server::timeout` would also cut streams
 /// short of nothing but answer CANCELLED, so it is not used.
+///
+/// It is also the first to see each request, so it tells the connection
+/// that a complete request came (its handshake is over) and whether it
+/// carried a valid token (an authenticated connection is never evicted at
+/// the connection cap): see [`crate::listener`].
 #[derive(Clone)]
 struct Deadline<S> {
     inner: S,
     limit: std::time::Duration,
+    tokens: Arc<Tokens>,
+}
+
+/// Tells the request's connection that a complete request came.
+fn request_arrived<B>(req: &http::Request<B>, tokens: &Tokens) {
+    use crate::listener::ConnInfo;
+    let state = req.extensions().get::<ConnInfo>().map(|c| &c.state).or_else(|| {
+        req.extensions()
+            .get::<tonic::transport::server::TlsConnectInfo<ConnInfo>>()
+            .map(|c| &c.get_ref().state)
+    });
+    if let Some(state) = state
+        && !state.authenticated()
+    {
+        let header = req
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .map(|v| v.as_bytes());
+        state.request_arrived(tokens.authenticate(header).is_ok());
+    }
 }
 
 impl<S, B> tower::Service<http::Request<B>> for Deadline<S>
@@ -118,12 +197,13 @@ where
             .get(http::header::CONTENT_TYPE)
             .filter(|v| v.as_bytes().starts_with(b"application/grpc-web"))
             .cloned();
+        request_arrived(&req, &self.tokens);
         let path = req.uri().path();
         let unary = path
             .strip_prefix('/')
             .and_then(|p| p.strip_prefix(SERVICE_NAME))
             .and_then(|p| p.strip_prefix('/'))
-            .is_some_and(|method| method != "WatchAnnotations");
+            .is_some_and(|method| !STREAMING_METHODS.contains(&method));
         let call = self.inner.call(req);
         if !unary {
             return Box::pin(call);
@@ -205,6 +285,7 @@ pub async fn run_with(
     options: Options,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
+    let deadline_tokens = tokens.clone();
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_service_status(SERVICE_NAME, ServingStatus::Serving)
@@ -286,10 +367,14 @@ pub async fn run_with(
         // per service (below), so the web app's pages, which are not gRPC,
         // reach the fallback.
         .layer(tower::util::option_layer(cors))
-        .layer(tower::util::MapResponseLayer::new(
-            oversized_is_resource_exhausted,
-        ))
-        .layer(tower::layer::layer_fn(move |inner| Deadline { inner, limit }));
+        .layer(tower::util::MapResponseLayer::new(|res| {
+            malformed_is_invalid_argument(oversized_is_resource_exhausted(res))
+        }))
+        .layer(tower::layer::layer_fn(move |inner| Deadline {
+            inner,
+            limit,
+            tokens: deadline_tokens.clone(),
+        }));
     if let Some((cert, key)) = &options.tls {
         let tls = tonic::transport::ServerTlsConfig::new()
             .identity(tonic::transport::Identity::from_pem(cert, key));

@@ -340,6 +340,7 @@ async fn bad_input_gets_a_clear_status_and_changes_nothing() {
         Code::NotFound,
         None::<&str>,
         c.delete_annotation(pb::DeleteAnnotationRequest {
+            reason: String::new(),
             name: moved,
             etag: String::new()
         })
@@ -349,6 +350,7 @@ async fn bad_input_gets_a_clear_status_and_changes_nothing() {
         Code::NotFound,
         None::<&str>,
         c.delete_annotation(pb::DeleteAnnotationRequest {
+            reason: String::new(),
             name: missing.clone(),
             etag: String::new()
         })
@@ -604,6 +606,7 @@ async fn stale_etags_abort_and_change_nothing() {
         Code::Aborted,
         None::<&str>,
         c.delete_annotation(pb::DeleteAnnotationRequest {
+            reason: String::new(),
             name: a.name.clone(),
             etag: a.etag.clone(),
         })
@@ -628,6 +631,7 @@ async fn stale_etags_abort_and_change_nothing() {
     assert_eq!(moved.quote, "Kremlin’s");
     assert_eq!(moved.verdict, Verdict::Disputed as i32);
     c.delete_annotation(pb::DeleteAnnotationRequest {
+        reason: String::new(),
         name: a.name.clone(),
         etag: moved.etag.clone(),
     })

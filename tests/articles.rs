@@ -87,6 +87,8 @@ async fn an_editor_corrects_an_article_under_annotation() {
     let created = create_article(&mut editor, DESK, FIRST).await;
     assert_eq!(created.revision_id, "1");
     assert_eq!(created.revision_author, "rosa");
+    // The created resource, whole (AIP-133): its text too.
+    assert_eq!(created.text, FIRST);
     assert_eq!(
         created.title,
         "Seoul — Foreign minister 조태열 said on Monday that exports rose 5% in May."

@@ -37,6 +37,7 @@ async fn a_backup_restores_into_an_equal_store_that_goes_on() {
     create(&mut bob, A1, find_span(&text, "조태열"), Verdict::Verified).await;
     let gone = create(&mut bob, A1, find_span(&text, "Korea"), Verdict::Disputed).await;
     bob.delete_annotation(pb::DeleteAnnotationRequest {
+        reason: String::new(),
         name: gone.name.clone(),
         etag: String::new(),
     })
@@ -124,6 +125,47 @@ async fn a_backup_restores_into_an_equal_store_that_goes_on() {
         !restored_dir.join("db").exists(),
         "a corrupt backup writes nothing"
     );
+    // Trailing bytes after the checksum: not one whole backup.
+    let long = dir.path().join("long.fcbackup");
+    std::fs::write(&long, [bytes.as_slice(), b"x"].concat()).unwrap();
+    let (code, _, err) = offline(&["restore", long.to_str().unwrap(), "--data-dir", &rd]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("bytes after its checksum"), "{err}");
+    assert!(!restored_dir.join("db").exists());
+    // A data dir that is a file: said so, with no word about permissions.
+    let (code, _, err) = offline(&["restore", &path, "--data-dir", long.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("not a directory") && !err.contains("readable"),
+        "{err}"
+    );
+
+    // A restore killed before it finished leaves no store a server would
+    // open: the server refuses the dir, saying what to do, and a second
+    // restore starts over.
+    let (code, _, err) = {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_factcheck"))
+            .args(["restore", &path, "--data-dir", &rd])
+            .env("FACTCHECK_CRASH_AT", "restore::before_rename")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::new(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    assert_eq!(code, None, "the restore was to crash: {err}");
+    assert!(!restored_dir.join("db").exists(), "a half restore is a store");
+    let mut refused = ChildServer::spawn(
+        std::process::Command::new(env!("CARGO_BIN_EXE_factcheck")),
+        &restored_dir,
+        &[],
+    );
+    let line = refused.wait_for_log("unfinished restore");
+    assert!(line.contains("factcheck restore"), "{line}");
+    assert!(!refused.child.wait().unwrap().success());
+
     let (code, out_text, err) = offline(&["restore", &path, "--data-dir", &rd]);
     assert_eq!(code, 0, "{err}");
     assert!(

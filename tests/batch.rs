@@ -194,10 +194,12 @@ async fn a_bad_child_rejects_the_whole_batch_and_writes_nothing() {
             parent: article(A2),
             requests: vec![
                 pb::DeleteAnnotationRequest {
+                    reason: String::new(),
                     name: existing.name.clone(),
                     etag: String::new(),
                 },
                 pb::DeleteAnnotationRequest {
+                    reason: String::new(),
                     name: missing.clone(),
                     etag: String::new(),
                 },
@@ -227,6 +229,7 @@ async fn a_bad_child_rejects_the_whole_batch_and_writes_nothing() {
             parent: "articles/-".into(),
             requests: vec![
                 pb::DeleteAnnotationRequest {
+                    reason: String::new(),
                     name: existing.name.clone(),
                     etag: String::new(),
                 };
@@ -300,10 +303,12 @@ async fn batch_update_and_delete_apply_in_order_as_one_revision() {
             parent: article(A2),
             requests: vec![
                 pb::DeleteAnnotationRequest {
+                    reason: String::new(),
                     name: a.name.clone(),
                     etag: "\"3\"".into(),
                 },
                 pb::DeleteAnnotationRequest {
+                    reason: String::new(),
                     name: b.name.clone(),
                     etag: String::new(),
                 },

@@ -593,6 +593,7 @@ async fn an_etag_is_accepted_with_or_without_its_quotes() {
         .into_inner();
     client
         .delete_annotation(pb::DeleteAnnotationRequest {
+            reason: String::new(),
             name: a.name.clone(),
             etag: current.etag.trim_matches('"').to_owned(),
         })

@@ -535,3 +535,107 @@ async fn a_failed_checkpoint_stops_writes_and_loses_nothing_acknowledged() {
     assert_eq!(store.verify_audit().unwrap().problems, Vec::<String>::new());
     scenario.teardown();
 }
+
+/// The copies a backup streams from in the data dir.
+fn backup_copies(server: &TestServer) -> Vec<String> {
+    std::fs::read_dir(server.data_dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("backup-") && n.ends_with(".partial"))
+        .collect()
+}
+
+/// Waits (bounded) until the data dir holds no backup copy.
+async fn until_no_backup_copy(server: &TestServer) {
+    let deadline = std::time::Instant::now() + HANG;
+    while !backup_copies(server).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a backup copy stayed in the data dir: {:?}",
+            backup_copies(server)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Backup is a stream: the unary call deadline does not cut it (here a
+/// copy that takes 1.5 s under a 1 s deadline), and its copy in the data
+/// dir is gone when the stream ends — whole, cancelled by the client after
+/// one chunk, or given up by the client before the first — and a copy a
+/// crash left is removed at the next start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_outlasts_the_call_deadline_and_never_leaves_its_copy() {
+    let scenario = fail::FailScenario::setup();
+    let setup = Setup {
+        call_timeout: Duration::from_secs(1),
+        ..Default::default()
+    };
+    let server = TestServer::start_with(tempfile::tempdir().unwrap(), setup.clone()).await;
+    let mut client = server.client_with(Some(ADMIN)).await;
+    // Enough data for several 1 MiB chunks.
+    for _ in 0..4 {
+        large_batch(&mut server.client().await, KOREAN).await.unwrap();
+    }
+    fail::cfg("backup::write", "sleep(1500)").unwrap();
+
+    // Whole, past the deadline.
+    let mut stream = client
+        .backup(pb::BackupRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let mut bytes = Vec::new();
+    let mut size = 0;
+    while let Some(chunk) = stream.message().await.unwrap() {
+        size = chunk.size;
+        bytes.extend_from_slice(&chunk.data);
+    }
+    assert!(
+        size > 2 << 20,
+        "a backup of {size} bytes: too small to stream in chunks"
+    );
+    assert_eq!(bytes.len() as u64, size);
+    until_no_backup_copy(&server).await;
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), &bytes).unwrap();
+    let restored = tempfile::tempdir().unwrap();
+    factcheck::store::restore(file.path(), &restored.path().join("data")).unwrap();
+
+    // Cancelled after one chunk.
+    let mut stream = client
+        .backup(pb::BackupRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    stream.message().await.unwrap().unwrap();
+    drop(stream);
+    until_no_backup_copy(&server).await;
+
+    // Given up before the first chunk (the client's own deadline).
+    let mut request = tonic::Request::new(pb::BackupRequest::default());
+    request.set_timeout(Duration::from_millis(200));
+    let err = client.backup(request).await.unwrap_err();
+    assert!(
+        matches!(err.code(), tonic::Code::DeadlineExceeded | tonic::Code::Cancelled),
+        "{err}"
+    );
+    // The committer writes that copy all the same; one more whole backup
+    // queues behind it, so once it ends the abandoned copy was written and
+    // must be gone.
+    let mut stream = client
+        .backup(pb::BackupRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    while stream.message().await.unwrap().is_some() {}
+    until_no_backup_copy(&server).await;
+    fail::remove("backup::write");
+
+    // A copy a crash left behind goes at the next start.
+    let dir = server.stop().await;
+    std::fs::write(dir.path().join("backup-0000.partial"), b"half a copy").unwrap();
+    let server = TestServer::start_with(dir, setup).await;
+    assert!(backup_copies(&server).is_empty(), "{:?}", backup_copies(&server));
+    scenario.teardown();
+}

@@ -84,6 +84,7 @@ async fn grpc_web_over_http1_serves_calls_streams_and_errors() {
     assert_eq!(err.code(), tonic::Code::Unauthenticated);
     let err = web_client(&server, Some(READER))
         .delete_annotation(pb::DeleteAnnotationRequest {
+            reason: String::new(),
             name: a.name.clone(),
             etag: String::new(),
         })
@@ -290,4 +291,115 @@ async fn grpc_web_text_is_served() {
     assert_eq!(list.articles.len(), 5);
     let trailer = String::from_utf8_lossy(&bytes[5 + len + 5..]).to_ascii_lowercase();
     assert!(trailer.contains("grpc-status:0"), "{trailer}");
+}
+
+/// The status of a gRPC or grpc-web answer: from its headers (trailers
+/// only), its HTTP/2 trailers, or grpc-web's trailer frame in the body.
+fn answer_status(
+    headers: &http::HeaderMap,
+    trailers: Option<&http::HeaderMap>,
+    body: &[u8],
+    text: bool,
+) -> tonic::Status {
+    use base64::Engine;
+    if headers.contains_key("grpc-status") {
+        return tonic::Status::from_header_map(headers).unwrap();
+    }
+    if let Some(t) = trailers.filter(|t| t.contains_key("grpc-status")) {
+        return tonic::Status::from_header_map(t).unwrap();
+    }
+    let bytes = if text {
+        let mut out = Vec::new();
+        for chunk in body.split(|&b| b == b'=').filter(|c| !c.is_empty()) {
+            let mut c = chunk.to_vec();
+            while c.len() % 4 != 0 {
+                c.push(b'=');
+            }
+            out.extend(base64::engine::general_purpose::STANDARD.decode(&c).unwrap());
+        }
+        out
+    } else {
+        body.to_vec()
+    };
+    let mut at = 0;
+    while at + 5 <= bytes.len() {
+        let len = u32::from_be_bytes(bytes[at + 1..at + 5].try_into().unwrap()) as usize;
+        if bytes[at] & 0x80 != 0 {
+            let mut map = http::HeaderMap::new();
+            for line in String::from_utf8_lossy(&bytes[at + 5..at + 5 + len]).split("\r\n") {
+                if let Some((k, v)) = line.split_once(':') {
+                    map.insert(
+                        http::HeaderName::from_bytes(k.trim().as_bytes()).unwrap(),
+                        v.trim().parse().unwrap(),
+                    );
+                }
+            }
+            return tonic::Status::from_header_map(&map).unwrap();
+        }
+        at += 5 + len;
+    }
+    panic!("no status in the answer: {headers:?} {body:?}");
+}
+
+/// Broken gRPC framing — a cut frame, the compressed flag with no
+/// encoding, bad base64 in grpc-web text — is the client's error:
+/// INVALID_ARGUMENT with ErrorInfo MALFORMED_REQUEST, over HTTP/2 and over
+/// grpc-web (it was INTERNAL without details).
+#[tokio::test]
+async fn malformed_framing_is_invalid_argument_over_http2_and_grpc_web() {
+    use base64::Engine;
+    let server = TestServer::start().await;
+    let path = format!("{}/factcheck.v1.FactCheckService/ListArticles", server.url());
+    let cut: &[u8] = &[0, 0, 0, 0, 10, 1, 2];
+    let compressed: &[u8] = &[1, 0, 0, 0, 0];
+    let bearer = format!("Bearer {ALICE}");
+
+    // HTTP/2, as gRPC.
+    let h2 = HttpClient::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    for body in [cut, compressed] {
+        let req = http::Request::post(&path)
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .header("authorization", &bearer)
+            .body(http_body_util::Full::new(bytes::Bytes::copy_from_slice(body)))
+            .unwrap();
+        let res = h2.request(req).await.unwrap();
+        let (parts, body) = res.into_parts();
+        let collected = body.collect().await.unwrap();
+        let trailers = collected.trailers().cloned();
+        let status = answer_status(&parts.headers, trailers.as_ref(), &collected.to_bytes(), false);
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+        assert_eq!(reason(&status), "MALFORMED_REQUEST", "{status:?}");
+    }
+
+    // grpc-web, binary and text, over HTTP/1.1.
+    let h1 = HttpClient::builder(TokioExecutor::new()).build_http::<http_body_util::Full<bytes::Bytes>>();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let cases: [(&str, Vec<u8>); 4] = [
+        ("application/grpc-web+proto", cut.to_vec()),
+        ("application/grpc-web+proto", compressed.to_vec()),
+        ("application/grpc-web-text", b64.encode(cut).into_bytes()),
+        ("application/grpc-web-text", b"!!not base64!!".to_vec()),
+    ];
+    for (content_type, body) in cases {
+        let req = http::Request::post(&path)
+            .header("content-type", content_type)
+            .header("accept", content_type)
+            .header("x-grpc-web", "1")
+            .header("authorization", &bearer)
+            .body(http_body_util::Full::new(bytes::Bytes::from(body.clone())))
+            .unwrap();
+        let res = h1.request(req).await.unwrap();
+        let (parts, body_in) = res.into_parts();
+        let bytes = body_in.collect().await.unwrap().to_bytes();
+        let status = answer_status(&parts.headers, None, &bytes, content_type.ends_with("text"));
+        assert_eq!(
+            status.code(),
+            tonic::Code::InvalidArgument,
+            "{content_type} {body:?}: {status:?}"
+        );
+        assert_eq!(reason(&status), "MALFORMED_REQUEST", "{content_type}: {status:?}");
+    }
 }

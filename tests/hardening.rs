@@ -207,6 +207,7 @@ async fn run_ops(client: &mut Client, ops: &[Op]) -> HashMap<String, (usize, boo
                 let name = live.swap_remove(pick % live.len());
                 client
                     .delete_annotation(pb::DeleteAnnotationRequest {
+                        reason: String::new(),
                         name: name.clone(),
                         etag: String::new(),
                     })
@@ -369,6 +370,7 @@ async fn a_changed_seed_never_rewrites_what_a_deleted_annotation_quoted() {
     assert_eq!(a.quote, "조태열");
     client
         .delete_annotation(pb::DeleteAnnotationRequest {
+            reason: String::new(),
             name: a.name.clone(),
             etag: String::new(),
         })

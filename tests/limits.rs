@@ -449,7 +449,11 @@ async fn make(c: &mut Client, call: Call) -> Result<(), (tonic::Status, bool)> {
             .map(drop)
             .map_err(write),
         Call::Delete { name, etag } => c
-            .delete_annotation(pb::DeleteAnnotationRequest { name, etag })
+            .delete_annotation(pb::DeleteAnnotationRequest {
+                name,
+                etag,
+                reason: String::new(),
+            })
             .await
             .map(drop)
             .map_err(write),
@@ -527,6 +531,7 @@ async fn make(c: &mut Client, call: Call) -> Result<(), (tonic::Status, bool)> {
                 requests: names
                     .into_iter()
                     .map(|name| pb::DeleteAnnotationRequest {
+                        reason: String::new(),
                         name,
                         etag: String::new(),
                     })

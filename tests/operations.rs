@@ -280,6 +280,76 @@ async fn idle_connections_cannot_lock_clients_out() {
     drop(idle);
 }
 
+/// Sockets that send a byte and stop (a handshake begun, never finished)
+/// cannot keep a real client out: at the cap the oldest connection that
+/// never authenticated is closed to make room, and each is closed once its
+/// handshake timeout passes however many bytes it sent (the timeout once
+/// covered only the first byte: 20 such sockets held a real client out for
+/// minutes). An authenticated connection is never evicted.
+#[tokio::test]
+async fn trickling_sockets_cannot_lock_a_client_out() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    // A handshake timeout longer than the test: only eviction lets the
+    // client in.
+    let server = ChildServer::start(
+        dir.path(),
+        &["--max-connections", "4", "--handshake-timeout-secs", "600"],
+    );
+    let token = server.admin_token();
+    // One authenticated client first: it must survive every eviction.
+    let mut first = server.client(&token).await;
+    first
+        .list_articles(pb::ListArticlesRequest::default())
+        .await
+        .unwrap();
+    let mut tricklers = Vec::new();
+    for _ in 0..3 {
+        let mut s = tokio::net::TcpStream::connect(&server.addr).await.unwrap();
+        s.write_all(b"P").await.unwrap();
+        tricklers.push(s);
+    }
+    let check = async {
+        let mut c = server.client(&token).await;
+        c.list_articles(pb::ListArticlesRequest::default()).await.unwrap();
+    };
+    tokio::time::timeout(HANG, check)
+        .await
+        .expect("a real client was locked out by sockets that sent one byte");
+    server.wait_for_log("closing an unauthenticated connection to make room");
+    // The evicted one is closed: it reads the end of the stream.
+    let mut closed = 0;
+    for s in &mut tricklers {
+        let mut buf = [0u8; 64];
+        if let Ok(Ok(0) | Err(_)) = tokio::time::timeout(Duration::from_millis(100), s.read(&mut buf)).await {
+            closed += 1;
+        }
+    }
+    assert!(closed >= 1, "no trickling socket was closed");
+    first
+        .list_articles(pb::ListArticlesRequest::default())
+        .await
+        .expect("the authenticated connection was evicted");
+    drop(server);
+
+    // The handshake timeout covers the whole handshake, not the first byte.
+    let dir = tempfile::tempdir().unwrap();
+    let server = ChildServer::start(dir.path(), &["--handshake-timeout-secs", "1"]);
+    let mut s = tokio::net::TcpStream::connect(&server.addr).await.unwrap();
+    s.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(HANG, s.read(&mut buf))
+        .await
+        .expect("a half-sent preface held its connection past the handshake timeout");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    let mut s = tokio::net::TcpStream::connect(&server.addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let read = tokio::time::timeout(HANG, s.read(&mut buf))
+        .await
+        .expect("a half-sent HTTP/1.1 head held its connection past the handshake timeout");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+}
+
 /// Item 14: a non-ASCII token is told so; `audit verify` on a store a
 /// server holds says to stop the server.
 #[tokio::test]

@@ -328,6 +328,9 @@ async fn a_desk_takes_an_article_from_not_started_to_signed_off() {
 /// A lone analyst-reviewer cannot sign off their own work, even when the
 /// desk asks for one analyst; once someone else checked it, they can. Each
 /// refusal has its own reason, and none changes anything.
+/// The two-person rule: nobody signs off an article they annotated (the
+/// reviewer who annotated is refused SIGNER_IS_PARTY even once another
+/// analyst agreed; one who did not signs it off).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lone_analyst_cannot_sign_off_their_own_work() {
     let server = TestServer::start().await;
@@ -343,7 +346,7 @@ async fn a_lone_analyst_cannot_sign_off_their_own_work() {
     let s = sign_off(&mut rosa, DESK, &r.etag).await.unwrap_err();
     assert_eq!(
         (s.code(), reason(&s)),
-        (Code::FailedPrecondition, "SOLE_ANALYST".into())
+        (Code::PermissionDenied, "SIGNER_IS_PARTY".into())
     );
     assert!(s.message().contains("rosa"), "{}", s.message());
     assert_eq!(review_of(&mut rosa, DESK).await.etag, r.etag);
@@ -362,11 +365,15 @@ async fn a_lone_analyst_cannot_sign_off_their_own_work() {
     let s = sign_off(&mut rosa, "other-desk", &r.etag).await.unwrap_err();
     assert_eq!(reason(&s), "NOT_ENOUGH_ANALYSTS");
 
-    // Alice checks rosa's article too: rosa may sign it off now.
+    // Alice checks rosa's article too: it is ready, but rosa annotated
+    // it, so someone else signs it off.
     create(&mut alice, DESK, find_span(TEXT, "조태열"), Verdict::Verified).await;
     let r = review_of(&mut rosa, DESK).await;
     assert_eq!(state(&r), ReviewState::Ready);
-    let signed = sign_off(&mut rosa, DESK, &r.etag).await.unwrap();
+    let s = sign_off(&mut rosa, DESK, &r.etag).await.unwrap_err();
+    assert_eq!(reason(&s), "SIGNER_IS_PARTY");
+    let mut admin = server.client_with(Some(ADMIN)).await;
+    let signed = sign_off(&mut admin, DESK, &r.etag).await.unwrap();
     assert_eq!(state(&signed), ReviewState::SignedOff);
 
     // A correction of the article withdraws it, and leaves nothing to
@@ -483,6 +490,7 @@ async fn concurrent_sign_offs_and_writes_keep_the_review_consistent() {
         // Clean up for the next round: bob's second annotation goes.
         alice
             .delete_annotation(pb::DeleteAnnotationRequest {
+                reason: String::new(),
                 name: created.name,
                 etag: String::new(),
             })
@@ -662,6 +670,19 @@ async fn the_cli_resolves_signs_off_and_publishes_claim_reviews() {
         .unwrap();
     assert_eq!(fell_item["reviewRating"]["alternateName"], "Disputed");
     assert_eq!(fell_item["reviewRating"]["ratingValue"], 1);
+    assert_eq!(
+        fell_item["reviewBody"], "Exchange data: the index rose.",
+        "the rationale"
+    );
+    let rose_item = items
+        .iter()
+        .find(|i| i["claimReviewed"] == "exports rose 5% in May")
+        .unwrap();
+    assert_eq!(
+        rose_item["reviewBody"], "checked against the wire report",
+        "the notes, each once"
+    );
+    assert_eq!(rose_item["reviewRating"]["alternateName"], "Verified");
     let (code, _, err) = run(
         ALICE,
         args(&[
@@ -683,4 +704,107 @@ async fn the_cli_resolves_signs_off_and_publishes_claim_reviews() {
         .await
         .unwrap();
     assert_eq!(code, 2, "the publisher is required: {err}");
+}
+
+/// An annotation's content is its analyst's: a reviewer (or an admin) who
+/// updates an analyst's verdict is refused NOT_OWNER and the review and its
+/// agreement stay what the analysts said; a reviewer who annotated a
+/// contested span cannot adjudicate it (ADJUDICATOR_IS_PARTY), one who did
+/// not can; a reviewer cannot delete another's annotation, and an admin
+/// can only with a reason, which its history records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nobody_rewrites_an_analysts_annotation_or_settles_their_own_dispute() {
+    let server = TestServer::start().await;
+    new_article(&server, DESK).await;
+    let mut rosa = server.client_with(Some(REVIEWER)).await;
+    let mut alice = server.client().await;
+    let mut admin = server.client_with(Some(ADMIN)).await;
+    let span = find_span(TEXT, "exports rose 5% in May");
+    create(&mut rosa, DESK, span, Verdict::Verified).await;
+    let alices = create(&mut alice, DESK, span, Verdict::Disputed).await;
+    let before = review_of(&mut rosa, DESK).await;
+    assert_eq!(state(&before), ReviewState::NeedsAdjudication);
+
+    // Rewriting alice's verdict: refused for the reviewer and the admin.
+    for client in [&mut rosa, &mut admin] {
+        let e = client
+            .update_annotation(masked_update(
+                pb::Annotation {
+                    name: alices.name.clone(),
+                    verdict: Verdict::Verified as i32,
+                    ..Default::default()
+                },
+                &["verdict"],
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (e.code(), reason(&e)),
+            (Code::PermissionDenied, "NOT_OWNER".into()),
+            "{e:?}"
+        );
+    }
+    let after = review_of(&mut rosa, DESK).await;
+    assert_eq!(after.etag, before.etag, "the review changed");
+    assert_eq!(state(&after), ReviewState::NeedsAdjudication);
+
+    // Rosa is a party to the dispute: she cannot settle it; the admin can.
+    let e = adjudicate(
+        &mut rosa,
+        DESK,
+        span,
+        Verdict::Verified,
+        "mine is right",
+        &after.etag,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        (e.code(), reason(&e)),
+        (Code::PermissionDenied, "ADJUDICATOR_IS_PARTY".into()),
+        "{e:?}"
+    );
+    assert_eq!(review_of(&mut rosa, DESK).await.etag, after.etag);
+    adjudicate(
+        &mut admin,
+        DESK,
+        span,
+        Verdict::Disputed,
+        "the May figure was 3%",
+        &after.etag,
+    )
+    .await
+    .unwrap();
+
+    // Deleting alice's annotation: not for a reviewer; an admin must say why.
+    let delete = |reason: &str| pb::DeleteAnnotationRequest {
+        name: alices.name.clone(),
+        reason: reason.into(),
+        ..Default::default()
+    };
+    let e = rosa.delete_annotation(delete("spam")).await.unwrap_err();
+    assert_eq!(reason(&e), "NOT_OWNER");
+    let e = admin.delete_annotation(delete("  ")).await.unwrap_err();
+    assert_eq!(
+        (e.code(), reason(&e)),
+        (Code::InvalidArgument, "REASON_REQUIRED".into())
+    );
+    assert_eq!(violated_field(&e), "reason");
+    admin
+        .delete_annotation(delete("abusive note – “removed”"))
+        .await
+        .unwrap();
+    let history = admin
+        .list_annotation_revisions(pb::ListAnnotationRevisionsRequest {
+            name: alices.name.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .revisions;
+    let last = history.last().unwrap();
+    assert_eq!(last.r#type, pb::annotation_event::Type::Deleted as i32);
+    assert_eq!(last.moderation_reason, "abusive note – “removed”");
+    assert_eq!(last.actor, "ada");
 }

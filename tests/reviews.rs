@@ -108,6 +108,7 @@ async fn the_state_follows_the_annotations() {
 
     // Bob withdraws his disputed verdict: ready again.
     bob.delete_annotation(pb::DeleteAnnotationRequest {
+        reason: String::new(),
         name: disputed.name,
         etag: String::new(),
     })

@@ -28,6 +28,7 @@ fn update(name: &str, verdict: Verdict, note: &str) -> pb::UpdateAnnotationReque
 
 fn delete(name: &str) -> pb::DeleteAnnotationRequest {
     pb::DeleteAnnotationRequest {
+        reason: String::new(),
         name: name.to_owned(),
         etag: String::new(),
     }

@@ -143,6 +143,7 @@ async fn write_mix(mut client: Client, seed: u32, n: u32) -> u32 {
             if i % 2 == 0 {
                 client
                     .delete_annotation(pb::DeleteAnnotationRequest {
+                        reason: String::new(),
                         name: a.name.clone(),
                         etag: updated.etag,
                     })

@@ -22,10 +22,39 @@ use tracing_subscriber::EnvFilter;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Test builds only: `FACTCHECK_CRASH_AT=name[:n]` ends the process the
+/// n-th time (default 1) failpoint `name` is passed, with `abort`: no
+/// destructor runs, no buffer is flushed, as with kill -9, but at exactly
+/// that point (a log rotation, a checkpoint) instead of wherever a signal
+/// happens to land.
+#[cfg(feature = "failpoints")]
+fn crash_at_failpoint() {
+    let Ok(spec) = std::env::var("FACTCHECK_CRASH_AT") else {
+        return;
+    };
+    // Failpoint names hold `::`: the count is what follows the last `:`,
+    // if it is a number.
+    let (name, nth) = match spec.rsplit_once(':').map(|(name, n)| (name, n.parse::<u64>())) {
+        Some((name, Ok(n))) => (name.to_owned(), n),
+        _ => (spec, 1),
+    };
+    let passed = std::sync::atomic::AtomicU64::new(0);
+    let at = name.clone();
+    fail::cfg_callback(name, move || {
+        if passed.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 == nth {
+            eprintln!("crashing at failpoint {at} (pass {nth})");
+            std::process::abort();
+        }
+    })
+    .expect("a failpoint callback");
+}
+
 fn main() -> ExitCode {
     // Test builds only: failpoints from the FAILPOINTS environment variable.
     #[cfg(feature = "failpoints")]
     let _failpoints = fail::FailScenario::setup();
+    #[cfg(feature = "failpoints")]
+    crash_at_failpoint();
     let cli = Cli::parse();
     // The server logs at info by default; client commands only warn.
     let default_level = if matches!(cli.command, Command::Serve(_)) {
@@ -95,6 +124,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let max_response_bytes = (args.max_response_mb * 1024 * 1024) as usize;
     config.max_result_bytes = max_response_bytes;
     config.review_min_analysts = args.review_min_analysts;
+    config.wal_segment_bytes = args.wal_segment_bytes;
     let store = tokio::task::spawn_blocking(move || Store::open(&config))
         .await
         .map_err(|e| e.to_string())?
@@ -187,4 +217,12 @@ async fn shutdown_signal() {
         () = ctrl_c => {},
         () = term => {},
     }
+    // The server has its grace period to finish calls, then the store closes.
+    // Should closing hang (sled waiting on a disk that failed), the process
+    // ends anyway: the write-ahead log holds everything acknowledged.
+    std::thread::spawn(|| {
+        std::thread::sleep(factcheck::server::SHUTDOWN_GRACE + std::time::Duration::from_secs(5));
+        tracing::error!("the store did not close in time after the grace period: exiting without it");
+        std::process::exit(1);
+    });
 }

@@ -105,7 +105,12 @@ pub fn token(action: TokenAction) -> Result<()> {
                 ),
                 OutputFormat::Text => {
                     eprintln!(
-                        "added a {role} token for {analyst} to {}: a running server uses it after SIGHUP. It is shown only now:",
+                        "added {} {role} token for {analyst} to {}: a running server uses it after SIGHUP. It is shown only now:",
+                        if matches!(role, Role::Admin | Role::Analyst) {
+                            "an"
+                        } else {
+                            "a"
+                        },
                         path.display()
                     );
                     outln!("{token}");

@@ -484,6 +484,7 @@ async fn plan(client: &mut Client, ops: Vec<(usize, Op)>) -> Result<Vec<Planned>
             Op::Delete { name, etag } => Batch::Delete(vec![pb::DeleteAnnotationRequest {
                 name,
                 etag: etag.unwrap_or_default(),
+                reason: String::new(),
             }]),
         };
         push(&mut plan, batch, line)?;

@@ -563,12 +563,18 @@ pub async fn run(command: Command) -> Result<()> {
             let name = full_name(&mut c, &name).await?;
             history(&mut c, client.output, &name).await
         }
-        Command::Delete { client, name, etag } => {
+        Command::Delete {
+            client,
+            name,
+            etag,
+            reason,
+        } => {
             let mut c = connect(&client).await?;
             let name = full_name(&mut c, &name).await?;
             c.delete_annotation(pb::DeleteAnnotationRequest {
                 name: name.clone(),
                 etag: etag.unwrap_or_default(),
+                reason: reason.unwrap_or_default(),
             })
             .await?;
             match client.output {

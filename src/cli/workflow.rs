@@ -245,9 +245,11 @@ pub async fn claim_reviews(c: &mut Client, id: Option<&str>, publisher: &Publish
             .and_then(|t| t.get(..10))
             .unwrap_or_default()
             .to_owned();
-        let item = |span: pb::Span, quote: &str, verdict: i32| {
+        // `reviewBody`: the adjudication's rationale, or the notes of the
+        // annotations of the span (each once, in order).
+        let item = |span: pb::Span, quote: &str, verdict: i32, body: &str| {
             let (value, label) = rating(verdict);
-            json!({
+            let mut item = json!({
                 "@context": "https://schema.org",
                 "@type": "ClaimReview",
                 "url": format!("{}/{name}#claim-{}-{}", publisher.public_url, span.start, span.end),
@@ -265,13 +267,17 @@ pub async fn claim_reviews(c: &mut Client, id: Option<&str>, publisher: &Publish
                     "@type": "Claim",
                     "appearance": {"@type": "CreativeWork", "url": appearance},
                 },
-            })
+            });
+            if !body.trim().is_empty() {
+                item["reviewBody"] = json!(body.trim());
+            }
+            item
         };
         let contested: Vec<pb::Span> = review.contested_spans.iter().filter_map(|c| c.span).collect();
         for c in &review.contested_spans {
             // Signed off: every contested span is adjudicated.
             if let (Some(a), Some(span)) = (&c.adjudication, c.span) {
-                items.push(item(span, &c.quote, a.verdict));
+                items.push(item(span, &c.quote, a.verdict, &a.rationale));
             }
         }
         let annotations = list_all(
@@ -283,6 +289,16 @@ pub async fn claim_reviews(c: &mut Client, id: Option<&str>, publisher: &Publish
             },
         )
         .await?;
+        let mut notes: std::collections::BTreeMap<(u32, u32), Vec<&str>> = Default::default();
+        for a in &annotations {
+            let (Some(span), note) = (a.span, a.note.trim()) else {
+                continue;
+            };
+            let of_span = notes.entry((span.start, span.end)).or_default();
+            if !note.is_empty() && !of_span.contains(&note) {
+                of_span.push(note);
+            }
+        }
         let mut seen = std::collections::BTreeSet::new();
         for a in &annotations {
             let Some(span) = a.span else { continue };
@@ -290,7 +306,11 @@ pub async fn claim_reviews(c: &mut Client, id: Option<&str>, publisher: &Publish
             if in_contested || !seen.insert((span.start, span.end)) {
                 continue;
             }
-            items.push(item(span, &a.quote, a.verdict));
+            let body = notes
+                .get(&(span.start, span.end))
+                .map(|n| n.join("\n\n"))
+                .unwrap_or_default();
+            items.push(item(span, &a.quote, a.verdict, &body));
         }
     }
     Ok(items)

@@ -239,9 +239,10 @@ impl Service {
             .articles
             .first()
             .ok_or_else(|| Error::internal("an article change made no revision"))?;
+        // The resource as made, text included (AIP-133, AIP-134).
         Ok(convert::article_to_pb(
             made,
-            false,
+            true,
             OffsetEncoding::CodePoints,
             false,
         ))

@@ -19,6 +19,10 @@ mod articles;
 mod backup;
 mod reviews;
 
+/// The longest moderation reason a deletion of another's annotation may
+/// give, in code points.
+const MAX_MODERATION_REASON_CHARS: usize = 1000;
+
 /// The service; clones share the store.
 #[derive(Clone)]
 pub struct Service {
@@ -225,10 +229,20 @@ impl Service {
             return Err(Error::not_found(name.to_string()));
         }
         let etag = convert::etag(&req.etag);
+        let reason = req.reason.trim();
+        let chars = reason.chars().count();
+        if chars > MAX_MODERATION_REASON_CHARS {
+            return Err(Error::invalid(
+                "FIELD_TOO_LONG",
+                "reason",
+                format!("is {chars} code points long; at most {MAX_MODERATION_REASON_CHARS} are allowed"),
+            ));
+        }
         Ok(Mutation::Delete {
             name,
             etag,
-            owner: caller.owner_restriction(),
+            owner: caller.delete_restriction(),
+            reason: (!reason.is_empty()).then(|| reason.to_owned()),
         })
     }
 

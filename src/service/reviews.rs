@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::{Service, caller};
 use crate::convert;
-use crate::domain::{Adjudication, ArticleId, Review, ReviewEventKind, ReviewState, Role};
+use crate::domain::{Adjudication, AnnotationFilter, ArticleId, Review, ReviewEventKind, ReviewState, Role};
 use crate::error::{Error, Result};
 use crate::pb;
 use crate::store::{HistoryCursor, Mutation};
@@ -150,6 +150,25 @@ impl Service {
                 ),
             });
         };
+        // Whoever annotated the region is a party to the dispute: someone
+        // else settles it. (The review's etag, checked again as the
+        // adjudication commits, makes this hold against a later annotation.)
+        let filter = AnnotationFilter {
+            article: Some(id.clone()),
+            analyst: Some(caller.analyst.to_string()),
+            overlaps: Some(span),
+            verdict: None,
+        };
+        let own = self.blocking(move |store| store.list(&filter, None, 1)).await?;
+        if let Some(a) = own.annotations.first() {
+            return Err(Error::PermissionDenied {
+                reason: "ADJUDICATOR_IS_PARTY",
+                message: format!(
+                    "{} annotated this contested span ({}): a reviewer who did not settles it",
+                    caller.analyst, a.name
+                ),
+            });
+        }
         let (accepted, overruled): (Vec<_>, Vec<_>) = contested
             .annotations
             .iter()
@@ -219,11 +238,11 @@ impl Service {
                 message: format!("{}/review cannot be signed off: {why}", id.name()),
             })
         };
-        let sole = review.analysts == 1
-            && review
-                .analyst_names
-                .first()
-                .is_some_and(|n| **n == *caller.analyst.as_str());
+        // Two-person rule: the signer checks others' work, never their own.
+        let party = review
+            .analyst_names
+            .iter()
+            .any(|n| **n == *caller.analyst.as_str());
         match review.state {
             ReviewState::SignedOff => {
                 let by = review
@@ -251,14 +270,15 @@ impl Service {
                     ),
                 );
             }
-            _ if sole => {
-                return refuse(
-                    "SOLE_ANALYST",
-                    format!(
-                        "{} is the only analyst who annotated it: someone else must check it first",
+            _ if party => {
+                return Err(Error::PermissionDenied {
+                    reason: "SIGNER_IS_PARTY",
+                    message: format!(
+                        "{}/review cannot be signed off by {}, who annotated the article: a reviewer who did not signs it off",
+                        id.name(),
                         caller.analyst
                     ),
-                );
+                });
             }
             ReviewState::InProgress => {
                 return refuse(

@@ -21,6 +21,41 @@ pub const BACKUP_MAGIC: &[u8; 16] = b"factcheck-bkp-1\n";
 /// Writes the store to `path`; runs on the committer thread between
 /// groups, so what it reads is one durable revision.
 pub(super) fn write(shared: &Shared, path: &Path) -> Result<u64> {
+    let written = write_file(shared, path);
+    if written.is_err() {
+        let _ = std::fs::remove_file(path);
+    }
+    written
+}
+
+/// The prefix of the copies a backup streams from the data dir: removed
+/// when the stream ends, and at open if a crash left one.
+pub const PARTIAL_PREFIX: &str = "backup-";
+pub const PARTIAL_SUFFIX: &str = ".partial";
+
+/// Removes the backup copies a crash left in `data_dir`.
+pub fn remove_stale_copies(data_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(data_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(PARTIAL_PREFIX) && name.ends_with(PARTIAL_SUFFIX) {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => {
+                    tracing::info!(file = %entry.path().display(), "removed a backup copy a crash left")
+                }
+                Err(e) => {
+                    tracing::warn!(file = %entry.path().display(), error = %e, "cannot remove a stale backup copy")
+                }
+            }
+        }
+    }
+}
+
+fn write_file(shared: &Shared, path: &Path) -> Result<u64> {
+    fail::fail_point!("backup::write");
     let revision = shared.revision.load(std::sync::atomic::Ordering::Acquire);
     let file = std::fs::File::create(path)
         .map_err(|e| Error::internal(format!("backup {}: {e}", path.display())))?;
@@ -117,14 +152,33 @@ fn read(path: &Path, mut each: impl FnMut(Vec<u8>, Vec<u8>) -> Result<()>) -> Re
     if stated != count || stored[..] != digest[..] {
         return Err(bad("does not match its checksum: it is corrupt"));
     }
+    match input.read(&mut [0u8; 1]) {
+        Ok(0) => {}
+        Ok(_) => return Err(bad("has bytes after its checksum: it is not one whole backup")),
+        Err(e) => return Err(bad(&format!("cannot be read: {e}"))),
+    }
     Ok((revision, count))
 }
 
+/// Where a restore builds the store before it becomes `db`: a store exists
+/// only once it is whole.
+pub const RESTORING: &str = "db.restoring";
+
 /// Restores a backup into `data_dir`, which must hold no store yet.
 /// Offline: no server may run on it. Checks the whole file first, so a
-/// corrupt backup writes nothing. Returns the revision restored.
+/// corrupt backup writes nothing. The store is built beside its place
+/// ([`RESTORING`]) and renamed into it once flushed: a restore that is
+/// killed leaves no `db` a server would open as a half store. Returns the
+/// revision restored.
 pub fn restore(from: &Path, data_dir: &Path) -> Result<u64> {
     let db_path = data_dir.join("db");
+    if data_dir.exists() && !data_dir.is_dir() {
+        return Err(Error::invalid(
+            "DATA_DIR_NOT_A_DIRECTORY",
+            "data_dir",
+            format!("{} is not a directory", data_dir.display()),
+        ));
+    }
     // The write-ahead log is part of a store too: a restored store must not
     // replay another one's.
     if db_path.exists() || super::wal::dir(data_dir).exists() {
@@ -139,8 +193,31 @@ pub fn restore(from: &Path, data_dir: &Path) -> Result<u64> {
     }
     read(from, |_, _| Ok(()))?;
     crate::config::private_data_dir(data_dir).map_err(Error::internal)?;
+    let building = data_dir.join(RESTORING);
+    // What an interrupted restore left: ours to start again.
+    if building.exists() {
+        std::fs::remove_dir_all(&building)
+            .map_err(|e| Error::internal(format!("cannot remove {}: {e}", building.display())))?;
+    }
+    let revision = restore_into(from, &building)?;
+    fail::fail_point!("restore::before_rename");
+    std::fs::rename(&building, &db_path).map_err(|e| {
+        Error::internal(format!(
+            "cannot move {} to {}: {e}",
+            building.display(),
+            db_path.display()
+        ))
+    })?;
+    std::fs::File::open(data_dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::internal(format!("cannot sync {}: {e}", data_dir.display())))?;
+    Ok(revision)
+}
+
+/// Writes the backup's pairs into a new sled store at `db_path`, durably.
+fn restore_into(from: &Path, db_path: &Path) -> Result<u64> {
     let db = sled::Config::new()
-        .path(&db_path)
+        .path(db_path)
         .open()
         .map_err(|e| Error::internal(format!("cannot create the store at {}: {e}", db_path.display())))?;
     let tree = db.open_tree("factcheck").map_err(Error::internal)?;
@@ -158,5 +235,11 @@ pub fn restore(from: &Path, data_dir: &Path) -> Result<u64> {
     })?;
     tree.apply_batch(batch).map_err(Error::internal)?;
     db.flush().map_err(Error::internal)?;
+    // sled's flush does not reach the drive: the whole store is synced
+    // before it takes its name.
+    super::sync::Syncer::open(db_path)
+        .map_err(|e| Error::internal(format!("cannot sync {}: {e}", db_path.display())))?;
+    drop(tree);
+    drop(db);
     Ok(revision)
 }

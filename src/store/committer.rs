@@ -66,7 +66,12 @@ pub enum Mutation {
     Delete {
         name: AnnotationName,
         etag: Option<String>,
+        /// Apply only if the annotation is this analyst's; `None` (an
+        /// admin): anyone's, but another's needs a `reason`.
         owner: Option<Analyst>,
+        /// Why an admin deletes another's annotation (moderation): recorded
+        /// in its history.
+        reason: Option<String>,
     },
     /// Creates an article or makes its next revision, re-anchoring its
     /// annotations in the same revision.
@@ -153,7 +158,7 @@ pub fn spawn(shared: Arc<Shared>, rx: mpsc::Receiver<Work>, wal: Wal) -> std::th
 fn run(shared: &Arc<Shared>, mut rx: mpsc::Receiver<Work>, mut wal: Wal) {
     let mut jobs = Vec::with_capacity(MAX_GROUP);
     let mut compactor = Compactor::new(shared);
-    let checkpointer = Checkpointer::spawn(shared.clone(), wal.dir().to_owned());
+    let checkpointer = Checkpointer::spawn(shared.clone(), wal.dir().to_owned(), wal.segment_bytes());
     checkpointer.after_rotation(wal.seq());
     // Once a commit fails, what sled holds in memory and on disk may differ:
     // refuse every later write rather than build on it.
@@ -193,7 +198,11 @@ fn run(shared: &Arc<Shared>, mut rx: mpsc::Receiver<Work>, mut wal: Wal) {
             } else {
                 super::backup::write(shared, &path)
             };
-            let _ = reply.send(result);
+            // Nobody waits for it any more (the caller gave up): the copy
+            // must not stay in the data dir.
+            if reply.send(result).is_err() || failed {
+                let _ = std::fs::remove_file(&path);
+            }
         }
     }
     checkpointer.stop();
@@ -230,7 +239,7 @@ struct Checkpointer {
 }
 
 impl Checkpointer {
-    fn spawn(shared: Arc<Shared>, dir: std::path::PathBuf) -> Self {
+    fn spawn(shared: Arc<Shared>, dir: std::path::PathBuf, segment_bytes: u64) -> Self {
         let (tx, rx) = std::sync::mpsc::channel::<u64>();
         let thread = std::thread::Builder::new()
             .name("factcheck-checkpoint".into())
@@ -245,9 +254,12 @@ impl Checkpointer {
                         if seq > 1 {
                             fail::fail_point!("checkpoint", |_| Err(injected("checkpoint")));
                             checkpoint(&shared)?;
+                            // A crash here: sled holds the old segments'
+                            // groups durably and they are still in the log.
+                            fail::fail_point!("checkpoint::flushed", |_| Err(injected("checkpoint::flushed")));
                             wal::delete_before(&dir, seq)?;
                         }
-                        wal::prepare(&dir, seq + 1)?;
+                        wal::prepare(&dir, seq + 1, segment_bytes)?;
                         Ok::<(), sled::Error>(())
                     })();
                     if let Err(e) = done {
@@ -530,6 +542,8 @@ impl<'a> Group<'a> {
 
         let revision = self.revision + 1;
         let now = now_us();
+        // Moderation reasons of deletions of others' annotations, by id.
+        let mut moderations: HashMap<Uuid, String> = HashMap::new();
         // This job's changes, read before the group's when checking later
         // mutations of the same job.
         let mut local: HashMap<Uuid, Option<Annotation>> = HashMap::new();
@@ -597,10 +611,28 @@ impl<'a> Group<'a> {
                     }
                     (Some(before), Some(after))
                 }
-                Mutation::Delete { name, etag, owner } => {
+                Mutation::Delete {
+                    name,
+                    etag,
+                    owner,
+                    reason,
+                } => {
                     let before = self
                         .existing(&local, name, etag.as_deref(), owner.as_ref())
                         .map_err(name_child)?;
+                    if before.analyst != job.actor {
+                        let Some(reason) = reason else {
+                            return Err(name_child(Error::invalid(
+                                "REASON_REQUIRED",
+                                "reason",
+                                format!(
+                                    "is required to delete {}'s annotation {name}: moderation is recorded with its reason",
+                                    before.analyst
+                                ),
+                            )));
+                        };
+                        moderations.insert(name.id, reason.clone());
+                    }
                     (Some(before), None)
                 }
                 Mutation::PutArticle {
@@ -797,6 +829,11 @@ impl<'a> Group<'a> {
                 revision,
                 now,
                 &mut heads,
+                before
+                    .as_ref()
+                    .filter(|_| after.is_none())
+                    .and_then(|b| moderations.get(&b.name.id))
+                    .map(String::as_str),
             );
             let id = Uuid::from_bytes(record.state.id);
             let seq = seqs.entry(id).or_insert(0);
@@ -1287,6 +1324,10 @@ pub fn result_cost(a: &Annotation) -> usize {
         + 4 * (j.span.end() - j.span.start()) as usize
 }
 
+/// How a deletion's history record names a moderation reason (in its
+/// `changed` list, which a deletion otherwise leaves empty).
+pub const MODERATION_PREFIX: &str = "moderation: ";
+
 /// The history record of one change, chained to `heads`, which it moves.
 fn history_record(
     before: Option<&Annotation>,
@@ -1295,6 +1336,7 @@ fn history_record(
     revision: u64,
     now: i64,
     heads: &mut HashMap<Uuid, [u8; 32]>,
+    moderation: Option<&str>,
 ) -> HistoryRecord {
     let (kind, changed) = match (before, after) {
         (None, _) => (HistoryKind::Created, Vec::new()),
@@ -1321,7 +1363,15 @@ fn history_record(
                     .collect(),
             )
         }
-        (Some(_), None) => (HistoryKind::Deleted, Vec::new()),
+        // A deletion changes no field: its list carries the moderation
+        // reason, when an admin deleted another's annotation (covered by the
+        // record's hash like everything else).
+        (Some(_), None) => (
+            HistoryKind::Deleted,
+            moderation
+                .map(|r| vec![format!("{MODERATION_PREFIX}{r}")])
+                .unwrap_or_default(),
+        ),
     };
     let state = after.or(before).expect("a change has a state");
     let prev_hash = heads.get(&state.name.id).copied().unwrap_or([0; 32]);

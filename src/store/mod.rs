@@ -22,6 +22,7 @@ mod keys;
 mod review_log;
 mod sync;
 mod wal;
+pub use wal::SEGMENT_BYTES as WAL_SEGMENT_BYTES;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -33,6 +34,7 @@ use uuid::Uuid;
 
 pub use audit::{AuditReport, HistoryCursor};
 pub use backup::{BACKUP_MAGIC, restore};
+pub use committer::MODERATION_PREFIX;
 pub use committer::{Applied, Mutation, RequestKey, now_us};
 use committer::{Job, Work};
 
@@ -69,6 +71,9 @@ pub struct StoreConfig {
     /// Analysts who must have annotated an article before its review can
     /// be READY.
     pub review_min_analysts: u32,
+    /// The size of a write-ahead log segment ([`wal::SEGMENT_BYTES`]
+    /// unless a test wants a rotation every few frames).
+    pub wal_segment_bytes: u64,
 }
 
 /// The default of [`StoreConfig::max_result_bytes`] and of the server's
@@ -140,6 +145,7 @@ impl StoreConfig {
             sync: true,
             max_result_bytes: DEFAULT_MAX_RESPONSE_BYTES,
             review_min_analysts: crate::domain::DEFAULT_MIN_ANALYSTS,
+            wal_segment_bytes: wal::SEGMENT_BYTES,
         }
     }
 }
@@ -199,8 +205,16 @@ impl Drop for Inner {
         if let Some(handle) = self.committer.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = handle.join();
         }
-        if let Err(e) = self.shared.db.flush() {
-            tracing::error!(error = %e, "final flush failed");
+        // After a failure (a full disk, a failed sync) sled may never finish
+        // a flush, and nothing needs one: the log holds every acknowledged
+        // group and stays for the next open to replay.
+        if *self.shared.failed.borrow() {
+            tracing::warn!("the store failed: closing without a final flush; the next open replays the log");
+        } else {
+            fail::fail_point!("store::final_flush");
+            if let Err(e) = self.shared.db.flush() {
+                tracing::error!(error = %e, "final flush failed");
+            }
         }
         tracing::info!(figures = %self.shared.figures.summary(), "committer figures");
     }
@@ -268,6 +282,16 @@ impl Store {
         // Tests hold the open here, as a large store would.
         fail::fail_point!("store::open");
         let path = config.data_dir.join("db");
+        let restoring = config.data_dir.join(backup::RESTORING);
+        if !path.exists() && restoring.exists() {
+            return Err(Error::internal(format!(
+                "{} holds an unfinished restore ({}), not a store: run `factcheck restore` again, or remove \
+                 {} to start an empty store",
+                config.data_dir.display(),
+                restoring.display(),
+                restoring.display()
+            )));
+        }
         let open = || {
             sled::Config::new()
                 .path(&path)
@@ -293,6 +317,8 @@ impl Store {
             }
         };
         let tree = db.open_tree("factcheck").map_err(Error::internal)?;
+        // sled's lock is ours: no other server streams from this data dir.
+        backup::remove_stale_copies(&config.data_dir);
         let sync =
             if config.sync {
                 Some(sync::Syncer::open(&path).map_err(|e| {
@@ -366,7 +392,7 @@ impl Store {
             index.set_text(article);
         }
         db.flush().map_err(Error::internal)?;
-        let log = wal::Wal::create(&wal_dir, config.sync).map_err(|e| {
+        let log = wal::Wal::create(&wal_dir, config.sync, config.wal_segment_bytes).map_err(|e| {
             Error::internal(format!(
                 "cannot make the write-ahead log in {}: {e}",
                 wal_dir.display()
@@ -528,10 +554,12 @@ impl Store {
     /// while it is written. Returns the file (the caller removes it) and
     /// the revision.
     pub async fn backup(&self) -> Result<(PathBuf, u64)> {
-        let path = self
-            .inner
-            .data_dir
-            .join(format!("backup-{}.partial", Uuid::new_v4()));
+        let path = self.inner.data_dir.join(format!(
+            "{}{}{}",
+            backup::PARTIAL_PREFIX,
+            Uuid::new_v4(),
+            backup::PARTIAL_SUFFIX
+        ));
         let queue = self.queue()?;
         let (reply, answer) = oneshot::channel();
         queue
