@@ -137,24 +137,26 @@ async fn roles_decide_who_may_write_what_and_refusals_change_nothing() {
         "bob's own annotation stays: the batch was all or nothing"
     );
 
-    // Their own is fine; a reviewer adjudicates anyone's.
+    // Their own is fine; nobody else rewrites an analyst's annotation, not
+    // even a reviewer (who settles disagreement by adjudication), and a
+    // reviewer deletes only their own.
     bob.update_annotation(update(&mine.name, Verdict::Verified, "on reflection"))
         .await
         .unwrap();
-    let adjudicated = reviewer
+    let e = reviewer
         .update_annotation(update(
             &theirs.name,
             Verdict::Disputed,
             "the ministry says otherwise",
         ))
         .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(adjudicated.verdict, Verdict::Disputed as i32);
+        .unwrap_err();
     assert_eq!(
-        adjudicated.analyst, "alice",
-        "the author stays; the history says who changed it"
+        (e.code(), reason(&e)),
+        (Code::PermissionDenied, "NOT_OWNER".into())
     );
+    let e = reviewer.delete_annotation(delete(&mine.name)).await.unwrap_err();
+    assert_eq!(reason(&e), "NOT_OWNER");
     let history = reviewer
         .list_annotation_revisions(pb::ListAnnotationRevisionsRequest {
             name: theirs.name.clone(),
@@ -166,9 +168,8 @@ async fn roles_decide_who_may_write_what_and_refusals_change_nothing() {
         .revisions;
     assert_eq!(
         history.iter().map(|r| r.actor.as_str()).collect::<Vec<_>>(),
-        ["alice", "rosa"]
+        ["alice"]
     );
-    reviewer.delete_annotation(delete(&mine.name)).await.unwrap();
 }
 
 #[tokio::test]

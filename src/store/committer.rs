@@ -1184,7 +1184,7 @@ impl<'a> Group<'a> {
             return Err(Error::PermissionDenied {
                 reason: "NOT_OWNER",
                 message: format!(
-                    "{name} is {}'s: {owner} may change only their own annotations (a reviewer may change any)",
+                    "{name} is {}'s: {owner} may change only their own annotations (nobody rewrites an analyst's judgement: a reviewer settles disagreement by adjudication, an admin may delete it with a reason)",
                     current.analyst
                 ),
             });

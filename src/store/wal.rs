@@ -374,8 +374,10 @@ pub fn recover(
         if frame.base != at_revision {
             return Err(Error::internal(format!(
                 "the write-ahead log in {} goes on from revision {} (segment {seq:016x}.wal at byte \
-                 {offset}), but the store holds revision {at_revision}: it is not this store's log; \
-                 move it away to open the store without it",
+                 {offset}), but the store holds revision {at_revision}: it is not this store's log, or \
+                 frames before it are lost. The store was not opened and the log was left as it is. Copy \
+                 the data dir aside; if the log is another store's, move wal/ away to open this one \
+                 without it, else restore the latest backup (factcheck restore)",
                 dir.display(),
                 frame.base
             )));
