@@ -273,6 +273,9 @@ pub enum Command {
         /// The data dir to create; it must hold no store.
         #[arg(long, env = "FACTCHECK_DATA_DIR", default_value = "./factcheck-data")]
         data_dir: PathBuf,
+        /// With --store etcd, the restore goes into an empty etcd prefix.
+        #[command(flatten)]
+        store: StoreArgs,
         /// `text` for people, `json` for scripts.
         #[arg(long, value_enum, default_value = "text")]
         output: OutputFormat,
@@ -386,6 +389,10 @@ pub enum AuditAction {
         /// The data dir of a stopped server.
         #[arg(long, env = "FACTCHECK_DATA_DIR", default_value = "./factcheck-data")]
         data_dir: PathBuf,
+        /// With --store etcd, the store in an etcd prefix (no server need
+        /// stop: the check reads one consistent state per key range).
+        #[command(flatten)]
+        store: StoreArgs,
         /// `text` for people, `json` for scripts.
         #[arg(long, value_enum, default_value = "text")]
         output: OutputFormat,
@@ -510,11 +517,81 @@ fn parse_origin(s: &str) -> Result<String, String> {
     Ok(s.trim_end_matches('/').to_owned())
 }
 
+/// Which engine holds the store: sled in the data dir, or an etcd cluster.
+#[derive(Args, Debug, Clone)]
+pub struct StoreArgs {
+    /// `sled`: embedded, in --data-dir (the default). `etcd`: an etcd v3
+    /// cluster (--etcd-endpoints), for servers that share one store.
+    #[arg(long = "store", env = "FACTCHECK_STORE", value_enum, default_value = "sled")]
+    pub engine: EngineArg,
+
+    /// With --store etcd: the members' client URLs, comma-separated
+    /// (`http://10.0.0.1:2379,...`; `https://` with --etcd-ca).
+    #[arg(long, env = "FACTCHECK_ETCD_ENDPOINTS", value_delimiter = ',')]
+    pub etcd_endpoints: Vec<String>,
+
+    /// With --store etcd: the prefix of every key, so several deployments
+    /// can share one cluster.
+    #[arg(long, env = "FACTCHECK_ETCD_PREFIX", default_value = "/factcheck/")]
+    pub etcd_prefix: String,
+
+    /// With --store etcd: the CA that signed the members' certificates (PEM).
+    #[arg(long, env = "FACTCHECK_ETCD_CA")]
+    pub etcd_ca: Option<PathBuf>,
+
+    /// With --store etcd: a client certificate for etcd (PEM), with --etcd-key.
+    #[arg(long, env = "FACTCHECK_ETCD_CERT")]
+    pub etcd_cert: Option<PathBuf>,
+
+    /// With --store etcd: the client certificate's key (PEM).
+    #[arg(long, env = "FACTCHECK_ETCD_KEY")]
+    pub etcd_key: Option<PathBuf>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EngineArg {
+    Sled,
+    Etcd,
+}
+
+impl StoreArgs {
+    /// The engine these flags choose; an error names the flag missing.
+    pub fn engine(&self) -> Result<crate::store::EngineConfig, String> {
+        match self.engine {
+            EngineArg::Sled => Ok(crate::store::EngineConfig::Sled),
+            EngineArg::Etcd => {
+                if self.etcd_endpoints.is_empty() {
+                    return Err("--store etcd needs --etcd-endpoints (or FACTCHECK_ETCD_ENDPOINTS)".into());
+                }
+                if self.etcd_cert.is_some() != self.etcd_key.is_some() {
+                    return Err("--etcd-cert and --etcd-key go together".into());
+                }
+                let mut config =
+                    crate::etcd::EtcdConfig::new(self.etcd_endpoints.clone(), self.etcd_prefix.as_bytes());
+                if self.etcd_ca.is_some() || self.etcd_cert.is_some() {
+                    config.tls = Some(
+                        crate::etcd::EtcdTls::from_files(
+                            self.etcd_ca.as_deref(),
+                            self.etcd_cert.as_deref(),
+                            self.etcd_key.as_deref(),
+                        )
+                        .map_err(|e| format!("etcd TLS files: {e}"))?,
+                    );
+                }
+                Ok(crate::store::EngineConfig::Etcd(config))
+            }
+        }
+    }
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "FACTCHECK_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
+
+    #[command(flatten)]
+    pub store: StoreArgs,
 
     /// Directory of the store, the tokens file and the first admin token.
     #[arg(long, env = "FACTCHECK_DATA_DIR", default_value = "./factcheck-data")]

@@ -58,6 +58,13 @@ pub enum Error {
     #[error("the server is shutting down")]
     Unavailable,
 
+    /// The store's engine cannot be reached now (etcd has no quorum, is
+    /// restarting, or did not answer): retry. For a write, `reason` says
+    /// whether it may have landed (`COMMIT_OUTCOME_UNKNOWN`: retry with the
+    /// same request_id, which returns the first outcome if it did).
+    #[error("{message}")]
+    StoreUnavailable { reason: &'static str, message: String },
+
     /// The store failed to make a commit durable earlier: it refuses writes
     /// until restarted (fail-stop).
     #[error("the store failed to write to disk and refuses writes until the server is restarted")]
@@ -104,7 +111,11 @@ impl Error {
     pub fn at(self, at: impl Into<String>) -> Self {
         match self {
             // Internal errors are about the whole call, not a child.
-            Error::Internal(_) | Error::Unavailable | Error::StoreFailed | Error::CommitFailed => self,
+            Error::Internal(_)
+            | Error::Unavailable
+            | Error::StoreUnavailable { .. }
+            | Error::StoreFailed
+            | Error::CommitFailed => self,
             error => Error::Child {
                 at: at.into(),
                 error: Box::new(error),
@@ -121,6 +132,7 @@ impl Error {
             | Error::FailedPrecondition { reason, .. }
             | Error::Aborted { reason, .. }
             | Error::ResourceExhausted { reason, .. }
+            | Error::StoreUnavailable { reason, .. }
             | Error::PermissionDenied { reason, .. } => reason,
             Error::Compacted { .. } => "REVISION_COMPACTED",
             Error::Child { error, .. } => error.reason(),
@@ -143,7 +155,7 @@ impl Error {
             Error::ResourceExhausted { .. } => Code::ResourceExhausted,
             Error::Unauthenticated(_) => Code::Unauthenticated,
             Error::PermissionDenied { .. } => Code::PermissionDenied,
-            Error::Unavailable | Error::StoreFailed => Code::Unavailable,
+            Error::Unavailable | Error::StoreUnavailable { .. } | Error::StoreFailed => Code::Unavailable,
             Error::CommitFailed => Code::Internal,
             Error::Child { error, .. } => error.code(),
             Error::Internal(_) => Code::Internal,

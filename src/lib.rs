@@ -9,15 +9,21 @@
 //! an article revision's text, stored in Unicode code points (clients may
 //! count in UTF-16 or UTF-8: [`convert`] translates), with a verdict, a note
 //! and sources. Every mutation
-//! goes through one committer thread that appends whole groups of waiting
-//! mutations to a write-ahead log, syncs it once, applies the group to sled
-//! as one atomic batch and only then answers (group commit); sled itself is
-//! made durable behind it, a log segment at a time (a checkpoint). Each
-//! change has a history record chained by SHA-256; reads
-//! go to an in-memory index of spans (kept by the committer) and to sled for
-//! the records, *at the last durable revision*: a record newer than that is
-//! read from its history, so readers never wait for a flush and never see a
-//! write that is not durable. A failed commit stops writes (fail-stop).
+//! goes through one committer thread that checks whole groups of waiting
+//! mutations and hands each group, as one list of key changes, to the
+//! store's **engine** ([`store::engine`]), which commits it atomically and
+//! durably, and only then answers (group commit). Two engines sit behind
+//! that one boundary: **sled** (the default: a write-ahead log synced once
+//! per group, then sled; sled made durable behind the log, a segment at a
+//! time) and **etcd** (one `Txn` per group, guarded by the store's revision
+//! key). Everything else is shared: each change has a history record
+//! chained by SHA-256; reads
+//! go to an in-memory index of spans (kept by the committer) and to the
+//! engine for the records, *at the last published revision*: a record newer
+//! than that is read from its history, so readers never wait for a commit
+//! and never see one that is not durable. A failed commit stops writes
+//! (fail-stop); on etcd, one whose answer was lost is settled with etcd
+//! before the next.
 //! `GetArticleReview` says where the review of an article stands (state,
 //! agreement, contested spans and their adjudications, the sign-off),
 //! computed once per state of the article; reviewers settle contested spans
@@ -36,7 +42,9 @@
 //!   token diff, then a quote-and-context search.
 //! - [`convert`]: protobuf ↔ domain, and all request validation.
 //! - [`error`]: the one error enum and its one mapping to gRPC statuses.
-//! - [`store`]: the only code that imports sled; key layout in `store::keys`,
+//! - [`store`]: the store; `store::engine` the boundary and its two
+//!   engines (`engine::sled`, the only code that imports sled, and
+//!   `engine::etcd`; docs/ENGINES.md compares them); key layout in `store::keys`,
 //!   the in-memory index in `store::index`, the audit history in
 //!   `store::audit`, the review history in `store::review_log`, backups and
 //!   restores in `store::backup`, the write-ahead log and its recovery in
@@ -71,12 +79,18 @@
 //!
 //! # Invariants
 //!
-//! - Every acknowledged mutation is durable: its group's frame is in the
-//!   synced write-ahead log before the committer answers, and a log segment
-//!   is deleted only once sled holds all its groups durably (flushed and
-//!   synced); only the committer writes, and an open replays the log past
-//!   the revision sled holds.
-//! - Revisions are gap-free: each committed job (one RPC) is the next one.
+//! - Every acknowledged mutation is durable. sled: its group's frame is in
+//!   the synced write-ahead log before the committer answers, and a log
+//!   segment is deleted only once sled holds all its groups durably
+//!   (flushed and synced); an open replays the log past the revision sled
+//!   holds. etcd: its group's `Txn` is committed on a quorum before the
+//!   committer answers.
+//! - Only the committer writes, one group at a time. sled: its file lock
+//!   keeps other processes out. etcd: every `Txn` compares the store's
+//!   revision key with the revision the group was staged on, so a second
+//!   writer on the prefix fails its commit instead of forking the store.
+//! - Revisions are gap-free on both engines: each committed job (one RPC)
+//!   is the next one (the store's own revision, not etcd's).
 //! - A reader sees whole commit groups, only once they are durable, together
 //!   with the revision they brought the store to; no reader holds a lock
 //!   across a flush or a sync.

@@ -125,6 +125,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     config.max_result_bytes = max_response_bytes;
     config.review_min_analysts = args.review_min_analysts;
     config.wal_segment_bytes = args.wal_segment_bytes;
+    config.engine = args.store.engine()?;
     let store = tokio::task::spawn_blocking(move || Store::open(&config))
         .await
         .map_err(|e| e.to_string())?

@@ -48,7 +48,26 @@ pub async fn backup(client: &crate::config::ClientArgs, out: &std::path::Path) -
     Ok(())
 }
 
-pub fn restore(file: &std::path::Path, data_dir: &std::path::Path, output: OutputFormat) -> Result<()> {
+pub fn restore(
+    file: &std::path::Path,
+    data_dir: &std::path::Path,
+    store: &crate::config::StoreArgs,
+    output: OutputFormat,
+) -> Result<()> {
+    if let crate::store::EngineConfig::Etcd(etcd) = store.engine().map_err(CliError::Usage)? {
+        let revision = crate::store::restore_etcd(file, &etcd).map_err(|e| match e {
+            crate::error::Error::InvalidArgument { description, .. } => CliError::Usage(description),
+            e => CliError::Other(e.to_string()),
+        })?;
+        let prefix = String::from_utf8_lossy(&etcd.prefix).into_owned();
+        match output {
+            OutputFormat::Json => outln!("{}", json!({ "etcdPrefix": prefix, "revision": revision })),
+            OutputFormat::Text => outln!(
+                "restored revision {revision} into the etcd prefix {prefix}: start servers with --store etcd --etcd-prefix {prefix} (tokens are not in backups)"
+            ),
+        }
+        return Ok(());
+    }
     let revision = crate::store::restore(file, data_dir).map_err(|e| match e {
         crate::error::Error::InvalidArgument { description, .. } => CliError::Usage(description),
         e => CliError::Other(e.to_string()),
@@ -170,11 +189,18 @@ pub fn token(action: TokenAction) -> Result<()> {
 
 pub fn audit(action: AuditAction) -> Result<()> {
     match action {
-        AuditAction::Verify { data_dir, output } => {
-            if !data_dir.join("db").exists() {
+        AuditAction::Verify {
+            data_dir,
+            store,
+            output,
+        } => {
+            let engine = store.engine().map_err(CliError::Usage)?;
+            if matches!(engine, crate::store::EngineConfig::Sled) && !data_dir.join("db").exists() {
                 return Err(CliError::Usage(format!("no store in {}", data_dir.display())));
             }
-            let store = Store::open(&StoreConfig::new(&data_dir)).map_err(|e| {
+            let mut config = StoreConfig::new(&data_dir);
+            config.engine = engine;
+            let store = Store::open_for_audit(&config).map_err(|e| {
                 let e = e.to_string();
                 if e.contains("WouldBlock") || e.contains("could not acquire lock") {
                     CliError::Other(format!(

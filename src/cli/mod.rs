@@ -403,8 +403,9 @@ pub async fn run(command: Command) -> Result<()> {
         Command::Restore {
             file,
             data_dir,
+            store,
             output,
-        } => admin::restore(&file, &data_dir, output),
+        } => admin::restore(&file, &data_dir, &store, output),
         Command::Resolve {
             client,
             id,

@@ -58,6 +58,7 @@ pub struct Get {
     keys_only: bool,
     count_only: bool,
     serializable: bool,
+    descending: bool,
 }
 
 impl Get {
@@ -69,6 +70,7 @@ impl Get {
             keys_only: false,
             count_only: false,
             serializable: false,
+            descending: false,
         }
     }
     /// One key.
@@ -107,6 +109,12 @@ impl Get {
         self
     }
 
+    /// In descending key order: with a limit, the last keys of the range.
+    pub fn descending(mut self) -> Self {
+        self.descending = true;
+        self
+    }
+
     pub(crate) fn to_etcd(&self, prefix: &[u8]) -> pb::RangeRequest {
         let (key, range_end) = self.keys.to_etcd(prefix);
         pb::RangeRequest {
@@ -117,6 +125,12 @@ impl Get {
             keys_only: self.keys_only,
             count_only: self.count_only,
             serializable: self.serializable,
+            sort_order: if self.descending {
+                pb::range_request::SortOrder::Descend as i32
+            } else {
+                pb::range_request::SortOrder::None as i32
+            },
+            sort_target: pb::range_request::SortTarget::Key as i32,
             ..Default::default()
         }
     }

@@ -7,7 +7,7 @@
 //! at start-up and refuses to start with the flag to set, rather than
 //! failing its first big batch.
 
-use super::kv::{CmpOp, Compare, Get, Put, Txn};
+use super::kv::{CmpOp, Compare, Delete, Get, Txn};
 use super::{EtcdClient, EtcdError, SCRATCH_KEY};
 
 /// Why the cluster cannot take the batches needed.
@@ -42,10 +42,12 @@ pub fn max_request_bytes_flag(needed: usize) -> usize {
 ///
 /// Neither probe changes anything. The first is a `Txn` of `needed_ops`
 /// reads of [`SCRATCH_KEY`] (read-only: no revision). The second is a `Txn`
-/// that would put a value of about `needed_bytes` on the scratch key if its
-/// compare held, which it never does (a version of -1): a transaction with
-/// a put goes through raft, where etcd checks the size, and one whose
-/// branch writes nothing makes no revision.
+/// that would delete a key of about `needed_bytes` under the scratch key if
+/// its compare held, which it never does (a version of -1): a transaction
+/// with a write goes through raft, where etcd checks the size, and one
+/// whose branch writes nothing makes no revision. Keep `needed_bytes`
+/// under 10 MiB: etcd up to 3.5 cannot restart from a log entry bigger
+/// than that (`wal: max entry size limit exceeded`).
 pub async fn probe_limits(
     client: &EtcdClient,
     needed_ops: usize,
@@ -57,11 +59,15 @@ pub async fn probe_limits(
         Err(EtcdError::TooManyOps) => return Err(LimitsError::TooFewOps { needed: needed_ops }),
         Err(e) => return Err(e.into()),
     }
+    // A delete, not a put: etcd charges a put's bytes against its space
+    // quota even when the compare fails, so a put probe could raise the
+    // NOSPACE alarm on a cluster that is nearly full. A delete costs no
+    // quota and is proposed through raft all the same.
     let never = || Txn::new().when([Compare::version(SCRATCH_KEY, CmpOp::Equal, -1)]);
-    let overhead = client.encoded_len(&never().and_then([Put::new(SCRATCH_KEY, Vec::new())]));
-    // the value's length prefix grows with it: a few bytes over, never under
-    let value = vec![0u8; needed_bytes.saturating_sub(overhead)];
-    let big = never().and_then([Put::new(SCRATCH_KEY, value)]);
+    let overhead = client.encoded_len(&never().and_then([Delete::key(SCRATCH_KEY.to_vec())]));
+    // the key's length prefix grows with it: a few bytes over, never under
+    let key = [SCRATCH_KEY, &vec![0u8; needed_bytes.saturating_sub(overhead)]].concat();
+    let big = never().and_then([Delete::key(key)]);
     debug_assert!(client.encoded_len(&big) >= needed_bytes);
     match client.txn(big).await {
         Ok(r) if !r.succeeded => Ok(()),

@@ -9,6 +9,7 @@ use std::ops::Bound;
 use uuid::Uuid;
 
 use super::codec::{self, HistoryKind, HistoryRecord};
+use super::engine::Engine;
 use super::{Store, keys, read_annotation};
 use crate::domain::{Annotation, AnnotationName, EventKind, Revision};
 use crate::error::{Error, Result};
@@ -36,17 +37,21 @@ impl Store {
         after: Option<HistoryCursor>,
         limit: usize,
     ) -> Result<(Vec<(Revision, HistoryCursor)>, bool)> {
-        let tree = &self.inner.shared.tree;
+        let tree = &*self.inner.shared.engine;
         let at = self.revision();
         let lower = match after {
-            Some(c) => Bound::Excluded(keys::history(name.id, c.revision, c.seq)),
-            None => Bound::Included(keys::history_prefix(name.id)),
+            Some(c) => keys::history(name.id, c.revision, c.seq),
+            None => keys::history_prefix(name.id),
         };
-        let upper = Bound::Included(keys::history(name.id, u64::MAX, u32::MAX));
+        let lower = match after {
+            Some(_) => Bound::Excluded(&lower[..]),
+            None => Bound::Included(&lower[..]),
+        };
+        let upper = keys::history(name.id, u64::MAX, u32::MAX);
         let mut out = Vec::new();
         let mut more = false;
-        for item in tree.range((lower, upper)) {
-            let (k, v) = item.map_err(Error::internal)?;
+        for item in tree.range(lower, Bound::Included(&upper[..])) {
+            let (k, v) = item?;
             let Some((_, key_revision, seq)) = keys::parse_history(&k) else {
                 return Err(Error::internal("malformed history key"));
             };
@@ -69,10 +74,7 @@ impl Store {
             }
             out.push((revision, cursor));
         }
-        if out.is_empty()
-            && after.is_none()
-            && tree.scan_prefix(keys::history_prefix(name.id)).next().is_none()
-        {
+        if out.is_empty() && after.is_none() && !tree.any_in(&keys::history_prefix(name.id))? {
             return Err(Error::not_found(name.to_string()));
         }
         Ok((out, more))
@@ -83,13 +85,13 @@ impl Store {
     /// the stored annotation (or that a deleted one is gone). Blocking;
     /// reads the whole history.
     pub fn verify_audit(&self) -> Result<AuditReport> {
-        let tree = &self.inner.shared.tree;
+        let tree = &*self.inner.shared.engine;
         let _index = self.read_lock();
         let mut report = AuditReport::default();
         let mut current: Option<(Uuid, HistoryRecord)> = None;
         let mut live = 0u64;
-        for item in tree.scan_prefix([keys::HISTORY]) {
-            let (k, v) = item.map_err(Error::internal)?;
+        for item in tree.scan_prefix(&[keys::HISTORY]) {
+            let (k, v) = item?;
             report.records += 1;
             let Some((id, key_revision, seq)) = keys::parse_history(&k) else {
                 report
@@ -157,7 +159,11 @@ impl Store {
         if let Some((id, last)) = current {
             live += u64::from(self.check_last(id, &last, &mut report.problems)?);
         }
-        let stored = tree.scan_prefix([keys::POSITION]).count() as u64;
+        let mut stored = 0u64;
+        for item in tree.scan_prefix(&[keys::POSITION]) {
+            item?;
+            stored += 1;
+        }
         if stored != live {
             report.problems.push(format!(
                 "{stored} annotations are stored but {live} histories end in a live state"
@@ -170,7 +176,7 @@ impl Store {
     /// Whether the chain ends live; notes where its last state and the
     /// stored annotation disagree.
     fn check_last(&self, id: Uuid, last: &HistoryRecord, problems: &mut Vec<String>) -> Result<bool> {
-        let stored = read_annotation(&self.inner.shared.tree, id)?;
+        let stored = read_annotation(&*self.inner.shared.engine, id)?;
         let expected: Option<Annotation> = match last.kind {
             HistoryKind::Deleted => None,
             _ => Some(last.state.clone().try_into()?),
@@ -219,9 +225,9 @@ impl HistoryCursor {
 /// The annotation `id` as it stood at revision `at`: the state of its last
 /// history record at or before `at`; `None` if deleted then or not yet
 /// created.
-pub(super) fn state_at(tree: &sled::Tree, id: Uuid, at: u64) -> Result<Option<Annotation>> {
-    for item in tree.scan_prefix(keys::history_prefix(id)).rev() {
-        let (k, v) = item.map_err(Error::internal)?;
+pub(super) fn state_at(tree: &dyn Engine, id: Uuid, at: u64) -> Result<Option<Annotation>> {
+    for item in tree.scan_prefix_rev(&keys::history_prefix(id)) {
+        let (k, v) = item?;
         let Some((_, revision, _)) = keys::parse_history(&k) else {
             return Err(Error::internal("malformed history key"));
         };

@@ -67,12 +67,12 @@ fn write_file(shared: &Shared, path: &Path) -> Result<u64> {
     out.write_all(BACKUP_MAGIC).map_err(io)?;
     out.write_all(&revision.to_be_bytes()).map_err(io)?;
     let mut count = 0u64;
-    for item in shared.tree.iter() {
-        let (k, v) = item.map_err(Error::internal)?;
-        if k.as_ref() == keys::META_PAGE_SECRET {
+    for item in shared.engine.iter() {
+        let (k, v) = item?;
+        if k == keys::META_PAGE_SECRET {
             continue;
         }
-        for part in [k.as_ref(), v.as_ref()] {
+        for part in [&k[..], &v[..]] {
             out.write_all(&(part.len() as u32).to_be_bytes()).map_err(io)?;
             out.write_all(part).map_err(io)?;
         }
@@ -241,5 +241,49 @@ fn restore_into(from: &Path, db_path: &Path) -> Result<u64> {
         .map_err(|e| Error::internal(format!("cannot sync {}: {e}", db_path.display())))?;
     drop(tree);
     drop(db);
+    Ok(revision)
+}
+
+/// Restores a backup into an etcd prefix, which must hold no key yet.
+/// Offline: no server may run on the prefix. Checks the whole file first;
+/// then marks the prefix as restoring ([`super::engine::etcd::RESTORING_KEY`],
+/// which `serve` refuses), writes the pairs in transactions that fit etcd's
+/// limits, and removes the mark last: a restore that is killed leaves a
+/// prefix no server opens as a half store. Returns the revision restored.
+pub fn restore_etcd(from: &Path, etcd: &crate::etcd::EtcdConfig) -> Result<u64> {
+    use super::engine::Engine;
+    use super::engine::etcd::{EtcdEngine, RESTORING_KEY};
+    read(from, |_, _| Ok(()))?;
+    let engine = EtcdEngine::open(etcd, true)?;
+    let restarted = engine.restoring()?;
+    if !restarted && !engine.is_empty()? {
+        return Err(Error::invalid(
+            "DATA_DIR_NOT_EMPTY",
+            "etcd_prefix",
+            format!(
+                "the etcd prefix {} already holds a store: restore into an empty prefix",
+                String::from_utf8_lossy(&etcd.prefix)
+            ),
+        ));
+    }
+    if restarted {
+        // What an interrupted restore left: ours to start again.
+        engine.clear()?;
+    }
+    engine.write(vec![(RESTORING_KEY.to_vec(), Some(Vec::new()))])?;
+    let mut batch = Vec::new();
+    let mut pending = 0usize;
+    let (revision, _) = read(from, |k, v| {
+        pending += k.len() + v.len();
+        batch.push((k, Some(v)));
+        if pending > 1 << 20 || batch.len() >= 1000 {
+            engine.write(std::mem::take(&mut batch))?;
+            pending = 0;
+        }
+        Ok(())
+    })?;
+    engine.write(batch)?;
+    fail::fail_point!("restore::before_rename");
+    engine.finish_restore()?;
     Ok(revision)
 }

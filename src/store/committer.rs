@@ -3,17 +3,17 @@
 //! It takes every job waiting in its queue (a group), checks each job's
 //! preconditions against the current state (it is the only writer, so the
 //! state cannot change under it), stages the accepted jobs into one list of
-//! key changes, appends it to the write-ahead log as one frame and syncs it
-//! once ([`wal`]), applies it to sled as one atomic batch, and only then
-//! answers the callers: group commit. Each accepted job gets the next
-//! revision, so revisions are gap-free and in commit order.
+//! key changes, has the engine commit it atomically and durably (sled: one
+//! log frame synced once, then one sled batch; etcd: one `Txn`, see
+//! [`super::engine`]), and only then publishes it and answers the callers:
+//! group commit. Each accepted job gets the next revision, so revisions are
+//! gap-free and in commit order.
 //!
-//! sled is made durable behind the log by the [`Checkpointer`] thread, when a
-//! log segment is full: a `flush` and sync of sled, then the segment goes.
-//! The committer never flushes sled, so sled's `flush_async` deadlock with
-//! many concurrent flushers (spacejam/sled#1308) cannot happen (two threads
-//! flush: the checkpointer and sled's own). No sled transaction is used, so
-//! no closure is ever re-run: side effects after the sync run exactly once.
+//! What happens when a commit does not succeed depends on what the engine
+//! knows ([`CommitError`]): a failed commit stops writes (fail-stop); a
+//! refused one is answered and forgotten; one whose outcome is unknown (etcd
+//! did not answer) is answered `UNAVAILABLE` and settled, by reading the
+//! engine's revision, before anything else is staged.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,8 +27,8 @@ use super::codec::{
     self, AnnotationRecord, ArticleEventRecord, ArticleRevisionRecord, ChangeRecord, EventRecord,
     HistoryKind, HistoryRecord, RequestRecord, ReviewEntry, ReviewRecord, StatsRecord,
 };
+use super::engine::{CommitError, Op};
 use super::figures::Phase;
-use super::wal::{self, Op, Wal};
 use super::{Shared, keys};
 use crate::anchor::Reanchor;
 use crate::domain::{
@@ -148,25 +148,47 @@ pub enum Work {
     },
 }
 
-pub fn spawn(shared: Arc<Shared>, rx: mpsc::Receiver<Work>, wal: Wal) -> std::thread::JoinHandle<()> {
+pub fn spawn(shared: Arc<Shared>, rx: mpsc::Receiver<Work>) -> std::thread::JoinHandle<()> {
     std::thread::Builder::new()
         .name("factcheck-committer".into())
-        .spawn(move || run(&shared, rx, wal))
+        .spawn(move || run(&shared, rx))
         .expect("spawning the committer thread")
 }
 
-fn run(shared: &Arc<Shared>, mut rx: mpsc::Receiver<Work>, mut wal: Wal) {
+/// A group whose commit the engine did not confirm or deny
+/// ([`CommitError::Uncertain`]): published if the engine turns out to hold
+/// it, dropped if not, before anything else is staged.
+struct Pending {
+    base: u64,
+    revision: u64,
+    changes: Vec<Change>,
+    compacted: Option<u64>,
+}
+
+fn run(shared: &Arc<Shared>, mut rx: mpsc::Receiver<Work>) {
     let mut jobs = Vec::with_capacity(MAX_GROUP);
+    let mut carried: Vec<Job> = Vec::new();
     let mut compactor = Compactor::new(shared);
-    let checkpointer = Checkpointer::spawn(shared.clone(), wal.dir().to_owned(), wal.segment_bytes());
-    checkpointer.after_rotation(wal.seq());
-    // Once a commit fails, what sled holds in memory and on disk may differ:
-    // refuse every later write rather than build on it.
+    let mut pending: Option<Pending> = None;
+    // Once a commit fails, what the engine holds may differ from what was
+    // answered: refuse every later write rather than build on it.
     let mut failed = false;
-    while let Some(first) = rx.blocking_recv() {
+    loop {
+        // Jobs a full group left over go first, in their order.
+        let first = match carried.is_empty() {
+            true => match rx.blocking_recv() {
+                Some(w) => Some(w),
+                None => break,
+            },
+            false => None,
+        };
+        jobs.append(&mut carried);
         // A backup ends the group: it copies what the jobs before it made.
         let mut backup = None;
-        let mut next = Some(first);
+        let mut next = first;
+        if next.is_none() && jobs.len() < MAX_GROUP {
+            next = rx.try_recv().ok();
+        }
         while let Some(work) = next.take() {
             match work {
                 Work::Commit(job) => jobs.push(job),
@@ -181,20 +203,29 @@ fn run(shared: &Arc<Shared>, mut rx: mpsc::Receiver<Work>, mut wal: Wal) {
         }
         // A failed checkpoint stops writes too.
         failed |= *shared.failed.borrow();
+        if !failed && let Some(p) = pending.take() {
+            pending = resolve(shared, p);
+        }
         if failed {
             for job in jobs.drain(..) {
                 let _ = job.reply.send(Err(Error::StoreFailed));
             }
+        } else if pending.is_some() {
+            for job in jobs.drain(..) {
+                let _ = job.reply.send(Err(unknown_outcome(shared)));
+            }
         } else if !jobs.is_empty() {
-            let seq = wal.seq();
-            failed = !commit_group(shared, &mut jobs, &mut compactor, &mut wal);
-            if wal.seq() != seq {
-                checkpointer.after_rotation(wal.seq());
+            match commit_group(shared, &mut jobs, &mut compactor) {
+                Outcome::Done { rest } => carried = rest,
+                Outcome::Failed => failed = true,
+                Outcome::Uncertain(p) => pending = Some(p),
             }
         }
         if let Some((path, reply)) = backup {
             let result = if failed {
                 Err(Error::StoreFailed)
+            } else if pending.is_some() {
+                Err(unknown_outcome(shared))
             } else {
                 super::backup::write(shared, &path)
             };
@@ -205,144 +236,191 @@ fn run(shared: &Arc<Shared>, mut rx: mpsc::Receiver<Work>, mut wal: Wal) {
             }
         }
     }
-    checkpointer.stop();
-    // Closing cleanly: sled alone holds everything, the log can go. After a
-    // failure it stays, for the next open to replay what it holds.
-    if !failed && !*shared.failed.borrow() {
-        match checkpoint(shared)
-            .and_then(|()| wal::delete_before(wal.dir(), u64::MAX).map_err(sled::Error::Io))
-        {
-            Ok(()) => tracing::debug!("committer stopped; the log is checkpointed"),
-            Err(e) => {
-                tracing::error!(error = %e, "the last checkpoint failed: the next open replays the log")
+    shared.engine.close(failed || *shared.failed.borrow());
+}
+
+/// The error of a write while the last group's outcome is unknown.
+fn unknown_outcome(shared: &Shared) -> Error {
+    Error::StoreUnavailable {
+        reason: "STORE_UNAVAILABLE",
+        message: format!(
+            "the store ({}) cannot be reached: nothing was written; retry",
+            shared.engine.name()
+        ),
+    }
+}
+
+/// Asks the engine whether the uncertain group `p` landed: publishes it if
+/// it did, drops it if it did not; keeps it pending while the engine
+/// cannot say.
+fn resolve(shared: &Shared, p: Pending) -> Option<Pending> {
+    match shared.engine.stored_revision() {
+        Ok(r) if r == p.revision && p.revision != p.base => {
+            tracing::info!(
+                revision = r,
+                "the group whose answer was lost had landed: published"
+            );
+            publish(shared, p.revision, &p.changes, p.compacted);
+            broadcast(shared, p.changes);
+            None
+        }
+        Ok(r) if r == p.base => {
+            tracing::info!(revision = r, "the group whose answer was lost had not landed");
+            None
+        }
+        Ok(r) => {
+            tracing::error!(
+                held = r,
+                expected = p.revision,
+                "the store's revision moved under this server: another server writes under the same prefix;                  refusing writes"
+            );
+            shared.failed.send_replace(true);
+            None
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "the store is still unreachable");
+            Some(p)
+        }
+    }
+}
+
+/// Moves the index and the revision forward over `changes`.
+fn publish(shared: &Shared, revision: u64, changes: &[Change], compacted: Option<u64>) {
+    let mut index = shared.visible.write().unwrap_or_else(|e| e.into_inner());
+    for change in changes {
+        index.apply(change);
+    }
+    shared.revision.store(revision, Ordering::Release);
+    drop(index);
+    if let Some(c) = compacted {
+        shared.compacted.store(c, Ordering::Release);
+    }
+}
+
+/// Sends committed changes to live watchers.
+fn broadcast(shared: &Shared, changes: Vec<Change>) {
+    for change in changes {
+        let size: usize = change
+            .events
+            .iter()
+            .flat_map(|e| [&e.before, &e.after])
+            .flatten()
+            .map(result_cost)
+            .sum();
+        let live = if size > super::LIVE_CHANGE_BYTES {
+            super::Live::OnDisk {
+                revision: change.revision,
             }
-        }
+        } else {
+            super::Live::Change(Arc::new(change))
+        };
+        let _ = shared.changes.send(live);
     }
 }
 
-/// Makes everything applied to sled so far durable in sled itself.
-fn checkpoint(shared: &Shared) -> std::result::Result<(), sled::Error> {
-    shared.db.flush()?;
-    if let Some(sync) = &shared.sync {
-        sync.sync()?;
-    }
-    Ok(())
+/// What became of a group.
+enum Outcome {
+    /// Committed or refused, and answered; `rest` are jobs that did not
+    /// fit the engine's limits with the others: they go in the next group.
+    Done { rest: Vec<Job> },
+    /// The commit failed: fail-stop.
+    Failed,
+    /// Answered UNAVAILABLE; whether it landed is asked before the next.
+    Uncertain(Pending),
 }
 
-/// Checkpoints sled behind the committer, off its thread: once the log has
-/// moved on to a new segment, every group of the older ones is in sled's
-/// memory; a flush and sync of sled then make them durable there, and the
-/// old segments are deleted. It then makes the next segment ahead of time.
-struct Checkpointer {
-    tx: Option<std::sync::mpsc::Sender<u64>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Checkpointer {
-    fn spawn(shared: Arc<Shared>, dir: std::path::PathBuf, segment_bytes: u64) -> Self {
-        let (tx, rx) = std::sync::mpsc::channel::<u64>();
-        let thread = std::thread::Builder::new()
-            .name("factcheck-checkpoint".into())
-            .spawn(move || {
-                while let Ok(mut seq) = rx.recv() {
-                    // Several rotations waiting: the latest covers them.
-                    while let Ok(later) = rx.try_recv() {
-                        seq = later;
-                    }
-                    let done = (|| {
-                        // Segment 1 is the first since open: nothing before it.
-                        if seq > 1 {
-                            fail::fail_point!("checkpoint", |_| Err(injected("checkpoint")));
-                            checkpoint(&shared)?;
-                            // A crash here: sled holds the old segments'
-                            // groups durably and they are still in the log.
-                            fail::fail_point!("checkpoint::flushed", |_| Err(injected("checkpoint::flushed")));
-                            wal::delete_before(&dir, seq)?;
-                        }
-                        wal::prepare(&dir, seq + 1, segment_bytes)?;
-                        Ok::<(), sled::Error>(())
-                    })();
-                    if let Err(e) = done {
-                        tracing::error!(
-                            error = %e,
-                            "checkpoint failed: the store refuses writes from now on; restart the server once the disk is fixed"
-                        );
-                        shared.failed.send_replace(true);
-                        break;
-                    }
-                }
-            })
-            .expect("spawning the checkpoint thread");
-        Self {
-            tx: Some(tx),
-            thread: Some(thread),
-        }
-    }
-
-    /// The log now appends to segment `seq`.
-    fn after_rotation(&self, seq: u64) {
-        if let Some(tx) = &self.tx {
-            let _ = tx.send(seq);
-        }
-    }
-
-    /// Waits for the work asked so far.
-    fn stop(mut self) {
-        self.tx.take();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// Commits one group and answers its callers; false if the commit failed.
-fn commit_group(shared: &Shared, jobs: &mut Vec<Job>, compactor: &mut Compactor, wal: &mut Wal) -> bool {
-    let started = Instant::now();
+/// Stages `jobs`, in order, into a group; the jobs that would take it past
+/// the engine's limits are handed back, unstaged.
+fn stage_group<'a>(shared: &'a Shared, jobs: &mut Vec<Job>) -> (Group<'a>, Vec<Result<Applied>>, Vec<Job>) {
+    let limits = shared.engine.limits();
     let mut group = Group::new(shared);
-    let mut results: Vec<Result<Applied>> = jobs
-        .iter()
-        .map(|job| {
-            if job.validate_only {
-                // Checked against the durable state, staged into a group that
-                // is thrown away.
-                Group::new(shared).stage(job).map(|applied| Applied {
-                    revision: if applied.replayed { applied.revision } else { 0 },
-                    ..applied
-                })
-            } else {
-                group.stage(job)
-            }
-        })
-        .collect();
-    group.compacted = compactor.stage(&mut group.ops, group.revision);
+    let mut results = Vec::with_capacity(jobs.len());
+    for (i, job) in jobs.iter().enumerate() {
+        if job.validate_only {
+            // Checked against the durable state, staged into a group that
+            // is thrown away.
+            results.push(Group::new(shared).stage(job).map(|applied| Applied {
+                revision: if applied.replayed { applied.revision } else { 0 },
+                ..applied
+            }));
+            continue;
+        }
+        let before = (group.ops.len(), group.bytes());
+        results.push(group.stage(job));
+        if let Some(l) = limits
+            && i > 0
+            && (group.ops.len() > l.ops || group.bytes() > l.bytes)
+            && before.0 > 0
+        {
+            // This job does not fit with the ones before it: stage those
+            // again without it, and it goes first in the next group.
+            let rest = jobs.split_off(i);
+            let (group, results, _) = stage_group(shared, jobs);
+            return (group, results, rest);
+        }
+    }
+    (group, results, Vec::new())
+}
+
+/// Commits one group and answers its callers.
+fn commit_group(shared: &Shared, jobs: &mut Vec<Job>, compactor: &mut Compactor) -> Outcome {
+    let started = Instant::now();
+    let (mut group, mut results, rest) = stage_group(shared, jobs);
+    group.compacted = compactor.stage(shared, &mut group.ops, group.revision);
+    shared.figures.add(Phase::Stage, started);
 
     let staged = (jobs.len(), group.keys);
-    let ok = match group.commit(started, Some(wal)) {
+    let base = shared.revision.load(Ordering::Acquire);
+    let revision = group.revision;
+    let compacted = group.compacted;
+    let outcome = match group.commit() {
         Ok(changes) => {
             shared.figures.group(staged.0, staged.1);
             compactor.committed();
             // Only now, once durable: a change is never published twice or
             // published and then lost.
-            for change in changes {
-                let size: usize = change
-                    .events
-                    .iter()
-                    .flat_map(|e| [&e.before, &e.after])
-                    .flatten()
-                    .map(result_cost)
-                    .sum();
-                let live = if size > super::LIVE_CHANGE_BYTES {
-                    super::Live::OnDisk {
-                        revision: change.revision,
-                    }
-                } else {
-                    super::Live::Change(Arc::new(change))
-                };
-                let _ = shared.changes.send(live);
-            }
-            true
+            broadcast(shared, changes);
+            Outcome::Done { rest }
         }
-        Err(e) => {
+        Err((CommitError::Refused(e), _)) => {
+            compactor.abandoned();
+            for r in &mut results {
+                if r.is_ok() {
+                    *r = Err(clone_refusal(&e));
+                }
+            }
+            Outcome::Done { rest }
+        }
+        Err((CommitError::Uncertain(e), changes)) => {
+            tracing::warn!(error = %e, revision, "the store did not answer a commit: it may or may not have landed");
+            compactor.abandoned();
+            for r in &mut results {
+                if r.is_ok() {
+                    *r = Err(Error::StoreUnavailable {
+                        reason: "COMMIT_OUTCOME_UNKNOWN",
+                        message: format!(
+                            "the store ({}) did not answer whether this write landed: retry with the same                              request_id (a retry returns the first outcome if it did)",
+                            shared.engine.name()
+                        ),
+                    });
+                }
+            }
+            for job in jobs.drain(..) {
+                let _ = job.reply.send(results.remove(0));
+            }
+            jobs.extend(rest);
+            // Jobs not staged yet wait for the outcome like new ones.
+            for job in jobs.drain(..) {
+                let _ = job.reply.send(Err(unknown_outcome(shared)));
+            }
+            return Outcome::Uncertain(Pending {
+                base,
+                revision,
+                changes,
+                compacted,
+            });
+        }
+        Err((CommitError::Failed(e), _)) => {
             tracing::error!(
                 error = %e,
                 "group commit failed: the store refuses writes from now on; restart the server once the disk is fixed"
@@ -352,12 +430,15 @@ fn commit_group(shared: &Shared, jobs: &mut Vec<Job>, compactor: &mut Compactor,
                     *r = Err(Error::CommitFailed);
                 }
             }
-            // Fail-stop, as databases do after a failed fsync: what sled
-            // holds in memory may not be on disk, so nothing more is built
-            // on it, and readers stay at the last durable revision. Set
-            // before anyone is answered.
+            // Fail-stop, as databases do after a failed fsync: what the
+            // engine holds in memory may not be on disk, so nothing more is
+            // built on it, and readers stay at the last durable revision.
+            // Set before anyone is answered.
             shared.failed.send_replace(true);
-            false
+            for job in rest {
+                let _ = job.reply.send(Err(Error::StoreFailed));
+            }
+            Outcome::Failed
         }
     };
 
@@ -365,7 +446,18 @@ fn commit_group(shared: &Shared, jobs: &mut Vec<Job>, compactor: &mut Compactor,
         // A caller that went away no longer needs the answer; the write stands.
         let _ = job.reply.send(result);
     }
-    ok
+    outcome
+}
+
+/// The same refusal, for each job of a refused group.
+fn clone_refusal(e: &Error) -> Error {
+    match e {
+        Error::ResourceExhausted { reason, message } => Error::ResourceExhausted {
+            reason,
+            message: message.clone(),
+        },
+        other => Error::internal(other.to_string()),
+    }
 }
 
 /// Trims the changelog past its retention, a bounded slice per group so a
@@ -378,7 +470,6 @@ struct Compactor {
     staged: Option<u64>,
     /// When the oldest entry's age was last checked.
     last_age_check: std::time::Instant,
-    tree: sled::Tree,
 }
 
 /// Most changelog entries removed in one group.
@@ -391,17 +482,16 @@ impl Compactor {
             compacted: shared.compacted.load(Ordering::Acquire),
             staged: None,
             last_age_check: std::time::Instant::now(),
-            tree: shared.tree.clone(),
         }
     }
 
     /// Stages removals; returns the revision trimmed through, if any.
-    fn stage(&mut self, ops: &mut Vec<Op>, head: u64) -> Option<u64> {
+    fn stage(&mut self, shared: &Shared, ops: &mut Vec<Op>, head: u64) -> Option<u64> {
         let by_count = head.saturating_sub(self.retention.revisions);
         let mut target = by_count;
         if self.last_age_check.elapsed() >= std::time::Duration::from_secs(1) {
             self.last_age_check = std::time::Instant::now();
-            target = target.max(self.expired_through(head));
+            target = target.max(self.expired_through(shared, head));
         }
         if target <= self.compacted {
             return None;
@@ -419,11 +509,18 @@ impl Compactor {
     }
 
     /// The newest revision older than the retention age (0 if none).
-    fn expired_through(&self, head: u64) -> u64 {
+    fn expired_through(&self, shared: &Shared, head: u64) -> u64 {
         let cutoff = now_us() - self.retention.age.as_micros() as i64;
         let mut through = self.compacted;
-        let range = keys::change(self.compacted + 1)..keys::change(head.saturating_add(1));
-        for item in self.tree.range(range).take(MAX_TRIM) {
+        let (from, to) = (
+            keys::change(self.compacted + 1),
+            keys::change(head.saturating_add(1)),
+        );
+        let range = shared.engine.range(
+            std::ops::Bound::Included(&from[..]),
+            std::ops::Bound::Excluded(&to[..]),
+        );
+        for item in range.take(MAX_TRIM) {
             let Ok((k, v)) = item else { break };
             match codec::decode::<ChangeRecord>(&v) {
                 Ok(c) if c.commit_time_us < cutoff => {
@@ -439,6 +536,12 @@ impl Compactor {
         if let Some(through) = self.staged.take() {
             self.compacted = through;
         }
+    }
+
+    /// The group was not committed (or may not have been): its removals
+    /// are staged again by a later group.
+    fn abandoned(&mut self) {
+        self.staged = None;
     }
 }
 
@@ -458,7 +561,7 @@ struct StatsMark {
 /// The state of one group while its jobs are staged.
 struct Group<'a> {
     shared: &'a Shared,
-    /// The keys to write, in order: one sled batch, one log frame.
+    /// The keys to write, in order: one commit of the engine.
     ops: Vec<Op>,
     /// Annotations changed by jobs staged so far: the new state, `None` if
     /// deleted. Later jobs of the group read through this.
@@ -1107,14 +1210,7 @@ impl<'a> Group<'a> {
         if let Some(h) = self.review_heads.get(article) {
             return Ok(*h);
         }
-        match self
-            .shared
-            .tree
-            .scan_prefix(keys::review_prefix(article))
-            .next_back()
-            .transpose()
-            .map_err(Error::internal)?
-        {
+        match self.shared.engine.last_in(&keys::review_prefix(article))? {
             Some((_, v)) => Ok(codec::decode::<ReviewRecord>(&v)?.hash),
             None => Ok([0; 32]),
         }
@@ -1125,14 +1221,7 @@ impl<'a> Group<'a> {
         if let Some(h) = self.history_heads.get(&id) {
             return Ok(*h);
         }
-        match self
-            .shared
-            .tree
-            .scan_prefix(keys::history_prefix(id))
-            .next_back()
-            .transpose()
-            .map_err(Error::internal)?
-        {
+        match self.shared.engine.last_in(&keys::history_prefix(id))? {
             Some((_, v)) => Ok(codec::decode::<HistoryRecord>(&v)?.hash),
             None => Ok([0; 32]),
         }
@@ -1146,7 +1235,7 @@ impl<'a> Group<'a> {
                 revision: r.revision,
             }));
         }
-        match self.shared.tree.get(keys::request(id)).map_err(Error::internal)? {
+        match self.shared.engine.get(&keys::request(id))? {
             Some(bytes) => Ok(Some(codec::decode(&bytes)?)),
             None => Ok(None),
         }
@@ -1161,7 +1250,7 @@ impl<'a> Group<'a> {
     ) -> Result<Option<Annotation>> {
         let state = match local.get(&name.id).or_else(|| self.touched.get(&name.id)) {
             Some(state) => state.clone(),
-            None => super::read_annotation(&self.shared.tree, name.id)?,
+            None => super::read_annotation(&*self.shared.engine, name.id)?,
         };
         Ok(state.filter(|a| a.name.article == name.article))
     }
@@ -1203,22 +1292,16 @@ impl<'a> Group<'a> {
         Ok(current)
     }
 
-    /// Makes the group durable, applies it, then publishes it to readers;
-    /// returns the changes committed.
+    /// Makes the group durable through the engine, then publishes it to
+    /// readers; returns the changes committed, or why not (with them: an
+    /// uncertain group is published later if it turns out to have landed).
     ///
-    /// With a log: one frame appended and synced (see [`wal`]); without
-    /// (while the store opens): sled flushed and synced. Readers are not
-    /// held back meanwhile: they read at the published revision, and a record
-    /// newer than that is read from the history as it was (see
-    /// `Store::read_at`). The lock is taken only to move the index and the
-    /// revision forward together.
-    fn commit(
-        mut self,
-        started: Instant,
-        wal: Option<&mut Wal>,
-    ) -> std::result::Result<Vec<Change>, sled::Error> {
+    /// Readers are not held back meanwhile: they read at the published
+    /// revision, and a record newer than that is read from the history as
+    /// it was (see `Store::read_at`). The lock is taken only to move the
+    /// index and the revision forward together.
+    fn commit(mut self) -> std::result::Result<Vec<Change>, (CommitError, Vec<Change>)> {
         let shared = self.shared;
-        let figures = &shared.figures;
         if self.changes.is_empty() && self.compacted.is_none() {
             return Ok(Vec::new());
         }
@@ -1241,51 +1324,22 @@ impl<'a> Group<'a> {
         }
         self.put(keys::META_REVISION, self.revision.to_be_bytes().to_vec());
         let base = shared.revision.load(Ordering::Acquire);
-        let t = match wal {
-            Some(wal) => {
-                // The log first, sled after: sled never holds a group the log
-                // does not (its flusher may write what it holds at any time),
-                // so a crash leaves sled a prefix of the log and recovery
-                // replays the rest in order; a failed write or sync leaves
-                // sled untouched.
-                let frame = wal::frame(base, self.revision, &self.ops);
-                let batch = wal::batch(std::mem::take(&mut self.ops));
-                let t = figures.add(Phase::Stage, started);
-                fail::fail_point!("commit::flush", |_| Err(injected("flush")));
-                if !wal.fits(frame.len()) {
-                    wal.rotate()?;
-                }
-                wal.write(&frame)?;
-                let t = figures.add(Phase::Write, t);
-                fail::fail_point!("commit::sync", |_| Err(injected("sync")));
-                wal.sync()?;
-                let t = figures.add(Phase::Sync, t);
-                // In memory; readers do not read past the published revision.
-                shared.tree.apply_batch(batch)?;
-                figures.add(Phase::Apply, t)
-            }
-            None => {
-                shared
-                    .tree
-                    .apply_batch(wal::batch(std::mem::take(&mut self.ops)))?;
-                shared.db.flush()?;
-                if let Some(sync) = &shared.sync {
-                    sync.sync()?;
-                }
-                Instant::now()
-            }
-        };
-        let mut index = shared.visible.write().unwrap_or_else(|e| e.into_inner());
-        for change in &self.changes {
-            index.apply(change);
+        let ops = std::mem::take(&mut self.ops);
+        if let Err(e) = shared.engine.commit(base, self.revision, ops) {
+            return Err((e, self.changes));
         }
-        shared.revision.store(self.revision, Ordering::Release);
-        drop(index);
-        if let Some(c) = self.compacted {
-            shared.compacted.store(c, Ordering::Release);
-        }
-        figures.add(Phase::Publish, t);
+        let t = Instant::now();
+        publish(shared, self.revision, &self.changes, self.compacted);
+        shared.figures.add(Phase::Publish, t);
         Ok(self.changes)
+    }
+
+    /// About how many bytes the staged key changes take.
+    fn bytes(&self) -> usize {
+        self.ops
+            .iter()
+            .map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len) + 16)
+            .sum()
     }
 }
 
@@ -1303,14 +1357,11 @@ pub fn apply_now(shared: &Shared, mutation: Mutation, actor: Analyst) -> Result<
     };
     let mut group = Group::new(shared);
     let applied = group.stage(&job)?;
-    group.commit(Instant::now(), None).map_err(Error::internal)?;
+    group.commit().map_err(|(e, _)| match e {
+        CommitError::Refused(e) => e,
+        CommitError::Failed(e) | CommitError::Uncertain(e) => Error::internal(e),
+    })?;
     Ok(applied)
-}
-
-/// The error a failpoint injects.
-#[cfg(feature = "failpoints")]
-fn injected(what: &str) -> sled::Error {
-    sled::Error::Io(std::io::Error::other(format!("injected {what} failure")))
 }
 
 /// About how many bytes `a` takes in a response: its stored fields, its

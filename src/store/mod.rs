@@ -1,21 +1,22 @@
-//! The store: the only code that imports sled.
+//! The store: annotations, articles, reviews and their histories, over one
+//! of two engines ([`engine`]: sled, embedded, or an etcd cluster).
 //!
 //! Every write goes through the single committer thread (see
-//! [`committer`]), which makes a group durable in the write-ahead log
-//! ([`wal`]), applies it to sled, and only then publishes it: it moves the in-memory index and the store's revision
-//! forward together, under the write side of `visible`, for a moment. Readers
-//! take the read side only to pick an index state and its revision, then
-//! read sled *at that revision* (see [`read_at`]): a record a later group
-//! wrote, durable yet or not, is read from the audit history as it was. So a
-//! reader sees whole groups only, and only durable ones, and never waits for a
-//! flush or a sync. The key layout is in [`keys`], the value formats in
-//! [`codec`]; sled is made durable behind the log by the committer's
-//! checkpointer, and an open replays the log past what sled holds.
+//! [`committer`]), which has the engine commit a group durably, and only
+//! then publishes it: it moves the in-memory index and the store's revision
+//! forward together, under the write side of `visible`, for a moment.
+//! Readers take the read side only to pick an index state and its revision,
+//! then read the engine *at that revision* (see [`read_at`]): a record a
+//! later group wrote, committed yet or not, is read from the audit history
+//! as it was. So a reader sees whole groups only, and only durable ones,
+//! and never waits for a commit. The key layout is in [`keys`], the value
+//! formats in [`codec`]; both are the same on every engine.
 
 mod audit;
 mod backup;
 mod codec;
 mod committer;
+pub mod engine;
 mod figures;
 mod index;
 mod keys;
@@ -25,6 +26,7 @@ mod wal;
 pub use wal::SEGMENT_BYTES as WAL_SEGMENT_BYTES;
 
 use std::collections::HashMap;
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -33,10 +35,12 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use uuid::Uuid;
 
 pub use audit::{AuditReport, HistoryCursor};
-pub use backup::{BACKUP_MAGIC, restore};
+pub use backup::{BACKUP_MAGIC, restore, restore_etcd};
 pub use committer::MODERATION_PREFIX;
 pub use committer::{Applied, Mutation, RequestKey, now_us};
 use committer::{Job, Work};
+use engine::Engine;
+pub use engine::EngineConfig;
 
 use crate::domain::{
     Analyst, Annotation, AnnotationFilter, AnnotationName, Article, ArticleId, Change, Review, SEEDS_AUTHOR,
@@ -74,6 +78,9 @@ pub struct StoreConfig {
     /// The size of a write-ahead log segment ([`wal::SEGMENT_BYTES`]
     /// unless a test wants a rotation every few frames).
     pub wal_segment_bytes: u64,
+    /// Which engine holds the keys: sled in `data_dir` (the default) or an
+    /// etcd cluster.
+    pub engine: EngineConfig,
 }
 
 /// The default of [`StoreConfig::max_result_bytes`] and of the server's
@@ -146,6 +153,7 @@ impl StoreConfig {
             max_result_bytes: DEFAULT_MAX_RESPONSE_BYTES,
             review_min_analysts: crate::domain::DEFAULT_MIN_ANALYSTS,
             wal_segment_bytes: wal::SEGMENT_BYTES,
+            engine: EngineConfig::Sled,
         }
     }
 }
@@ -158,10 +166,8 @@ pub struct Store {
 
 /// What the committer thread shares with readers.
 struct Shared {
-    db: sled::Db,
-    tree: sled::Tree,
-    /// Syncs the log and the blob files after each flush; `None`: no sync.
-    sync: Option<sync::Syncer>,
+    /// Where the keys live ([`engine`]).
+    engine: Arc<dyn Engine>,
     /// The in-memory index at `revision`. Readers hold it shared while they
     /// pick keys; the committer holds it exclusively only to apply a durable
     /// group and move `revision`, never across a flush.
@@ -171,7 +177,7 @@ struct Shared {
     revision: AtomicU64,
     /// Turns true when a commit fails: the store then refuses writes until
     /// it is reopened (fail-stop), and the server reports NOT_SERVING.
-    failed: tokio::sync::watch::Sender<bool>,
+    failed: Arc<tokio::sync::watch::Sender<bool>>,
     /// See [`StoreConfig::max_result_bytes`].
     max_result_bytes: usize,
     /// The highest revision trimmed from the changelog (0: none).
@@ -180,7 +186,7 @@ struct Shared {
     /// Committed changes, published by the committer after each flush.
     changes: broadcast::Sender<Live>,
     /// Where the committer's time goes; logged at close.
-    figures: figures::CommitFigures,
+    figures: Arc<figures::CommitFigures>,
 }
 
 struct Inner {
@@ -202,34 +208,18 @@ struct Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         self.queue.lock().unwrap_or_else(|e| e.into_inner()).take();
+        // The committer closes the engine as it stops (sled: the last
+        // checkpoint, unless the store failed).
         if let Some(handle) = self.committer.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = handle.join();
-        }
-        // After a failure (a full disk, a failed sync) sled may never finish
-        // a flush, and nothing needs one: the log holds every acknowledged
-        // group and stays for the next open to replay.
-        if *self.shared.failed.borrow() {
-            tracing::warn!("the store failed: closing without a final flush; the next open replays the log");
-        } else {
-            fail::fail_point!("store::final_flush");
-            if let Err(e) = self.shared.db.flush() {
-                tracing::error!(error = %e, "final flush failed");
-            }
         }
         tracing::info!(figures = %self.shared.figures.summary(), "committer figures");
     }
 }
 
-/// The revision of the last group sled holds.
-fn read_revision(tree: &sled::Tree) -> Result<u64> {
-    match tree.get(keys::META_REVISION).map_err(Error::internal)? {
-        Some(v) => Ok(u64::from_be_bytes(
-            v.as_ref()
-                .try_into()
-                .map_err(|_| Error::internal("corrupt revision"))?,
-        )),
-        None => Ok(0),
-    }
+/// The store's revision as the engine holds it.
+fn read_revision(engine: &dyn Engine) -> Result<u64> {
+    engine.stored_revision()
 }
 
 /// A position in a list, after which the next page starts.
@@ -279,78 +269,57 @@ pub struct AnnotationPage {
 impl Store {
     /// Opens (or creates) the store and loads the seed articles. Blocking.
     pub fn open(config: &StoreConfig) -> Result<Store> {
+        Self::open_with(config, false)
+    }
+
+    fn open_with(config: &StoreConfig, pin_reads: bool) -> Result<Store> {
         // Tests hold the open here, as a large store would.
         fail::fail_point!("store::open");
-        let path = config.data_dir.join("db");
-        let restoring = config.data_dir.join(backup::RESTORING);
-        if !path.exists() && restoring.exists() {
-            return Err(Error::internal(format!(
-                "{} holds an unfinished restore ({}), not a store: run `factcheck restore` again, or remove \
-                 {} to start an empty store",
-                config.data_dir.display(),
-                restoring.display(),
-                restoring.display()
-            )));
+        let figures = Arc::new(figures::CommitFigures::default());
+        let failed = Arc::new(tokio::sync::watch::channel(false).0);
+        let mut sled_engine = None;
+        let engine: Arc<dyn Engine> = match &config.engine {
+            EngineConfig::Sled => {
+                let e = Arc::new(engine::sled::SledEngine::open(
+                    config,
+                    figures.clone(),
+                    failed.clone(),
+                )?);
+                sled_engine = Some(e.clone());
+                e
+            }
+            EngineConfig::Etcd(etcd) => {
+                // Backups are copied through the data dir on every engine.
+                backup::remove_stale_copies(&config.data_dir);
+                let e = engine::etcd::EtcdEngine::open(etcd, true)?;
+                if e.restoring()? {
+                    return Err(Error::internal(format!(
+                        "the etcd prefix {} holds an unfinished restore, not a store: run `factcheck restore \
+                         --store etcd` again, or delete the prefix's keys to start an empty store",
+                        String::from_utf8_lossy(&etcd.prefix)
+                    )));
+                }
+                Arc::new(e)
+            }
+        };
+        tracing::info!(engine = engine.name(), "store engine open");
+        if pin_reads {
+            engine.pin_reads()?;
         }
-        let open = || {
-            sled::Config::new()
-                .path(&path)
-                .cache_capacity(config.cache_capacity_bytes)
-                .open()
-        };
-        // sled lets go of its file lock once its IO threads drop their
-        // last reference, a moment after the store that closed it: a
-        // restart in the same process waits for that, briefly.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
-        let db = loop {
-            match open() {
-                Err(sled::Error::Io(e))
-                    if e.kind() == std::io::ErrorKind::WouldBlock && std::time::Instant::now() < deadline =>
-                {
-                    std::thread::sleep(std::time::Duration::from_millis(5));
-                }
-                other => {
-                    break other.map_err(|e| {
-                        Error::internal(format!("cannot open the store at {}: {e}", path.display()))
-                    })?;
-                }
-            }
-        };
-        let tree = db.open_tree("factcheck").map_err(Error::internal)?;
-        // sled's lock is ours: no other server streams from this data dir.
-        backup::remove_stale_copies(&config.data_dir);
-        let sync =
-            if config.sync {
-                Some(sync::Syncer::open(&path).map_err(|e| {
-                    Error::internal(format!("cannot sync the store at {}: {e}", path.display()))
-                })?)
-            } else {
-                None
-            };
-        // What the last run acknowledged but sled had not made durable.
-        let wal_dir = wal::dir(&config.data_dir);
-        wal::recover(&wal_dir, &tree, read_revision, || {
-            db.flush().map_err(Error::internal)?;
-            match &sync {
-                Some(s) => s.sync().map_err(Error::internal),
-                None => Ok(()),
-            }
-        })?;
-
-        migrate_articles(&tree)?;
-        let page_secret = match tree.get(keys::META_PAGE_SECRET).map_err(Error::internal)? {
-            Some(v) if v.len() == 32 => v.as_ref().try_into().expect("length checked"),
+        let tree = &*engine;
+        migrate_articles(tree)?;
+        let page_secret = match tree.get(keys::META_PAGE_SECRET)? {
+            Some(v) if v.len() == 32 => v.as_slice().try_into().expect("length checked"),
             _ => {
                 let secret: [u8; 32] = rand::random();
-                tree.insert(keys::META_PAGE_SECRET, &secret)
-                    .map_err(Error::internal)?;
+                tree.write(vec![(keys::META_PAGE_SECRET.to_vec(), Some(secret.to_vec()))])?;
                 secret
             }
         };
-        let revision = read_revision(&tree)?;
-        let compacted = match tree.get(keys::META_COMPACTED).map_err(Error::internal)? {
+        let revision = read_revision(tree)?;
+        let compacted = match tree.get(keys::META_COMPACTED)? {
             Some(v) => u64::from_be_bytes(
-                v.as_ref()
+                v.as_slice()
                     .try_into()
                     .map_err(|_| Error::internal("corrupt compaction mark"))?,
             ),
@@ -364,6 +333,7 @@ impl Store {
         // state, written as revision 1 of each article; after that, a new or
         // changed seed is a change like any other (below).
         if revision == 0 {
+            let mut seeded = Vec::new();
             for (id, text) in &seeds {
                 let article = Article::revision(
                     id.clone(),
@@ -377,45 +347,39 @@ impl Store {
                 );
                 let record = codec::ArticleRevisionRecord::from_article(&article, 0);
                 let key = keys::article_revision(id, 1);
-                let same = match tree.get(&key).map_err(Error::internal)? {
+                let same = match tree.get(&key)? {
                     Some(v) => codec::decode::<codec::ArticleRevisionRecord>(&v)?.text == *text,
                     None => false,
                 };
                 if !same {
-                    tree.insert(key, codec::encode(&record))
-                        .map_err(Error::internal)?;
+                    seeded.push((key, Some(codec::encode(&record))));
                 }
             }
+            tree.write(seeded)?;
         }
-        let mut index = build_index(&tree)?;
-        for article in current_articles(&tree)? {
+        let mut index = build_index(tree)?;
+        for article in current_articles(tree)? {
             index.set_text(article);
         }
-        db.flush().map_err(Error::internal)?;
-        let log = wal::Wal::create(&wal_dir, config.sync, config.wal_segment_bytes).map_err(|e| {
-            Error::internal(format!(
-                "cannot make the write-ahead log in {}: {e}",
-                wal_dir.display()
-            ))
-        })?;
         let shared = Arc::new(Shared {
-            db,
-            tree,
-            sync,
+            engine: engine.clone(),
             visible: RwLock::new(index),
             revision: AtomicU64::new(revision),
-            failed: tokio::sync::watch::channel(false).0,
+            failed,
             max_result_bytes: config.max_result_bytes,
             compacted: AtomicU64::new(compacted),
             retention: config.retention,
             changes: broadcast::channel(LIVE_BUFFER).0,
-            figures: Default::default(),
+            figures,
         });
         if revision > 0 {
             apply_seeds(&shared, seeds)?;
         }
+        if let Some(e) = &sled_engine {
+            e.start();
+        }
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-        let handle = committer::spawn(shared.clone(), rx, log);
+        let handle = committer::spawn(shared.clone(), rx);
         Ok(Store {
             inner: Arc::new(Inner {
                 shared,
@@ -427,6 +391,13 @@ impl Store {
                 committer: Mutex::new(Some(handle)),
             }),
         })
+    }
+
+    /// Opens the store to check its audit history: like [`Store::open`],
+    /// and every read then sees one state, even of an etcd prefix that
+    /// servers keep writing to.
+    pub fn open_for_audit(config: &StoreConfig) -> Result<Store> {
+        Self::open_with(config, true)
     }
 
     /// Every article's current revision, by id.
@@ -458,7 +429,7 @@ impl Store {
         {
             return Ok(Some(a.clone()));
         }
-        let Some(article) = read_article_revision(&self.inner.shared.tree, id, revision)? else {
+        let Some(article) = read_article_revision(&*self.inner.shared.engine, id, revision)? else {
             return Ok(None);
         };
         let mut cache = self.inner.revisions.lock().unwrap_or_else(|e| e.into_inner());
@@ -582,7 +553,7 @@ impl Store {
     /// Blocking, briefly: never waits for a commit.
     pub fn get_many(&self, names: &[AnnotationName]) -> Result<(Vec<Option<Annotation>>, u64)> {
         let at = self.revision();
-        let tree = &self.inner.shared.tree;
+        let tree = &*self.inner.shared.engine;
         let found = names
             .iter()
             .map(|n| Ok(read_at(tree, n.id, None, at)?.filter(|a| a.name.article == n.article)))
@@ -593,14 +564,14 @@ impl Store {
     /// One annotation by name, as of the last durable revision. Blocking,
     /// briefly: never waits for a commit.
     pub fn get(&self, article: &ArticleId, id: Uuid) -> Result<Option<Annotation>> {
-        let found = read_at(&self.inner.shared.tree, id, None, self.revision())?;
+        let found = read_at(&*self.inner.shared.engine, id, None, self.revision())?;
         Ok(found.filter(|a| &a.name.article == article))
     }
 
     /// One annotation by id, in whatever article, as of the last durable
     /// revision. Blocking, briefly.
     pub fn get_any(&self, id: Uuid) -> Result<Option<Annotation>> {
-        read_at(&self.inner.shared.tree, id, None, self.revision())
+        read_at(&*self.inner.shared.engine, id, None, self.revision())
     }
 
     /// Whether a commit failed, and the store refuses writes; follows it.
@@ -610,11 +581,7 @@ impl Store {
 
     /// Blob files made durable since open (0 without `sync`).
     pub fn blob_files_synced(&self) -> u64 {
-        self.inner
-            .shared
-            .sync
-            .as_ref()
-            .map_or(0, sync::Syncer::blob_files_synced)
+        self.inner.shared.engine.blob_files_synced()
     }
 
     /// Up to `limit` annotations matching `filter`, after `cursor`. Blocking:
@@ -666,7 +633,7 @@ impl Store {
         // The index is picked; the records are read at its revision, without
         // the lock.
         drop(index);
-        let tree = &self.inner.shared.tree;
+        let tree = &*self.inner.shared.engine;
         let annotations = keys
             .into_iter()
             .map(|(a, start, uuid)| {
@@ -754,9 +721,14 @@ impl Store {
             return Ok(ChangesRead::Changes(Vec::new()));
         }
         let mut out = Vec::new();
-        let range = keys::change(from)..keys::change(head + 1);
-        for item in self.inner.shared.tree.range(range).take(limit) {
-            let (_, v) = item.map_err(Error::internal)?;
+        let (lower, upper) = (keys::change(from), keys::change(head + 1));
+        let range = self
+            .inner
+            .shared
+            .engine
+            .range(Bound::Included(&lower[..]), Bound::Excluded(&upper[..]));
+        for item in range.take(limit) {
+            let (_, v) = item?;
             let change = codec::decode_change(&v, self)?;
             if change.revision != from + out.len() as u64 {
                 return Err(Error::internal(format!(
@@ -800,18 +772,15 @@ impl codec::ChangeSource for Store {
         revision: u64,
         seq: u32,
     ) -> Result<(codec::HistoryRecord, Option<codec::HistoryRecord>)> {
-        let tree = &self.inner.shared.tree;
+        let tree = &*self.inner.shared.engine;
         let key = keys::history(id, revision, seq);
-        let record = tree.get(&key).map_err(Error::internal)?.ok_or_else(|| {
+        let record = tree.get(&key)?.ok_or_else(|| {
             Error::internal(format!(
                 "changelog names a missing history record of {id} at {revision}"
             ))
         })?;
         let previous = tree
-            .range(keys::history_prefix(id)..key)
-            .next_back()
-            .transpose()
-            .map_err(Error::internal)?
+            .last_before(&keys::history_prefix(id), &key)?
             .map(|(_, v)| codec::decode(&v))
             .transpose()?;
         Ok((codec::decode(&record)?, previous))
@@ -821,9 +790,8 @@ impl codec::ChangeSource for Store {
         let v = self
             .inner
             .shared
-            .tree
-            .get(keys::review(article, revision, seq))
-            .map_err(Error::internal)?
+            .engine
+            .get(&keys::review(article, revision, seq))?
             .ok_or_else(|| {
                 Error::internal(format!(
                     "changelog names a missing review record of {article} at {revision}"
@@ -834,14 +802,14 @@ impl codec::ChangeSource for Store {
 }
 
 /// The index of every stored annotation, and each article's last update.
-fn build_index(tree: &sled::Tree) -> Result<Index> {
+fn build_index(tree: &dyn Engine) -> Result<Index> {
     let mut index = Index::default();
-    for item in tree.scan_prefix([keys::POSITION]) {
-        let (_, v) = item.map_err(Error::internal)?;
+    for item in tree.scan_prefix(&[keys::POSITION]) {
+        let (_, v) = item?;
         index.insert(&codec::decode_annotation(&v)?);
     }
-    for item in tree.scan_prefix([keys::STATS]) {
-        let (k, v) = item.map_err(Error::internal)?;
+    for item in tree.scan_prefix(&[keys::STATS]) {
+        let (k, v) = item?;
         let id = std::str::from_utf8(&k[1..])
             .ok()
             .and_then(|s| ArticleId::parse(s).ok())
@@ -852,8 +820,8 @@ fn build_index(tree: &sled::Tree) -> Result<Index> {
         }
         index.set_last_revision(&id, stats.last_revision);
     }
-    for item in tree.scan_prefix([keys::REVIEW]) {
-        let (_, v) = item.map_err(Error::internal)?;
+    for item in tree.scan_prefix(&[keys::REVIEW]) {
+        let (_, v) = item?;
         let record: codec::ReviewRecord = codec::decode(&v)?;
         index.apply_review(&record.to_event()?);
     }
@@ -869,7 +837,7 @@ fn build_index(tree: &sled::Tree) -> Result<Index> {
 /// group before it is durable, and after a failed commit what it applied
 /// stays in sled's memory: this is how readers never see either.
 fn read_at(
-    tree: &sled::Tree,
+    tree: &dyn Engine,
     id: Uuid,
     position: Option<(&ArticleId, u32)>,
     at: u64,
@@ -893,8 +861,8 @@ fn read_at(
 }
 
 /// Where the annotation `id` is stored: its article and start.
-fn location(tree: &sled::Tree, id: Uuid) -> Result<Option<(ArticleId, u32)>> {
-    let Some(location) = tree.get(keys::location(id)).map_err(Error::internal)? else {
+fn location(tree: &dyn Engine, id: Uuid) -> Result<Option<(ArticleId, u32)>> {
+    let Some(location) = tree.get(&keys::location(id))? else {
         return Ok(None);
     };
     let start = keys::location_start(&location).ok_or_else(|| Error::internal("corrupt location"))?;
@@ -906,18 +874,15 @@ fn location(tree: &sled::Tree, id: Uuid) -> Result<Option<(ArticleId, u32)>> {
 }
 
 /// The record at a position key, if any.
-fn record(tree: &sled::Tree, article: &ArticleId, start: u32, id: Uuid) -> Result<Option<Annotation>> {
-    match tree
-        .get(keys::position(article, start, id))
-        .map_err(Error::internal)?
-    {
+fn record(tree: &dyn Engine, article: &ArticleId, start: u32, id: Uuid) -> Result<Option<Annotation>> {
+    match tree.get(&keys::position(article, start, id))? {
         Some(v) => Ok(Some(codec::decode_annotation(&v)?)),
         None => Ok(None),
     }
 }
 
 /// The stored annotation with this id, in whatever article.
-fn read_annotation(tree: &sled::Tree, id: Uuid) -> Result<Option<Annotation>> {
+fn read_annotation(tree: &dyn Engine, id: Uuid) -> Result<Option<Annotation>> {
     let Some((article, start)) = location(tree, id)? else {
         return Ok(None);
     };
@@ -930,11 +895,8 @@ fn read_annotation(tree: &sled::Tree, id: Uuid) -> Result<Option<Annotation>> {
 const REVISION_CACHE: usize = 256;
 
 /// One article revision from sled.
-fn read_article_revision(tree: &sled::Tree, id: &ArticleId, revision: u32) -> Result<Option<Arc<Article>>> {
-    match tree
-        .get(keys::article_revision(id, revision))
-        .map_err(Error::internal)?
-    {
+fn read_article_revision(tree: &dyn Engine, id: &ArticleId, revision: u32) -> Result<Option<Arc<Article>>> {
+    match tree.get(&keys::article_revision(id, revision))? {
         Some(v) => {
             let record: codec::ArticleRevisionRecord = codec::decode(&v)?;
             Ok(Some(Arc::new(record.into_article(id.clone(), revision))))
@@ -944,19 +906,19 @@ fn read_article_revision(tree: &sled::Tree, id: &ArticleId, revision: u32) -> Re
 }
 
 /// The last revision of every article.
-fn current_articles(tree: &sled::Tree) -> Result<Vec<Arc<Article>>> {
+fn current_articles(tree: &dyn Engine) -> Result<Vec<Arc<Article>>> {
     let mut out: Vec<Arc<Article>> = Vec::new();
     // Keys sort by article, then revision: keep the last of each article.
-    let mut last: Option<(ArticleId, u32, sled::IVec)> = None;
-    let mut finish = |last: Option<(ArticleId, u32, sled::IVec)>| -> Result<()> {
+    let mut last: Option<(ArticleId, u32, Vec<u8>)> = None;
+    let mut finish = |last: Option<(ArticleId, u32, Vec<u8>)>| -> Result<()> {
         if let Some((id, rev, v)) = last {
             let record: codec::ArticleRevisionRecord = codec::decode(&v)?;
             out.push(Arc::new(record.into_article(id, rev)));
         }
         Ok(())
     };
-    for item in tree.scan_prefix([keys::ARTICLE_REVISION]) {
-        let (k, v) = item.map_err(Error::internal)?;
+    for item in tree.scan_prefix(&[keys::ARTICLE_REVISION]) {
+        let (k, v) = item?;
         let (id, rev) = keys::parse_article_revision(&k)
             .ok_or_else(|| Error::internal("corrupt article revision key"))?;
         if last.as_ref().is_some_and(|(l, _, _)| *l != id) {
@@ -969,9 +931,9 @@ fn current_articles(tree: &sled::Tree) -> Result<Vec<Arc<Article>>> {
 }
 
 /// Rewrites format 1's articles (`a id` → text) as their revision 1.
-fn migrate_articles(tree: &sled::Tree) -> Result<()> {
-    for item in tree.scan_prefix([keys::ARTICLE]) {
-        let (k, v) = item.map_err(Error::internal)?;
+fn migrate_articles(tree: &dyn Engine) -> Result<()> {
+    let old: Vec<_> = tree.scan_prefix(&[keys::ARTICLE]).collect::<Result<_>>()?;
+    for (k, v) in old {
         let id = std::str::from_utf8(&k[1..])
             .ok()
             .and_then(|s| ArticleId::parse(s).ok())
@@ -987,13 +949,15 @@ fn migrate_articles(tree: &sled::Tree) -> Result<()> {
             0,
             0,
         );
-        let mut batch = sled::Batch::default();
-        batch.insert(
-            keys::article_revision(&id, 1),
-            codec::encode(&codec::ArticleRevisionRecord::from_article(&article, 0)),
-        );
-        batch.remove(k);
-        tree.apply_batch(batch).map_err(Error::internal)?;
+        tree.write(vec![
+            (
+                keys::article_revision(&id, 1),
+                Some(codec::encode(&codec::ArticleRevisionRecord::from_article(
+                    &article, 0,
+                ))),
+            ),
+            (k, None),
+        ])?;
         tracing::info!(article = %id, "article stored as its revision 1");
     }
     Ok(())

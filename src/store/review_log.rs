@@ -22,13 +22,17 @@ impl Store {
     ) -> Result<(Vec<(ReviewEvent, HistoryCursor)>, bool)> {
         let at = self.revision();
         let lower = match after {
-            Some(c) => Bound::Excluded(keys::review(article, c.revision, c.seq)),
-            None => Bound::Included(keys::review_prefix(article)),
+            Some(c) => keys::review(article, c.revision, c.seq),
+            None => keys::review_prefix(article),
         };
-        let upper = Bound::Included(keys::review(article, u64::MAX, u32::MAX));
+        let lower = match after {
+            Some(_) => Bound::Excluded(&lower[..]),
+            None => Bound::Included(&lower[..]),
+        };
+        let upper = keys::review(article, u64::MAX, u32::MAX);
         let mut out = Vec::new();
-        for item in self.inner.shared.tree.range((lower, upper)) {
-            let (k, v) = item.map_err(Error::internal)?;
+        for item in self.inner.shared.engine.range(lower, Bound::Included(&upper[..])) {
+            let (k, v) = item?;
             let (_, revision, seq) =
                 keys::parse_review(&k).ok_or_else(|| Error::internal("malformed review key"))?;
             if revision > at {
@@ -47,8 +51,8 @@ impl Store {
     /// the one before, its key, and revisions in order.
     pub(super) fn verify_reviews(&self, report: &mut AuditReport) -> Result<()> {
         let mut last: Option<(ArticleId, u64, [u8; 32])> = None;
-        for item in self.inner.shared.tree.scan_prefix([keys::REVIEW]) {
-            let (k, v) = item.map_err(Error::internal)?;
+        for item in self.inner.shared.engine.scan_prefix(&[keys::REVIEW]) {
+            let (k, v) = item?;
             report.records += 1;
             let Some((article, revision, seq)) = keys::parse_review(&k) else {
                 report
