@@ -257,7 +257,7 @@ async fn a_failed_flush_is_never_visible_and_stops_writes_until_restart() {
 
 /// Item 3, the sync: a failed fdatasync is a failed commit too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failed_sync_is_a_failed_commit() {
+async fn sled_a_failed_sync_is_a_failed_commit() {
     let scenario = fail::FailScenario::setup();
     let server = TestServer::start().await;
     let mut client = server.client().await;
@@ -502,7 +502,7 @@ async fn create_annotation(client: &mut Client, text: &str) -> String {
 /// writes are refused, but everything acknowledged is in the log still, and
 /// after a restart it is all there and the audit passes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failed_checkpoint_stops_writes_and_loses_nothing_acknowledged() {
+async fn sled_a_failed_checkpoint_stops_writes_and_loses_nothing_acknowledged() {
     let scenario = fail::FailScenario::setup();
     let server = TestServer::start().await;
     let mut client = server.client().await;

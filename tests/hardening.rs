@@ -288,7 +288,7 @@ proptest! {
 /// checkpoint that makes sled durable, before the log segment holding their
 /// groups is deleted.
 #[tokio::test]
-async fn the_log_goes_only_after_its_blobs_are_synced_and_is_never_replayed_elsewhere() {
+async fn sled_the_log_goes_only_after_its_blobs_are_synced_and_is_never_replayed_elsewhere() {
     let server = TestServer::start().await;
     let mut client = server.client().await;
     let first_segment = server.data_dir.path().join("wal").join(format!("{:016x}.wal", 1));

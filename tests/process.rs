@@ -417,7 +417,7 @@ fn crash_seed() -> u64 {
 /// lost every acknowledged write after it), before a checkpoint, and after
 /// sled was flushed but before the segments went.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn crashes_at_log_rotation_and_checkpoint_lose_nothing_acknowledged() {
+async fn sled_crashes_at_log_rotation_and_checkpoint_lose_nothing_acknowledged() {
     let crashes = [
         Crash::KillWhileHeld("checkpoint", 60),
         Crash::At("wal::rotate:5"),
@@ -641,7 +641,7 @@ fn serve_refuses_a_non_loopback_address_without_tls() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn audit_verify_finds_an_edited_history_record() {
+async fn sled_audit_verify_finds_an_edited_history_record() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
     let server = ChildServer::start(&data_dir, &[]);
@@ -708,7 +708,7 @@ async fn audit_verify_finds_an_edited_history_record() {
 /// failpoint), is skipped, since the log holds everything acknowledged. And
 /// what was acknowledged before the failure is there after a restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_after_a_fail_stop_exits_within_the_grace_period() {
+async fn sled_sigterm_after_a_fail_stop_exits_within_the_grace_period() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_factcheck"));

@@ -196,6 +196,16 @@ impl EtcdCluster {
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
+        // A test process that dies (or exits with a member held in a
+        // static) takes its members with it.
+        #[cfg(target_os = "linux")]
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot run {}: {e}", self.binary.display()));
@@ -421,4 +431,77 @@ impl TestPki {
         )
         .unwrap()
     }
+}
+
+/// The etcd flags the etcd engine needs: a `Txn` of a whole batch and a
+/// request of the largest commit (see `store::engine::etcd`).
+pub const ENGINE_FLAGS: &[&str] = &["--max-txn-ops", "65536", "--max-request-bytes", "8389632"];
+
+/// Whether this run's servers use the etcd engine (`FACTCHECK_TEST_STORE=etcd`).
+pub fn on_etcd() -> bool {
+    std::env::var("FACTCHECK_TEST_STORE").is_ok_and(|s| s == "etcd")
+}
+
+/// One etcd member shared by every server of this test process, each under
+/// a prefix of its own: started once, on a thread that lives as long as
+/// the process (so the member's parent-death signal comes only when the
+/// process ends).
+pub fn shared_endpoints() -> Vec<String> {
+    static ENDPOINTS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    ENDPOINTS
+        .get_or_init(|| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::Builder::new()
+                .name("shared-etcd".into())
+                .spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .unwrap();
+                    let cluster = rt.block_on(EtcdCluster::single(ENGINE_FLAGS));
+                    tx.send(cluster.endpoints()).unwrap();
+                    // Held until the process ends.
+                    loop {
+                        std::thread::park();
+                    }
+                    #[allow(unreachable_code)]
+                    drop(cluster);
+                })
+                .unwrap();
+            rx.recv().expect("the shared etcd started")
+        })
+        .clone()
+}
+
+/// The engine for a test server on `data_dir`: sled, or with
+/// `FACTCHECK_TEST_STORE=etcd` the shared etcd under a prefix named after
+/// the data dir (a restart on the same dir finds the same store).
+pub fn engine_for(data_dir: &Path) -> factcheck::store::EngineConfig {
+    if !on_etcd() {
+        return factcheck::store::EngineConfig::Sled;
+    }
+    factcheck::store::EngineConfig::Etcd(EtcdConfig::new(shared_endpoints(), prefix_for(data_dir)))
+}
+
+/// The etcd prefix of the store of a test data dir.
+pub fn prefix_for(data_dir: &Path) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    data_dir.hash(&mut h);
+    format!("/test/{:016x}/", h.finish())
+}
+
+/// The flags that put a server binary or CLI command on the test engine.
+pub fn engine_args(data_dir: &Path) -> Vec<String> {
+    if !on_etcd() {
+        return Vec::new();
+    }
+    vec![
+        "--store".into(),
+        "etcd".into(),
+        "--etcd-endpoints".into(),
+        shared_endpoints().join(","),
+        "--etcd-prefix".into(),
+        prefix_for(data_dir),
+    ]
 }

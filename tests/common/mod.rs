@@ -74,6 +74,8 @@ pub struct Setup {
     pub web: bool,
     /// Where to listen; `127.0.0.1:0` when `None`.
     pub listen: Option<SocketAddr>,
+    /// The store's engine; the run's (`FACTCHECK_TEST_STORE`) when `None`.
+    pub engine: Option<factcheck::store::EngineConfig>,
 }
 
 impl Default for Setup {
@@ -92,6 +94,7 @@ impl Default for Setup {
             cors_origins: Vec::new(),
             web: true,
             listen: None,
+            engine: None,
         }
     }
 }
@@ -127,6 +130,10 @@ impl TestServer {
 
     pub async fn start_with(data_dir: TempDir, setup: Setup) -> Self {
         let mut config = StoreConfig::new(data_dir.path());
+        config.engine = setup
+            .engine
+            .clone()
+            .unwrap_or_else(|| etcd::engine_for(data_dir.path()));
         config.retention = setup.retention;
         config.seeds_dir = Some(setup.seeds.clone().unwrap_or_else(seeds_dir));
         config.cache_capacity_bytes = 32 * 1024 * 1024;
@@ -372,6 +379,11 @@ impl ChildServer {
             .arg(seeds_dir())
             .arg("--data-dir")
             .arg(data_dir)
+            .args(if extra.contains(&"--store") {
+                Vec::new()
+            } else {
+                etcd::engine_args(data_dir)
+            })
             .args(extra)
             .env("RUST_LOG", "info")
             .stderr(std::process::Stdio::piped())
@@ -462,8 +474,17 @@ impl Drop for ChildServer {
 
 /// Runs the `factcheck` binary with `args`; its exit code and output.
 pub fn factcheck_cli(args: &[&str]) -> (i32, String, String) {
+    // The offline commands read the store itself: on the test engine.
+    let offline = matches!(args.first(), Some(&"audit") | Some(&"restore"));
+    let engine = match args.iter().position(|a| *a == "--data-dir") {
+        Some(i) if offline && !args.contains(&"--store") => {
+            etcd::engine_args(std::path::Path::new(args[i + 1]))
+        }
+        _ => Vec::new(),
+    };
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_factcheck"))
         .args(args)
+        .args(engine)
         .output()
         .unwrap();
     (
