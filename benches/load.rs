@@ -83,6 +83,9 @@ impl Etcd {
                 &peer_url,
             ])
             .args(["--initial-cluster", &format!("bench={peer_url}")])
+            // What factcheck's etcd engine needs (its rows below); a Put
+            // does not notice them.
+            .args(["--max-txn-ops", "65536", "--max-request-bytes", "8389632"])
             .env("ETCD_UNSUPPORTED_ARCH", std::env::consts::ARCH)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -232,6 +235,11 @@ struct Server {
 
 impl Server {
     fn start(data_dir: &Path) -> Server {
+        Self::start_with(data_dir, &[])
+    }
+
+    /// With `extra` flags (`--store etcd ...`).
+    fn start_with(data_dir: &Path, extra: &[&str]) -> Server {
         let seeds = Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds");
         let mut child = Command::new(env!("CARGO_BIN_EXE_factcheck"))
             .args(["serve", "--listen", "127.0.0.1:0"])
@@ -239,6 +247,7 @@ impl Server {
             .arg(&seeds)
             .arg("--data-dir")
             .arg(data_dir)
+            .args(extra)
             .env("RUST_LOG", "warn,factcheck::server=info,factcheck::store=info")
             .stderr(Stdio::piped())
             .spawn()
@@ -860,6 +869,75 @@ async fn main() {
                     create1.rate() / put1.rate(),
                     create64.rate() / put64.rate()
                 ));
+                // The same server on the etcd engine, on this etcd: each
+                // group of creates is one Txn, so etcd's Put is its ceiling.
+                let on_etcd = Server::start_with(
+                    &tmp.path().join("etcd-data"),
+                    &[
+                        "--store",
+                        "etcd",
+                        "--etcd-endpoints",
+                        &etcd.url,
+                        "--etcd-prefix",
+                        "/bench/",
+                    ],
+                );
+                let (eclients, _) = on_etcd.clients(8).await;
+                let ecreate1 = creates(&eclients[..1], 1, plan.rep).await;
+                report.row(
+                    "1e. etcd engine: CreateAnnotation, 1 in flight",
+                    &ecreate1,
+                    Some(&put1),
+                );
+                let ecreate64 = creates(&eclients, 64, plan.rep).await;
+                report.row(
+                    "1e. etcd engine: CreateAnnotation, 64 in flight",
+                    &ecreate64,
+                    Some(&put64),
+                );
+                let lib = factcheck::etcd::EtcdClient::connect(&factcheck::etcd::EtcdConfig::new(
+                    [etcd.url.clone()],
+                    "/bench/",
+                ))
+                .await
+                .unwrap();
+                let stored = || async {
+                    let all = lib.range(factcheck::etcd::Get::prefix(Vec::new())).await.unwrap();
+                    let logical: usize = all.kvs.iter().map(|kv| kv.key.len() + kv.value.len()).sum();
+                    (logical as f64, lib.status().await.unwrap().db_size as f64)
+                };
+                let before = stored().await;
+                batch_load(&mut eclients[0].clone(), BIG, plan.big_article, 0).await;
+                let after = stored().await;
+                report.note(format!(
+                    "1e. etcd engine: {:.0} bytes of keys and values per annotation (its record, location, history record, changelog entry; 9-byte notes); etcd's db file grew {:.0} bytes per annotation (bbolt pages and etcd's own history until compaction)",
+                    (after.0 - before.0) / plan.big_article as f64,
+                    (after.1 - before.1) / plan.big_article as f64
+                ));
+                let ereview = reviews(&eclients, plan.rep).await;
+                report.row(
+                    &format!(
+                        "1e. etcd engine: GetArticleReview, {} annotations, 64 in flight",
+                        plan.big_article
+                    ),
+                    &ereview,
+                    Some(&floor64),
+                );
+                let elist = lists(&eclients, plan.rep, 100).await;
+                report.row(
+                    &format!(
+                        "1e. etcd engine: ListAnnotations overlaps, page 100, {} annotations, 64 in flight",
+                        plan.big_article
+                    ),
+                    &elist,
+                    Some(&floor64),
+                );
+                report.note(format!(
+                    "1e. etcd engine CreateAnnotation ÷ etcd Put: {:.2}× at 1 in flight, {:.2}× at 64 in flight (target ≥ 0.5× at 64)",
+                    ecreate1.rate() / put1.rate(),
+                    ecreate64.rate() / put64.rate()
+                ));
+                drop(on_etcd.stop());
             }
             None => report
                 .note("1. etcd Put: etcd not installed (Debian package etcd-server): no etcd rows".into()),
