@@ -1,8 +1,6 @@
 //! The annotation service end to end: a real server on a real socket.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use pb::Verdict;
 use tonic::Code;
 

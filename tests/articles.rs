@@ -2,9 +2,7 @@
 //! their revisions, re-anchoring every annotation in the same revision,
 //! offset encodings, grapheme boundaries and normalization.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use pb::{AnchorState, Verdict};
 use tokio_stream::StreamExt;
 use tonic::Code;
@@ -939,7 +937,7 @@ async fn a_correction_moving_many_large_annotations_reaches_watchers_in_parts() 
     // 400 annotations of ~40 KB each: ~16 MB before and ~16 MB after. On
     // etcd a commit must fit one Txn (8 MiB, docs/ENGINES.md): 80 of them,
     // still more than a message.
-    let n = if common::etcd::on_etcd() { 80 } else { 400 };
+    let n = if crate::common::etcd::on_etcd() { 80 } else { 400 };
     let text: String = (0..n).map(|i| format!("Claim number {i} is here.\n")).collect();
     let created = create_article(&mut editor, DESK, &text).await;
     let mut names = Vec::new();

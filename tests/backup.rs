@@ -3,11 +3,9 @@
 //! restore` into an empty data dir; after it, the audit passes, a list and
 //! a review equal the source's, and revisions continue.
 
-mod common;
-
 use std::process::{Command, Output};
 
-use common::*;
+use crate::common::*;
 use pb::Verdict;
 
 const A1: &str = "001_728dec46794c22c1";
@@ -134,7 +132,7 @@ async fn a_backup_restores_into_an_equal_store_that_goes_on() {
     assert!(!restored_dir.join("db").exists());
     // A data dir that is a file: said so, with no word about permissions
     // (sled: on etcd the restore goes into a prefix).
-    if !common::etcd::on_etcd() {
+    if !crate::common::etcd::on_etcd() {
         let (code, _, err) = offline(&["restore", &path, "--data-dir", long.to_str().unwrap()]);
         assert_eq!(code, 2, "{err}");
         assert!(
@@ -149,7 +147,7 @@ async fn a_backup_restores_into_an_equal_store_that_goes_on() {
     let (code, _, err) = {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_factcheck"))
             .args(["restore", &path, "--data-dir", &rd])
-            .args(common::etcd::engine_args(&restored_dir))
+            .args(crate::common::etcd::engine_args(&restored_dir))
             .env("FACTCHECK_CRASH_AT", "restore::before_rename")
             .output()
             .unwrap();
@@ -180,7 +178,7 @@ async fn a_backup_restores_into_an_equal_store_that_goes_on() {
     assert_eq!(code, 2, "not over a store: {err}");
     // Nor beside another store's write-ahead log, which an open would
     // replay (sled's).
-    if !common::etcd::on_etcd() {
+    if !crate::common::etcd::on_etcd() {
         let beside = tempfile::tempdir().unwrap();
         std::fs::create_dir(beside.path().join("wal")).unwrap();
         let (code, _, err) = offline(&["restore", &path, "--data-dir", beside.path().to_str().unwrap()]);

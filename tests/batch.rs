@@ -1,8 +1,6 @@
 //! Batch RPCs: atomic, one revision each, all or nothing, in request order.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use pb::Verdict;
 use prost::Message;
 use tonic::Code;

@@ -1,12 +1,10 @@
 //! The `factcheck serve` binary as a user runs it: no config, a fresh data
 //! dir, the admin token it writes, and a clean exit on SIGTERM.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use common::{Auth, pb};
+use crate::common::{Auth, pb};
 use pb::fact_check_service_client::FactCheckServiceClient;
 use tonic::transport::Channel;
 
@@ -33,7 +31,7 @@ async fn serve_creates_an_admin_token_and_stops_on_sigterm() {
     let data_dir = dir.path().join("data");
     let mut child = Command::new(env!("CARGO_BIN_EXE_factcheck"))
         .args(["serve", "--listen", "127.0.0.1:0", "--seeds"])
-        .arg(common::seeds_dir())
+        .arg(crate::common::seeds_dir())
         .arg("--data-dir")
         .arg(&data_dir)
         .env("RUST_LOG", "info")
@@ -84,8 +82,8 @@ async fn serve_creates_an_admin_token_and_stops_on_sigterm() {
     let created = admin
         .create_annotation(pb::CreateAnnotationRequest {
             parent: "articles/001_728dec46794c22c1".into(),
-            annotation: Some(common::new_annotation(
-                common::find_span(&common::seed_text("001_728dec46794c22c1"), "조태열"),
+            annotation: Some(crate::common::new_annotation(
+                crate::common::find_span(&crate::common::seed_text("001_728dec46794c22c1"), "조태열"),
                 pb::Verdict::Verified,
             )),
             ..Default::default()

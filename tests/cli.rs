@@ -1,11 +1,9 @@
 //! The `factcheck` command line, run as a user runs it, against a real server.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Output, Stdio};
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 const A0: &str = "000_9260bb247249f31b";

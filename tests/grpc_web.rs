@@ -2,9 +2,7 @@
 //! tonic-web's grpc-web client over HTTP/1.1 and by plain HTTP requests.
 //! The browser itself is driven in `tests/browser.rs`.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::rt::TokioExecutor;

@@ -1,11 +1,9 @@
 //! Regression tests for the adversarial review (issue 10): each fails on
 //! the code before its fix. Fault injection lives in `tests/faults.rs`.
 
-mod common;
-
 use std::collections::HashMap;
 
-use common::*;
+use crate::common::*;
 use factcheck::store::{Store, StoreConfig};
 use pb::Verdict;
 use proptest::prelude::*;

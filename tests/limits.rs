@@ -2,9 +2,7 @@
 //! UTF-8, oversized requests, the unary deadline, and random input at every
 //! RPC (proptest). Refusals leave the store as it was.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use pb::Verdict;
 use proptest::prelude::*;
 use tonic::Code;

@@ -2,13 +2,11 @@
 //! and their streams, concurrent token edits, signals during start-up, file
 //! modes, descriptor exhaustion, and the smaller papercuts.
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use tonic_health::pb::health_client::HealthClient;
 
 /// A hang is a failure here, not a wait.
@@ -374,7 +372,7 @@ async fn papercuts_say_what_is_wrong() {
     assert!(err.message().contains("not ASCII"), "{}", err.message());
 
     let (code, out, err) = factcheck_cli(&["audit", "verify", "--data-dir", dir.path().to_str().unwrap()]);
-    if common::etcd::on_etcd() {
+    if crate::common::etcd::on_etcd() {
         // etcd: the audit reads one etcd revision while the server runs.
         assert_eq!(code, 0, "{out}{err}");
     } else {

@@ -2,12 +2,10 @@
 //! SIGTERM with streams and calls open, SIGHUP after token changes, and the
 //! offline audit check.
 
-mod common;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use pb::Verdict;
 use rand::{Rng, SeedableRng};
 use tonic::Code;

@@ -3,9 +3,7 @@
 //! annotations whose word was not edited stay ANCHORED on their word; none
 //! grows past its word (the edits keep every word's length).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use pb::{AnchorState, Verdict};
 
 const ARTICLE: &str = "long-read";

@@ -2,9 +2,7 @@
 //! two-person sign-off, its withdrawal by any later change, the review's
 //! own history, and dashboards kept live by `WatchArticleReviews`.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use pb::{ReviewState, Verdict};
 use tonic::Code;
 

@@ -2,9 +2,7 @@
 //! annotations, agreement between analysts, and every article's review in
 //! one call (API and CLI).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use pb::{ReviewState, Verdict};
 use tonic::Code;
 

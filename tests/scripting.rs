@@ -3,11 +3,9 @@
 //! scheme-less server, and the offline commands' JSON and pid file. Every
 //! test runs the real binary against a real server.
 
-mod common;
-
 use std::process::{Command, Output};
 
-use common::*;
+use crate::common::*;
 use pb::Verdict;
 use serde_json::Value;
 

@@ -4,9 +4,7 @@
 //! (`annotation.sources[1]`), at create, update and in batches; plain
 //! citations without a scheme are kept as they were written.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use pb::Verdict;
 use tonic::Code;
 

@@ -1,8 +1,6 @@
 //! Roles, the audit history and TLS, against a real server.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use pb::Verdict;
 use tonic::Code;
 use tonic_types::StatusExt;

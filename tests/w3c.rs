@@ -2,11 +2,9 @@
 //! rules, and `apply --format w3c` anchors annotations by quote and context
 //! even when their positions are stale.
 
-mod common;
-
 use std::process::{Command, Output, Stdio};
 
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 
 const A2: &str = "002_946fad7c8fee627f";

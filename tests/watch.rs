@@ -1,12 +1,10 @@
 //! WatchAnnotations end to end: ordered, unique, reliable, resumable,
 //! filtered, compacted, progress, slow watchers, released resources.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use pb::Verdict;
 use pb::watch_annotations_response::Kind;
 use tonic::{Code, Streaming};
