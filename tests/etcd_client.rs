@@ -372,10 +372,10 @@ async fn nospace_alarm_is_the_typed_no_space_error() {
     );
     let status = c.status().await.unwrap();
     assert!(status.errors.iter().any(|e| e.contains("NOSPACE")), "{status:?}");
-    assert!(matches!(
-        probe_limits(&c, 10, 1000).await,
-        Err(LimitsError::Etcd(EtcdError::NoSpace))
-    ));
+    // The limits probe still goes through: it deletes (a delete costs no
+    // quota and etcd takes deletes under the alarm) and writes nothing, so
+    // a server can start on a full cluster and serve reads.
+    assert_eq!(probe_limits(&c, 10, 1000).await, Ok(()));
 
     // the operator's way out
     c.delete(Delete::prefix("big/")).await.unwrap_or_default();
