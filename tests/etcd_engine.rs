@@ -104,10 +104,14 @@ async fn etcd_killed_and_restarted_under_writers_loses_nothing_acknowledged() {
     let mut cluster = EtcdCluster::single(ENGINE_FLAGS).await;
     let server = server_on(&cluster, "/down/").await;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Refusals seen by all writers, so the test waits for etcd's absence to
+    // show rather than for a time.
+    let refusals = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut writers = Vec::new();
     for w in 0..4u32 {
         let mut c = server.client().await;
         let stop = stop.clone();
+        let refusals = refusals.clone();
         writers.push(tokio::spawn(async move {
             let mut acked: HashMap<String, String> = HashMap::new();
             let mut unavailable = 0;
@@ -125,6 +129,7 @@ async fn etcd_killed_and_restarted_under_writers_loses_nothing_acknowledged() {
                         }
                         Err(s) if s.code() == Code::Unavailable => {
                             unavailable += 1;
+                            refusals.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             if stop.load(std::sync::atomic::Ordering::Relaxed) {
                                 break;
                             }
@@ -152,8 +157,10 @@ async fn etcd_killed_and_restarted_under_writers_loses_nothing_acknowledged() {
     };
     let before = until(40).await;
     cluster.kill(0);
-    // Writes fail while it is down (each waits out etcd's request timeout).
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    // Writes fail while it is down: wait until the writers have seen it.
+    while refusals.load(std::sync::atomic::Ordering::Relaxed) < 4 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     cluster.restart(0).await;
     until(before + 40).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
