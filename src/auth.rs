@@ -150,6 +150,10 @@ pub struct Tokens {
     path: Option<PathBuf>,
     /// +1 on every reload: open streams check their token again.
     reloads: tokio::sync::watch::Sender<u64>,
+    /// Set while the tokens kept in etcd cannot be followed (the watch on
+    /// them is broken): a revocation might be missed, so every call is
+    /// refused meanwhile (fail closed).
+    blind: std::sync::atomic::AtomicBool,
 }
 
 impl Default for Tokens {
@@ -188,6 +192,7 @@ impl Tokens {
             by_hash: RwLock::new(Arc::new(by_hash)),
             path,
             reloads: tokio::sync::watch::channel(0).0,
+            blind: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -226,6 +231,27 @@ impl Tokens {
         *self.by_hash.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(by_hash);
         self.reloads.send_modify(|g| *g += 1);
         Ok(n)
+    }
+
+    /// Tokens kept elsewhere than in a file (etcd): these from now on.
+    pub fn from_file(file: &TokensFile) -> Result<Self, Error> {
+        Ok(Self::with(file.by_hash().map_err(Error::internal)?, None))
+    }
+
+    /// Replaces every token with `file`'s, as a reload does: open streams
+    /// check their token again, and a revoked one's end.
+    pub fn replace(&self, file: &TokensFile) -> Result<usize, Error> {
+        let by_hash = file.by_hash().map_err(Error::internal)?;
+        let n = by_hash.len();
+        *self.by_hash.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(by_hash);
+        self.reloads.send_modify(|g| *g += 1);
+        Ok(n)
+    }
+
+    /// While `blind`, every call is refused `UNAVAILABLE`: the tokens may
+    /// have changed unseen.
+    pub fn set_blind(&self, blind: bool) {
+        self.blind.store(blind, std::sync::atomic::Ordering::Release);
     }
 
     fn current(&self) -> Arc<HashMap<[u8; 32], Caller>> {
@@ -290,6 +316,14 @@ impl Tokens {
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or_else(|| Error::Unauthenticated("authorization header is not 'Bearer <token>'".into()))?;
+        if self.blind.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(Error::StoreUnavailable {
+                reason: "TOKENS_UNKNOWN",
+                message: "this server cannot currently see the tokens kept in etcd (a token may have been \
+                          revoked unseen): refusing every call until it can; retry, or another server"
+                    .into(),
+            });
+        }
         let digest = hash(token);
         self.current()
             .get(&digest)
@@ -321,7 +355,7 @@ fn hash(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     use std::io::Write;
     #[cfg(unix)]
     use std::os::unix::fs::OpenOptionsExt;

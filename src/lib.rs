@@ -125,6 +125,7 @@
 pub mod agreement;
 pub mod anchor;
 pub mod auth;
+pub mod auth_etcd;
 pub mod cli;
 pub mod codec;
 pub mod config;

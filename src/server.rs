@@ -310,18 +310,41 @@ pub async fn run_with(
         .expect("the embedded descriptor set is valid");
 
     // Fail-stop: once a commit fails the store refuses writes, and health
-    // says so, for a load balancer or supervisor to act on.
+    // says so, for a load balancer or supervisor to act on. On etcd, also
+    // while this server cannot see other servers' commits (its watch on the
+    // store is broken): it would answer stale reads, so the balancer should
+    // send calls elsewhere until it is back.
     let mut failed = store.failed();
+    let mut in_sync = store.in_sync();
     let reporter = health.clone();
     tokio::spawn(async move {
-        if failed.wait_for(|f| *f).await.is_ok() {
-            tracing::error!(
-                "the store failed a commit: reporting NOT_SERVING; restart the server once the disk is fixed"
-            );
-            reporter
-                .set_service_status(SERVICE_NAME, ServingStatus::NotServing)
-                .await;
-            reporter.set_service_status("", ServingStatus::NotServing).await;
+        let mut serving = true;
+        loop {
+            let now = !*failed.borrow_and_update() && *in_sync.borrow_and_update();
+            if now != serving {
+                serving = now;
+                let status = if now {
+                    tracing::info!("the store is reachable and followed again: reporting SERVING");
+                    ServingStatus::Serving
+                } else if *failed.borrow() {
+                    tracing::error!(
+                        "the store failed a commit: reporting NOT_SERVING; restart the server once the disk is fixed"
+                    );
+                    ServingStatus::NotServing
+                } else {
+                    tracing::warn!("cannot follow the store's changes: reporting NOT_SERVING until it can");
+                    ServingStatus::NotServing
+                };
+                reporter.set_service_status(SERVICE_NAME, status).await;
+                reporter.set_service_status("", status).await;
+            }
+            if *failed.borrow() {
+                break;
+            }
+            tokio::select! {
+                r = failed.changed() => if r.is_err() { break },
+                r = in_sync.changed() => if r.is_err() { break },
+            }
         }
     });
 

@@ -218,29 +218,83 @@ async fn out_of_space_refuses_writes_cleanly_and_reads_go_on() {
     scenario.teardown();
 }
 
-/// Two servers on one prefix: the second to write finds the store's
-/// revision moved under it, its write fails and it stops writing (it does
-/// not fork the store: revisions and audit chains stay whole).
+/// Two servers on one prefix: each one's commit lands on the state it was
+/// checked against. A server whose `Txn` lost its guard to the other's
+/// commit follows it and stages again, so both writes land, as revisions 1
+/// and 2 (no fork, no fail-stop); a conditional update racing one on the
+/// other server with the same etag is `ETAG_MISMATCH`; each server reads
+/// and watches the other's writes; the audit chain holds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_second_server_on_the_same_prefix_cannot_fork_the_store() {
+async fn two_servers_on_one_prefix_both_write_and_a_lost_race_is_etag_mismatch() {
     let scenario = fail::FailScenario::setup();
     let cluster = EtcdCluster::single(ENGINE_FLAGS).await;
     let a = server_on(&cluster, "/shared/").await;
     let b = server_on(&cluster, "/shared/").await;
     let mut ca = a.client().await;
     let mut cb = b.client().await;
-    let won = ca
+    let mut watch_b = cb
+        .watch_annotations(pb::WatchAnnotationsRequest {
+            parent: "articles/-".into(),
+            start_revision: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = ca
         .create_annotation(create_request(0, ""))
         .await
         .unwrap()
         .into_inner();
-    let lost = cb.create_annotation(create_request(10, "")).await.unwrap_err();
-    assert_eq!(lost.code(), Code::Internal, "{lost:?}");
-    assert_eq!(reason(&lost), "COMMIT_FAILED");
-    let again = cb.create_annotation(create_request(20, "")).await.unwrap_err();
-    assert_eq!(reason(&again), "STORE_FAILED");
-    let (all, _) = snapshot(&mut ca).await;
-    assert_eq!(all, vec![won]);
+    // b has not staged anything on revision 1: its guard fails, it follows
+    // a's commit and lands as revision 2.
+    let second = cb
+        .create_annotation(create_request(10, ""))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((first.etag.as_str(), second.etag.as_str()), ("\"1\"", "\"2\""));
+    // The same etag, updated on both servers at once: one wins.
+    let update = |note: &str| {
+        let mut req = masked_update(
+            pb::Annotation {
+                note: note.into(),
+                ..first.clone()
+            },
+            &["note"],
+        );
+        req.etag = first.etag.clone();
+        req
+    };
+    let (mut ca2, mut cb2) = (ca.clone(), cb.clone());
+    let (ra, rb) = tokio::join!(
+        ca2.update_annotation(update("from a")),
+        cb2.update_annotation(update("from b"))
+    );
+    let lost = match (ra, rb) {
+        (Ok(_), Err(e)) | (Err(e), Ok(_)) => e,
+        other => panic!("exactly one update must win: {other:?}"),
+    };
+    assert_eq!(lost.code(), Code::Aborted, "{lost:?}");
+    assert_eq!(reason(&lost), "ETAG_MISMATCH");
+    // Each server reads what the other wrote, at once.
+    let (on_a, rev_a) = snapshot(&mut ca).await;
+    let (on_b, rev_b) = snapshot(&mut cb).await;
+    assert_eq!((on_a.len(), rev_a), (2, 3));
+    assert_eq!((on_b, rev_b), (on_a, rev_a));
+    // b's watchers saw a's writes too, in order.
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let msg = tokio::time::timeout(Duration::from_secs(10), watch_b.message())
+            .await
+            .expect("b's watch delivers a's changes")
+            .unwrap()
+            .unwrap();
+        if msg.kind == pb::watch_annotations_response::Kind::Events as i32 {
+            seen.push(msg.revision);
+        }
+    }
+    assert_eq!(seen, vec![1, 2, 3]);
     drop((a, b));
     let mut config = StoreConfig::new(tempfile::tempdir().unwrap().path());
     config.engine = EngineConfig::Etcd(cluster.config("/shared/"));

@@ -272,6 +272,12 @@ impl Service {
             .await
     }
 
+    /// What a read does first: see every write acknowledged before it, by
+    /// this server or (etcd) any other on the store ([`Store::fresh`]).
+    async fn fresh(&self) -> Result<u64> {
+        self.store.fresh().await
+    }
+
     /// Runs blocking store work off the async runtime's threads.
     async fn blocking<T: Send + 'static>(
         &self,
@@ -382,6 +388,7 @@ impl FactCheckService for Service {
         let full = convert::article_view_full("view", req.view, false)?;
         let enc = convert::offset_encoding("offset_encoding", req.offset_encoding)?;
         let fp = convert::ARTICLES_FINGERPRINT;
+        self.fresh().await?;
         let after = self.tokens().decode("page_token", &req.page_token, &fp)?;
         let all = self.store.articles();
         let mut articles = all
@@ -416,6 +423,7 @@ impl FactCheckService for Service {
         let (id, revision) = convert::article_revision_name("name", &req.name)?;
         let full = convert::article_view_full("view", req.view, true)?;
         let enc = convert::offset_encoding("offset_encoding", req.offset_encoding)?;
+        self.fresh().await?;
         let article = match revision {
             None => self.article(&id)?,
             Some(r) => {
@@ -441,6 +449,7 @@ impl FactCheckService for Service {
         &self,
         req: Request<pb::ListArticleReviewsRequest>,
     ) -> Result<Response<pb::ListArticleReviewsResponse>, Status> {
+        self.fresh().await?;
         Ok(Response::new(self.list_article_reviews_rpc(req).await?))
     }
 
@@ -462,6 +471,7 @@ impl FactCheckService for Service {
         &self,
         req: Request<pb::ListReviewEventsRequest>,
     ) -> Result<Response<pb::ListReviewEventsResponse>, Status> {
+        self.fresh().await?;
         Ok(Response::new(self.list_review_events_rpc(req).await?))
     }
 
@@ -512,6 +522,7 @@ impl FactCheckService for Service {
         &self,
         req: Request<pb::ListArticleRevisionsRequest>,
     ) -> Result<Response<pb::ListArticleRevisionsResponse>, Status> {
+        self.fresh().await?;
         Ok(Response::new(self.list_article_revisions_rpc(req).await?))
     }
 
@@ -539,6 +550,7 @@ impl FactCheckService for Service {
     ) -> Result<Response<pb::Annotation>, Status> {
         let req = req.into_inner();
         let enc = convert::offset_encoding("offset_encoding", req.offset_encoding)?;
+        self.fresh().await?;
         // `articles/-/annotations/{uuid}`: whichever article holds it
         // (AIP-159), so a bare id can be acted on.
         if let Some(id) = req.name.strip_prefix("articles/-/annotations/") {
@@ -674,6 +686,7 @@ impl FactCheckService for Service {
         let within = convert::annotation_parent("parent", &req.parent)?;
         let enc = convert::offset_encoding("offset_encoding", req.offset_encoding)?;
         convert::batch_size("names", req.names.len())?;
+        self.fresh().await?;
         let names = req
             .names
             .iter()
@@ -738,6 +751,7 @@ impl FactCheckService for Service {
         let mut filter = convert::annotation_filter(&req)?;
         let size = convert::page_size("page_size", req.page_size)?;
         let enc = convert::offset_encoding("offset_encoding", req.offset_encoding)?;
+        self.fresh().await?;
         if let Some(id) = &filter.article {
             let article = self.article(id)?;
             filter.overlaps = filter.overlaps.map(|s| convert::overlaps_in(s, &article, enc));
@@ -788,6 +802,7 @@ impl FactCheckService for Service {
         let name = convert::annotation_name("name", &req.name)?;
         let size = convert::page_size("page_size", req.page_size)?;
         let enc = convert::offset_encoding("offset_encoding", req.offset_encoding)?;
+        self.fresh().await?;
         self.store
             .article(&name.article)
             .ok_or_else(|| Error::not_found(name.to_string()))?;
@@ -852,6 +867,7 @@ impl FactCheckService for Service {
         let req = req.into_inner();
         let id = convert::review_name("name", &req.name)?;
         let enc = convert::offset_encoding("offset_encoding", req.offset_encoding)?;
+        self.fresh().await?;
         let (review, revision) = self.current_review(&id).await?;
         Ok(Response::new(convert::review_to_pb(
             &review,

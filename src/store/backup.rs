@@ -56,7 +56,14 @@ pub fn remove_stale_copies(data_dir: &Path) {
 
 fn write_file(shared: &Shared, path: &Path) -> Result<u64> {
     fail::fail_point!("backup::write");
-    let revision = shared.revision.load(std::sync::atomic::Ordering::Acquire);
+    // On etcd other servers keep committing while the copy is made: it is
+    // read at one etcd revision, and says which store revision that is.
+    let frozen = shared.engine.frozen()?;
+    let engine: &dyn super::engine::Engine = frozen.as_deref().unwrap_or(&*shared.engine);
+    let revision = match &frozen {
+        Some(f) => f.stored_revision()?,
+        None => shared.revision.load(std::sync::atomic::Ordering::Acquire),
+    };
     let file = std::fs::File::create(path)
         .map_err(|e| Error::internal(format!("backup {}: {e}", path.display())))?;
     let mut out = HashingWriter {
@@ -67,7 +74,7 @@ fn write_file(shared: &Shared, path: &Path) -> Result<u64> {
     out.write_all(BACKUP_MAGIC).map_err(io)?;
     out.write_all(&revision.to_be_bytes()).map_err(io)?;
     let mut count = 0u64;
-    for item in shared.engine.iter() {
+    for item in engine.iter() {
         let (k, v) = item?;
         if k == keys::META_PAGE_SECRET {
             continue;

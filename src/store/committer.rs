@@ -12,8 +12,10 @@
 //! What happens when a commit does not succeed depends on what the engine
 //! knows ([`CommitError`]): a failed commit stops writes (fail-stop); a
 //! refused one is answered and forgotten; one whose outcome is unknown (etcd
-//! did not answer) is answered `UNAVAILABLE` and settled, by reading the
-//! engine's revision, before anything else is staged.
+//! did not answer) is answered `UNAVAILABLE` and settled, by following the
+//! engine's changelog ([`super::follow`]), before anything else is staged;
+//! one that lost its guard to another server's commit (etcd) follows that
+//! server's changes and is staged again.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -146,6 +148,14 @@ pub enum Work {
         path: std::path::PathBuf,
         reply: oneshot::Sender<Result<u64>>,
     },
+    /// Take in every change the engine holds that this server has not
+    /// published (other servers' commits, on etcd), then answer with the
+    /// revision reached: a read that waits for it sees every write
+    /// acknowledged anywhere before it asked. `None`: a nudge from the
+    /// engine's watch, nobody waits.
+    Follow {
+        reply: Option<oneshot::Sender<Result<u64>>>,
+    },
 }
 
 pub fn spawn(shared: Arc<Shared>, rx: mpsc::Receiver<Work>) -> std::thread::JoinHandle<()> {
@@ -155,21 +165,14 @@ pub fn spawn(shared: Arc<Shared>, rx: mpsc::Receiver<Work>) -> std::thread::Join
         .expect("spawning the committer thread")
 }
 
-/// A group whose commit the engine did not confirm or deny
-/// ([`CommitError::Uncertain`]): published if the engine turns out to hold
-/// it, dropped if not, before anything else is staged.
-struct Pending {
-    base: u64,
-    revision: u64,
-    changes: Vec<Change>,
-    compacted: Option<u64>,
-}
-
 fn run(shared: &Arc<Shared>, mut rx: mpsc::Receiver<Work>) {
     let mut jobs = Vec::with_capacity(MAX_GROUP);
     let mut carried: Vec<Job> = Vec::new();
     let mut compactor = Compactor::new(shared);
-    let mut pending: Option<Pending> = None;
+    // A group's outcome is unknown (its answer was lost): before anything
+    // else is staged, the store follows the engine's changelog, which holds
+    // the group if it landed.
+    let mut uncertain = false;
     // Once a commit fails, what the engine holds may differ from what was
     // answered: refuse every later write rather than build on it.
     let mut failed = false;
@@ -185,6 +188,8 @@ fn run(shared: &Arc<Shared>, mut rx: mpsc::Receiver<Work>) {
         jobs.append(&mut carried);
         // A backup ends the group: it copies what the jobs before it made.
         let mut backup = None;
+        // Reads waiting to see every change committed before they asked.
+        let mut readers = Vec::new();
         let mut next = first;
         if next.is_none() && jobs.len() < MAX_GROUP {
             next = rx.try_recv().ok();
@@ -192,6 +197,7 @@ fn run(shared: &Arc<Shared>, mut rx: mpsc::Receiver<Work>) {
         while let Some(work) = next.take() {
             match work {
                 Work::Commit(job) => jobs.push(job),
+                Work::Follow { reply } => readers.extend(reply),
                 Work::Backup { path, reply } => {
                     backup = Some((path, reply));
                     break;
@@ -203,28 +209,38 @@ fn run(shared: &Arc<Shared>, mut rx: mpsc::Receiver<Work>) {
         }
         // A failed checkpoint stops writes too.
         failed |= *shared.failed.borrow();
-        if !failed && let Some(p) = pending.take() {
-            pending = resolve(shared, p);
+        // Another server's commits (etcd), or this server's own group
+        // whose answer was lost: into the index before anything is staged.
+        let behind = shared.follow_asked.swap(false, Ordering::AcqRel);
+        let followed = if !failed && (uncertain || behind || !readers.is_empty()) {
+            let r = super::follow::follow(shared);
+            uncertain &= r.is_err();
+            r
+        } else {
+            Ok(shared.revision.load(Ordering::Acquire))
+        };
+        for reply in readers {
+            let _ = reply.send(followed.as_ref().map(|r| *r).map_err(clone_unavailable));
         }
         if failed {
             for job in jobs.drain(..) {
                 let _ = job.reply.send(Err(Error::StoreFailed));
             }
-        } else if pending.is_some() {
+        } else if let Err(e) = &followed {
             for job in jobs.drain(..) {
-                let _ = job.reply.send(Err(unknown_outcome(shared)));
+                let _ = job.reply.send(Err(clone_unavailable(e)));
             }
         } else if !jobs.is_empty() {
             match commit_group(shared, &mut jobs, &mut compactor) {
                 Outcome::Done { rest } => carried = rest,
                 Outcome::Failed => failed = true,
-                Outcome::Uncertain(p) => pending = Some(p),
+                Outcome::Uncertain => uncertain = true,
             }
         }
         if let Some((path, reply)) = backup {
             let result = if failed {
                 Err(Error::StoreFailed)
-            } else if pending.is_some() {
+            } else if uncertain {
                 Err(unknown_outcome(shared))
             } else {
                 super::backup::write(shared, &path)
@@ -250,42 +266,20 @@ fn unknown_outcome(shared: &Shared) -> Error {
     }
 }
 
-/// Asks the engine whether the uncertain group `p` landed: publishes it if
-/// it did, drops it if it did not; keeps it pending while the engine
-/// cannot say.
-fn resolve(shared: &Shared, p: Pending) -> Option<Pending> {
-    match shared.engine.stored_revision() {
-        Ok(r) if r == p.revision && p.revision != p.base => {
-            tracing::info!(
-                revision = r,
-                "the group whose answer was lost had landed: published"
-            );
-            publish(shared, p.revision, &p.changes, p.compacted);
-            broadcast(shared, p.changes);
-            None
-        }
-        Ok(r) if r == p.base => {
-            tracing::info!(revision = r, "the group whose answer was lost had not landed");
-            None
-        }
-        Ok(r) => {
-            tracing::error!(
-                held = r,
-                expected = p.revision,
-                "the store's revision moved under this server: another server writes under the same prefix;                  refusing writes"
-            );
-            shared.failed.send_replace(true);
-            None
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "the store is still unreachable");
-            Some(p)
-        }
+/// The same error for each caller that waited on one attempt to follow.
+fn clone_unavailable(e: &Error) -> Error {
+    match e {
+        Error::StoreUnavailable { reason, message } => Error::StoreUnavailable {
+            reason,
+            message: message.clone(),
+        },
+        Error::StoreFailed => Error::StoreFailed,
+        other => Error::internal(other.to_string()),
     }
 }
 
 /// Moves the index and the revision forward over `changes`.
-fn publish(shared: &Shared, revision: u64, changes: &[Change], compacted: Option<u64>) {
+pub(super) fn publish(shared: &Shared, revision: u64, changes: &[Change], compacted: Option<u64>) {
     let mut index = shared.visible.write().unwrap_or_else(|e| e.into_inner());
     for change in changes {
         index.apply(change);
@@ -298,7 +292,7 @@ fn publish(shared: &Shared, revision: u64, changes: &[Change], compacted: Option
 }
 
 /// Sends committed changes to live watchers.
-fn broadcast(shared: &Shared, changes: Vec<Change>) {
+pub(super) fn broadcast(shared: &Shared, changes: Vec<Change>) {
     for change in changes {
         let size: usize = change
             .events
@@ -325,8 +319,9 @@ enum Outcome {
     Done { rest: Vec<Job> },
     /// The commit failed: fail-stop.
     Failed,
-    /// Answered UNAVAILABLE; whether it landed is asked before the next.
-    Uncertain(Pending),
+    /// Answered UNAVAILABLE; whether it landed is learnt by following the
+    /// changelog before the next.
+    Uncertain,
 }
 
 /// Stages `jobs`, in order, into a group; the jobs that would take it past
@@ -362,27 +357,69 @@ fn stage_group<'a>(shared: &'a Shared, jobs: &mut Vec<Job>) -> (Group<'a>, Vec<R
     (group, results, Vec::new())
 }
 
+/// How many times a group is staged again after losing its guard to
+/// another server's commit before its callers are told to retry.
+const MAX_CONFLICTS: usize = 16;
+
 /// Commits one group and answers its callers.
 fn commit_group(shared: &Shared, jobs: &mut Vec<Job>, compactor: &mut Compactor) -> Outcome {
-    let started = Instant::now();
-    let (mut group, mut results, rest) = stage_group(shared, jobs);
-    group.compacted = compactor.stage(shared, &mut group.ops, group.revision);
-    shared.figures.add(Phase::Stage, started);
-
-    let staged = (jobs.len(), group.keys);
-    let base = shared.revision.load(Ordering::Acquire);
-    let revision = group.revision;
-    let compacted = group.compacted;
-    let outcome = match group.commit() {
-        Ok(changes) => {
-            shared.figures.group(staged.0, staged.1);
-            compactor.committed();
-            // Only now, once durable: a change is never published twice or
-            // published and then lost.
-            broadcast(shared, changes);
+    let mut conflicts = 0;
+    let (error, mut results, rest) = loop {
+        let started = Instant::now();
+        let (mut group, results, rest) = stage_group(shared, jobs);
+        group.compacted = compactor.stage(shared, &mut group.ops, group.revision);
+        shared.figures.add(Phase::Stage, started);
+        let staged = (jobs.len(), group.keys);
+        let revision = group.revision;
+        match group.commit() {
+            Ok(changes) => {
+                shared.figures.group(staged.0, staged.1);
+                compactor.committed();
+                // Only now, once durable: a change is never published twice
+                // or published and then lost.
+                broadcast(shared, changes);
+                answer(jobs, results);
+                return Outcome::Done { rest };
+            }
+            Err((CommitError::Conflict, _)) if conflicts < MAX_CONFLICTS => {
+                // Another server committed first: nothing was written. Take
+                // its changes in and check every job again on them (an etag
+                // it moved is now a mismatch, a request id it answered is
+                // now a replay).
+                conflicts += 1;
+                compactor.abandoned();
+                jobs.extend(rest);
+                if let Err(e) = super::follow::follow(shared) {
+                    for job in jobs.drain(..) {
+                        let _ = job.reply.send(Err(clone_unavailable(&e)));
+                    }
+                    return Outcome::Done { rest: Vec::new() };
+                }
+                tracing::debug!(
+                    revision,
+                    conflicts,
+                    "another server committed first: staging the group again"
+                );
+            }
+            Err((e, _)) => break (e, results, rest),
+        }
+    };
+    let outcome = match error {
+        CommitError::Conflict => {
+            compactor.abandoned();
+            for r in &mut results {
+                if r.is_ok() {
+                    *r = Err(Error::StoreUnavailable {
+                        reason: "STORE_CONTENDED",
+                        message: format!(
+                            "other servers committed first {MAX_CONFLICTS} times running: nothing was written; retry"
+                        ),
+                    });
+                }
+            }
             Outcome::Done { rest }
         }
-        Err((CommitError::Refused(e), _)) => {
+        CommitError::Refused(e) => {
             compactor.abandoned();
             for r in &mut results {
                 if r.is_ok() {
@@ -391,36 +428,29 @@ fn commit_group(shared: &Shared, jobs: &mut Vec<Job>, compactor: &mut Compactor)
             }
             Outcome::Done { rest }
         }
-        Err((CommitError::Uncertain(e), changes)) => {
-            tracing::warn!(error = %e, revision, "the store did not answer a commit: it may or may not have landed");
+        CommitError::Uncertain(e) => {
+            tracing::warn!(error = %e, "the store did not answer a commit: it may or may not have landed");
             compactor.abandoned();
             for r in &mut results {
                 if r.is_ok() {
                     *r = Err(Error::StoreUnavailable {
                         reason: "COMMIT_OUTCOME_UNKNOWN",
                         message: format!(
-                            "the store ({}) did not answer whether this write landed: retry with the same                              request_id (a retry returns the first outcome if it did)",
+                            "the store ({}) did not answer whether this write landed: retry with the same \
+                             request_id (a retry returns the first outcome if it did)",
                             shared.engine.name()
                         ),
                     });
                 }
             }
-            for job in jobs.drain(..) {
-                let _ = job.reply.send(results.remove(0));
-            }
-            jobs.extend(rest);
+            answer(jobs, results);
             // Jobs not staged yet wait for the outcome like new ones.
-            for job in jobs.drain(..) {
+            for job in rest {
                 let _ = job.reply.send(Err(unknown_outcome(shared)));
             }
-            return Outcome::Uncertain(Pending {
-                base,
-                revision,
-                changes,
-                compacted,
-            });
+            return Outcome::Uncertain;
         }
-        Err((CommitError::Failed(e), _)) => {
+        CommitError::Failed(e) => {
             tracing::error!(
                 error = %e,
                 "group commit failed: the store refuses writes from now on; restart the server once the disk is fixed"
@@ -441,12 +471,16 @@ fn commit_group(shared: &Shared, jobs: &mut Vec<Job>, compactor: &mut Compactor)
             Outcome::Failed
         }
     };
+    answer(jobs, results);
+    outcome
+}
 
+/// Answers each job with its result.
+fn answer(jobs: &mut Vec<Job>, results: Vec<Result<Applied>>) {
     for (job, result) in jobs.drain(..).zip(results) {
         // A caller that went away no longer needs the answer; the write stands.
         let _ = job.reply.send(result);
     }
-    outcome
 }
 
 /// The same refusal, for each job of a refused group.
@@ -1325,6 +1359,7 @@ impl<'a> Group<'a> {
         self.put(keys::META_REVISION, self.revision.to_be_bytes().to_vec());
         let base = shared.revision.load(Ordering::Acquire);
         let ops = std::mem::take(&mut self.ops);
+        shared.committing.store(self.revision, Ordering::Release);
         if let Err(e) = shared.engine.commit(base, self.revision, ops) {
             return Err((e, self.changes));
         }
@@ -1360,6 +1395,9 @@ pub fn apply_now(shared: &Shared, mutation: Mutation, actor: Analyst) -> Result<
     group.commit().map_err(|(e, _)| match e {
         CommitError::Refused(e) => e,
         CommitError::Failed(e) | CommitError::Uncertain(e) => Error::internal(e),
+        CommitError::Conflict => Error::internal(
+            "another server changed the store while this one applied the seed files: start this server again",
+        ),
     })?;
     Ok(applied)
 }

@@ -18,6 +18,7 @@ mod codec;
 mod committer;
 pub mod engine;
 mod figures;
+mod follow;
 mod index;
 mod keys;
 mod review_log;
@@ -187,6 +188,17 @@ struct Shared {
     changes: broadcast::Sender<Live>,
     /// Where the committer's time goes; logged at close.
     figures: Arc<figures::CommitFigures>,
+    /// Set by the engine's watch when another server committed: the
+    /// committer follows before its next group ([`follow`]).
+    follow_asked: std::sync::atomic::AtomicBool,
+    /// The revision of the group the committer is committing now: the
+    /// engine's watch reports this server's own commits too, and those
+    /// need no following.
+    committing: AtomicU64,
+    /// False while this server cannot see other servers' commits (its watch
+    /// on the store's head is broken): reads would be stale, so the server
+    /// reports NOT_SERVING. Always true on an engine nobody else writes to.
+    in_sync: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 struct Inner {
@@ -217,9 +229,41 @@ impl Drop for Inner {
     }
 }
 
-/// The store's revision as the engine holds it.
-fn read_revision(engine: &dyn Engine) -> Result<u64> {
-    engine.stored_revision()
+/// How long a read waits to see every change committed before it began
+/// (etcd) before it is refused `UNAVAILABLE` rather than answered stale.
+const FRESH_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Has the committer follow other servers' commits as the engine's watch
+/// reports them. Holds the queue weakly: the store still closes when its
+/// last handle goes.
+fn watch_head(shared: &Arc<Shared>, queue: mpsc::WeakSender<Work>) {
+    let weak = Arc::downgrade(shared);
+    shared.engine.watch_head(Box::new(move |event| {
+        let Some(shared) = weak.upgrade() else {
+            return;
+        };
+        let nudge = match event {
+            engine::HeadEvent::Moved(r) => {
+                r > shared.revision.load(Ordering::Acquire) && r > shared.committing.load(Ordering::Acquire)
+            }
+            engine::HeadEvent::Connected => {
+                shared.in_sync.send_replace(true);
+                true
+            }
+            engine::HeadEvent::Broken => {
+                shared.in_sync.send_replace(false);
+                false
+            }
+        };
+        // One nudge in the queue at a time: the committer follows to the
+        // head, whatever it moved to meanwhile.
+        if nudge
+            && !shared.follow_asked.swap(true, Ordering::AcqRel)
+            && let Some(q) = queue.upgrade()
+        {
+            let _ = q.try_send(Work::Follow { reply: None });
+        }
+    }));
 }
 
 /// A position in a list, after which the next page starts.
@@ -316,7 +360,7 @@ impl Store {
                 secret
             }
         };
-        let revision = read_revision(tree)?;
+        let revision = tree.stored_revision()?;
         let compacted = match tree.get(keys::META_COMPACTED)? {
             Some(v) => u64::from_be_bytes(
                 v.as_slice()
@@ -371,6 +415,9 @@ impl Store {
             retention: config.retention,
             changes: broadcast::channel(LIVE_BUFFER).0,
             figures,
+            follow_asked: std::sync::atomic::AtomicBool::new(false),
+            committing: AtomicU64::new(0),
+            in_sync: Arc::new(tokio::sync::watch::channel(true).0),
         });
         if revision > 0 {
             apply_seeds(&shared, seeds)?;
@@ -380,6 +427,9 @@ impl Store {
         }
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let handle = committer::spawn(shared.clone(), rx);
+        if engine.shared() && !pin_reads {
+            watch_head(&shared, tx.downgrade());
+        }
         Ok(Store {
             inner: Arc::new(Inner {
                 shared,
@@ -704,6 +754,41 @@ impl Store {
         self.inner.shared.changes.subscribe()
     }
 
+    /// Waits until this server has taken in every change committed to the
+    /// store before the call, by any server, and returns its revision then:
+    /// what a read does first, so a write acknowledged by another server is
+    /// never missed (etcd; on sled this server is the only writer). Refused
+    /// `UNAVAILABLE` rather than answered stale when etcd cannot say.
+    pub async fn fresh(&self) -> Result<u64> {
+        if !self.inner.shared.engine.shared() {
+            return Ok(self.revision());
+        }
+        let (reply, answer) = oneshot::channel();
+        self.queue()?
+            .send(Work::Follow { reply: Some(reply) })
+            .await
+            .map_err(|_| Error::Unavailable)?;
+        match tokio::time::timeout(FRESH_WITHIN, answer).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(Error::Unavailable),
+            Err(_) => Err(Error::StoreUnavailable {
+                reason: "REPLICA_BEHIND",
+                message: format!(
+                    "this server could not confirm within {}s that it has every change committed to the \
+                     store ({}): not answering from a state that may be stale; retry",
+                    FRESH_WITHIN.as_secs(),
+                    self.inner.shared.engine.name()
+                ),
+            }),
+        }
+    }
+
+    /// False while this server cannot see other servers' commits (etcd):
+    /// the server reports NOT_SERVING meanwhile.
+    pub fn in_sync(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.inner.shared.in_sync.subscribe()
+    }
+
     /// The oldest revision the changelog still holds.
     pub fn oldest_revision(&self) -> u64 {
         self.inner.shared.compacted.load(Ordering::Acquire) + 1
@@ -772,32 +857,11 @@ impl codec::ChangeSource for Store {
         revision: u64,
         seq: u32,
     ) -> Result<(codec::HistoryRecord, Option<codec::HistoryRecord>)> {
-        let tree = &*self.inner.shared.engine;
-        let key = keys::history(id, revision, seq);
-        let record = tree.get(&key)?.ok_or_else(|| {
-            Error::internal(format!(
-                "changelog names a missing history record of {id} at {revision}"
-            ))
-        })?;
-        let previous = tree
-            .last_before(&keys::history_prefix(id), &key)?
-            .map(|(_, v)| codec::decode(&v))
-            .transpose()?;
-        Ok((codec::decode(&record)?, previous))
+        self.inner.shared.history(id, revision, seq)
     }
 
     fn review(&self, article: &ArticleId, revision: u64, seq: u32) -> Result<codec::ReviewRecord> {
-        let v = self
-            .inner
-            .shared
-            .engine
-            .get(&keys::review(article, revision, seq))?
-            .ok_or_else(|| {
-                Error::internal(format!(
-                    "changelog names a missing review record of {article} at {revision}"
-                ))
-            })?;
-        codec::decode(&v)
+        codec::ChangeSource::review(&*self.inner.shared, article, revision, seq)
     }
 }
 

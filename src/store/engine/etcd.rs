@@ -7,9 +7,12 @@
 //! `GuaranteedUpdate` compares a key's `mod_revision` the same way), its
 //! success branch every key change of the group. So a group lands whole or
 //! not at all, is durable on a quorum once etcd answers, and never lands on
-//! a state it was not checked against: a second writer on the same prefix
-//! makes the compare fail, and this server stops writing rather than fork
-//! the store (dense revisions, one writer at a time; see docs/ENGINES.md).
+//! a state it was not checked against: when another server on the same
+//! prefix committed first, the compare fails, nothing is written, and the
+//! committer follows the changes it missed and stages its jobs again on the
+//! new state (dense revisions, one `Txn` landing at a time; see
+//! docs/ENGINES.md). Each server watches the revision key
+//! ([`Engine::watch_head`]) to follow the others' commits as they land.
 //!
 //! etcd refuses a `Txn` with more operations than `--max-txn-ops` or bigger
 //! than `--max-request-bytes`: at open the engine probes that the cluster
@@ -28,9 +31,11 @@ use std::future::Future;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
-use super::{CommitError, CommitLimits, Engine, Op, Pair, last_op_per_key};
+use super::{CommitError, CommitLimits, Engine, HeadEvent, Op, Pair, last_op_per_key};
 use crate::error::{Error, Result};
-use crate::etcd::{CmpOp, Compare, Delete, EtcdClient, EtcdConfig, EtcdError, Get, Keys, Put, Txn};
+use crate::etcd::{
+    CmpOp, Compare, Delete, EtcdClient, EtcdConfig, EtcdError, Get, Keys, Put, Txn, WatchOptions,
+};
 use crate::store::keys;
 
 /// The most operations one commit may need: a batch of 1,000 mutations
@@ -198,9 +203,14 @@ impl EtcdEngine {
         Ok(self.get(RESTORING_KEY)?.is_some())
     }
 
-    /// Compacts etcd's history behind `head`, in the background.
-    fn maybe_compact(&self, head: i64) {
-        if self.commits.fetch_add(1, Ordering::Relaxed) % COMPACT_EVERY != COMPACT_EVERY - 1 {
+    /// Compacts etcd's history behind `head`, in the background, when the
+    /// group took the store's revision past a multiple of
+    /// [`COMPACT_EVERY`]: each store revision is committed by exactly one
+    /// server (its `Txn`'s guard), so of all the servers on a prefix exactly
+    /// one compacts each time, decided by etcd itself, with no configuration.
+    fn maybe_compact(&self, base: u64, revision: u64, head: i64) {
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        if base / COMPACT_EVERY == revision / COMPACT_EVERY {
             return;
         }
         let at = head - COMPACT_KEEP;
@@ -300,13 +310,11 @@ impl Engine for EtcdEngine {
                 fail::fail_point!("etcd::answer_lost", |_| Err(CommitError::Uncertain(
                     "injected lost answer".into()
                 )));
-                self.maybe_compact(r.revision);
+                self.maybe_compact(base, revision, r.revision);
                 Ok(())
             }
-            Ok(_) => Err(CommitError::Failed(format!(
-                "the store's revision in etcd is no longer {base}: another server writes under this prefix \
-                 (revision {revision} was not written)"
-            ))),
+            // Another server committed since the group was staged.
+            Ok(_) => Err(CommitError::Conflict),
             Err(EtcdError::NoSpace) => Err(CommitError::Refused(Error::ResourceExhausted {
                 reason: "STORE_NOSPACE",
                 message:
@@ -335,6 +343,65 @@ impl Engine for EtcdEngine {
 
     fn limits(&self) -> Option<CommitLimits> {
         Some(self.limits)
+    }
+
+    fn shared(&self) -> bool {
+        true
+    }
+
+    fn frozen(&self) -> Result<Option<Box<dyn Engine>>> {
+        let client = self.client.clone();
+        let now = self
+            .block(async move { client.current_revision().await })
+            .map_err(read_error)?;
+        // The same connections and runtime (which this view must not shut
+        // down: it owns none), reading at one etcd revision.
+        Ok(Some(Box::new(EtcdEngine {
+            client: self.client.clone(),
+            runtime: Mutex::new(None),
+            handle: self.handle.clone(),
+            limits: self.limits,
+            commits: AtomicU64::new(0),
+            pinned: AtomicI64::new(now),
+        })))
+    }
+
+    fn watch_head(&self, on: Box<dyn Fn(HeadEvent) + Send + Sync>) {
+        let client = self.client.clone();
+        self.handle.spawn(async move {
+            let mut backoff = std::time::Duration::from_millis(50);
+            loop {
+                let options = WatchOptions::new(Keys::One(keys::META_REVISION.to_vec()));
+                match client.watch(options).await {
+                    Ok(mut watcher) => {
+                        backoff = std::time::Duration::from_millis(50);
+                        on(HeadEvent::Connected);
+                        loop {
+                            match watcher.next().await {
+                                Ok(batch) => {
+                                    if let Some(revision) = batch
+                                        .events
+                                        .last()
+                                        .and_then(|e| e.kv.value.as_slice().try_into().ok())
+                                        .map(u64::from_be_bytes)
+                                    {
+                                        on(HeadEvent::Moved(revision));
+                                    }
+                                }
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "the watch on the store's head broke: reopening");
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot watch the store's head: retrying"),
+                }
+                on(HeadEvent::Broken);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(1));
+            }
+        });
     }
 
     fn pin_reads(&self) -> Result<()> {

@@ -64,9 +64,27 @@ pub enum CommitError {
     /// The engine did not say whether the group was applied (the answer
     /// was lost: etcd unreachable, a timeout). Its jobs are answered
     /// `UNAVAILABLE` (a client retries with its request id, which returns
-    /// the first outcome if it did land), and the committer asks
-    /// [`Engine::stored_revision`] before the next group which it was.
+    /// the first outcome if it did land), and before the next group the
+    /// committer follows the engine's changelog, which holds the group if
+    /// it landed.
     Uncertain(String),
+    /// The store moved on under this server: another server on the same
+    /// store (etcd) committed since the group was staged, so its guard
+    /// failed and nothing was written. The committer follows the changes it
+    /// missed and stages the jobs again, on the new state.
+    Conflict,
+}
+
+/// What an engine's watch on the store's head says ([`Engine::watch_head`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeadEvent {
+    /// The store's revision is now this: another server may have committed.
+    Moved(u64),
+    /// The watch is (again) open: changes missed meanwhile must be followed.
+    Connected,
+    /// The watch broke: this server cannot see other servers' commits until
+    /// it is open again.
+    Broken,
 }
 
 /// The most one commit may hold: etcd's `--max-txn-ops` and
@@ -110,6 +128,15 @@ pub trait Engine: Send + Sync {
         Ok(())
     }
 
+    /// A read-only view of the store as it is now, which later commits (by
+    /// any server) do not change: what a backup copies, so the copy is one
+    /// revision of the store. `None`: this engine itself does not change
+    /// between the committer's groups (sled: one server, and the backup
+    /// runs between groups).
+    fn frozen(&self) -> Result<Option<Box<dyn Engine>>> {
+        Ok(None)
+    }
+
     /// What one commit may hold, if the engine limits it.
     fn limits(&self) -> Option<CommitLimits> {
         None
@@ -118,6 +145,20 @@ pub trait Engine: Send + Sync {
     /// The committer stopped: make everything durable where it lives for
     /// good (sled: a last checkpoint, the log deleted), unless `failed`.
     fn close(&self, failed: bool);
+
+    /// Whether other servers may commit to the same store (etcd): then the
+    /// store follows their changes ([`Engine::watch_head`]) and a read
+    /// first makes sure it has every change committed before it began.
+    fn shared(&self) -> bool {
+        false
+    }
+
+    /// Calls `on` whenever the stored revision moves, and when the watch
+    /// that tells breaks or opens again; one watch per server, however many
+    /// clients watch it. sled: one server per store, nothing to watch.
+    fn watch_head(&self, on: Box<dyn Fn(HeadEvent) + Send + Sync>) {
+        let _ = on;
+    }
 
     /// Blob files made durable since open (sled with `--sync` only).
     fn blob_files_synced(&self) -> u64 {

@@ -1,0 +1,596 @@
+//! A cluster: a 3-member etcd cluster on loopback and 3 `factcheck serve
+//! --store etcd` replicas (the real binary, each preferring its own etcd
+//! member), driven by real gRPC clients that spread their calls over the
+//! replicas and go to another one when theirs fails, as behind a load
+//! balancer. Needs the `etcd` binary (Debian `etcd-server`): `.ci/run` runs
+//! it by name (`cargo test --release --test cluster`).
+
+mod common;
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use common::etcd::{ENGINE_FLAGS, EtcdCluster};
+use common::*;
+use factcheck::pb;
+use factcheck::pb::Verdict;
+use factcheck::pb::watch_annotations_response::Kind;
+use tonic::Code;
+
+/// The longest article of the seeds: room for many distinct spans.
+const ARTICLE: &str = "002_946fad7c8fee627f";
+const PREFIX: &str = "/cluster/";
+
+/// The etcd members and the factcheck replicas over them.
+struct Cluster {
+    etcd: EtcdCluster,
+    replicas: Vec<Option<ChildServer>>,
+    /// Each replica's data dir (its pid file, its backup copies; no data).
+    dirs: Vec<tempfile::TempDir>,
+    /// The admin token every replica accepts (one tokens file for all).
+    token: String,
+    /// Analysts alice and bob, reviewer rosa.
+    alice: String,
+    bob: String,
+    rosa: String,
+    tokens_dir: tempfile::TempDir,
+}
+
+/// Adds a token to the tokens file with the CLI; the token.
+fn add_token(file: &std::path::Path, name: &str, role: &str) -> String {
+    let (code, out, err) = factcheck_cli(&[
+        "token",
+        "add",
+        name,
+        "--role",
+        role,
+        "--tokens",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    out.trim().to_owned()
+}
+
+impl Cluster {
+    async fn start(replicas: usize) -> Cluster {
+        let etcd = EtcdCluster::start(3, ENGINE_FLAGS).await;
+        let tokens_dir = tempfile::tempdir().unwrap();
+        let file = tokens_dir.path().join("tokens.json");
+        let mut cluster = Cluster {
+            etcd,
+            replicas: Vec::new(),
+            dirs: Vec::new(),
+            token: add_token(&file, "ada", "admin"),
+            alice: add_token(&file, "alice", "analyst"),
+            bob: add_token(&file, "bob", "analyst"),
+            rosa: add_token(&file, "rosa", "reviewer"),
+            tokens_dir,
+        };
+        for _ in 0..replicas {
+            cluster.add_replica();
+        }
+        cluster
+    }
+
+    /// The flags of replica `i`: the cluster's endpoints, its own member
+    /// first (so each member serves one replica).
+    fn args(&self, i: usize) -> Vec<String> {
+        let mut endpoints = self.etcd.endpoints();
+        let n = endpoints.len();
+        endpoints.rotate_left(i % n);
+        let args = vec![
+            "--store".to_owned(),
+            "etcd".to_owned(),
+            "--etcd-endpoints".to_owned(),
+            endpoints.join(","),
+            "--etcd-prefix".to_owned(),
+            PREFIX.to_owned(),
+            "--tokens".to_owned(),
+            self.tokens_dir.path().join("tokens.json").display().to_string(),
+        ];
+        args
+    }
+
+    /// Starts one more replica; returns its index.
+    fn add_replica(&mut self) -> usize {
+        let i = self.replicas.len();
+        let dir = tempfile::tempdir().unwrap();
+        let args = self.args(i);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let server = ChildServer::start(dir.path(), &args);
+        self.replicas.push(Some(server));
+        self.dirs.push(dir);
+        i
+    }
+
+    async fn client(&self, i: usize) -> Client {
+        self.client_as(i, &self.token).await
+    }
+
+    async fn client_as(&self, i: usize, token: &str) -> Client {
+        self.replicas[i]
+            .as_ref()
+            .expect("the replica runs")
+            .client(token)
+            .await
+    }
+
+    /// A client of every replica, in order (the killed ones' connections
+    /// fail, as a balancer's would).
+    async fn clients(&self) -> Vec<Client> {
+        let mut out = Vec::new();
+        for r in self.replicas.iter().flatten() {
+            out.push(r.client(&self.token).await);
+        }
+        out
+    }
+
+    /// kill -9 replica `i`.
+    fn kill(&mut self, i: usize) {
+        let mut r = self.replicas[i].take().expect("the replica runs");
+        r.child.kill().unwrap();
+        r.child.wait().unwrap();
+    }
+
+    /// `factcheck audit verify` against the cluster.
+    fn audit(&self) {
+        let args = self.args(1);
+        let mut all = vec!["audit", "verify"];
+        all.extend(args.iter().take(6).map(String::as_str));
+        let (code, out, err) = factcheck_cli(&all);
+        assert_eq!(code, 0, "audit verify failed:\n{out}\n{err}");
+    }
+}
+
+fn create_request(start: u32, request_id: String) -> pb::CreateAnnotationRequest {
+    pb::CreateAnnotationRequest {
+        parent: article(ARTICLE),
+        annotation: Some(new_annotation(
+            pb::Span {
+                start,
+                end: start + 2,
+            },
+            Verdict::Verified,
+        )),
+        request_id,
+        ..Default::default()
+    }
+}
+
+/// Whether a client that got `status` should try the call on another
+/// replica (with the same request id): the replica or its etcd member is
+/// gone or cut off, not the request wrong.
+fn retry_elsewhere(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        Code::Unavailable | Code::Unknown | Code::Cancelled | Code::DeadlineExceeded
+    ) || (status.code() == Code::Internal && reason(status).is_empty())
+}
+
+/// Creates `n` annotations, each with its own request id, starting on
+/// replica `first` and moving to the next replica whenever one fails:
+/// the acknowledged annotations.
+async fn writer(clients: Vec<Client>, w: u32, n: u32, first: usize) -> Vec<pb::Annotation> {
+    let mut acked = Vec::new();
+    let mut r = first;
+    for k in 0..n {
+        let req = create_request((w * 1500 + k * 3) % 6200, uuid::Uuid::new_v4().to_string());
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            assert!(tries < 400, "writer {w} could not write {k} anywhere");
+            let mut client = clients[r % clients.len()].clone();
+            let call = client.create_annotation(req.clone());
+            match tokio::time::timeout(Duration::from_secs(10), call).await {
+                Ok(Ok(a)) => {
+                    acked.push(a.into_inner());
+                    break;
+                }
+                Ok(Err(e)) if retry_elsewhere(&e) => {}
+                Ok(Err(e)) => panic!("writer {w}, write {k}: {e:?}"),
+                Err(_) => {}
+            }
+            r += 1;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        r += 1;
+    }
+    acked
+}
+
+/// Every annotation, read through replica `i`.
+async fn everything(cluster: &Cluster, i: usize) -> (BTreeMap<String, pb::Annotation>, u64) {
+    let (all, revision) = snapshot(&mut cluster.client(i).await).await;
+    (all.into_iter().map(|a| (a.name.clone(), a)).collect(), revision)
+}
+
+/// Asserts that the store holds exactly the acknowledged annotations: none
+/// lost, none made twice by a retry.
+async fn holds_exactly(cluster: &Cluster, i: usize, acked: &[pb::Annotation]) -> u64 {
+    let (stored, revision) = everything(cluster, i).await;
+    let names: HashSet<&String> = acked.iter().map(|a| &a.name).collect();
+    assert_eq!(names.len(), acked.len(), "two acknowledged writes share a name");
+    for a in acked {
+        let s = stored
+            .get(&a.name)
+            .unwrap_or_else(|| panic!("acknowledged {} ({}) is lost", a.name, a.etag));
+        assert_eq!(s.etag, a.etag, "{} changed", a.name);
+    }
+    assert_eq!(
+        stored.len(),
+        acked.len(),
+        "the store holds writes nobody was answered for (a retry applied twice)"
+    );
+    revision
+}
+
+/// The revisions of the EVENTS messages of a watch until `through`,
+/// asserting they increase one by one (dense revisions: every write here
+/// is a change the watch matches).
+async fn watched_through(
+    stream: &mut tonic::Streaming<pb::WatchAnnotationsResponse>,
+    from: u64,
+    through: u64,
+) -> Vec<String> {
+    let mut next = from;
+    let mut names = Vec::new();
+    while next <= through {
+        let msg = tokio::time::timeout(Duration::from_secs(20), stream.message())
+            .await
+            .unwrap_or_else(|_| panic!("the watch stopped at revision {next} of {through}"))
+            .expect("the watch failed")
+            .expect("the watch ended");
+        if msg.kind != Kind::Events as i32 {
+            continue;
+        }
+        assert_eq!(msg.revision, next, "a gap or a duplicate in the watch");
+        names.extend(
+            msg.events
+                .iter()
+                .filter_map(|e| e.annotation.as_ref().map(|a| a.name.clone())),
+        );
+        next += 1;
+    }
+    names
+}
+
+async fn watch_from(
+    client: &mut Client,
+    start_revision: u64,
+) -> tonic::Streaming<pb::WatchAnnotationsResponse> {
+    client
+        .watch_annotations(pb::WatchAnnotationsRequest {
+            parent: "articles/-".into(),
+            start_revision,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// 1. kill -9 of a replica under 4 writers that retry elsewhere with the
+/// same request ids: nothing acknowledged is lost, nothing applied twice,
+/// a watcher on another replica sees every revision once, in order, and
+/// the audit chain holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_a_replica_under_writers_loses_nothing_acknowledged() {
+    let mut cluster = Cluster::start(3).await;
+    let mut watcher = watch_from(&mut cluster.client(2).await, 1).await;
+    let clients = cluster.clients().await;
+    let writers: Vec<_> = (0..4)
+        .map(|w| tokio::spawn(writer(clients.clone(), w, 60, w as usize)))
+        .collect();
+    // Kill replica 0 once writes flow through the cluster.
+    let mut probe = cluster.client(1).await;
+    loop {
+        let (all, _) = snapshot(&mut probe).await;
+        if all.len() >= 40 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cluster.kill(0);
+    let mut acked = Vec::new();
+    for w in writers {
+        acked.extend(w.await.unwrap());
+    }
+    assert_eq!(acked.len(), 240);
+    let revision = holds_exactly(&cluster, 1, &acked).await;
+    assert_eq!(revision, 240, "every revision is one acknowledged write");
+    let names = watched_through(&mut watcher, 1, revision).await;
+    assert_eq!(names.len(), 240);
+    cluster.audit();
+}
+
+/// 2. kill -9 of the etcd leader under load: writes pause (UNAVAILABLE,
+/// retried) and go on; nothing acknowledged is lost; a watcher on every
+/// replica sees every revision once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_etcd_leader_under_load_loses_nothing_and_watches_have_no_gap() {
+    let mut cluster = Cluster::start(3).await;
+    let mut watchers = Vec::new();
+    for i in 0..3 {
+        watchers.push(watch_from(&mut cluster.client(i).await, 1).await);
+    }
+    let clients = cluster.clients().await;
+    let writers: Vec<_> = (0..2)
+        .map(|w| tokio::spawn(writer(clients.clone(), w, 80, w as usize)))
+        .collect();
+    let mut probe = cluster.client(1).await;
+    loop {
+        let (all, _) = snapshot(&mut probe).await;
+        if all.len() >= 30 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let leader = cluster.etcd.leader().await;
+    cluster.etcd.kill(leader);
+    let mut acked = Vec::new();
+    for w in writers {
+        acked.extend(w.await.unwrap());
+    }
+    cluster.etcd.restart(leader).await;
+    let revision = holds_exactly(&cluster, (leader + 1) % 3, &acked).await;
+    for (i, w) in watchers.iter_mut().enumerate() {
+        let names = watched_through(w, 1, revision).await;
+        let names: HashSet<String> = names.into_iter().collect();
+        for a in &acked {
+            assert!(names.contains(&a.name), "replica {i}'s watch missed {}", a.name);
+        }
+    }
+    cluster.audit();
+}
+
+/// 3. One etcd member stopped (SIGSTOP): the replica that prefers it
+/// answers reads with every acknowledged write or refuses them, never
+/// stale; after SIGCONT it serves everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_whose_etcd_member_is_stopped_never_answers_stale() {
+    let mut cluster = Cluster::start(3).await;
+    let mut c0 = cluster.client(0).await;
+    let mut c2 = cluster.client(2).await;
+    cluster.etcd.stop(2);
+    for k in 0..5 {
+        let a = c0
+            .create_annotation(create_request(k * 3, uuid::Uuid::new_v4().to_string()))
+            .await
+            .unwrap()
+            .into_inner();
+        let read = tokio::time::timeout(
+            Duration::from_secs(30),
+            c2.get_annotation(pb::GetAnnotationRequest {
+                name: a.name.clone(),
+                ..Default::default()
+            }),
+        )
+        .await
+        .expect("a read on the cut-off replica answers or fails within its bound");
+        match read {
+            Ok(found) => assert_eq!(found.into_inner().etag, a.etag),
+            Err(e) => assert!(
+                matches!(e.code(), Code::Unavailable | Code::DeadlineExceeded),
+                "a stale read must be refused, not answered: {e:?}"
+            ),
+        }
+    }
+    cluster.etcd.cont(2);
+    let a = c0
+        .create_annotation(create_request(40, uuid::Uuid::new_v4().to_string()))
+        .await
+        .unwrap()
+        .into_inner();
+    let found = c2
+        .get_annotation(pb::GetAnnotationRequest {
+            name: a.name.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(found.etag, a.etag);
+}
+
+/// 5. 50 updates with the same etag, spread over the 3 replicas at once:
+/// exactly one wins, 49 are `ETAG_MISMATCH`; a sign-off with the review's
+/// etag racing an annotation write on another replica never stands on a
+/// state it did not see.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conditional_writers_on_different_replicas_exactly_one_wins() {
+    let cluster = Cluster::start(3).await;
+    let clients = cluster.clients().await;
+    let a = clients[0]
+        .clone()
+        .create_annotation(create_request(0, String::new()))
+        .await
+        .unwrap()
+        .into_inner();
+    let updates: Vec<_> = (0..50)
+        .map(|k| {
+            let mut c = clients[k % 3].clone();
+            let mut req = masked_update(
+                pb::Annotation {
+                    note: format!("update {k}"),
+                    ..a.clone()
+                },
+                &["note"],
+            );
+            req.etag = a.etag.clone();
+            tokio::spawn(async move { c.update_annotation(req).await })
+        })
+        .collect();
+    let mut won = Vec::new();
+    for u in updates {
+        match u.await.unwrap() {
+            Ok(x) => won.push(x.into_inner()),
+            Err(e) => {
+                assert_eq!(e.code(), Code::Aborted, "{e:?}");
+                assert_eq!(reason(&e), "ETAG_MISMATCH");
+            }
+        }
+    }
+    assert_eq!(won.len(), 1, "exactly one conditional update wins");
+    // Every replica reads the winner.
+    for c in &clients {
+        let got = c
+            .clone()
+            .get_annotation(pb::GetAnnotationRequest {
+                name: a.name.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!((got.note, got.etag), (won[0].note.clone(), won[0].etag.clone()));
+    }
+
+    // A sign-off on replica 1 with the review's etag, racing an analyst's
+    // write to the article on replica 2: either the write came first and
+    // the sign-off is refused, or the sign-off landed first and the write
+    // withdrew it. Two analysts agree, so the review is READY.
+    let other = article("003_28f3322794e5657e");
+    let on = |token: &str, i: usize| {
+        let token = token.to_owned();
+        let cluster = &cluster;
+        async move { cluster.client_as(i, &token).await }
+    };
+    let (mut alice, mut bob) = (on(&cluster.alice, 2).await, on(&cluster.bob, 0).await);
+    for (c, start) in [(&mut alice, 0), (&mut bob, 10)] {
+        c.create_annotation(pb::CreateAnnotationRequest {
+            parent: other.clone(),
+            ..create_request(start, String::new())
+        })
+        .await
+        .unwrap();
+    }
+    let name = format!("{other}/review");
+    let review = on(&cluster.rosa, 1)
+        .await
+        .get_article_review(pb::GetArticleReviewRequest {
+            name: name.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(review.state, pb::ReviewState::Ready as i32, "{review:?}");
+    let mut signer = on(&cluster.rosa, 1).await;
+    let sign = signer.sign_off_article_review(pb::SignOffArticleReviewRequest {
+        name: name.clone(),
+        etag: review.etag.clone(),
+        ..Default::default()
+    });
+    let write = alice.create_annotation(pb::CreateAnnotationRequest {
+        parent: other.clone(),
+        ..create_request(30, String::new())
+    });
+    let (signed, written) = tokio::join!(sign, write);
+    written.unwrap();
+    let after = clients[0]
+        .clone()
+        .get_article_review(pb::GetArticleReviewRequest {
+            name,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    match signed {
+        Ok(_) => assert_ne!(
+            after.state,
+            pb::ReviewState::SignedOff as i32,
+            "a sign-off stands on a state it did not see"
+        ),
+        Err(e) => {
+            assert_eq!(e.code(), Code::Aborted, "{e:?}");
+            assert_eq!(reason(&e), "ETAG_MISMATCH");
+        }
+    }
+}
+
+/// 6. A write acknowledged by one replica is read on another at once,
+/// 1,000 times: never stale.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_your_write_on_another_replica_a_thousand_times() {
+    let cluster = Cluster::start(3).await;
+    let clients = cluster.clients().await;
+    let mut names = Vec::new();
+    for k in 0..1000u32 {
+        let a = clients[k as usize % 3]
+            .clone()
+            .create_annotation(create_request((k * 5) % 6200, String::new()))
+            .await
+            .unwrap()
+            .into_inner();
+        let reader = (k as usize + 1) % 3;
+        let got = clients[reader]
+            .clone()
+            .get_annotation(pb::GetAnnotationRequest {
+                name: a.name.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_else(|e| panic!("write {k} on replica {}, read on {reader}: {e:?}", k % 3));
+        assert_eq!(got.into_inner().etag, a.etag, "write {k}: a stale read");
+        names.push(a.name);
+        // The review on the third replica counts it too.
+        if k % 100 == 99 {
+            let third = (k as usize + 2) % 3;
+            let (all, revision) = snapshot(&mut clients[third].clone()).await;
+            assert_eq!((all.len(), revision), (k as usize + 1, u64::from(k) + 1));
+        }
+    }
+}
+
+/// 8. A replica started while the others serve writes comes up with the
+/// same state, by one list and then the watch, and serves from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_replica_comes_up_serving_the_same_state() {
+    let mut cluster = Cluster::start(2).await;
+    let clients = cluster.clients().await;
+    let writers: Vec<_> = (0..2)
+        .map(|w| tokio::spawn(writer(clients.clone(), w, 100, w as usize)))
+        .collect();
+    let mut probe = cluster.client(1).await;
+    loop {
+        let (all, _) = snapshot(&mut probe).await;
+        if all.len() >= 30 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let i = cluster.add_replica();
+    let mut fresh = cluster.client(i).await;
+    let mut watcher = watch_from(&mut fresh, 1).await;
+    let mut acked = Vec::new();
+    for w in writers {
+        acked.extend(w.await.unwrap());
+    }
+    let revision = holds_exactly(&cluster, i, &acked).await;
+    let (on_first, first_revision) = everything(&cluster, 0).await;
+    let (on_new, new_revision) = everything(&cluster, i).await;
+    assert_eq!(first_revision, new_revision);
+    assert_eq!(on_first, on_new);
+    assert_eq!(
+        watched_through(&mut watcher, 1, revision).await.len(),
+        acked.len()
+    );
+    // It writes too, and the others read it.
+    let a = fresh
+        .create_annotation(create_request(6000, String::new()))
+        .await
+        .unwrap()
+        .into_inner();
+    let got = cluster
+        .client(0)
+        .await
+        .get_annotation(pb::GetAnnotationRequest {
+            name: a.name.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.etag, a.etag);
+}
