@@ -173,17 +173,27 @@ pub fn read_blocking(config: &EtcdConfig) -> Result<TokensFile> {
     )
 }
 
+/// Runs `f` with a client on a runtime of its own, on a thread of its own:
+/// the caller may itself be inside a runtime (the CLI's).
 fn block<T, F, Fut>(config: &EtcdConfig, f: F) -> Result<T>
 where
-    F: FnOnce(EtcdClient) -> Fut,
+    T: Send,
+    F: FnOnce(EtcdClient) -> Fut + Send,
     Fut: std::future::Future<Output = Result<T>>,
 {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(Error::internal)?;
-    runtime.block_on(async {
-        let client = EtcdClient::connect(config).await.map_err(etcd_error)?;
-        f(client).await
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(Error::internal)?;
+                runtime.block_on(async {
+                    let client = EtcdClient::connect(config).await.map_err(etcd_error)?;
+                    f(client).await
+                })
+            })
+            .join()
+            .map_err(|_| Error::internal("the etcd call panicked"))?
     })
 }

@@ -336,6 +336,10 @@ pub struct TokensFileArgs {
     /// A tokens file elsewhere (as given to `serve --tokens`).
     #[arg(long, env = "FACTCHECK_TOKENS")]
     pub tokens: Option<PathBuf>,
+    /// With --store etcd: the tokens the cluster's servers share, kept in
+    /// etcd under --etcd-prefix (a change reaches every server at once).
+    #[command(flatten)]
+    pub store: StoreArgs,
 }
 
 impl TokensFileArgs {
@@ -602,7 +606,9 @@ pub struct ServeArgs {
     pub seeds: PathBuf,
 
     /// Tokens file (JSON: analyst names and SHA-256 hashes of tokens).
-    /// Default: `<data-dir>/tokens.json`, created with an admin token if absent.
+    /// Default: `<data-dir>/tokens.json`, created with an admin token if
+    /// absent; with --store etcd, the tokens kept in etcd under the prefix
+    /// (created the same way), shared by every server of the cluster.
     #[arg(long, env = "FACTCHECK_TOKENS")]
     pub tokens: Option<PathBuf>,
 

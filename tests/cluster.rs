@@ -27,46 +27,34 @@ struct Cluster {
     replicas: Vec<Option<ChildServer>>,
     /// Each replica's data dir (its pid file, its backup copies; no data).
     dirs: Vec<tempfile::TempDir>,
-    /// The admin token every replica accepts (one tokens file for all).
+    /// The admin token every replica accepts (the tokens live in etcd).
     token: String,
     /// Analysts alice and bob, reviewer rosa.
     alice: String,
     bob: String,
     rosa: String,
-    tokens_dir: tempfile::TempDir,
-}
-
-/// Adds a token to the tokens file with the CLI; the token.
-fn add_token(file: &std::path::Path, name: &str, role: &str) -> String {
-    let (code, out, err) = factcheck_cli(&[
-        "token",
-        "add",
-        name,
-        "--role",
-        role,
-        "--tokens",
-        file.to_str().unwrap(),
-    ]);
-    assert_eq!(code, 0, "{err}");
-    out.trim().to_owned()
 }
 
 impl Cluster {
     async fn start(replicas: usize) -> Cluster {
         let etcd = EtcdCluster::start(3, ENGINE_FLAGS).await;
-        let tokens_dir = tempfile::tempdir().unwrap();
-        let file = tokens_dir.path().join("tokens.json");
         let mut cluster = Cluster {
             etcd,
             replicas: Vec::new(),
             dirs: Vec::new(),
-            token: add_token(&file, "ada", "admin"),
-            alice: add_token(&file, "alice", "analyst"),
-            bob: add_token(&file, "bob", "analyst"),
-            rosa: add_token(&file, "rosa", "reviewer"),
-            tokens_dir,
+            token: String::new(),
+            alice: String::new(),
+            bob: String::new(),
+            rosa: String::new(),
         };
-        for _ in 0..replicas {
+        // The first replica finds no tokens in etcd and makes an admin's;
+        // the others use the same ones, and so does the CLI.
+        cluster.add_replica();
+        cluster.token = cluster.replicas[0].as_ref().unwrap().admin_token();
+        cluster.alice = cluster.token_cli(&["add", "alice", "--role", "analyst"]);
+        cluster.bob = cluster.token_cli(&["add", "bob", "--role", "analyst"]);
+        cluster.rosa = cluster.token_cli(&["add", "rosa", "--role", "reviewer"]);
+        for _ in 1..replicas {
             cluster.add_replica();
         }
         cluster
@@ -85,10 +73,20 @@ impl Cluster {
             endpoints.join(","),
             "--etcd-prefix".to_owned(),
             PREFIX.to_owned(),
-            "--tokens".to_owned(),
-            self.tokens_dir.path().join("tokens.json").display().to_string(),
         ];
         args
+    }
+
+    /// `factcheck token ARGS --store etcd ...` against the cluster; its
+    /// output.
+    fn token_cli(&self, args: &[&str]) -> String {
+        let store = self.args(0);
+        let mut all = vec!["token"];
+        all.extend(args);
+        all.extend(store.iter().map(String::as_str));
+        let (code, out, err) = factcheck_cli(&all);
+        assert_eq!(code, 0, "token {args:?}: {err}");
+        out.trim().to_owned()
     }
 
     /// Starts one more replica; returns its index.
@@ -136,7 +134,7 @@ impl Cluster {
     fn audit(&self) {
         let args = self.args(1);
         let mut all = vec!["audit", "verify"];
-        all.extend(args.iter().take(6).map(String::as_str));
+        all.extend(args.iter().map(String::as_str));
         let (code, out, err) = factcheck_cli(&all);
         assert_eq!(code, 0, "audit verify failed:\n{out}\n{err}");
     }
@@ -593,4 +591,48 @@ async fn a_new_replica_comes_up_serving_the_same_state() {
         .unwrap()
         .into_inner();
     assert_eq!(got.etag, a.etag);
+}
+
+/// 7. A token revoked through the CLI against the cluster: its open watch
+/// streams on every replica end `UNAUTHENTICATED` within a second, and
+/// every replica refuses it from then on; the other tokens go on working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_token_is_refused_everywhere_and_its_streams_end_within_a_second() {
+    let cluster = Cluster::start(3).await;
+    let mut streams = Vec::new();
+    for i in 0..3 {
+        let mut alice = cluster.client_as(i, &cluster.alice).await;
+        streams.push(watch_from(&mut alice, 0).await);
+    }
+    let listed = cluster.token_cli(&["list"]);
+    assert!(listed.contains("alice\tanalyst"), "{listed}");
+    cluster.token_cli(&["revoke", "alice"]);
+    let revoked = std::time::Instant::now();
+    for (i, stream) in streams.iter_mut().enumerate() {
+        let ended = loop {
+            let left = Duration::from_secs(1).saturating_sub(revoked.elapsed());
+            match tokio::time::timeout(left, stream.message()).await {
+                Ok(Ok(Some(_))) => continue,
+                Ok(other) => break other,
+                Err(_) => panic!("replica {i}: alice's stream still open 1 s after the revocation"),
+            }
+        };
+        let e = ended.expect_err("the stream ends with an error");
+        assert_eq!(e.code(), Code::Unauthenticated, "replica {i}: {e:?}");
+    }
+    for i in 0..3 {
+        let e = cluster
+            .client_as(i, &cluster.alice)
+            .await
+            .list_articles(pb::ListArticlesRequest::default())
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::Unauthenticated, "replica {i}: {e:?}");
+        cluster
+            .client_as(i, &cluster.bob)
+            .await
+            .list_articles(pb::ListArticlesRequest::default())
+            .await
+            .unwrap_or_else(|e| panic!("replica {i} refused bob: {e:?}"));
+    }
 }

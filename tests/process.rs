@@ -549,8 +549,11 @@ async fn sigterm_finishes_calls_ends_streams_and_exits() {
     }
 }
 
+/// The tokens file and SIGHUP: how a server on sled takes token changes.
+/// On etcd the tokens live in the cluster and reach every server at once
+/// (tests/cluster.rs).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tokens_added_and_revoked_take_effect_on_sighup_without_dropping_connections() {
+async fn sled_tokens_added_and_revoked_take_effect_on_sighup_without_dropping_connections() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
     let server = ChildServer::start(&data_dir, &[]);

@@ -109,10 +109,22 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .map_err(|e| format!("cannot listen for SIGHUP: {e}"))?;
     factcheck::config::private_data_dir(&args.data_dir)?;
-    let (tokens, tokens_path) =
-        Tokens::load_or_init(args.tokens.as_deref(), &args.data_dir).map_err(|e| e.to_string())?;
-    tracing::info!(tokens = tokens.len(), file = %tokens_path.display(), "loaded tokens");
-    let tokens = Arc::new(tokens);
+    let engine = args.store.engine()?;
+    // On etcd, the tokens live in the cluster beside the store, so every
+    // replica sees the same ones (unless a file is named).
+    let tokens = match (&engine, args.tokens.as_deref()) {
+        (factcheck::store::EngineConfig::Etcd(etcd), None) => {
+            factcheck::auth_etcd::serve(etcd, &args.data_dir)
+                .await
+                .map_err(|e| e.to_string())?
+        }
+        (_, explicit) => {
+            let (tokens, tokens_path) =
+                Tokens::load_or_init(explicit, &args.data_dir).map_err(|e| e.to_string())?;
+            tracing::info!(tokens = tokens.len(), file = %tokens_path.display(), "loaded tokens");
+            Arc::new(tokens)
+        }
+    };
     #[cfg(unix)]
     tokio::spawn(reload_on_sighup(tokens.clone(), hup));
     tracing::info!(data_dir = %args.data_dir.display(), "opening the store");
@@ -125,7 +137,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     config.max_result_bytes = max_response_bytes;
     config.review_min_analysts = args.review_min_analysts;
     config.wal_segment_bytes = args.wal_segment_bytes;
-    config.engine = args.store.engine()?;
+    config.engine = engine;
     let store = tokio::task::spawn_blocking(move || Store::open(&config))
         .await
         .map_err(|e| e.to_string())?

@@ -86,6 +86,70 @@ pub fn restore(
     Ok(())
 }
 
+/// Where `token` commands change the tokens: a file, or etcd.
+enum Place {
+    File(std::path::PathBuf),
+    Etcd(crate::etcd::EtcdConfig),
+}
+
+impl Place {
+    fn of(file: &crate::config::TokensFileArgs) -> Result<Place> {
+        match file.store.engine().map_err(CliError::Usage)? {
+            crate::store::EngineConfig::Etcd(config) if file.tokens.is_none() => Ok(Place::Etcd(config)),
+            _ => Ok(Place::File(file.path())),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Place::File(path) => path.display().to_string(),
+            Place::Etcd(config) => format!(
+                "etcd at {} (prefix {})",
+                config.endpoints.join(","),
+                String::from_utf8_lossy(&config.prefix)
+            ),
+        }
+    }
+
+    /// When a running server takes a change in.
+    fn when(&self) -> &'static str {
+        match self {
+            Place::File(_) => "after SIGHUP",
+            Place::Etcd(_) => "at once, on every server of the cluster",
+        }
+    }
+
+    fn update<R: Send + 'static>(
+        &self,
+        change: impl FnMut(&mut TokensFile) -> R + Send + 'static,
+    ) -> Result<R> {
+        match self {
+            Place::File(path) => TokensFile::update(path, change).map_err(|e| CliError::Other(e.to_string())),
+            Place::Etcd(config) => {
+                crate::auth_etcd::update_blocking(config, change).map_err(|e| CliError::Other(e.to_string()))
+            }
+        }
+    }
+
+    /// The tokens, or a usage error if there is no tokens file.
+    fn read(&self) -> Result<TokensFile> {
+        match self {
+            Place::File(path) => {
+                if !path.exists() {
+                    return Err(CliError::Usage(format!(
+                        "no tokens file at {}: pass the server's --data-dir (or --tokens FILE)",
+                        path.display()
+                    )));
+                }
+                TokensFile::read(path).map_err(|e| CliError::Other(e.to_string()))
+            }
+            Place::Etcd(config) => {
+                crate::auth_etcd::read_blocking(config).map_err(|e| CliError::Other(e.to_string()))
+            }
+        }
+    }
+}
+
 pub fn token(action: TokenAction) -> Result<()> {
     match action {
         TokenAction::Add {
@@ -96,41 +160,44 @@ pub fn token(action: TokenAction) -> Result<()> {
         } => {
             let analyst =
                 Analyst::parse(&name).map_err(|e| CliError::Usage(format!("invalid name {name:?}: {e}")))?;
-            let path = file.path();
-            let dir = path
-                .parent()
-                .filter(|d| !d.as_os_str().is_empty())
-                .unwrap_or(std::path::Path::new("."));
-            if !dir.is_dir() {
-                return Err(CliError::Usage(format!(
-                    "no data dir at {}: pass the server's --data-dir (or --tokens FILE), or run where the server keeps its data",
-                    dir.display()
-                )));
-            }
-            if !path.exists() {
-                eprintln!(
-                    "no tokens file in {} yet: creating {} (if the server's data dir is elsewhere, pass --data-dir)",
-                    dir.display(),
-                    path.display()
-                );
+            let place = Place::of(&file)?;
+            if let Place::File(path) = &place {
+                let dir = path
+                    .parent()
+                    .filter(|d| !d.as_os_str().is_empty())
+                    .unwrap_or(std::path::Path::new("."));
+                if !dir.is_dir() {
+                    return Err(CliError::Usage(format!(
+                        "no data dir at {}: pass the server's --data-dir (or --tokens FILE), or run where the server keeps its data",
+                        dir.display()
+                    )));
+                }
+                if !path.exists() {
+                    eprintln!(
+                        "no tokens file in {} yet: creating {} (if the server's data dir is elsewhere, pass --data-dir)",
+                        dir.display(),
+                        path.display()
+                    );
+                }
             }
             let role = Role::from(role);
-            let token = TokensFile::update(&path, |tokens| tokens.add(&analyst, role))
-                .map_err(|e| CliError::Other(e.to_string()))?;
+            let added = analyst.clone();
+            let token = place.update(move |tokens| tokens.add(&added, role))?;
             match output {
                 OutputFormat::Json => outln!(
                     "{}",
-                    json!({ "analyst": analyst.as_str(), "role": role.to_string(), "token": token, "file": path.display().to_string() })
+                    json!({ "analyst": analyst.as_str(), "role": role.to_string(), "token": token, "file": place.describe() })
                 ),
                 OutputFormat::Text => {
                     eprintln!(
-                        "added {} {role} token for {analyst} to {}: a running server uses it after SIGHUP. It is shown only now:",
+                        "added {} {role} token for {analyst} to {}: a running server uses it {}. It is shown only now:",
                         if matches!(role, Role::Admin | Role::Analyst) {
                             "an"
                         } else {
                             "a"
                         },
-                        path.display()
+                        place.describe(),
+                        place.when()
                     );
                     outln!("{token}");
                 }
@@ -138,14 +205,7 @@ pub fn token(action: TokenAction) -> Result<()> {
             Ok(())
         }
         TokenAction::List { file, output } => {
-            let path = file.path();
-            if !path.exists() {
-                return Err(CliError::Usage(format!(
-                    "no tokens file at {}: pass the server's --data-dir (or --tokens FILE)",
-                    path.display()
-                )));
-            }
-            let tokens = TokensFile::read(&path).map_err(|e| CliError::Other(e.to_string()))?;
+            let tokens = Place::of(&file)?.read()?;
             for t in &tokens.tokens {
                 let prefix = &t.sha256[..12.min(t.sha256.len())];
                 match output {
@@ -159,25 +219,20 @@ pub fn token(action: TokenAction) -> Result<()> {
             Ok(())
         }
         TokenAction::Revoke { file, name, output } => {
-            let path = file.path();
-            if !path.exists() {
-                return Err(CliError::Usage(format!(
-                    "no tokens file at {}: pass the server's --data-dir (or --tokens FILE)",
-                    path.display()
-                )));
-            }
-            match TokensFile::update(&path, |tokens| tokens.revoke(&name))
-                .map_err(|e| CliError::Other(e.to_string()))?
-            {
+            let place = Place::of(&file)?;
+            place.read()?;
+            let who = name.clone();
+            match place.update(move |tokens| tokens.revoke(&who))? {
                 0 => Err(CliError::Usage(format!(
                     "no token of {name:?} in {}",
-                    path.display()
+                    place.describe()
                 ))),
                 n => {
                     match output {
                         OutputFormat::Json => outln!("{}", json!({ "analyst": name, "revoked": n })),
                         OutputFormat::Text => eprintln!(
-                            "revoked {n} token(s) of {name}: a running server refuses them, and ends their watch streams, after SIGHUP"
+                            "revoked {n} token(s) of {name}: a running server refuses them, and ends their watch streams, {}",
+                            place.when()
                         ),
                     }
                     Ok(())

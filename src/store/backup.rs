@@ -76,7 +76,10 @@ fn write_file(shared: &Shared, path: &Path) -> Result<u64> {
     let mut count = 0u64;
     for item in engine.iter() {
         let (k, v) = item?;
-        if k == keys::META_PAGE_SECRET {
+        // Not the store: the page-token key, and on etcd the keys beside
+        // the store under its prefix (the tokens, a restore's mark), which
+        // start with a zero byte.
+        if k == keys::META_PAGE_SECRET || k.first() == Some(&0) {
             continue;
         }
         for part in [&k[..], &v[..]] {
