@@ -651,6 +651,15 @@ pub struct ServeArgs {
     #[arg(long, env = "FACTCHECK_REVIEW_MIN_ANALYSTS", default_value_t = crate::domain::DEFAULT_MIN_ANALYSTS, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub review_min_analysts: u32,
 
+    /// How much of the changelog is kept for watchers that resume (and for
+    /// replicas that fall behind, on etcd): a number of revisions (`100000`),
+    /// an age (`90s`, `30m`, `12h`, `7d`), or both (`100000,7d`); an entry
+    /// goes once it is past either. A watch from before what is kept gets
+    /// FAILED_PRECONDITION `REVISION_COMPACTED` and relists. Default: a million
+    /// revisions or a week.
+    #[arg(long, env = "FACTCHECK_CHANGELOG_RETENTION", value_parser = parse_retention)]
+    pub changelog_retention: Option<crate::store::Retention>,
+
     /// The size of a write-ahead log segment in bytes. For tests: a few KiB
     /// makes the log rotate every few writes, the moment a crash is most
     /// interesting.
@@ -719,4 +728,40 @@ pub fn private_data_dir(dir: &std::path::Path) -> Result<(), String> {
     }
     #[cfg(not(unix))]
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create the data dir {}: {e}", dir.display()))
+}
+
+/// `--changelog-retention`: revisions, an age, or both, comma-separated.
+pub fn parse_retention(text: &str) -> Result<crate::store::Retention, String> {
+    let mut retention = crate::store::Retention::default();
+    let (mut revisions, mut age) = (false, false);
+    for part in text.split(',').map(str::trim) {
+        if let Ok(n) = part.parse::<u64>() {
+            if n == 0 || revisions {
+                return Err(format!("{part:?}: give one number of revisions, at least 1"));
+            }
+            retention.revisions = n;
+            revisions = true;
+            continue;
+        }
+        let (number, unit) = part.split_at(part.find(|c: char| !c.is_ascii_digit()).unwrap_or(part.len()));
+        let seconds = match unit {
+            "s" => 1,
+            "m" => 60,
+            "h" => 3600,
+            "d" => 86400,
+            _ => {
+                return Err(format!(
+                    "{part:?} is neither a number of revisions nor an age like 90s, 30m, 12h or 7d"
+                ));
+            }
+        };
+        let n: u64 = number
+            .parse()
+            .ok()
+            .filter(|n| *n > 0 && !age)
+            .ok_or_else(|| format!("{part:?}: give one age, at least 1{unit}"))?;
+        retention.age = std::time::Duration::from_secs(n.saturating_mul(seconds));
+        age = true;
+    }
+    Ok(retention)
 }

@@ -33,10 +33,16 @@ struct Cluster {
     alice: String,
     bob: String,
     rosa: String,
+    /// Flags every replica gets besides the store's.
+    extra: Vec<String>,
 }
 
 impl Cluster {
     async fn start(replicas: usize) -> Cluster {
+        Self::start_with(replicas, &[]).await
+    }
+
+    async fn start_with(replicas: usize, extra: &[&str]) -> Cluster {
         let etcd = EtcdCluster::start(3, ENGINE_FLAGS).await;
         let mut cluster = Cluster {
             etcd,
@@ -46,6 +52,7 @@ impl Cluster {
             alice: String::new(),
             bob: String::new(),
             rosa: String::new(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
         };
         // The first replica finds no tokens in etcd and makes an admin's;
         // the others use the same ones, and so does the CLI.
@@ -93,7 +100,8 @@ impl Cluster {
     fn add_replica(&mut self) -> usize {
         let i = self.replicas.len();
         let dir = tempfile::tempdir().unwrap();
-        let args = self.args(i);
+        let mut args = self.args(i);
+        args.extend(self.extra.iter().cloned());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let server = ChildServer::start(dir.path(), &args);
         self.replicas.push(Some(server));
@@ -388,6 +396,50 @@ async fn a_replica_whose_etcd_member_is_stopped_never_answers_stale() {
         .unwrap()
         .into_inner();
     assert_eq!(found.etag, a.etag);
+}
+
+/// 4. A changelog kept short (`--changelog-retention 20`), trimmed by
+/// whichever replica commits: a watcher from before what is kept gets
+/// `FAILED_PRECONDITION` `REVISION_COMPACTED` (as on one server) on any
+/// replica, relists, watches on
+/// from the list's revision and misses no change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_behind_the_kept_changelog_relists_and_misses_nothing() {
+    let cluster = Cluster::start_with(3, &["--changelog-retention", "20"]).await;
+    let clients = cluster.clients().await;
+    let first = writer(clients.clone(), 0, 60, 0).await;
+    for i in 0..3 {
+        let mut c = cluster.client(i).await;
+        let e = match c
+            .watch_annotations(pb::WatchAnnotationsRequest {
+                parent: "articles/-".into(),
+                start_revision: 1,
+                ..Default::default()
+            })
+            .await
+        {
+            Err(e) => e,
+            Ok(s) => loop {
+                match s.into_inner().message().await {
+                    Err(e) => break e,
+                    Ok(m) => panic!("replica {i} watches from a trimmed revision: {m:?}"),
+                }
+            },
+        };
+        assert_eq!(e.code(), Code::FailedPrecondition, "replica {i}: {e:?}");
+        assert_eq!(reason(&e), "REVISION_COMPACTED");
+    }
+    // Relist, then watch from the list's revision on another replica.
+    let (listed, at) = everything(&cluster, 1).await;
+    assert_eq!(listed.len(), 60);
+    let mut watcher = watch_from(&mut cluster.client(2).await, at + 1).await;
+    let second = writer(clients.clone(), 1, 40, 1).await;
+    let seen = watched_through(&mut watcher, at + 1, at + 40).await;
+    let mut all: HashSet<String> = listed.into_keys().collect();
+    all.extend(seen);
+    let acked: HashSet<String> = first.iter().chain(&second).map(|a| a.name.clone()).collect();
+    assert_eq!(all, acked, "the relist and the watch together hold every change");
+    cluster.audit();
 }
 
 /// 5. 50 updates with the same etag, spread over the 3 replicas at once:

@@ -137,6 +137,9 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     config.max_result_bytes = max_response_bytes;
     config.review_min_analysts = args.review_min_analysts;
     config.wal_segment_bytes = args.wal_segment_bytes;
+    if let Some(retention) = args.changelog_retention {
+        config.retention = retention;
+    }
     config.engine = engine;
     let store = tokio::task::spawn_blocking(move || Store::open(&config))
         .await

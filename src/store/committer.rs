@@ -521,6 +521,10 @@ impl Compactor {
 
     /// Stages removals; returns the revision trimmed through, if any.
     fn stage(&mut self, shared: &Shared, ops: &mut Vec<Op>, head: u64) -> Option<u64> {
+        // Another server on the store (etcd) may have trimmed further: its
+        // mark came in with its changes ([`super::follow`]). Never move the
+        // mark back.
+        self.compacted = self.compacted.max(shared.compacted.load(Ordering::Acquire));
         let by_count = head.saturating_sub(self.retention.revisions);
         let mut target = by_count;
         if self.last_age_check.elapsed() >= std::time::Duration::from_secs(1) {
