@@ -25,6 +25,9 @@ use tonic_health::pb::health_client::HealthClient;
 
 type Client = FactCheckServiceClient<InterceptedService<Channel, Bearer>>;
 
+#[path = "load/cluster.rs"]
+mod cluster;
+
 /// etcd's KV.Put, generated from etcd's protos in `proto/etcd` (build.rs).
 use factcheck::etcd::pb::etcdserverpb as etcdpb;
 type EtcdClient = etcdpb::kv_client::KvClient<Channel>;
@@ -271,8 +274,10 @@ impl Server {
             }
             found
         });
+        // A replica after the first of a cluster finds the tokens made:
+        // its caller gives it the first one's.
         let token = std::fs::read_to_string(data_dir.join("admin-token"))
-            .unwrap()
+            .unwrap_or_default()
             .trim()
             .to_owned();
         Server {
@@ -1096,6 +1101,10 @@ async fn main() {
         drop(clients);
         let (_, figures) = server.stop();
         report.note(format!("Committer, figure 6 (µs per group): {figures}"));
+    }
+    // Figure 7: a 3-member etcd cluster and 1, then 3, replicas over it.
+    if wants(7) {
+        cluster::figure(&mut report, &plan, tmp.path()).await;
     }
     let total = t0.elapsed();
 

@@ -162,6 +162,16 @@ impl Default for Tokens {
     }
 }
 
+/// The refusal of every call while the tokens cannot be seen.
+fn blind() -> Error {
+    Error::StoreUnavailable {
+        reason: "TOKENS_UNKNOWN",
+        message: "this server cannot currently see the tokens kept in etcd (a token may have been revoked \
+                  unseen): refusing every call until it can; retry, or another server"
+            .into(),
+    }
+}
+
 /// The SHA-256 of the token a call came with, in its request extensions
 /// beside the [`Caller`]: a long-lived stream checks it again on reload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -205,6 +215,9 @@ impl Tokens {
     /// may `action` at `role` or above: UNAUTHENTICATED if it was revoked,
     /// PERMISSION_DENIED if its role no longer allows it.
     pub fn recheck(&self, hash: &TokenHash, caller: &Caller, role: Role, action: &str) -> Result<(), Error> {
+        if self.blind.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(blind());
+        }
         match self.current().get(&hash.0) {
             Some(now) if now.analyst == caller.analyst => now.require(role, action),
             _ => Err(Error::Unauthenticated(format!(
@@ -251,7 +264,11 @@ impl Tokens {
     /// While `blind`, every call is refused `UNAVAILABLE`: the tokens may
     /// have changed unseen.
     pub fn set_blind(&self, blind: bool) {
-        self.blind.store(blind, std::sync::atomic::Ordering::Release);
+        let was = self.blind.swap(blind, std::sync::atomic::Ordering::AcqRel);
+        if blind && !was {
+            // Open streams check again, and end: their token may be revoked.
+            self.reloads.send_modify(|g| *g += 1);
+        }
     }
 
     fn current(&self) -> Arc<HashMap<[u8; 32], Caller>> {
@@ -317,12 +334,7 @@ impl Tokens {
             .filter(|t| !t.is_empty())
             .ok_or_else(|| Error::Unauthenticated("authorization header is not 'Bearer <token>'".into()))?;
         if self.blind.load(std::sync::atomic::Ordering::Acquire) {
-            return Err(Error::StoreUnavailable {
-                reason: "TOKENS_UNKNOWN",
-                message: "this server cannot currently see the tokens kept in etcd (a token may have been \
-                          revoked unseen): refusing every call until it can; retry, or another server"
-                    .into(),
-            });
+            return Err(blind());
         }
         let digest = hash(token);
         self.current()

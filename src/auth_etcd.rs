@@ -105,26 +105,38 @@ pub async fn serve(config: &EtcdConfig, data_dir: &Path) -> Result<Arc<Tokens>> 
     Ok(tokens)
 }
 
-/// Watches the tokens key from etcd revision `from`, replacing the tokens
-/// on every change; while the watch is broken, the tokens are blind.
+/// Follows the tokens key: reads it, watches it from just after that read,
+/// replaces the tokens on every change. Whenever the watch breaks the
+/// tokens are blind (every call refused) until the key has been read again
+/// and a new watch is open: a revocation made meanwhile is never missed,
+/// and a watch never starts from a revision etcd has compacted.
 async fn follow(client: EtcdClient, tokens: Arc<Tokens>, mut from: i64) {
     let mut backoff = Duration::from_millis(50);
+    let mut first = true;
     loop {
+        if !first {
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(1));
+            match read(&client).await {
+                Ok((file, _, at)) => {
+                    if let Err(e) = tokens.replace(&file) {
+                        tracing::error!(error = %e, "the tokens kept in etcd are unreadable: keeping the previous ones");
+                    }
+                    from = at + 1;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the tokens kept in etcd: refusing calls until it can");
+                    continue;
+                }
+            }
+        }
+        first = false;
         let options = WatchOptions::new(Keys::One(TOKENS_KEY.to_vec())).from_revision(from);
-        let opened = client.watch(options).await;
-        let mut watcher = match opened {
+        let mut watcher = match client.watch(options).await {
             Ok(w) => w,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot watch the tokens kept in etcd: refusing calls until it can");
                 tokens.set_blind(true);
-                // Compacted past `from`: read the key afresh and go on from there.
-                if let Ok((file, _, at)) = read(&client).await
-                    && tokens.replace(&file).is_ok()
-                {
-                    from = at + 1;
-                }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
                 continue;
             }
         };
@@ -145,7 +157,6 @@ async fn follow(client: EtcdClient, tokens: Arc<Tokens>, mut from: i64) {
                             }
                         }
                     }
-                    from = watcher.next_revision();
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "the watch on the tokens kept in etcd broke: refusing calls until it is back");

@@ -23,7 +23,11 @@
 //! than that is read from its history, so readers never wait for a commit
 //! and never see one that is not durable. A failed commit stops writes
 //! (fail-stop); on etcd, one whose answer was lost is settled with etcd
-//! before the next.
+//! before the next. On etcd several servers (replicas) share one store:
+//! each follows the others' commits through the changelog
+//! (`store::follow`), a commit that lost the race to another is checked
+//! again on the new state, and a read first catches up with a quorum read
+//! of the store's revision, so any replica answers any call.
 //! `GetArticleReview` says where the review of an article stands (state,
 //! agreement, contested spans and their adjudications, the sign-off),
 //! computed once per state of the article; reviewers settle contested spans
@@ -47,10 +51,12 @@
 //!   `engine::etcd`; docs/ENGINES.md compares them); key layout in `store::keys`,
 //!   the in-memory index in `store::index`, the audit history in
 //!   `store::audit`, the review history in `store::review_log`, backups and
-//!   restores in `store::backup`, the write-ahead log and its recovery in
+//!   restores in `store::backup`, following other servers' commits on
+//!   etcd in `store::follow`, the write-ahead log and its recovery in
 //!   `store::wal`, syncing sled's log and blob files at a checkpoint in
 //!   `store::sync`, where the committer's time goes in `store::figures`.
-//! - [`auth`]: bearer tokens → analysts and roles; the tokens file.
+//! - [`auth`]: bearer tokens → analysts and roles; the tokens file;
+//!   [`auth_etcd`] the tokens a cluster keeps in etcd, watched.
 //! - [`codec`]: prost's gRPC codec, with undecodable requests as
 //!   INVALID_ARGUMENT.
 //! - [`service`]: the RPC handlers; `service::articles` the ones that
@@ -85,10 +91,16 @@
 //!   (flushed and synced); an open replays the log past the revision sled
 //!   holds. etcd: its group's `Txn` is committed on a quorum before the
 //!   committer answers.
-//! - Only the committer writes, one group at a time. sled: its file lock
-//!   keeps other processes out. etcd: every `Txn` compares the store's
-//!   revision key with the revision the group was staged on, so a second
-//!   writer on the prefix fails its commit instead of forking the store.
+//! - Each server's committer is its only writer, one group at a time. sled:
+//!   its file lock keeps other processes out. etcd: every `Txn` compares
+//!   the store's revision key with the revision the group was staged on, so
+//!   a group never lands on a state it was not checked against; a replica
+//!   that lost that race follows the winner's commit and checks its calls
+//!   again.
+//! - State a server did not commit itself enters it only by following the
+//!   changelog, in revision order, on the committer thread (etcd); a read
+//!   answers only once its server has followed to the store revision a
+//!   quorum read returned when the read began.
 //! - Revisions are gap-free on both engines: each committed job (one RPC)
 //!   is the next one (the store's own revision, not etcd's).
 //! - A reader sees whole commit groups, only once they are durable, together

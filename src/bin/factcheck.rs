@@ -114,6 +114,14 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     // replica sees the same ones (unless a file is named).
     let tokens = match (&engine, args.tokens.as_deref()) {
         (factcheck::store::EngineConfig::Etcd(etcd), None) => {
+            let file = args.data_dir.join(factcheck::auth::DEFAULT_TOKENS_FILE);
+            if file.exists() {
+                tracing::warn!(
+                    file = %file.display(),
+                    "on etcd the tokens live in the cluster, not in this file: move them with \
+                     `factcheck token add --store etcd ...`, or pass --tokens to keep using the file"
+                );
+            }
             factcheck::auth_etcd::serve(etcd, &args.data_dir)
                 .await
                 .map_err(|e| e.to_string())?

@@ -19,7 +19,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::kv::{KeyValue, Keys, strip};
 use super::pb::etcdserverpb as pb;
 use super::pb::mvccpb;
-use super::{EtcdClient, EtcdError, Result, request};
+use super::{EtcdClient, EtcdError, Result};
 
 /// What to watch and from where.
 #[derive(Clone, Debug)]
@@ -149,7 +149,11 @@ impl EtcdClient {
                         tx.send(first)
                             .await
                             .map_err(|_| tonic::Status::unavailable("watch request dropped"))?;
-                        let mut req = request(ReceiverStream::new(rx), t);
+                        // No deadline on the stream itself (a grpc-timeout
+                        // would cut the watch after it): `call_on` bounds
+                        // the wait for etcd to confirm it.
+                        let _ = t;
+                        let mut req = tonic::Request::new(ReceiverStream::new(rx));
                         // a member cut from its leader cancels the watch
                         // instead of leaving it silent
                         req.metadata_mut()

@@ -160,6 +160,9 @@ impl Service {
             .ok_or_else(|| Error::invalid("FIELD_REQUIRED", "article", "is required"))?;
         let id = convert::article_name("article.name", &a.name)?;
         let fields = update_fields(a, req.update_mask.as_ref())?;
+        // The etag is checked here: against every commit made before the
+        // call, on any server.
+        self.fresh().await?;
         let current = self.article(&id)?;
         let etag = [&req.etag, &a.etag].into_iter().find_map(|e| convert::etag(e));
         if let Some(etag) = etag

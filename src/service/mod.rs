@@ -278,6 +278,21 @@ impl Service {
         self.store.fresh().await
     }
 
+    /// Runs a check of a call against this server's state. If it fails and
+    /// other servers share the store (etcd), takes their commits in and
+    /// runs it once more: a refusal stands only on a state at least as new
+    /// as the call (an article created on another replica a moment ago),
+    /// while the common case costs nothing more.
+    async fn checked<T>(&self, check: impl Fn() -> Result<T>) -> Result<T> {
+        match check() {
+            Err(_) if self.store.shared() => {
+                self.fresh().await?;
+                check()
+            }
+            r => r,
+        }
+    }
+
     /// Runs blocking store work off the async runtime's threads.
     async fn blocking<T: Send + 'static>(
         &self,
@@ -533,7 +548,9 @@ impl FactCheckService for Service {
         let caller = writer(&req, "create annotations")?;
         let req = req.into_inner();
         let enc = convert::offset_encoding("offset_encoding", req.offset_encoding)?;
-        let (mutation, article) = self.create_mutation(&req, None, &caller, enc)?;
+        let (mutation, article) = self
+            .checked(|| self.create_mutation(&req, None, &caller, enc))
+            .await?;
         let request_id = convert::request_id("request_id", &req.request_id)?;
         let request = request_key(request_id, &req, &caller, |r| r.request_id.clear());
         let created = single(
@@ -606,19 +623,23 @@ impl FactCheckService for Service {
         let within = convert::annotation_parent("parent", &req.parent)?;
         let enc = convert::offset_encoding("offset_encoding", req.offset_encoding)?;
         convert::batch_size("requests", req.requests.len())?;
-        let mutations = children(&req.requests, |child| {
-            if !child.request_id.is_empty() {
-                return Err(Error::invalid(
-                    "BATCH_MISMATCH",
-                    "request_id",
-                    "must be empty in a batch: set the batch's request_id",
-                ));
-            }
-            convert::child_encoding(child.offset_encoding, enc)?;
-            Ok(self
-                .create_mutation(child, Some(within.as_ref()), &caller, enc)?
-                .0)
-        })?;
+        let mutations = self
+            .checked(|| {
+                children(&req.requests, |child| {
+                    if !child.request_id.is_empty() {
+                        return Err(Error::invalid(
+                            "BATCH_MISMATCH",
+                            "request_id",
+                            "must be empty in a batch: set the batch's request_id",
+                        ));
+                    }
+                    convert::child_encoding(child.offset_encoding, enc)?;
+                    Ok(self
+                        .create_mutation(child, Some(within.as_ref()), &caller, enc)?
+                        .0)
+                })
+            })
+            .await?;
         let applied = self
             .submit(mutations, &req, &caller, req.validate_only, |r| {
                 r.request_id.clear();

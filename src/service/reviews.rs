@@ -122,6 +122,8 @@ impl Service {
                 format!("is {chars} code points long; at most {MAX_RATIONALE_CHARS} are allowed"),
             ));
         }
+        // Checked against every commit made before the call, on any server.
+        self.fresh().await?;
         self.article(&id)?;
         let (review, _) = self.current_review(&id).await?;
         let article = &review.article;
@@ -229,6 +231,8 @@ impl Service {
                 "is required: the etag of the review being signed off (GetArticleReview has it)",
             ));
         }
+        // Checked against every commit made before the call, on any server.
+        self.fresh().await?;
         self.article(&id)?;
         let (review, _) = self.current_review(&id).await?;
         check_etag(&req.etag, &review)?;

@@ -149,13 +149,10 @@ pub enum Work {
         reply: oneshot::Sender<Result<u64>>,
     },
     /// Take in every change the engine holds that this server has not
-    /// published (other servers' commits, on etcd), then answer with the
-    /// revision reached: a read that waits for it sees every write
-    /// acknowledged anywhere before it asked. `None`: a nudge from the
-    /// engine's watch, nobody waits.
-    Follow {
-        reply: Option<oneshot::Sender<Result<u64>>>,
-    },
+    /// published (other servers' commits, on etcd): a nudge from the
+    /// engine's watch, or from a read that waits to see the store's head
+    /// ([`super::Store::fresh`]).
+    Follow,
 }
 
 pub fn spawn(shared: Arc<Shared>, rx: mpsc::Receiver<Work>) -> std::thread::JoinHandle<()> {
@@ -188,8 +185,6 @@ fn run(shared: &Arc<Shared>, mut rx: mpsc::Receiver<Work>) {
         jobs.append(&mut carried);
         // A backup ends the group: it copies what the jobs before it made.
         let mut backup = None;
-        // Reads waiting to see every change committed before they asked.
-        let mut readers = Vec::new();
         let mut next = first;
         if next.is_none() && jobs.len() < MAX_GROUP {
             next = rx.try_recv().ok();
@@ -197,7 +192,7 @@ fn run(shared: &Arc<Shared>, mut rx: mpsc::Receiver<Work>) {
         while let Some(work) = next.take() {
             match work {
                 Work::Commit(job) => jobs.push(job),
-                Work::Follow { reply } => readers.extend(reply),
+                Work::Follow => {}
                 Work::Backup { path, reply } => {
                     backup = Some((path, reply));
                     break;
@@ -212,16 +207,22 @@ fn run(shared: &Arc<Shared>, mut rx: mpsc::Receiver<Work>) {
         // Another server's commits (etcd), or this server's own group
         // whose answer was lost: into the index before anything is staged.
         let behind = shared.follow_asked.swap(false, Ordering::AcqRel);
-        let followed = if !failed && (uncertain || behind || !readers.is_empty()) {
+        // On a shared store (etcd) every group is checked against a state
+        // at least as new as its calls: a refusal (a stale etag, a missing
+        // annotation) must not stand on a state another server has moved
+        // past. One quorum read per group, however many calls it holds.
+        let shared_store = !jobs.is_empty() && shared.engine.shared();
+        let followed = if !failed && (uncertain || behind || shared_store) {
             let r = super::follow::follow(shared);
             uncertain &= r.is_err();
+            if r.is_err() && behind {
+                // Try again with the next work.
+                shared.follow_asked.store(true, Ordering::Release);
+            }
             r
         } else {
             Ok(shared.revision.load(Ordering::Acquire))
         };
-        for reply in readers {
-            let _ = reply.send(followed.as_ref().map(|r| *r).map_err(clone_unavailable));
-        }
         if failed {
             for job in jobs.drain(..) {
                 let _ = job.reply.send(Err(Error::StoreFailed));
@@ -286,6 +287,7 @@ pub(super) fn publish(shared: &Shared, revision: u64, changes: &[Change], compac
     }
     shared.revision.store(revision, Ordering::Release);
     drop(index);
+    shared.head.send_replace(revision);
     if let Some(c) = compacted {
         shared.compacted.store(c, Ordering::Release);
     }
@@ -1365,10 +1367,14 @@ impl<'a> Group<'a> {
         let ops = std::mem::take(&mut self.ops);
         shared.committing.store(self.revision, Ordering::Release);
         if let Err(e) = shared.engine.commit(base, self.revision, ops) {
+            // Other servers' commits are news again (and so is this one, if
+            // it landed after all: the watch reports it).
+            shared.committing.store(0, Ordering::Release);
             return Err((e, self.changes));
         }
         let t = Instant::now();
         publish(shared, self.revision, &self.changes, self.compacted);
+        shared.committing.store(0, Ordering::Release);
         shared.figures.add(Phase::Publish, t);
         Ok(self.changes)
     }

@@ -188,6 +188,9 @@ struct Shared {
     changes: broadcast::Sender<Live>,
     /// Where the committer's time goes; logged at close.
     figures: Arc<figures::CommitFigures>,
+    /// The published revision, for reads that wait to reach one
+    /// ([`Store::fresh`]).
+    head: tokio::sync::watch::Sender<u64>,
     /// Set by the engine's watch when another server committed: the
     /// committer follows before its next group ([`follow`]).
     follow_asked: std::sync::atomic::AtomicBool,
@@ -261,7 +264,7 @@ fn watch_head(shared: &Arc<Shared>, queue: mpsc::WeakSender<Work>) {
             && !shared.follow_asked.swap(true, Ordering::AcqRel)
             && let Some(q) = queue.upgrade()
         {
-            let _ = q.try_send(Work::Follow { reply: None });
+            let _ = q.try_send(Work::Follow);
         }
     }));
 }
@@ -352,23 +355,23 @@ impl Store {
         }
         let tree = &*engine;
         migrate_articles(tree)?;
+        // Every server of a store must sign page tokens with the same key.
         let page_secret = match tree.get(keys::META_PAGE_SECRET)? {
             Some(v) if v.len() == 32 => v.as_slice().try_into().expect("length checked"),
-            _ => {
+            Some(_) => {
                 let secret: [u8; 32] = rand::random();
                 tree.write(vec![(keys::META_PAGE_SECRET.to_vec(), Some(secret.to_vec()))])?;
                 secret
             }
+            None => {
+                let secret: [u8; 32] = rand::random();
+                tree.write_if_absent(keys::META_PAGE_SECRET, secret.to_vec())?
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| Error::internal("corrupt page secret"))?
+            }
         };
         let revision = tree.stored_revision()?;
-        let compacted = match tree.get(keys::META_COMPACTED)? {
-            Some(v) => u64::from_be_bytes(
-                v.as_slice()
-                    .try_into()
-                    .map_err(|_| Error::internal("corrupt compaction mark"))?,
-            ),
-            None => 0,
-        };
         let seeds = match &config.seeds_dir {
             Some(dir) => read_seeds(dir)?,
             None => Vec::new(),
@@ -377,7 +380,6 @@ impl Store {
         // state, written as revision 1 of each article; after that, a new or
         // changed seed is a change like any other (below).
         if revision == 0 {
-            let mut seeded = Vec::new();
             for (id, text) in &seeds {
                 let article = Article::revision(
                     id.clone(),
@@ -391,20 +393,41 @@ impl Store {
                 );
                 let record = codec::ArticleRevisionRecord::from_article(&article, 0);
                 let key = keys::article_revision(id, 1);
-                let same = match tree.get(&key)? {
-                    Some(v) => codec::decode::<codec::ArticleRevisionRecord>(&v)?.text == *text,
-                    None => false,
-                };
-                if !same {
-                    seeded.push((key, Some(codec::encode(&record))));
+                match tree.get(&key)? {
+                    Some(v) if codec::decode::<codec::ArticleRevisionRecord>(&v)?.text == *text => {}
+                    // Changed before anything was committed: still the
+                    // initial state.
+                    Some(_) => tree.write(vec![(key, Some(codec::encode(&record)))])?,
+                    // Servers opening a new etcd store at once write each
+                    // seed once.
+                    None => {
+                        tree.write_if_absent(&key, codec::encode(&record))?;
+                    }
                 }
             }
-            tree.write(seeded)?;
         }
-        let mut index = build_index(tree)?;
-        for article in current_articles(tree)? {
+        // Other servers may commit while this one lists the store (etcd): it
+        // lists one etcd revision, and follows from the store revision that
+        // view holds, so no change is counted twice or missed.
+        let frozen = match engine.shared() && !pin_reads {
+            true => engine.frozen()?,
+            false => None,
+        };
+        let view: &dyn Engine = frozen.as_deref().unwrap_or(tree);
+        let revision = view.stored_revision()?;
+        let compacted = match view.get(keys::META_COMPACTED)? {
+            Some(v) => u64::from_be_bytes(
+                v.as_slice()
+                    .try_into()
+                    .map_err(|_| Error::internal("corrupt compaction mark"))?,
+            ),
+            None => 0,
+        };
+        let mut index = build_index(view)?;
+        for article in current_articles(view)? {
             index.set_text(article);
         }
+        drop(frozen);
         let shared = Arc::new(Shared {
             engine: engine.clone(),
             visible: RwLock::new(index),
@@ -415,6 +438,7 @@ impl Store {
             retention: config.retention,
             changes: broadcast::channel(LIVE_BUFFER).0,
             figures,
+            head: tokio::sync::watch::channel(revision).0,
             follow_asked: std::sync::atomic::AtomicBool::new(false),
             committing: AtomicU64::new(0),
             in_sync: Arc::new(tokio::sync::watch::channel(true).0),
@@ -581,6 +605,28 @@ impl Store {
             Uuid::new_v4(),
             backup::PARTIAL_SUFFIX
         ));
+        if self.shared() {
+            // etcd: the copy reads one etcd revision (a frozen view), so
+            // it needs no pause of the committer, whose follows reads wait
+            // on.
+            let shared = self.inner.shared.clone();
+            let at = path.clone();
+            let (reply, answer) = oneshot::channel();
+            tokio::task::spawn_blocking(move || {
+                // Nobody waits for it any more (the caller gave up): the
+                // copy must not stay in the data dir.
+                if reply.send(backup::write(&shared, &at)).is_err() {
+                    let _ = std::fs::remove_file(&at);
+                }
+            });
+            return match answer.await.map_err(|_| Error::Unavailable)? {
+                Ok(revision) => Ok((path, revision)),
+                Err(e) => {
+                    let _ = std::fs::remove_file(&path);
+                    Err(e)
+                }
+            };
+        }
         let queue = self.queue()?;
         let (reply, answer) = oneshot::channel();
         queue
@@ -760,27 +806,46 @@ impl Store {
     /// never missed (etcd; on sled this server is the only writer). Refused
     /// `UNAVAILABLE` rather than answered stale when etcd cannot say.
     pub async fn fresh(&self) -> Result<u64> {
-        if !self.inner.shared.engine.shared() {
+        let shared = &self.inner.shared;
+        if !shared.engine.shared() {
             return Ok(self.revision());
         }
-        let (reply, answer) = oneshot::channel();
-        self.queue()?
-            .send(Work::Follow { reply: Some(reply) })
+        // A quorum read of the store's revision, on this caller's behalf:
+        // not through the committer, so a commit in flight (or a slow one)
+        // does not hold reads up.
+        let engine = shared.engine.clone();
+        let stored = tokio::task::spawn_blocking(move || engine.stored_revision())
             .await
-            .map_err(|_| Error::Unavailable)?;
-        match tokio::time::timeout(FRESH_WITHIN, answer).await {
-            Ok(Ok(r)) => r,
+            .map_err(Error::internal)??;
+        if self.revision() >= stored {
+            return Ok(self.revision());
+        }
+        if *shared.failed.borrow() {
+            // It follows no more: whatever it answered would be stale.
+            return Err(Error::StoreFailed);
+        }
+        if !shared.follow_asked.swap(true, Ordering::AcqRel) {
+            let _ = self.queue()?.try_send(Work::Follow);
+        }
+        let mut head = shared.head.subscribe();
+        match tokio::time::timeout(FRESH_WITHIN, head.wait_for(|h| *h >= stored)).await {
+            Ok(Ok(h)) => Ok(*h),
             Ok(Err(_)) => Err(Error::Unavailable),
             Err(_) => Err(Error::StoreUnavailable {
                 reason: "REPLICA_BEHIND",
                 message: format!(
-                    "this server could not confirm within {}s that it has every change committed to the \
-                     store ({}): not answering from a state that may be stale; retry",
+                    "this server could not take in, within {}s, every change committed to the store ({}) \
+                     before this call: not answering from a state that may be stale; retry",
                     FRESH_WITHIN.as_secs(),
-                    self.inner.shared.engine.name()
+                    shared.engine.name()
                 ),
             }),
         }
+    }
+
+    /// Whether other servers may write to this store (etcd).
+    pub fn shared(&self) -> bool {
+        self.inner.shared.engine.shared()
     }
 
     /// False while this server cannot see other servers' commits (etcd):

@@ -280,6 +280,26 @@ impl Engine for EtcdEngine {
         Ok(())
     }
 
+    fn write_if_absent(&self, key: &[u8], value: Vec<u8>) -> Result<Vec<u8>> {
+        let txn = Txn::new()
+            .when([Compare::version(key.to_vec(), CmpOp::Equal, 0)])
+            .and_then([Put::new(key.to_vec(), value.clone())])
+            .or_else([Get::key(key.to_vec())]);
+        let r = self.txn(txn).map_err(read_error)?;
+        if r.succeeded {
+            return Ok(value);
+        }
+        match r.results.into_iter().next() {
+            Some(crate::etcd::OpResult::Get(found)) => found
+                .kvs
+                .into_iter()
+                .next()
+                .map(|kv| kv.value)
+                .ok_or_else(|| Error::internal("etcd: a key present a moment ago is gone")),
+            _ => Err(Error::internal("etcd: no answer to a read in a transaction")),
+        }
+    }
+
     fn commit(&self, base: u64, revision: u64, ops: Vec<Op>) -> std::result::Result<(), CommitError> {
         let ops = last_op_per_key(ops);
         let bytes: usize = ops

@@ -112,6 +112,18 @@ pub trait Engine: Send + Sync {
     /// store opens, before the committer runs (seeds, the page secret).
     fn write(&self, ops: Vec<Op>) -> Result<()>;
 
+    /// Puts `value` under `key` unless the key holds a value already; the
+    /// value that stands. Only while the store opens: what several servers
+    /// opening one store at once must agree on (the page-token secret, the
+    /// seed articles), whichever of them writes first.
+    fn write_if_absent(&self, key: &[u8], value: Vec<u8>) -> Result<Vec<u8>> {
+        if let Some(v) = self.get(key)? {
+            return Ok(v);
+        }
+        self.write(vec![(key.to_vec(), Some(value.clone()))])?;
+        Ok(value)
+    }
+
     /// Commits one group, the store going from revision `base` to
     /// `revision` (the ops carry the revision key), durably and atomically.
     /// Called by the committer thread only, one group at a time.
