@@ -126,7 +126,8 @@ async fn a_revoked_token_loses_its_open_watch_stream() {
 }
 
 /// Item 11: twenty `token add` runs and a `token revoke` at once: every
-/// add stays, the revoke holds.
+/// add stays, the revoke holds (the tokens file's lock; on etcd, the
+/// compare-and-swap on the tokens key).
 #[test]
 fn concurrent_token_edits_lose_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -144,6 +145,7 @@ fn concurrent_token_edits_lose_nothing() {
                     "--data-dir",
                     &dd,
                 ])
+                .args(crate::common::etcd::engine_args(dir.path()))
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())
                 .spawn()
@@ -153,6 +155,7 @@ fn concurrent_token_edits_lose_nothing() {
     children.push(
         std::process::Command::new(env!("CARGO_BIN_EXE_factcheck"))
             .args(["token", "revoke", "victim", "--data-dir", &dd])
+            .args(crate::common::etcd::engine_args(dir.path()))
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap(),

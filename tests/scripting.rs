@@ -340,10 +340,20 @@ fn offline_commands_speak_json_and_the_pid_file_names_the_server() {
         "reader",
         "--data-dir",
         nowhere.to_str().unwrap(),
+        // The tokens file's own refusals (on etcd the tokens are the store's).
+        "--store",
+        "sled",
     ]);
     assert_eq!(code, 2);
     assert!(err.contains(nowhere.to_str().unwrap()), "{err}");
-    let (code, _, err) = factcheck_cli(&["token", "list", "--data-dir", nowhere.to_str().unwrap()]);
+    let (code, _, err) = factcheck_cli(&[
+        "token",
+        "list",
+        "--data-dir",
+        nowhere.to_str().unwrap(),
+        "--store",
+        "sled",
+    ]);
     assert_eq!(code, 2);
     assert!(err.contains("tokens file"), "{err}");
     drop(server);

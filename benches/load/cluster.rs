@@ -297,6 +297,30 @@ pub async fn figure(report: &mut Report, plan: &Plan, tmp: &Path) {
         get_three.rate() / range64.rate(),
         review_three.rate() / range64.rate(),
     ));
+    // What a replica's memory grows by per annotation it follows (the
+    // index entry, interned analyst, review inputs; notes stay in etcd), and
+    // how long a new replica takes to list a store that size.
+    let loaded = if plan.quick { 5_000 } else { 100_000 };
+    let before = third.rss_mib();
+    let mut loader = all[0].clone();
+    batch_load(&mut loader, "000_9260bb247249f31b", loaded, 0).await;
+    let mut reader = third.clients(1).await.0.remove(0);
+    reader
+        .get_article(pb::GetArticleRequest {
+            name: "articles/000_9260bb247249f31b".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let per_annotation = (third.rss_mib() - before) * 1024.0 * 1024.0 / loaded as f64;
+    let t = Instant::now();
+    let fourth = start(3, Some(&first.token));
+    let startup = t.elapsed();
+    report.note(format!(
+        "7. A replica following {loaded} more annotations grew {per_annotation:.0} bytes per annotation (RSS); a new replica then listed the whole store (every annotation of this figure) and served in {:.2} s",
+        startup.as_secs_f64()
+    ));
+    drop(fourth);
     let n = if plan.quick { 300 } else { 10_000 };
     let (p50, p99, lost, kib) = spread_fan_out(&[&first, &second, &third], n, plan.watch_time).await;
     report.note(format!(

@@ -474,8 +474,9 @@ impl Drop for ChildServer {
 
 /// Runs the `factcheck` binary with `args`; its exit code and output.
 pub fn factcheck_cli(args: &[&str]) -> (i32, String, String) {
-    // The offline commands read the store itself: on the test engine.
-    let offline = matches!(args.first(), Some(&"audit") | Some(&"restore"));
+    // The offline commands read the store itself: on the test engine. On
+    // etcd the tokens live in the store too.
+    let offline = matches!(args.first(), Some(&"audit") | Some(&"restore") | Some(&"token"));
     let engine = match args.iter().position(|a| *a == "--data-dir") {
         Some(i) if offline && !args.contains(&"--store") => {
             etcd::engine_args(std::path::Path::new(args[i + 1]))
