@@ -196,8 +196,11 @@ async fn spread_fan_out(servers: &[&Server], n: usize, time: Duration) -> (f64, 
     }
     let mut lat = Vec::new();
     let mut received = 0usize;
-    for r in receivers {
-        for (rev, at) in r.await.unwrap() {
+    let mut by_server = vec![0usize; servers.len()];
+    for (i, r) in receivers.into_iter().enumerate() {
+        let got = r.await.unwrap();
+        by_server[(i / per_channel) % servers.len()] += got.len();
+        for (rev, at) in got {
             received += 1;
             if let Some(ack) = acks.get(&rev) {
                 lat.push(at.saturating_sub(*ack).as_micros() as u64);
@@ -211,6 +214,12 @@ async fn spread_fan_out(servers: &[&Server], n: usize, time: Duration) -> (f64, 
             .unwrap_or(0) as f64
     };
     let lost = (events * n) as u64 - received as u64;
+    if lost > 0 {
+        eprintln!(
+            "deliveries per replica: {by_server:?} of {} each",
+            events * n / servers.len()
+        );
+    }
     (pct(0.5), pct(0.99), lost, rss_per_stream_kib)
 }
 

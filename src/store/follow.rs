@@ -20,12 +20,14 @@
 //! serve once the local state has reached it). Reads waiting together share
 //! one quorum read.
 
+use std::collections::HashMap;
 use std::ops::Bound;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use uuid::Uuid;
 
+use super::engine::PageQuery;
 use super::{Shared, codec, committer, keys};
 use crate::domain::{Article, ArticleId};
 use crate::error::{Error, Result};
@@ -47,12 +49,14 @@ pub(super) fn follow(shared: &Shared) -> Result<u64> {
         let upper = stored.min(head + PAGE);
         let (lower, end) = (keys::change(head + 1), keys::change(upper + 1));
         let mut changes = Vec::new();
-        for item in shared
+        let entries = shared
             .engine
             .range(Bound::Included(&lower[..]), Bound::Excluded(&end[..]))
-        {
-            let (_, v) = item?;
-            let change = codec::decode_change(&v, shared)?;
+            .map(|item| item.map(|(_, v)| v))
+            .collect::<Result<Vec<_>>>()?;
+        let source = Prefetched::read(shared, &entries)?;
+        for v in entries {
+            let change = codec::decode_change(&v, &source)?;
             if change.revision != head + 1 + changes.len() as u64 {
                 return Err(cannot_follow(shared, head + 1 + changes.len() as u64));
             }
@@ -88,6 +92,82 @@ fn cannot_follow(shared: &Shared, missing: u64) -> Error {
     );
     shared.failed.send_replace(true);
     Error::StoreFailed
+}
+
+/// The history records a page of changelog entries points at, read in a
+/// few round trips ([`Engine::pages`](super::engine::Engine::pages)) rather
+/// than two per annotation changed: a batch of 1,000 creates is one
+/// revision pointing at 1,000 records.
+struct Prefetched<'a> {
+    shared: &'a Shared,
+    /// `h id revision seq` → the record and the one before it (for
+    /// updates).
+    records: HashMap<Vec<u8>, (codec::HistoryRecord, Option<codec::HistoryRecord>)>,
+}
+
+impl<'a> Prefetched<'a> {
+    fn read(shared: &'a Shared, entries: &[Vec<u8>]) -> Result<Self> {
+        let mut keys = Vec::new();
+        for v in entries {
+            let r: codec::ChangeRecord = codec::decode(v)?;
+            for e in &r.events {
+                if let codec::EventRecord::History { id, seq } = e {
+                    keys.push((
+                        Uuid::from_bytes(*id),
+                        keys::history(Uuid::from_bytes(*id), r.revision, *seq),
+                    ));
+                }
+            }
+        }
+        let queries: Vec<PageQuery> = keys.iter().map(|(_, k)| PageQuery::key(k)).collect();
+        let found = shared.engine.pages(&queries)?;
+        let mut records = HashMap::new();
+        let mut updates = Vec::new();
+        for ((id, key), pairs) in keys.into_iter().zip(found) {
+            let Some((_, v)) = pairs.into_iter().next() else {
+                continue;
+            };
+            let record: codec::HistoryRecord = codec::decode(&v)?;
+            if matches!(record.kind, codec::HistoryKind::Updated) {
+                updates.push((id, key.clone()));
+            }
+            records.insert(key, (record, None));
+        }
+        let queries: Vec<PageQuery> = updates
+            .iter()
+            .map(|(id, key)| PageQuery::last_before(&keys::history_prefix(*id), key))
+            .collect();
+        for ((_, key), pairs) in updates.into_iter().zip(shared.engine.pages(&queries)?) {
+            if let Some((_, v)) = pairs.into_iter().next()
+                && let Some(entry) = records.get_mut(&key)
+            {
+                entry.1 = Some(codec::decode(&v)?);
+            }
+        }
+        Ok(Prefetched { shared, records })
+    }
+}
+
+impl codec::ChangeSource for Prefetched<'_> {
+    fn article(&self, id: &ArticleId, revision: u32) -> Result<Arc<Article>> {
+        self.shared.article(id, revision)
+    }
+
+    fn history(
+        &self,
+        id: Uuid,
+        revision: u64,
+        seq: u32,
+    ) -> Result<(codec::HistoryRecord, Option<codec::HistoryRecord>)> {
+        match self.records.get(&keys::history(id, revision, seq)) {
+            Some(found) => Ok(found.clone()),
+            None => self.shared.history(id, revision, seq),
+        }
+    }
+
+    fn review(&self, article: &ArticleId, revision: u64, seq: u32) -> Result<codec::ReviewRecord> {
+        codec::ChangeSource::review(self.shared, article, revision, seq)
+    }
 }
 
 impl codec::ChangeSource for Shared {

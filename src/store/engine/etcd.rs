@@ -269,6 +269,44 @@ impl Engine for EtcdEngine {
         Ok(found.kvs.into_iter().map(|kv| (kv.key, kv.value)).collect())
     }
 
+    fn pages(&self, queries: &[super::PageQuery]) -> Result<Vec<Vec<Pair>>> {
+        let at = self.pinned.load(Ordering::Acquire);
+        let mut out = Vec::with_capacity(queries.len());
+        // A read of 256 records at most: 256 large annotations stay well
+        // under the client's response limit.
+        for chunk in queries.chunks(256) {
+            let gets: Vec<Get> = chunk
+                .iter()
+                .map(|q| {
+                    let mut get = Get::new(Keys::Range(q.start.clone(), q.end.clone().unwrap_or_default()))
+                        .limit(q.limit as i64)
+                        .at_revision(at);
+                    if q.reverse {
+                        get = get.descending();
+                    }
+                    get
+                })
+                .collect();
+            let r = self.txn(Txn::new().and_then(gets)).map_err(read_error)?;
+            for result in r.results {
+                match result {
+                    crate::etcd::OpResult::Get(found) => {
+                        out.push(found.kvs.into_iter().map(|kv| (kv.key, kv.value)).collect())
+                    }
+                    _ => {
+                        return Err(Error::internal(
+                            "etcd: a read in a transaction answered as a write",
+                        ));
+                    }
+                }
+            }
+        }
+        if out.len() != queries.len() {
+            return Err(Error::internal("etcd: a transaction of reads answered fewer"));
+        }
+        Ok(out)
+    }
+
     fn write(&self, ops: Vec<Op>) -> Result<()> {
         for chunk in self.chunks(ops) {
             if chunk.is_empty() {

@@ -50,6 +50,37 @@ impl EngineConfig {
     }
 }
 
+/// One query of [`Engine::pages`].
+#[derive(Clone, Debug)]
+pub struct PageQuery {
+    pub start: Vec<u8>,
+    pub end: Option<Vec<u8>>,
+    pub limit: usize,
+    pub reverse: bool,
+}
+
+impl PageQuery {
+    /// The value of `key`, if any.
+    pub fn key(key: &[u8]) -> Self {
+        PageQuery {
+            start: key.to_vec(),
+            end: Some(successor(key)),
+            limit: 1,
+            reverse: false,
+        }
+    }
+
+    /// The last pair in `[start, end)`.
+    pub fn last_before(start: &[u8], end: &[u8]) -> Self {
+        PageQuery {
+            start: start.to_vec(),
+            end: Some(end.to_vec()),
+            limit: 1,
+            reverse: true,
+        }
+    }
+}
+
 /// Why a group was not committed.
 #[derive(Debug)]
 pub enum CommitError {
@@ -107,6 +138,16 @@ pub trait Engine: Send + Sync {
     /// Up to `limit` pairs with keys in `[start, end)` (`None`: to the last
     /// key), ascending, or descending from the end when `reverse`.
     fn page(&self, start: &[u8], end: Option<&[u8]>, limit: usize, reverse: bool) -> Result<Vec<Pair>>;
+
+    /// Several [`Engine::page`] queries at once (etcd: one round trip per
+    /// 256, as one read-only `Txn`): how a server following others
+    /// reads the hundreds of records a big revision points at.
+    fn pages(&self, queries: &[PageQuery]) -> Result<Vec<Vec<Pair>>> {
+        queries
+            .iter()
+            .map(|q| self.page(&q.start, q.end.as_deref(), q.limit, q.reverse))
+            .collect()
+    }
 
     /// Makes `ops` durable at once, outside any revision: only while the
     /// store opens, before the committer runs (seeds, the page secret).
