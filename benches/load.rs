@@ -268,6 +268,10 @@ impl Server {
         let figures = std::thread::spawn(move || {
             let mut found = None;
             for line in stderr.lines().map_while(std::result::Result::ok) {
+                // A server that fails says why, beside the bench's own output.
+                if line.contains("ERROR") || line.contains("panicked") {
+                    eprintln!("server: {line}");
+                }
                 if let Some(rest) = line.split("figures=").nth(1) {
                     found = Some(rest.trim().trim_matches('"').to_owned());
                 }

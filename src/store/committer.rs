@@ -361,7 +361,7 @@ fn stage_group<'a>(shared: &'a Shared, jobs: &mut Vec<Job>) -> (Group<'a>, Vec<R
 
 /// How many times a group is staged again after losing its guard to
 /// another server's commit before its callers are told to retry.
-const MAX_CONFLICTS: usize = 16;
+const MAX_CONFLICTS: usize = 64;
 
 /// Commits one group and answers its callers.
 fn commit_group(shared: &Shared, jobs: &mut Vec<Job>, compactor: &mut Compactor) -> Outcome {
@@ -391,6 +391,13 @@ fn commit_group(shared: &Shared, jobs: &mut Vec<Job>, compactor: &mut Compactor)
                 conflicts += 1;
                 compactor.abandoned();
                 jobs.extend(rest);
+                // Replicas that keep colliding back off a little, at random,
+                // so one of them gets through and none starves (optimistic
+                // concurrency's usual cure; the group meanwhile grows).
+                if conflicts > 1 {
+                    let most = (conflicts as u64).min(16) * 500;
+                    std::thread::sleep(std::time::Duration::from_micros(rand::random::<u64>() % most));
+                }
                 if let Err(e) = super::follow::follow(shared) {
                     for job in jobs.drain(..) {
                         let _ = job.reply.send(Err(clone_unavailable(&e)));
