@@ -351,7 +351,9 @@ async fn killing_the_etcd_leader_under_load_loses_nothing_and_watches_have_no_ga
 
 /// 3. One etcd member stopped (SIGSTOP): the replica that prefers it
 /// answers reads with every acknowledged write or refuses them, never
-/// stale; after SIGCONT it serves everything.
+/// stale; after SIGCONT it serves everything. Then the member and that
+/// replica stopped together while the others write: continued, the replica
+/// never answers from before those writes, and reports SERVING.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_whose_etcd_member_is_stopped_never_answers_stale() {
     let mut cluster = Cluster::start(3).await;
@@ -396,6 +398,58 @@ async fn a_replica_whose_etcd_member_is_stopped_never_answers_stale() {
         .unwrap()
         .into_inner();
     assert_eq!(found.etag, a.etag);
+
+    // Now the member and the replica that uses it, both stopped while the
+    // others write; continued, the replica's first answers already hold
+    // every write, and its health says SERVING.
+    cluster.etcd.stop(2);
+    cluster.replicas[2].as_ref().unwrap().signal("STOP");
+    let mut written = Vec::new();
+    for k in 0..5 {
+        written.push(
+            c0.create_annotation(create_request(60 + k * 3, uuid::Uuid::new_v4().to_string()))
+                .await
+                .unwrap()
+                .into_inner(),
+        );
+    }
+    cluster.replicas[2].as_ref().unwrap().signal("CONT");
+    cluster.etcd.cont(2);
+    for a in &written {
+        let found = tokio::time::timeout(
+            Duration::from_secs(30),
+            c2.get_annotation(pb::GetAnnotationRequest {
+                name: a.name.clone(),
+                ..Default::default()
+            }),
+        )
+        .await
+        .expect("the continued replica answers");
+        match found {
+            Ok(found) => assert_eq!(found.into_inner().etag, a.etag),
+            Err(e) => assert_eq!(e.code(), Code::Unavailable, "a stale read must be refused: {e:?}"),
+        }
+    }
+    let mut health = tonic_health::pb::health_client::HealthClient::new(
+        tonic::transport::Channel::from_shared(format!(
+            "http://{}",
+            cluster.replicas[2].as_ref().unwrap().addr
+        ))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap(),
+    );
+    let status = health
+        .check(tonic_health::pb::HealthCheckRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .status;
+    assert_eq!(
+        status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
 }
 
 /// 4. A changelog kept short (`--changelog-retention 20`), trimmed by
