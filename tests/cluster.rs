@@ -473,11 +473,9 @@ async fn a_watcher_behind_the_kept_changelog_relists_and_misses_nothing() {
             .await
         {
             Err(e) => e,
-            Ok(s) => loop {
-                match s.into_inner().message().await {
-                    Err(e) => break e,
-                    Ok(m) => panic!("replica {i} watches from a trimmed revision: {m:?}"),
-                }
+            Ok(s) => match s.into_inner().message().await {
+                Err(e) => e,
+                Ok(m) => panic!("replica {i} watches from a trimmed revision: {m:?}"),
             },
         };
         assert_eq!(e.code(), Code::FailedPrecondition, "replica {i}: {e:?}");
