@@ -260,6 +260,13 @@ async fn watched_through(
     names
 }
 
+/// Waits until replica `i` has delivered `n` revisions of writes: on a
+/// watch, not by polling.
+async fn until_written(cluster: &Cluster, i: usize, n: u64) {
+    let mut watch = watch_from(&mut cluster.client(i).await, 1).await;
+    watched_through(&mut watch, 1, n).await;
+}
+
 async fn watch_from(
     client: &mut Client,
     start_revision: u64,
@@ -288,14 +295,7 @@ async fn killing_a_replica_under_writers_loses_nothing_acknowledged() {
         .map(|w| tokio::spawn(writer(clients.clone(), w, 60, w as usize)))
         .collect();
     // Kill replica 0 once writes flow through the cluster.
-    let mut probe = cluster.client(1).await;
-    loop {
-        let (all, _) = snapshot(&mut probe).await;
-        if all.len() >= 40 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_written(&cluster, 1, 40).await;
     cluster.kill(0);
     let mut acked = Vec::new();
     for w in writers {
@@ -323,14 +323,7 @@ async fn killing_the_etcd_leader_under_load_loses_nothing_and_watches_have_no_ga
     let writers: Vec<_> = (0..2)
         .map(|w| tokio::spawn(writer(clients.clone(), w, 80, w as usize)))
         .collect();
-    let mut probe = cluster.client(1).await;
-    loop {
-        let (all, _) = snapshot(&mut probe).await;
-        if all.len() >= 30 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_written(&cluster, 1, 30).await;
     let leader = cluster.etcd.leader().await;
     cluster.etcd.kill(leader);
     let mut acked = Vec::new();
@@ -654,14 +647,7 @@ async fn a_new_replica_comes_up_serving_the_same_state() {
     let writers: Vec<_> = (0..2)
         .map(|w| tokio::spawn(writer(clients.clone(), w, 100, w as usize)))
         .collect();
-    let mut probe = cluster.client(1).await;
-    loop {
-        let (all, _) = snapshot(&mut probe).await;
-        if all.len() >= 30 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_written(&cluster, 1, 30).await;
     let i = cluster.add_replica();
     let mut fresh = cluster.client(i).await;
     let mut watcher = watch_from(&mut fresh, 1).await;
