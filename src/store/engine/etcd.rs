@@ -29,7 +29,7 @@
 
 use std::future::Future;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use super::{CommitError, CommitLimits, Engine, HeadEvent, Op, Pair, last_op_per_key};
 use crate::error::{Error, Result};
@@ -54,8 +54,8 @@ pub const NEEDED_OPS: usize = 65536;
 /// the cluster unable to come back.
 pub const NEEDED_BYTES: usize = 8 * 1024 * 1024;
 
-/// etcd's history is compacted every this many commits, to this many
-/// revisions behind the head.
+/// etcd's history is compacted every this many store revisions, to this
+/// many etcd revisions behind the head.
 const COMPACT_EVERY: u64 = 1000;
 const COMPACT_KEEP: i64 = 10_000;
 
@@ -68,7 +68,6 @@ pub struct EtcdEngine {
     runtime: Mutex<Option<tokio::runtime::Runtime>>,
     handle: tokio::runtime::Handle,
     limits: CommitLimits,
-    commits: AtomicU64,
     /// Reads are at this etcd revision ([`Engine::pin_reads`]); 0: the latest.
     pinned: AtomicI64,
 }
@@ -120,7 +119,6 @@ impl EtcdEngine {
                 ops: NEEDED_OPS,
                 bytes: NEEDED_BYTES,
             },
-            commits: AtomicU64::new(0),
             pinned: AtomicI64::new(0),
         };
         let client = engine.client.clone();
@@ -209,7 +207,6 @@ impl EtcdEngine {
     /// server (its `Txn`'s guard), so of all the servers on a prefix exactly
     /// one compacts each time, decided by etcd itself, with no configuration.
     fn maybe_compact(&self, base: u64, revision: u64, head: i64) {
-        self.commits.fetch_add(1, Ordering::Relaxed);
         if base / COMPACT_EVERY == revision / COMPACT_EVERY {
             return;
         }
@@ -419,7 +416,6 @@ impl Engine for EtcdEngine {
             runtime: Mutex::new(None),
             handle: self.handle.clone(),
             limits: self.limits,
-            commits: AtomicU64::new(0),
             pinned: AtomicI64::new(now),
         })))
     }
