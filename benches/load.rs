@@ -530,6 +530,7 @@ async fn reviews(clients: &[Client], time: Duration) -> Figure {
             c.get_article_review(pb::GetArticleReviewRequest {
                 offset_encoding: 0,
                 name: format!("articles/{BIG}/review"),
+                ..Default::default()
             })
             .await
             .unwrap();

@@ -154,6 +154,10 @@ pub enum Command {
         /// Only annotations by this analyst.
         #[arg(long)]
         analyst: Option<String>,
+        /// Read as of this store revision (a sign-off's, a write's) rather
+        /// than now.
+        #[arg(long)]
+        at: Option<u64>,
     },
     /// Where the review of an article stands.
     Review {
@@ -161,6 +165,10 @@ pub enum Command {
         client: ClientArgs,
         /// Article id.
         id: String,
+        /// Read as of this store revision (a sign-off's, a write's) rather
+        /// than now.
+        #[arg(long)]
+        at: Option<u64>,
     },
     /// Show one annotation.
     Get {
@@ -169,6 +177,10 @@ pub enum Command {
         /// articles/{article}/annotations/{uuid}, or the bare uuid `list`
         /// prints.
         name: String,
+        /// Read as of this store revision (a sign-off's, a write's) rather
+        /// than now.
+        #[arg(long)]
+        at: Option<u64>,
     },
     /// Every state an annotation has had: who changed it, when, and how.
     History {

@@ -374,9 +374,15 @@ pub fn watch_filter(req: &pb::WatchAnnotationsRequest) -> Result<crate::domain::
 }
 
 /// What a page token is bound to: the list it came from and its filters.
-pub fn filter_fingerprint(f: &AnnotationFilter) -> [u8; 16] {
+pub fn filter_fingerprint(f: &AnnotationFilter, read_revision: u64) -> [u8; 16] {
     let mut h = Sha256::new();
     h.update(b"annotations\0");
+    // 0 (now) hashes as before, so tokens handed out before read_revision
+    // existed still serve.
+    if read_revision > 0 {
+        h.update(b"at\0");
+        h.update(read_revision.to_be_bytes());
+    }
     h.update(f.article.as_ref().map_or("-", |a| a.as_str()));
     h.update([0, f.verdict.map_or(0, |v| v.index() as u8 + 1), 0]);
     h.update(f.analyst.as_deref().unwrap_or("").as_bytes());

@@ -42,6 +42,16 @@ pub enum Error {
     #[error("{message}")]
     Compacted { message: String, oldest: u64 },
 
+    /// A read named a revision this server cannot read at: older than the
+    /// changelog's retention (`oldest` is the oldest it can), or newer than
+    /// any the store has written.
+    #[error("{message}")]
+    OutOfRange {
+        reason: &'static str,
+        message: String,
+        oldest: u64,
+    },
+
     /// A limit was reached.
     #[error("{message}")]
     ResourceExhausted { reason: &'static str, message: String },
@@ -133,6 +143,7 @@ impl Error {
             | Error::Aborted { reason, .. }
             | Error::ResourceExhausted { reason, .. }
             | Error::StoreUnavailable { reason, .. }
+            | Error::OutOfRange { reason, .. }
             | Error::PermissionDenied { reason, .. } => reason,
             Error::Compacted { .. } => "REVISION_COMPACTED",
             Error::Child { error, .. } => error.reason(),
@@ -152,6 +163,7 @@ impl Error {
             Error::FailedPrecondition { .. } => Code::FailedPrecondition,
             Error::Aborted { .. } => Code::Aborted,
             Error::Compacted { .. } => Code::FailedPrecondition,
+            Error::OutOfRange { .. } => Code::OutOfRange,
             Error::ResourceExhausted { .. } => Code::ResourceExhausted,
             Error::Unauthenticated(_) => Code::Unauthenticated,
             Error::PermissionDenied { .. } => Code::PermissionDenied,
@@ -191,7 +203,7 @@ fn capped(s: String) -> String {
 impl From<Error> for Status {
     fn from(err: Error) -> Status {
         let mut metadata = std::collections::HashMap::<String, String>::new();
-        if let Error::Compacted { oldest, .. } = &err {
+        if let Error::Compacted { oldest, .. } | Error::OutOfRange { oldest, .. } = &err {
             metadata.insert("oldest_revision".into(), oldest.to_string());
         }
         // A batch child's error: say which child, and prefix its field.

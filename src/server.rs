@@ -75,14 +75,16 @@ impl Default for Options {
 }
 
 /// tonic refuses a request above the size limit with OUT_OF_RANGE; gRPC's
-/// status codes say RESOURCE_EXHAUSTED. No handler of ours returns
-/// OUT_OF_RANGE, so every one is this case.
+/// status codes say RESOURCE_EXHAUSTED. Our own OUT_OF_RANGE answers (a
+/// `read_revision` out of reach) always carry an ErrorInfo: one without is
+/// tonic's.
 fn oversized_is_resource_exhausted<B>(mut res: http::Response<B>) -> http::Response<B> {
     let out_of_range = (tonic::Code::OutOfRange as i32).to_string();
     if res
         .headers()
         .get("grpc-status")
         .is_some_and(|v| v.as_bytes() == out_of_range.as_bytes())
+        && !res.headers().contains_key("grpc-status-details-bin")
     {
         let headers = res.headers_mut();
         let code = (tonic::Code::ResourceExhausted as i32).to_string();

@@ -52,6 +52,7 @@ async fn lists_all_seed_articles_with_code_point_lengths() {
             offset_encoding: 0,
             name: article(A1),
             view: 0,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -94,6 +95,7 @@ async fn spans_over_non_ascii_text_quote_the_right_code_points() {
             .get_annotation(pb::GetAnnotationRequest {
                 offset_encoding: 0,
                 name: created.name.clone(),
+                ..Default::default()
             })
             .await
             .unwrap()
@@ -299,7 +301,8 @@ async fn bad_input_gets_a_clear_status_and_changes_nothing() {
         Some("name"),
         c.get_annotation(pb::GetAnnotationRequest {
             offset_encoding: 0,
-            name: "articles/x/annotations/123".into()
+            name: "articles/x/annotations/123".into(),
+            ..Default::default()
         })
     );
     refused!(
@@ -308,7 +311,8 @@ async fn bad_input_gets_a_clear_status_and_changes_nothing() {
         Some("name"),
         c.get_annotation(pb::GetAnnotationRequest {
             offset_encoding: 0,
-            name: existing.name.replace("/annotations/", "/notes/")
+            name: existing.name.replace("/annotations/", "/notes/"),
+            ..Default::default()
         })
     );
     let missing = format!("{}/annotations/{}", article(A1), uuid::Uuid::now_v7());
@@ -318,7 +322,8 @@ async fn bad_input_gets_a_clear_status_and_changes_nothing() {
         None::<&str>,
         c.get_annotation(pb::GetAnnotationRequest {
             offset_encoding: 0,
-            name: missing.clone()
+            name: missing.clone(),
+            ..Default::default()
         })
     );
     assert!(s.message().contains(&missing));
@@ -330,7 +335,8 @@ async fn bad_input_gets_a_clear_status_and_changes_nothing() {
         None::<&str>,
         c.get_annotation(pb::GetAnnotationRequest {
             name: moved.clone(),
-            offset_encoding: 0
+            offset_encoding: 0,
+            ..Default::default()
         })
     );
     refused!(
@@ -360,7 +366,8 @@ async fn bad_input_gets_a_clear_status_and_changes_nothing() {
         c.get_article(pb::GetArticleRequest {
             offset_encoding: 0,
             name: "articles/a/b".into(),
-            view: 0
+            view: 0,
+            ..Default::default()
         })
     );
     refused!(
@@ -370,7 +377,8 @@ async fn bad_input_gets_a_clear_status_and_changes_nothing() {
         c.get_article(pb::GetArticleRequest {
             offset_encoding: 0,
             name: "articles/nope".into(),
-            view: 0
+            view: 0,
+            ..Default::default()
         })
     );
     refused!(
@@ -380,7 +388,8 @@ async fn bad_input_gets_a_clear_status_and_changes_nothing() {
         c.get_article(pb::GetArticleRequest {
             offset_encoding: 0,
             name: article(A1),
-            view: 9
+            view: 9,
+            ..Default::default()
         })
     );
     refused!(
@@ -389,7 +398,8 @@ async fn bad_input_gets_a_clear_status_and_changes_nothing() {
         Some("name"),
         c.get_article_review(pb::GetArticleReviewRequest {
             name: article(A1),
-            offset_encoding: 0
+            offset_encoding: 0,
+            ..Default::default()
         })
     );
     refused!(
@@ -398,7 +408,8 @@ async fn bad_input_gets_a_clear_status_and_changes_nothing() {
         None::<&str>,
         c.get_article_review(pb::GetArticleReviewRequest {
             offset_encoding: 0,
-            name: "articles/nope/review".into()
+            name: "articles/nope/review".into(),
+            ..Default::default()
         })
     );
 
@@ -639,6 +650,7 @@ async fn stale_etags_abort_and_change_nothing() {
         .get_annotation(pb::GetAnnotationRequest {
             name: a.name.clone(),
             offset_encoding: 0,
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -836,6 +848,7 @@ async fn review_counts_coverage_and_contested_spans() {
         .get_article_review(pb::GetArticleReviewRequest {
             offset_encoding: 0,
             name: format!("{}/review", article(A1)),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -881,6 +894,7 @@ async fn review_counts_coverage_and_contested_spans() {
         .get_article_review(pb::GetArticleReviewRequest {
             offset_encoding: 0,
             name: format!("{}/review", article(A1)),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -923,6 +937,7 @@ async fn review_counts_coverage_and_contested_spans() {
         .get_article_review(pb::GetArticleReviewRequest {
             offset_encoding: 0,
             name: format!("{}/review", article(A1)),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -967,6 +982,7 @@ async fn a_crowded_contested_region_names_the_first_hundred_and_counts_all() {
         c.get_article_review(pb::GetArticleReviewRequest {
             offset_encoding: 0,
             name: format!("{}/review", article(A1)),
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -587,6 +587,7 @@ async fn the_three_offset_encodings_round_trip() {
                 .get_annotation(pb::GetAnnotationRequest {
                     name: a.name.clone(),
                     offset_encoding: *other as i32,
+                    ..Default::default()
                 })
                 .await
                 .unwrap()

@@ -53,6 +53,7 @@ async fn a_backup_restores_into_an_equal_store_that_goes_on() {
             c.get_article_review(pb::GetArticleReviewRequest {
                 name: format!("{}/review", article(A1)),
                 offset_encoding: 0,
+                ..Default::default()
             })
             .await
             .unwrap()

@@ -102,6 +102,7 @@ async fn batch_create_is_one_revision_in_request_order() {
             offset_encoding: 0,
             parent: "articles/-".into(),
             names: names.clone(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -215,6 +216,7 @@ async fn a_bad_child_rejects_the_whole_batch_and_writes_nothing() {
             offset_encoding: 0,
             parent: article(A2),
             names: vec![existing.name.clone(), missing],
+            ..Default::default()
         })
         .await
         .unwrap_err();

@@ -384,6 +384,7 @@ async fn stale_edits_conflict_and_readers_cannot_write() {
         .get_annotation(pb::GetAnnotationRequest {
             name: a.name.clone(),
             offset_encoding: 0,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -646,6 +647,7 @@ async fn a_reviewer_signs_off_from_the_page_and_a_change_withdraws_it_live() {
         .get_article_review(pb::GetArticleReviewRequest {
             name: format!("{}/review", article(KOREAN)),
             offset_encoding: 0,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -696,6 +698,7 @@ async fn review(client: &mut Client, article_id: &str) -> pb::ArticleReview {
         .get_article_review(pb::GetArticleReviewRequest {
             name: format!("{}/review", article(article_id)),
             offset_encoding: 0,
+            ..Default::default()
         })
         .await
         .unwrap()

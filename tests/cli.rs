@@ -585,6 +585,7 @@ async fn an_etag_is_accepted_with_or_without_its_quotes() {
         .get_annotation(pb::GetAnnotationRequest {
             name: a.name.clone(),
             offset_encoding: 0,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -655,4 +656,55 @@ async fn a_closed_stdout_ends_the_command_quietly() {
             "{args:?}: {status:?}"
         );
     }
+}
+
+/// `--at REVISION` on `list`, `get` and `review`: what was there then, an
+/// annotation deleted since included; a revision not yet written is a
+/// clear error and exit status.
+#[tokio::test]
+async fn list_get_and_review_at_a_past_revision() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let a = create(
+        &mut client,
+        A1,
+        find_span(&seed_text(A1), "조태열"),
+        pb::Verdict::Disputed,
+    )
+    .await;
+    let then = snapshot(&mut client).await.1.to_string();
+    client
+        .delete_annotation(pb::DeleteAnnotationRequest {
+            name: a.name.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    let now = run(&server, &["list", A1, "--output", "json"], None).await;
+    assert!(json_lines(&now).is_empty(), "{}", stdout(&now));
+    let past = run(&server, &["list", A1, "--at", &then, "--output", "json"], None).await;
+    let listed = json_lines(&past);
+    assert_eq!(listed.len(), 1, "{}", stderr(&past));
+    assert_eq!(listed[0]["name"], a.name.as_str());
+    assert_eq!(listed[0]["quote"], "조태열");
+
+    let got = run(
+        &server,
+        &["get", &a.name, "--at", &then, "--output", "json"],
+        None,
+    )
+    .await;
+    assert!(got.status.success(), "{}", stderr(&got));
+    assert_eq!(json_lines(&got)[0]["verdict"], "VERDICT_DISPUTED");
+    let review = run(&server, &["review", A1, "--at", &then, "--output", "json"], None).await;
+    assert_eq!(json_lines(&review)[0]["disputedCount"], 1, "{}", stdout(&review));
+
+    let future = run(&server, &["review", A1, "--at", "999999"], None).await;
+    assert!(!future.status.success());
+    assert!(
+        stderr(&future).contains("newer than any the store has written"),
+        "{}",
+        stderr(&future)
+    );
 }

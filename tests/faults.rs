@@ -118,6 +118,7 @@ async fn readers_neither_wait_for_nor_see_a_commit_in_flight() {
             .get_annotation(pb::GetAnnotationRequest {
                 name: a.name.clone(),
                 offset_encoding: 0,
+                ..Default::default()
             })
             .await
             .unwrap()
@@ -130,6 +131,7 @@ async fn readers_neither_wait_for_nor_see_a_commit_in_flight() {
                 offset_encoding: 0,
                 parent: article(KOREAN),
                 names: vec![a.name.clone()],
+                ..Default::default()
             })
             .await
             .unwrap()
@@ -140,6 +142,7 @@ async fn readers_neither_wait_for_nor_see_a_commit_in_flight() {
             .get_article_review(pb::GetArticleReviewRequest {
                 offset_encoding: 0,
                 name: format!("{}/review", article(KOREAN)),
+                ..Default::default()
             })
             .await
             .unwrap()
@@ -171,6 +174,7 @@ async fn readers_neither_wait_for_nor_see_a_commit_in_flight() {
         .get_annotation(pb::GetAnnotationRequest {
             name: a.name.clone(),
             offset_encoding: 0,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -215,6 +219,7 @@ async fn a_failed_flush_is_never_visible_and_stops_writes_until_restart() {
         .get_annotation(pb::GetAnnotationRequest {
             name: a.name.clone(),
             offset_encoding: 0,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -293,6 +298,7 @@ async fn a_failed_correction_is_all_or_nothing() {
             c.get_annotation(pb::GetAnnotationRequest {
                 name,
                 offset_encoding: 0,
+                ..Default::default()
             })
             .await
             .unwrap()
@@ -374,6 +380,7 @@ async fn a_failed_sign_off_is_never_half_recorded() {
             c.get_article_review(pb::GetArticleReviewRequest {
                 name: format!("{}/review", article(KOREAN)),
                 offset_encoding: 0,
+                ..Default::default()
             })
             .await
             .unwrap()

@@ -98,6 +98,7 @@ async fn grpc_web_over_http1_serves_calls_streams_and_errors() {
         .get_annotation(pb::GetAnnotationRequest {
             offset_encoding: 0,
             name: "articles/nope/annotations/x".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();

@@ -263,7 +263,7 @@ proptest! {
                 let records = history(&mut client, name).await;
                 assert_eq!(records.len(), *changes, "{name}: one record per change");
                 let last = records.last().unwrap();
-                let got = client.get_annotation(pb::GetAnnotationRequest { name: name.clone(), offset_encoding: 0 }).await;
+                let got = client.get_annotation(pb::GetAnnotationRequest { name: name.clone(), offset_encoding: 0, ..Default::default() }).await;
                 if *alive {
                     let stored = got.unwrap().into_inner();
                     let replayed = last.annotation.clone().unwrap();
@@ -461,6 +461,7 @@ async fn no_response_outgrows_the_limit() {
             offset_encoding: 0,
             parent: article(KOREAN),
             names: vec![names[0].clone(), names[0].clone()],
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -472,6 +473,7 @@ async fn no_response_outgrows_the_limit() {
             offset_encoding: 0,
             parent: article(KOREAN),
             names: names.clone(),
+            ..Default::default()
         })
         .await
         .unwrap_err();

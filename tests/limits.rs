@@ -459,6 +459,7 @@ async fn make(c: &mut Client, call: Call) -> Result<(), (tonic::Status, bool)> {
             .get_annotation(pb::GetAnnotationRequest {
                 name,
                 offset_encoding: 0,
+                ..Default::default()
             })
             .await
             .map(drop)
@@ -479,6 +480,7 @@ async fn make(c: &mut Client, call: Call) -> Result<(), (tonic::Status, bool)> {
                 verdict,
                 analyst: String::new(),
                 overlaps: span(start, end),
+                ..Default::default()
             })
             .await
             .map(drop)
@@ -487,6 +489,7 @@ async fn make(c: &mut Client, call: Call) -> Result<(), (tonic::Status, bool)> {
             .get_article_review(pb::GetArticleReviewRequest {
                 name,
                 offset_encoding: 0,
+                ..Default::default()
             })
             .await
             .map(drop)

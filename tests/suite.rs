@@ -13,6 +13,7 @@ mod common;
 
 mod api;
 mod articles;
+mod as_of;
 mod backup;
 mod batch;
 mod binary;

@@ -48,6 +48,7 @@ async fn roles_decide_who_may_write_what_and_refusals_change_nothing() {
         .get_annotation(pb::GetAnnotationRequest {
             offset_encoding: 0,
             name: theirs.name.clone(),
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -204,6 +205,7 @@ async fn the_history_keeps_every_state_chained_also_after_delete_and_restart() {
             .get_annotation(pb::GetAnnotationRequest {
                 offset_encoding: 0,
                 name: created.name.clone(),
+                ..Default::default()
             })
             .await
             .unwrap_err()

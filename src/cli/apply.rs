@@ -430,6 +430,7 @@ async fn plan(client: &mut Client, ops: Vec<(usize, Op)>) -> Result<Vec<Planned>
                                     offset_encoding: 0,
                                     name: parent.clone(),
                                     view: pb::ArticleView::Full as i32,
+                                    ..Default::default()
                                 })
                                 .await
                                 .map_err(|s| CliError::from(s).at_line(line))?

@@ -318,6 +318,7 @@ async fn full_name(c: &mut Client, name: &str) -> Result<String> {
         .get_annotation(pb::GetAnnotationRequest {
             name: bare_to_wildcard(name),
             offset_encoding: 0,
+            ..Default::default()
         })
         .await?
         .into_inner();
@@ -458,6 +459,7 @@ pub async fn run(command: Command) -> Result<()> {
             id,
             verdict,
             analyst,
+            at,
         } => {
             let mut c = connect(&client).await?;
             let req = pb::ListAnnotationsRequest {
@@ -467,6 +469,7 @@ pub async fn run(command: Command) -> Result<()> {
                 page_size: 1000,
                 verdict: verdict.map_or(0, |v| verdict_pb(v) as i32),
                 analyst: analyst.unwrap_or_default(),
+                read_revision: at.unwrap_or(0),
                 ..Default::default()
             };
             let all = list_all(&mut c, req).await?;
@@ -508,12 +511,14 @@ pub async fn run(command: Command) -> Result<()> {
             }
             Ok(())
         }
-        Command::Review { client, id } => {
+        Command::Review { client, id, at } => {
             let mut c = connect(&client).await?;
             let r = c
                 .get_article_review(pb::GetArticleReviewRequest {
                     offset_encoding: 0,
                     name: format!("{}/review", article_name(&id)),
+                    read_revision: at.unwrap_or(0),
+                    ..Default::default()
                 })
                 .await?
                 .into_inner();
@@ -547,12 +552,14 @@ pub async fn run(command: Command) -> Result<()> {
             print_annotation(client.output, &updated);
             Ok(())
         }
-        Command::Get { client, name } => {
+        Command::Get { client, name, at } => {
             let mut c = connect(&client).await?;
             let a = c
                 .get_annotation(pb::GetAnnotationRequest {
                     name: bare_to_wildcard(&name),
                     offset_encoding: 0,
+                    read_revision: at.unwrap_or(0),
+                    ..Default::default()
                 })
                 .await?
                 .into_inner();
@@ -685,6 +692,7 @@ async fn reviews(client: &ClientArgs, state: Option<crate::config::ReviewStateAr
                 page_token: token,
                 state: state as i32,
                 offset_encoding: 0,
+                ..Default::default()
             })
             .await?
             .into_inner();
@@ -761,6 +769,7 @@ async fn articles(client: &ClientArgs) -> Result<()> {
                 page_size: 1000,
                 page_token: token,
                 view: 0,
+                ..Default::default()
             })
             .await?
             .into_inner();
@@ -792,6 +801,7 @@ async fn get_article(c: &mut Client, id: &str) -> Result<pb::Article> {
         offset_encoding: 0,
         name: article_name(id),
         view: pb::ArticleView::Full as i32,
+        ..Default::default()
     })
     .await?
     .into_inner())

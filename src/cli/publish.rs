@@ -100,6 +100,7 @@ pub async fn correct(
         .get_article_review(pb::GetArticleReviewRequest {
             name: format!("{name}/review"),
             offset_encoding: 0,
+            ..Default::default()
         })
         .await?
         .into_inner();

@@ -126,6 +126,7 @@ pub async fn collection(c: &mut Client, all: &[pb::Annotation], iris: &Iris) -> 
                     name: name.clone(),
                     view: pb::ArticleView::Full as i32,
                     offset_encoding: 0,
+                    ..Default::default()
                 })
                 .await?
                 .into_inner();
@@ -273,6 +274,7 @@ async fn anchor_one(
                 name: format!("articles/{article}"),
                 view: pb::ArticleView::Full as i32,
                 offset_encoding: 0,
+                ..Default::default()
             })
             .await
             .ok()

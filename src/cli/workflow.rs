@@ -62,6 +62,7 @@ pub async fn signoff(client: &ClientArgs, id: &str, etag: Option<String>) -> Res
                 .get_article_review(pb::GetArticleReviewRequest {
                     name: name.clone(),
                     offset_encoding: 0,
+                    ..Default::default()
                 })
                 .await?
                 .into_inner();
@@ -184,6 +185,7 @@ pub async fn claim_reviews(c: &mut Client, id: Option<&str>, publisher: &Publish
                         page_token: token,
                         state: pb::ReviewState::SignedOff as i32,
                         offset_encoding: 0,
+                        ..Default::default()
                     })
                     .await?
                     .into_inner();
@@ -206,6 +208,7 @@ pub async fn claim_reviews(c: &mut Client, id: Option<&str>, publisher: &Publish
             .get_article_review(pb::GetArticleReviewRequest {
                 name: format!("{name}/review"),
                 offset_encoding: 0,
+                ..Default::default()
             })
             .await?
             .into_inner();

@@ -278,6 +278,33 @@ impl Service {
         self.store.fresh().await
     }
 
+    /// What a read does first, given the request's `read_revision` and
+    /// `min_revision`: waits until this server holds the state the client
+    /// asked for, and returns the revision of a read as of the past
+    /// (`None`: read the present). A `min_revision` the server already has
+    /// costs nothing; without one, [`Service::fresh`].
+    async fn read_point(&self, read_revision: u64, min_revision: u64) -> Result<Option<u64>> {
+        if read_revision > 0 {
+            if min_revision > read_revision {
+                return Err(Error::invalid(
+                    "MIN_REVISION_PAST_READ_REVISION",
+                    "min_revision",
+                    format!(
+                        "is {min_revision}, past read_revision {read_revision}: a read at one revision cannot be newer"
+                    ),
+                ));
+            }
+            self.store.at_least(read_revision).await?;
+            return Ok(Some(read_revision));
+        }
+        if min_revision > 0 {
+            self.store.at_least(min_revision).await?;
+        } else {
+            self.fresh().await?;
+        }
+        Ok(None)
+    }
+
     /// Runs a check of a call against this server's state. If it fails and
     /// other servers share the store (etcd), takes their commits in and
     /// runs it once more: a refusal stands only on a state at least as new
@@ -403,7 +430,7 @@ impl FactCheckService for Service {
         let full = convert::article_view_full("view", req.view, false)?;
         let enc = convert::offset_encoding("offset_encoding", req.offset_encoding)?;
         let fp = convert::ARTICLES_FINGERPRINT;
-        self.fresh().await?;
+        self.read_point(0, req.min_revision).await?;
         let after = self.tokens().decode("page_token", &req.page_token, &fp)?;
         let all = self.store.articles();
         let mut articles = all
@@ -438,10 +465,30 @@ impl FactCheckService for Service {
         let (id, revision) = convert::article_revision_name("name", &req.name)?;
         let full = convert::article_view_full("view", req.view, true)?;
         let enc = convert::offset_encoding("offset_encoding", req.offset_encoding)?;
-        self.fresh().await?;
-        let article = match revision {
-            None => self.article(&id)?,
-            Some(r) => {
+        if req.read_revision > 0 && revision.is_some() {
+            return Err(Error::invalid(
+                "READ_REVISION_WITH_ARTICLE_REVISION",
+                "read_revision",
+                "cannot be set with an article revision name (`@`): the name already says which text",
+            )
+            .into());
+        }
+        let at = self.read_point(req.read_revision, req.min_revision).await?;
+        let article = match (revision, at) {
+            (None, None) => self.article(&id)?,
+            (None, Some(at)) => {
+                let store = self.store.clone();
+                let name = req.name.clone();
+                self.blocking(move |_| {
+                    store
+                        .as_of(at, Some(&id))?
+                        .article(&id)
+                        .cloned()
+                        .ok_or_else(|| Error::not_found(name))
+                })
+                .await?
+            }
+            (Some(r), _) => {
                 let store = self.store.clone();
                 let name = req.name.clone();
                 self.blocking(move |_| {
@@ -464,7 +511,7 @@ impl FactCheckService for Service {
         &self,
         req: Request<pb::ListArticleReviewsRequest>,
     ) -> Result<Response<pb::ListArticleReviewsResponse>, Status> {
-        self.fresh().await?;
+        self.read_point(0, req.get_ref().min_revision).await?;
         Ok(Response::new(self.list_article_reviews_rpc(req).await?))
     }
 
@@ -567,22 +614,25 @@ impl FactCheckService for Service {
     ) -> Result<Response<pb::Annotation>, Status> {
         let req = req.into_inner();
         let enc = convert::offset_encoding("offset_encoding", req.offset_encoding)?;
-        self.fresh().await?;
         // `articles/-/annotations/{uuid}`: whichever article holds it
         // (AIP-159), so a bare id can be acted on.
-        if let Some(id) = req.name.strip_prefix("articles/-/annotations/") {
-            let id = convert::uuid("name", id)?;
-            let found = self
-                .store
-                .get_any(id)?
-                .ok_or_else(|| Error::not_found(req.name.clone()))?;
-            return Ok(Response::new(self.to_pb(&found, enc)?));
-        }
-        let name = convert::annotation_name("name", &req.name)?;
+        let (id, article) = match req.name.strip_prefix("articles/-/annotations/") {
+            Some(id) => (convert::uuid("name", id)?, None),
+            None => {
+                let name = convert::annotation_name("name", &req.name)?;
+                (name.id, Some(name.article))
+            }
+        };
+        let at = self.read_point(req.read_revision, req.min_revision).await?;
+        let store = self.store.clone();
         let found = self
-            .store
-            .get(&name.article, name.id)?
-            .ok_or_else(|| Error::not_found(name.to_string()))?;
+            .blocking(move |_| match at {
+                Some(at) => store.get_as_of(id, at),
+                None => store.get_any(id),
+            })
+            .await?
+            .filter(|a| article.as_ref().is_none_or(|article| *article == a.name.article))
+            .ok_or_else(|| Error::not_found(req.name.clone()))?;
         Ok(Response::new(self.to_pb(&found, enc)?))
     }
 
@@ -707,7 +757,7 @@ impl FactCheckService for Service {
         let within = convert::annotation_parent("parent", &req.parent)?;
         let enc = convert::offset_encoding("offset_encoding", req.offset_encoding)?;
         convert::batch_size("names", req.names.len())?;
-        self.fresh().await?;
+        self.read_point(0, req.min_revision).await?;
         let names = req
             .names
             .iter()
@@ -772,9 +822,26 @@ impl FactCheckService for Service {
         let mut filter = convert::annotation_filter(&req)?;
         let size = convert::page_size("page_size", req.page_size)?;
         let enc = convert::offset_encoding("offset_encoding", req.offset_encoding)?;
-        self.fresh().await?;
+        let at = self.read_point(req.read_revision, req.min_revision).await?;
+        // As of a past revision: the state then, built once for the page.
+        let past = match at {
+            Some(at) => {
+                let scope = filter.article.clone();
+                Some(Arc::new(
+                    self.blocking(move |store| store.as_of(at, scope.as_ref()))
+                        .await?,
+                ))
+            }
+            None => None,
+        };
         if let Some(id) = &filter.article {
-            let article = self.article(id)?;
+            let article = match &past {
+                Some(past) => past
+                    .article(id)
+                    .cloned()
+                    .ok_or_else(|| Error::not_found(id.name()))?,
+                None => self.article(id)?,
+            };
             filter.overlaps = filter.overlaps.map(|s| convert::overlaps_in(s, &article, enc));
         } else if filter.overlaps.is_some() && enc != OffsetEncoding::CodePoints {
             return Err(Error::invalid("OVERLAPS_NEEDS_ONE_ARTICLE", 
@@ -783,13 +850,17 @@ impl FactCheckService for Service {
             )
             .into());
         }
-        let fp = convert::filter_fingerprint(&filter);
+        // A token serves only the same filters at the same read revision.
+        let fp = convert::filter_fingerprint(&filter, at.unwrap_or(0));
         let cursor = self
             .tokens()
             .decode("page_token", &req.page_token, &fp)?
             .map(Cursor::from_bytes);
         let page = self
-            .blocking(move |store| store.list(&filter, cursor.as_ref(), size))
+            .blocking(move |store| match past {
+                Some(past) => past.list(&filter, cursor.as_ref(), size),
+                None => store.list(&filter, cursor.as_ref(), size),
+            })
             .await?;
         let mut annotations = page
             .annotations
@@ -888,14 +959,35 @@ impl FactCheckService for Service {
         let req = req.into_inner();
         let id = convert::review_name("name", &req.name)?;
         let enc = convert::offset_encoding("offset_encoding", req.offset_encoding)?;
-        self.fresh().await?;
-        let (review, revision) = self.current_review(&id).await?;
-        Ok(Response::new(convert::review_to_pb(
+        let at = self.read_point(req.read_revision, req.min_revision).await?;
+        // As of a revision since which the article has not changed: today's
+        // review, which is exactly what it was then.
+        let past = at.filter(|at| self.store.last_change(&id).is_some_and(|last| last > *at));
+        let (review, revision) = match past {
+            Some(at) => {
+                let id = id.clone();
+                let review = self
+                    .blocking(move |store| store.as_of(at, Some(&id))?.review(&id))
+                    .await?;
+                (Arc::new(review), at)
+            }
+            None => self.current_review(&id).await?,
+        };
+        let mut review = convert::review_to_pb(
             &review,
-            revision,
+            at.unwrap_or(revision),
             self.max_response.saturating_sub(64 * 1024),
             enc,
-        )))
+        );
+        if past.is_some() {
+            // A state the article has left: nothing can be done with its
+            // etag (a sign-off needs the current one). And the store keeps
+            // no record of a deletion's time once later changes came, so
+            // the last update is not given rather than given wrong.
+            review.etag.clear();
+            review.last_update_time = None;
+        }
+        Ok(Response::new(review))
     }
 }
 

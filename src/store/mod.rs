@@ -12,6 +12,7 @@
 //! and never waits for a commit. The key layout is in [`keys`], the value
 //! formats in [`codec`]; both are the same on every engine.
 
+mod as_of;
 mod audit;
 mod backup;
 mod codec;
@@ -35,6 +36,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use uuid::Uuid;
 
+pub use as_of::AsOf;
 pub use audit::{AuditReport, HistoryCursor};
 pub use backup::{BACKUP_MAGIC, restore, restore_etcd};
 pub use committer::MODERATION_PREFIX;
@@ -688,44 +690,9 @@ impl Store {
         cursor: Option<&Cursor>,
         limit: usize,
     ) -> Result<AnnotationPage> {
-        let after = match cursor {
-            Some(c) => Some(keys::parse_position(&c.0).ok_or_else(|| Error::internal("malformed cursor"))?),
-            None => None,
-        };
         let index = self.read_lock();
         let revision = self.revision();
-        let articles: Vec<&ArticleId> = match &filter.article {
-            Some(a) => vec![a],
-            None => index.texts().keys().collect(),
-        };
-        let lengths = |id: &ArticleId| index.text(id).map_or(0, |a| a.len());
-        // One more than a page: whether there is a next page.
-        let mut keys: Vec<(&ArticleId, u32, Uuid)> = Vec::new();
-        for id in articles {
-            let from = match &after {
-                Some((a, _, _)) if a > id => continue,
-                Some((a, start, uuid)) if a == id => Some((*start, *uuid)),
-                _ => None,
-            };
-            if let Some(article) = index.article(id) {
-                let want = limit + 1 - keys.len();
-                keys.extend(
-                    article
-                        .select(filter, from, want, lengths(id))
-                        .into_iter()
-                        .map(|(start, uuid)| (id, start, uuid)),
-                );
-            }
-            if keys.len() > limit {
-                break;
-            }
-        }
-        let next = (keys.len() > limit).then(|| {
-            let (a, start, uuid) = keys[limit - 1];
-            Cursor(keys::position(a, start, uuid))
-        });
-        keys.truncate(limit);
-        let keys: Vec<(ArticleId, u32, Uuid)> = keys.into_iter().map(|(a, s, u)| (a.clone(), s, u)).collect();
+        let (keys, next) = select_page(&index, filter, cursor, limit)?;
         // The index is picked; the records are read at its revision, without
         // the lock.
         drop(index);
@@ -817,7 +784,45 @@ impl Store {
         let stored = tokio::task::spawn_blocking(move || engine.stored_revision())
             .await
             .map_err(Error::internal)??;
-        if self.revision() >= stored {
+        self.caught_up_to(stored).await
+    }
+
+    /// Waits until this server has taken in revision `min` (a revision a
+    /// client's write returned, on whichever server), and returns its
+    /// revision then: `min_revision` and `read_revision`. Cheaper than
+    /// [`Store::fresh`] when the server already has it: no round trip.
+    /// A revision the store has not written is `OUT_OF_RANGE`.
+    pub async fn at_least(&self, min: u64) -> Result<u64> {
+        if self.revision() >= min {
+            return Ok(self.revision());
+        }
+        let shared = &self.inner.shared;
+        let stored = if shared.engine.shared() {
+            let engine = shared.engine.clone();
+            tokio::task::spawn_blocking(move || engine.stored_revision())
+                .await
+                .map_err(Error::internal)??
+        } else {
+            self.revision()
+        };
+        if stored < min {
+            return Err(Error::OutOfRange {
+                reason: "REVISION_NOT_YET_WRITTEN",
+                message: format!(
+                    "revision {min} is newer than any the store has written: its newest is {stored}"
+                ),
+                oldest: self.oldest_readable(),
+            });
+        }
+        self.caught_up_to(min).await
+    }
+
+    /// Waits, within [`FRESH_WITHIN`], until this server has published
+    /// `revision`, which the store holds: it has this server follow the
+    /// store meanwhile.
+    async fn caught_up_to(&self, revision: u64) -> Result<u64> {
+        let shared = &self.inner.shared;
+        if self.revision() >= revision {
             return Ok(self.revision());
         }
         if *shared.failed.borrow() {
@@ -828,14 +833,14 @@ impl Store {
             let _ = self.queue()?.try_send(Work::Follow);
         }
         let mut head = shared.head.subscribe();
-        match tokio::time::timeout(FRESH_WITHIN, head.wait_for(|h| *h >= stored)).await {
+        match tokio::time::timeout(FRESH_WITHIN, head.wait_for(|h| *h >= revision)).await {
             Ok(Ok(h)) => Ok(*h),
             Ok(Err(_)) => Err(Error::Unavailable),
             Err(_) => Err(Error::StoreUnavailable {
                 reason: "REPLICA_BEHIND",
                 message: format!(
                     "this server could not take in, within {}s, every change committed to the store ({}) \
-                     before this call: not answering from a state that may be stale; retry",
+                     up to revision {revision}: not answering from a state that may be stale; retry",
                     FRESH_WITHIN.as_secs(),
                     shared.engine.name()
                 ),
@@ -854,9 +859,24 @@ impl Store {
         self.inner.shared.in_sync.subscribe()
     }
 
+    /// The revision of the last change to `article`, its annotations or its
+    /// review, as this server has published; `None` for an unknown article.
+    pub fn last_change(&self, article: &ArticleId) -> Option<u64> {
+        let index = self.read_lock();
+        index.text(article)?;
+        Some(index.article(article).map_or(0, |a| a.last_revision()))
+    }
+
     /// The oldest revision the changelog still holds.
     pub fn oldest_revision(&self) -> u64 {
         self.inner.shared.compacted.load(Ordering::Acquire) + 1
+    }
+
+    /// The oldest revision a read may name (`read_revision`): the state at
+    /// `r` is today's with every later change taken back, so it needs the
+    /// changelog from `r + 1` on.
+    pub fn oldest_readable(&self) -> u64 {
+        self.inner.shared.compacted.load(Ordering::Acquire)
     }
 
     /// Up to `limit` changes from revision `from` on, up to the durable
@@ -928,6 +948,59 @@ impl codec::ChangeSource for Store {
     fn review(&self, article: &ArticleId, revision: u64, seq: u32) -> Result<codec::ReviewRecord> {
         codec::ChangeSource::review(&*self.inner.shared, article, revision, seq)
     }
+}
+
+/// Where an annotation is listed: its article, start and id.
+type Position = (ArticleId, u32, Uuid);
+
+/// The positions of up to `limit` annotations of `index` matching `filter`
+/// after `cursor`, and the cursor of the next page if there is one: the
+/// selection of `ListAnnotations`, today's and as of a past revision.
+fn select_page(
+    index: &Index,
+    filter: &AnnotationFilter,
+    cursor: Option<&Cursor>,
+    limit: usize,
+) -> Result<(Vec<Position>, Option<Cursor>)> {
+    let after = match cursor {
+        Some(c) => Some(keys::parse_position(&c.0).ok_or_else(|| Error::internal("malformed cursor"))?),
+        None => None,
+    };
+    let articles: Vec<&ArticleId> = match &filter.article {
+        Some(a) => vec![a],
+        None => index.texts().keys().collect(),
+    };
+    let lengths = |id: &ArticleId| index.text(id).map_or(0, |a| a.len());
+    // One more than a page: whether there is a next page.
+    let mut keys: Vec<(&ArticleId, u32, Uuid)> = Vec::new();
+    for id in articles {
+        let from = match &after {
+            Some((a, _, _)) if a > id => continue,
+            Some((a, start, uuid)) if a == id => Some((*start, *uuid)),
+            _ => None,
+        };
+        if let Some(article) = index.article(id) {
+            let want = limit + 1 - keys.len();
+            keys.extend(
+                article
+                    .select(filter, from, want, lengths(id))
+                    .into_iter()
+                    .map(|(start, uuid)| (id, start, uuid)),
+            );
+        }
+        if keys.len() > limit {
+            break;
+        }
+    }
+    let next = (keys.len() > limit).then(|| {
+        let (a, start, uuid) = keys[limit - 1];
+        Cursor(keys::position(a, start, uuid))
+    });
+    keys.truncate(limit);
+    Ok((
+        keys.into_iter().map(|(a, s, u)| (a.clone(), s, u)).collect(),
+        next,
+    ))
 }
 
 /// The index of every stored annotation, and each article's last update.
