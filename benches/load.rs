@@ -836,7 +836,14 @@ async fn main() {
         only.as_ref()
             .is_none_or(|o| o.contains(&n) || (n <= 2 && o.contains(&5)))
     };
-    let plan = Plan::new(quick);
+    let mut plan = Plan::new(quick);
+    // For working on figure 6 at a size between the two runs.
+    if let Some(n) = std::env::var("FACTCHECK_BENCH_CORRECTED")
+        .ok()
+        .and_then(|n| n.parse().ok())
+    {
+        plan.corrected = n;
+    }
     let tmp = tempfile::tempdir().unwrap();
     let server = Server::start(&tmp.path().join("data"));
     let (clients, health) = server.clients(8).await;

@@ -758,3 +758,135 @@ async fn a_revoked_token_is_refused_everywhere_and_its_streams_end_within_a_seco
             .unwrap_or_else(|e| panic!("replica {i} refused bob: {e:?}"));
     }
 }
+
+/// 9. The clients, unchanged, against any replica: the CLI annotates
+/// through one replica and lists through another; the Python client's
+/// example runs its batch through the third and the CLI sees it on the
+/// first (needs `FACTCHECK_PYTHON`, as `tests/python_client.rs`: `.ci/run`
+/// sets it); the web app's transport (grpc-web over HTTP/1.1, as the page
+/// calls) watches on one replica and sees the writes made on the others;
+/// every replica serves the page itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_python_and_web_clients_work_against_any_replica() {
+    use hyper_util::client::legacy::Client as HttpClient;
+    use hyper_util::rt::TokioExecutor;
+    let cluster = Cluster::start(3).await;
+    let url = |i: usize| format!("http://{}", cluster.replicas[i].as_ref().unwrap().addr);
+    let cli = |i: usize, token: &str, args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_factcheck"))
+            .args(args)
+            .env("FACTCHECK_SERVER", url(i))
+            .env("FACTCHECK_TOKEN", token)
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap();
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        );
+        assert!(
+            out.status.success(),
+            "factcheck {args:?} on replica {i}: {stderr}"
+        );
+        stdout
+    };
+
+    // The web app's transport, watching on replica 2.
+    let http = HttpClient::builder(TokioExecutor::new()).build_http();
+    let svc = tower::ServiceBuilder::new()
+        .layer(tonic_web::GrpcWebClientLayer::new())
+        .service(http);
+    let header: tonic::metadata::MetadataValue<_> = format!("Bearer {}", cluster.rosa).parse().unwrap();
+    let mut web = pb::fact_check_service_client::FactCheckServiceClient::with_origin(
+        tonic::service::interceptor::InterceptedService::new(svc, Auth::new(Some(header))),
+        url(2).try_into().unwrap(),
+    );
+    let mut stream = web
+        .watch_annotations(pb::WatchAnnotationsRequest {
+            parent: "articles/-".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let created = stream.message().await.unwrap().unwrap();
+    assert_eq!(created.kind, Kind::Created as i32);
+
+    // The CLI: annotate by quote on replica 0, list on replica 1.
+    let korean = "001_728dec46794c22c1";
+    cli(
+        0,
+        &cluster.alice,
+        &[
+            "annotate",
+            korean,
+            "--quote",
+            "조태열",
+            "--verdict",
+            "disputed",
+            "--note",
+            "spelling",
+        ],
+    );
+    let listed = cli(1, &cluster.bob, &["list", korean, "--output", "json"]);
+    let rows: Vec<serde_json::Value> = listed.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rows.len(), 1, "{listed}");
+    assert_eq!(rows[0]["quote"], "조태열");
+    assert_eq!(rows[0]["analyst"], "alice");
+
+    // The Python client's example on replica 2, read back by the CLI on 0.
+    let python = std::env::var("FACTCHECK_PYTHON")
+        .expect("FACTCHECK_PYTHON: a Python with clients/python installed (.ci/run makes one)");
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("phrases.csv");
+    std::fs::write(&csv, "phrase,verdict,note\nKim Jong Un,verified,named\n").unwrap();
+    let out = std::process::Command::new(python)
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/clients/python/examples/batch_review.py"
+        ))
+        .args([korean, csv.to_str().unwrap()])
+        .env("FACTCHECK_SERVER", url(2))
+        .env("FACTCHECK_TOKEN", &cluster.bob)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    let made: usize = seed_text(korean).matches("Kim Jong Un").count();
+    assert!(
+        made > 0 && said.contains(&format!("created {made} annotations")),
+        "{said}"
+    );
+    let listed = cli(
+        0,
+        &cluster.alice,
+        &["list", korean, "--analyst", "bob", "--output", "json"],
+    );
+    assert_eq!(listed.lines().count(), made, "{listed}");
+
+    // The watch on replica 2 saw both writes, in order, over grpc-web.
+    let mut revisions = Vec::new();
+    while revisions.len() < 2 {
+        let m = stream.message().await.unwrap().unwrap();
+        if !m.events.is_empty() {
+            revisions.push((m.revision, m.events.len()));
+        }
+    }
+    assert_eq!(revisions, vec![(1, 1), (2, made)]);
+
+    // Every replica serves the web app.
+    for i in 0..3 {
+        let page = http_get(&format!("{}/", url(i))).await;
+        assert!(page.contains("<html"), "replica {i}: {page:.200}");
+    }
+}
+
+/// A GET over plain HTTP/1.1, its body as text.
+async fn http_get(url: &str) -> String {
+    use http_body_util::BodyExt;
+    let http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let res = http.get(url.parse().unwrap()).await.unwrap();
+    assert_eq!(res.status(), 200, "{url}");
+    String::from_utf8(res.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
+}
