@@ -525,11 +525,16 @@ async fn creates(clients: &[Client], concurrency: usize, time: Duration) -> Figu
 }
 
 async fn reviews(clients: &[Client], time: Duration) -> Figure {
+    reviews_of(clients, time, BIG, 0).await
+}
+
+/// `GetArticleReview` of `article`, as of `read_revision` (0: now).
+async fn reviews_of(clients: &[Client], time: Duration, article: &'static str, read_revision: u64) -> Figure {
     Figure::of(|| {
-        closed_loop(clients, 64, time, |mut c: Client, _| async move {
+        closed_loop(clients, 64, time, move |mut c: Client, _| async move {
             c.get_article_review(pb::GetArticleReviewRequest {
-                offset_encoding: 0,
-                name: format!("articles/{BIG}/review"),
+                name: format!("articles/{article}/review"),
+                read_revision,
                 ..Default::default()
             })
             .await
@@ -997,6 +1002,42 @@ async fn main() {
             Some(&floor64),
         );
         big = Some((review, list));
+
+        // As of a past revision: the article rebuilt from today's records,
+        // the changelog since and the history of each annotation changed
+        // since (README "Reads as of a past revision").
+        const PAST: &str = "003_28f3322794e5657e";
+        batch_load(&mut loader, PAST, plan.big_article, 0).await;
+        let at = loader
+            .list_annotations(pb::ListAnnotationsRequest {
+                parent: format!("articles/{PAST}"),
+                page_size: 1,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .revision;
+        let since = plan.big_article / 10;
+        batch_load(&mut loader, PAST, since, plan.big_article).await;
+        let now = reviews_of(&clients, plan.rep, PAST, 0).await;
+        report.row(
+            &format!(
+                "2. GetArticleReview now, {} annotations, 64 in flight",
+                plan.big_article + since
+            ),
+            &now,
+            Some(&floor64),
+        );
+        let past = reviews_of(&clients, plan.rep, PAST, at).await;
+        report.row(
+            &format!(
+                "2. GetArticleReview as of a past revision ({} annotations then, {since} created since), 64 in flight",
+                plan.big_article
+            ),
+            &past,
+            Some(&floor64),
+        );
     }
 
     // Figure 3: watch fan-out.
