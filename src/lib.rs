@@ -49,7 +49,8 @@
 //! - [`store`]: the store; `store::engine` the boundary and its two
 //!   engines (`engine::sled`, the only code that imports sled, and
 //!   `engine::etcd`; docs/ENGINES.md compares them); key layout in `store::keys`,
-//!   the in-memory index in `store::index`, the audit history in
+//!   the in-memory index in `store::index`, reads as of a past revision
+//!   (the same on both engines) in `store::as_of`, the audit history in
 //!   `store::audit`, the review history in `store::review_log`, backups and
 //!   restores in `store::backup`, following other servers' commits on
 //!   etcd in `store::follow`, the write-ahead log and its recovery in
@@ -100,7 +101,11 @@
 //! - State a server did not commit itself enters it only by following the
 //!   changelog, in revision order, on the committer thread (etcd); a read
 //!   answers only once its server has followed to the store revision a
-//!   quorum read returned when the read began.
+//!   quorum read returned when the read began, or to the `min_revision` the
+//!   client gave.
+//! - A read as of revision `r` is today's state with every change after `r`
+//!   taken back (changelog + audit history): possible exactly while the
+//!   changelog holds `r + 1` onwards, refused `OUT_OF_RANGE` before.
 //! - Revisions are gap-free on both engines: each committed job (one RPC)
 //!   is the next one (the store's own revision, not etcd's).
 //! - A reader sees whole commit groups, only once they are durable, together
