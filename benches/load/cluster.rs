@@ -115,7 +115,15 @@ async fn ranges(clients: &[EtcdClient], concurrency: usize, time: Duration) -> F
     .await
 }
 
-async fn gets(clients: &[Client], names: Arc<Vec<String>>, concurrency: usize, time: Duration) -> Figure {
+/// `GetAnnotation` of `names` in turn; with `min_revision` (the revision
+/// the client's last write returned) when set, else consistent.
+async fn gets(
+    clients: &[Client],
+    names: Arc<Vec<String>>,
+    concurrency: usize,
+    time: Duration,
+    min_revision: u64,
+) -> Figure {
     Figure::of(|| {
         let names = names.clone();
         closed_loop(clients, concurrency, time, move |mut c: Client, i| {
@@ -123,6 +131,7 @@ async fn gets(clients: &[Client], names: Arc<Vec<String>>, concurrency: usize, t
             async move {
                 c.get_annotation(pb::GetAnnotationRequest {
                     name,
+                    min_revision,
                     ..Default::default()
                 })
                 .await
@@ -285,19 +294,27 @@ pub async fn figure(report: &mut Report, plan: &Plan, tmp: &Path) {
     );
     let mut names = Vec::new();
     let mut c = all[0].clone();
+    let mut written = 0;
     for i in 0..200 {
-        names.push(
-            c.create_annotation(create_req(BIG, i))
-                .await
-                .unwrap()
-                .into_inner()
-                .name,
-        );
+        let a = c
+            .create_annotation(create_req(BIG, i))
+            .await
+            .unwrap()
+            .into_inner();
+        written = a.etag.trim_matches('"').parse().unwrap();
+        names.push(a.name);
     }
-    let get_three = gets(&all, Arc::new(names), 64, plan.rep).await;
+    let names = Arc::new(names);
+    let get_three = gets(&all, names.clone(), 64, plan.rep, 0).await;
     report.row(
         "7. 3 replicas: GetAnnotation (consistent), 64 in flight",
         &get_three,
+        None,
+    );
+    let get_min = gets(&all, names, 64, plan.rep, written).await;
+    report.row(
+        "7. 3 replicas: GetAnnotation with min_revision (the last write's), 64 in flight",
+        &get_min,
         None,
     );
     let review_three = reviews(&all, plan.rep).await;
@@ -307,10 +324,11 @@ pub async fn figure(report: &mut Report, plan: &Plan, tmp: &Path) {
         None,
     );
     report.note(format!(
-        "7. Cluster ÷ etcd: CreateAnnotation {:.2}× Put with 1 replica, {:.2}× with 3; GetAnnotation {:.2}× Range, GetArticleReview {:.2}× Range (3 replicas, 64 in flight)",
+        "7. Cluster ÷ etcd: CreateAnnotation {:.2}× Put with 1 replica, {:.2}× with 3; GetAnnotation {:.2}× Range ({:.2}× with min_revision), GetArticleReview {:.2}× Range (3 replicas, 64 in flight)",
         create_one.rate() / put64.rate(),
         create_three.rate() / put64.rate(),
         get_three.rate() / range64.rate(),
+        get_min.rate() / range64.rate(),
         review_three.rate() / range64.rate(),
     ));
     // What a replica's memory grows by per annotation it follows (the

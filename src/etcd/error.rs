@@ -76,6 +76,12 @@ impl EtcdError {
             Code::FailedPrecondition if message.contains("not leader") => {
                 Self::Unavailable(message.to_owned())
             }
+            // A member whose leader died while it waited on the request
+            // (a proposal or a read index) answers grpc-go's context error
+            // as UNKNOWN: seen when the leader is killed under load.
+            Code::Unknown if message.contains("context deadline exceeded") => {
+                Self::Unavailable(message.to_owned())
+            }
             // A status tonic made from a transport failure (a connection
             // reset mid-stream, a member killed): it carries its cause,
             // a status etcd sent does not.
@@ -155,6 +161,7 @@ mod tests {
         assert!(e(Code::Unavailable, "etcdserver: no leader").is_unavailable());
         assert!(e(Code::ResourceExhausted, "etcdserver: too many requests").is_unavailable());
         assert!(e(Code::FailedPrecondition, "etcdserver: not leader").is_unavailable());
+        assert!(e(Code::Unknown, "context deadline exceeded").is_unavailable());
         assert!(matches!(
             e(
                 Code::InvalidArgument,
