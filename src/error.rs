@@ -49,7 +49,7 @@ pub enum Error {
     OutOfRange {
         reason: &'static str,
         message: String,
-        oldest: u64,
+        oldest: Option<u64>,
     },
 
     /// A limit was reached.
@@ -203,7 +203,11 @@ fn capped(s: String) -> String {
 impl From<Error> for Status {
     fn from(err: Error) -> Status {
         let mut metadata = std::collections::HashMap::<String, String>::new();
-        if let Error::Compacted { oldest, .. } | Error::OutOfRange { oldest, .. } = &err {
+        if let Error::Compacted { oldest, .. }
+        | Error::OutOfRange {
+            oldest: Some(oldest), ..
+        } = &err
+        {
             metadata.insert("oldest_revision".into(), oldest.to_string());
         }
         // A batch child's error: say which child, and prefix its field.

@@ -368,6 +368,12 @@ async fn a_read_revision_out_of_reach_is_out_of_range_with_the_oldest_readable()
         let status = client.get_article_review(review(read, min)).await.unwrap_err();
         assert_eq!(status.code(), Code::OutOfRange, "{read} {min}: {status:?}");
         assert_eq!(reason(&status), "REVISION_NOT_YET_WRITTEN");
+        let info = status.get_error_details().error_info().cloned().unwrap();
+        assert_eq!(
+            info.metadata.get("oldest_revision"),
+            None,
+            "no past revision to point to"
+        );
     }
     // What the server already holds is answered at once.
     let fresh = client
@@ -476,4 +482,70 @@ async fn a_read_as_of_a_revision_stays_the_same_under_concurrent_writes() {
         w.await.unwrap();
     }
     assert!(snapshot(&mut client).await.1 > at + 60);
+}
+
+/// Reads at the retention bound while writers move it on every commit:
+/// each is answered, or refused `READ_REVISION_COMPACTED` with the oldest
+/// readable, never an internal error. (A commit trims the changelog before
+/// it publishes the new bound: a read that passed the old bound then finds
+/// a gap, and must say the revision is out of reach, from the store's own
+/// compaction mark.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_at_the_moving_retention_bound_are_answered_or_out_of_range() {
+    let mut setup = Setup::default();
+    setup.retention.revisions = 3;
+    let server = TestServer::start_with(tempfile::tempdir().unwrap(), setup).await;
+    let mut writers = Vec::new();
+    for token in [ALICE, BOB] {
+        let mut c = server.client_with(Some(token)).await;
+        writers.push(tokio::spawn(async move {
+            for i in 0..150u32 {
+                create(&mut c, A1, pb::Span { start: i, end: i + 2 }, Verdict::Verified).await;
+            }
+        }));
+    }
+    let mut client = server.client().await;
+    let (mut answered, mut refused) = (0, 0);
+    while !writers.iter().all(|w| w.is_finished()) {
+        let head = client
+            .list_annotations(pb::ListAnnotationsRequest {
+                parent: article(A2),
+                page_size: 1,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .revision;
+        if head < 4 {
+            continue;
+        }
+        let at = head - 3;
+        match client
+            .list_annotations(pb::ListAnnotationsRequest {
+                parent: article(A1),
+                page_size: 1000,
+                read_revision: at,
+                ..Default::default()
+            })
+            .await
+        {
+            Ok(page) => {
+                assert_eq!(page.get_ref().annotations.len() as u64, at);
+                answered += 1;
+            }
+            Err(status) => {
+                assert_eq!(status.code(), Code::OutOfRange, "as of {at}: {status:?}");
+                assert_eq!(reason(&status), "READ_REVISION_COMPACTED");
+                let info = status.get_error_details().error_info().cloned().unwrap();
+                let oldest: u64 = info.metadata["oldest_revision"].parse().unwrap();
+                assert!(oldest > at, "{oldest} {at}");
+                refused += 1;
+            }
+        }
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    assert!(answered > 0, "{answered} answered, {refused} refused");
 }

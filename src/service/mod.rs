@@ -477,13 +477,10 @@ impl FactCheckService for Service {
         let article = match (revision, at) {
             (None, None) => self.article(&id)?,
             (None, Some(at)) => {
-                let store = self.store.clone();
                 let name = req.name.clone();
-                self.blocking(move |_| {
+                self.blocking(move |store| {
                     store
-                        .as_of(at, Some(&id))?
-                        .article(&id)
-                        .cloned()
+                        .article_as_of(&id, at)?
                         .ok_or_else(|| Error::not_found(name))
                 })
                 .await?
@@ -959,34 +956,35 @@ impl FactCheckService for Service {
         let req = req.into_inner();
         let id = convert::review_name("name", &req.name)?;
         let enc = convert::offset_encoding("offset_encoding", req.offset_encoding)?;
-        let at = self.read_point(req.read_revision, req.min_revision).await?;
-        // As of a revision since which the article has not changed: today's
-        // review, which is exactly what it was then.
-        let past = at.filter(|at| self.store.last_change(&id).is_some_and(|last| last > *at));
-        let (review, revision) = match past {
-            Some(at) => {
-                let id = id.clone();
-                let review = self
-                    .blocking(move |store| store.as_of(at, Some(&id))?.review(&id))
-                    .await?;
-                (Arc::new(review), at)
-            }
-            None => self.current_review(&id).await?,
+        let budget = self.max_response.saturating_sub(64 * 1024);
+        let Some(at) = self.read_point(req.read_revision, req.min_revision).await? else {
+            let (review, revision) = self.current_review(&id).await?;
+            return Ok(Response::new(convert::review_to_pb(
+                &review, revision, budget, enc,
+            )));
         };
-        let mut review = convert::review_to_pb(
-            &review,
-            at.unwrap_or(revision),
-            self.max_response.saturating_sub(64 * 1024),
-            enc,
-        );
-        if past.is_some() {
-            // A state the article has left: nothing can be done with its
-            // etag (a sign-off needs the current one). And the store keeps
-            // no record of a deletion's time once later changes came, so
-            // the last update is not given rather than given wrong.
-            review.etag.clear();
-            review.last_update_time = None;
+        // As of a revision since which the article has not changed: today's
+        // review, which is exactly what it was then — checked again on the
+        // review itself (its etag is the article's last change), as a commit
+        // may land between the two.
+        if self.store.last_change(&id).is_some_and(|last| last <= at) {
+            let (review, _) = self.current_review(&id).await?;
+            if review.etag <= at {
+                return Ok(Response::new(convert::review_to_pb(&review, at, budget, enc)));
+            }
         }
+        let review = {
+            let id = id.clone();
+            self.blocking(move |store| store.as_of(at, Some(&id))?.review(&id))
+                .await?
+        };
+        let mut review = convert::review_to_pb(&review, at, budget, enc);
+        // A state the article has left: nothing can be done with its etag
+        // (a sign-off needs the current one). And the store keeps no record
+        // of a deletion's time once later changes came, so the last update
+        // is not given rather than given wrong.
+        review.etag.clear();
+        review.last_update_time = None;
         Ok(Response::new(review))
     }
 }

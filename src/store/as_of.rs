@@ -64,7 +64,7 @@ impl Store {
                 changed.insert(a.name.id);
             }
         }
-        changed.extend(changed_since(tree, at, head, || self.check_readable(at))?);
+        changed.extend(changed_since(tree, at, head)?);
         for id in changed {
             if annotations.contains_key(&id) {
                 continue;
@@ -109,6 +109,12 @@ impl Store {
         })
     }
 
+    /// The article as it stood at revision `at`; `None` if younger.
+    pub fn article_as_of(&self, id: &ArticleId, at: u64) -> Result<Option<Arc<Article>>> {
+        self.check_readable(at)?;
+        Ok(article_at(&*self.inner.shared.engine, id, at)?.map(|(a, _)| a))
+    }
+
     /// One annotation as it stood at revision `at`.
     pub fn get_as_of(&self, id: Uuid, at: u64) -> Result<Option<Annotation>> {
         self.check_readable(at)?;
@@ -120,14 +126,7 @@ impl Store {
     fn check_readable(&self, at: u64) -> Result<()> {
         let oldest = self.oldest_readable();
         if at < oldest {
-            return Err(Error::OutOfRange {
-                reason: "READ_REVISION_COMPACTED",
-                message: format!(
-                    "read_revision {at} is older than the changelog's retention: the oldest revision \
-                     readable is {oldest}"
-                ),
-                oldest,
-            });
+            return Err(compacted(at, oldest));
         }
         Ok(())
     }
@@ -189,16 +188,24 @@ impl AsOf {
     }
 }
 
+/// `OUT_OF_RANGE` for a read at `at`, older than `oldest`.
+fn compacted(at: u64, oldest: u64) -> Error {
+    Error::OutOfRange {
+        reason: "READ_REVISION_COMPACTED",
+        message: format!(
+            "read_revision {at} is older than the changelog's retention: the oldest revision readable is {oldest}"
+        ),
+        oldest: Some(oldest),
+    }
+}
+
 /// The ids of the annotations changed after `at`: every changelog entry
 /// from `at + 1` on, including any a commit in flight wrote past `head`.
-/// A missing entry up to `head` is a compaction that overtook the read
-/// (`compacted` says so) or a damaged changelog.
-fn changed_since(
-    tree: &dyn Engine,
-    at: u64,
-    head: u64,
-    compacted: impl Fn() -> Result<()>,
-) -> Result<HashSet<Uuid>> {
+/// A missing entry up to `head` is a trim that overtook the read — this
+/// server's own commit before it published the new mark, or another
+/// replica's it has not followed yet: the engine's compaction mark says
+/// which revision is the oldest readable now — or a damaged changelog.
+fn changed_since(tree: &dyn Engine, at: u64, head: u64) -> Result<HashSet<Uuid>> {
     let (lower, upper) = (keys::change(at + 1), [keys::CHANGE + 1]);
     let mut ids = HashSet::new();
     let mut next = at + 1;
@@ -221,7 +228,17 @@ fn changed_since(
         }
     }
     if next <= head {
-        compacted()?;
+        let mark = match tree.get(keys::META_COMPACTED)? {
+            Some(v) => u64::from_be_bytes(
+                v.as_slice()
+                    .try_into()
+                    .map_err(|_| Error::internal("corrupt compaction mark"))?,
+            ),
+            None => 0,
+        };
+        if at < mark {
+            return Err(compacted(at, mark));
+        }
         return Err(Error::internal(format!("changelog gap at revision {next}")));
     }
     Ok(ids)

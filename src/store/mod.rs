@@ -811,7 +811,7 @@ impl Store {
                 message: format!(
                     "revision {min} is newer than any the store has written: its newest is {stored}"
                 ),
-                oldest: self.oldest_readable(),
+                oldest: None,
             });
         }
         self.caught_up_to(min).await
