@@ -505,7 +505,7 @@ async fn reads_at_the_moving_retention_bound_are_answered_or_out_of_range() {
         }));
     }
     let mut client = server.client().await;
-    let (mut answered, mut refused) = (0, 0);
+    let (mut answered, mut refused) = (0u64, 0u64);
     while !writers.iter().all(|w| w.is_finished()) {
         let head = client
             .list_annotations(pb::ListAnnotationsRequest {
@@ -520,7 +520,8 @@ async fn reads_at_the_moving_retention_bound_are_answered_or_out_of_range() {
         if head < 4 {
             continue;
         }
-        let at = head - 3;
+        // At the bound, and one and two revisions inside it.
+        let at = head - 3 + (answered + refused) % 3;
         match client
             .list_annotations(pb::ListAnnotationsRequest {
                 parent: article(A1),
@@ -547,5 +548,17 @@ async fn reads_at_the_moving_retention_bound_are_answered_or_out_of_range() {
     for w in writers {
         w.await.unwrap();
     }
-    assert!(answered > 0, "{answered} answered, {refused} refused");
+    // Still: inside the bound, once the writers stopped, is answered.
+    let at = snapshot(&mut client).await.1 - 2;
+    let page = client
+        .list_annotations(pb::ListAnnotationsRequest {
+            parent: article(A1),
+            page_size: 1000,
+            read_revision: at,
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{answered} answered, {refused} refused; then {e:?}"))
+        .into_inner();
+    assert_eq!(page.annotations.len() as u64, at);
 }

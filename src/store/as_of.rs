@@ -228,14 +228,7 @@ fn changed_since(tree: &dyn Engine, at: u64, head: u64) -> Result<HashSet<Uuid>>
         }
     }
     if next <= head {
-        let mark = match tree.get(keys::META_COMPACTED)? {
-            Some(v) => u64::from_be_bytes(
-                v.as_slice()
-                    .try_into()
-                    .map_err(|_| Error::internal("corrupt compaction mark"))?,
-            ),
-            None => 0,
-        };
+        let mark = super::compaction_mark(tree)?;
         if at < mark {
             return Err(compacted(at, mark));
         }

@@ -65,15 +65,8 @@ pub(super) fn follow(shared: &Shared) -> Result<u64> {
         if changes.len() as u64 != upper - head {
             return Err(cannot_follow(shared, head + 1 + changes.len() as u64));
         }
-        let compacted = match shared.engine.get(keys::META_COMPACTED)? {
-            Some(v) => Some(u64::from_be_bytes(
-                v.as_slice()
-                    .try_into()
-                    .map_err(|_| Error::internal("corrupt compaction mark"))?,
-            )),
-            None => None,
-        }
-        .filter(|c| *c > shared.compacted.load(Ordering::Acquire));
+        let compacted = Some(super::compaction_mark(&*shared.engine)?)
+            .filter(|c| *c > shared.compacted.load(Ordering::Acquire));
         committer::publish(shared, upper, &changes, compacted);
         committer::broadcast(shared, changes);
         head = upper;

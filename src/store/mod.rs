@@ -417,14 +417,7 @@ impl Store {
         };
         let view: &dyn Engine = frozen.as_deref().unwrap_or(tree);
         let revision = view.stored_revision()?;
-        let compacted = match view.get(keys::META_COMPACTED)? {
-            Some(v) => u64::from_be_bytes(
-                v.as_slice()
-                    .try_into()
-                    .map_err(|_| Error::internal("corrupt compaction mark"))?,
-            ),
-            None => 0,
-        };
+        let compacted = compaction_mark(view)?;
         let mut index = build_index(view)?;
         for article in current_articles(view)? {
             index.set_text(article);
@@ -1001,6 +994,18 @@ fn select_page(
         keys.into_iter().map(|(a, s, u)| (a.clone(), s, u)).collect(),
         next,
     ))
+}
+
+/// The highest revision trimmed from the changelog, as stored (0: none).
+fn compaction_mark(tree: &dyn Engine) -> Result<u64> {
+    match tree.get(keys::META_COMPACTED)? {
+        Some(v) => Ok(u64::from_be_bytes(
+            v.as_slice()
+                .try_into()
+                .map_err(|_| Error::internal("corrupt compaction mark"))?,
+        )),
+        None => Ok(0),
+    }
 }
 
 /// The index of every stored annotation, and each article's last update.
