@@ -959,7 +959,8 @@ async fn main() {
                     ecreate1.rate() / put1.rate(),
                     ecreate64.rate() / put64.rate()
                 ));
-                drop(on_etcd.stop());
+                let (_, figures) = on_etcd.stop();
+                report.note(format!("1e. Committer on etcd (µs per group): {figures}"));
             }
             None => report
                 .note("1. etcd Put: etcd not installed (Debian package etcd-server): no etcd rows".into()),

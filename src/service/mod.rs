@@ -820,23 +820,17 @@ impl FactCheckService for Service {
         let size = convert::page_size("page_size", req.page_size)?;
         let enc = convert::offset_encoding("offset_encoding", req.offset_encoding)?;
         let at = self.read_point(req.read_revision, req.min_revision).await?;
-        // As of a past revision: the state then, built once for the page.
-        let past = match at {
-            Some(at) => {
-                let scope = filter.article.clone();
-                Some(Arc::new(
-                    self.blocking(move |store| store.as_of(at, scope.as_ref()))
-                        .await?,
-                ))
-            }
-            None => None,
-        };
         if let Some(id) = &filter.article {
-            let article = match &past {
-                Some(past) => past
-                    .article(id)
-                    .cloned()
-                    .ok_or_else(|| Error::not_found(id.name()))?,
+            let article = match at {
+                Some(at) => {
+                    let id = id.clone();
+                    self.blocking(move |store| {
+                        store
+                            .article_as_of(&id, at)?
+                            .ok_or_else(|| Error::not_found(id.name()))
+                    })
+                    .await?
+                }
                 None => self.article(id)?,
             };
             filter.overlaps = filter.overlaps.map(|s| convert::overlaps_in(s, &article, enc));
@@ -853,6 +847,18 @@ impl FactCheckService for Service {
             .tokens()
             .decode("page_token", &req.page_token, &fp)?
             .map(Cursor::from_bytes);
+        // As of a past revision: the state then, built for the page once
+        // the request is known to be good (the token checked).
+        let past = match at {
+            Some(at) => {
+                let scope = filter.article.clone();
+                Some(
+                    self.blocking(move |store| store.as_of(at, scope.as_ref()))
+                        .await?,
+                )
+            }
+            None => None,
+        };
         let page = self
             .blocking(move |store| match past {
                 Some(past) => past.list(&filter, cursor.as_ref(), size),

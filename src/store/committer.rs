@@ -31,6 +31,7 @@ use super::codec::{
 };
 use super::engine::{CommitError, Op};
 use super::figures::Phase;
+use super::read_ahead::ReadAhead;
 use super::{Shared, keys};
 use crate::anchor::Reanchor;
 use crate::domain::{
@@ -207,12 +208,10 @@ fn run(shared: &Arc<Shared>, mut rx: mpsc::Receiver<Work>) {
         // Another server's commits (etcd), or this server's own group
         // whose answer was lost: into the index before anything is staged.
         let behind = shared.follow_asked.swap(false, Ordering::AcqRel);
-        // On a shared store (etcd) every group is checked against a state
-        // at least as new as its calls: a refusal (a stale etag, a missing
-        // annotation) must not stand on a state another server has moved
-        // past. One quorum read per group, however many calls it holds.
-        let shared_store = !jobs.is_empty() && shared.engine.shared();
-        let followed = if !failed && (uncertain || behind || shared_store) {
+        // On a shared store (etcd) every group is also checked against a
+        // state at least as new as its calls, in its read ahead
+        // ([`read_ahead`]).
+        let followed = if !failed && (uncertain || behind) {
             let r = super::follow::follow(shared);
             uncertain &= r.is_err();
             if r.is_err() && behind {
@@ -268,13 +267,14 @@ fn unknown_outcome(shared: &Shared) -> Error {
 }
 
 /// The same error for each caller that waited on one attempt to follow.
-fn clone_unavailable(e: &Error) -> Error {
+pub(super) fn clone_unavailable(e: &Error) -> Error {
     match e {
         Error::StoreUnavailable { reason, message } => Error::StoreUnavailable {
             reason,
             message: message.clone(),
         },
         Error::StoreFailed => Error::StoreFailed,
+        Error::Unavailable => Error::Unavailable,
         other => Error::internal(other.to_string()),
     }
 }
@@ -328,9 +328,14 @@ enum Outcome {
 
 /// Stages `jobs`, in order, into a group; the jobs that would take it past
 /// the engine's limits are handed back, unstaged.
-fn stage_group<'a>(shared: &'a Shared, jobs: &mut Vec<Job>) -> (Group<'a>, Vec<Result<Applied>>, Vec<Job>) {
+fn stage_group<'a>(
+    shared: &'a Shared,
+    jobs: &mut Vec<Job>,
+) -> Result<(Group<'a>, Vec<Result<Applied>>, Vec<Job>)> {
     let limits = shared.engine.limits();
+    let read = read_ahead(shared, jobs)?;
     let mut group = Group::new(shared);
+    group.read_ahead = read;
     let mut results = Vec::with_capacity(jobs.len());
     for (i, job) in jobs.iter().enumerate() {
         if job.validate_only {
@@ -352,11 +357,33 @@ fn stage_group<'a>(shared: &'a Shared, jobs: &mut Vec<Job>) -> (Group<'a>, Vec<R
             // This job does not fit with the ones before it: stage those
             // again without it, and it goes first in the next group.
             let rest = jobs.split_off(i);
-            let (group, results, _) = stage_group(shared, jobs);
-            return (group, results, rest);
+            let (group, results, _) = stage_group(shared, jobs)?;
+            return Ok((group, results, rest));
         }
     }
-    (group, results, Vec::new())
+    Ok((group, results, Vec::new()))
+}
+
+/// Reads ahead what `jobs` will read of the store. On a shared store (etcd)
+/// the same read gives the store's revision, and the group is staged on a
+/// state at least that new: a refusal (a stale etag, a missing annotation)
+/// must not stand on a state another server has moved past. One quorum
+/// read per group, however many calls it holds; more only when another
+/// server committed since this one last looked.
+fn read_ahead(shared: &Shared, jobs: &[Job]) -> Result<ReadAhead> {
+    let check = shared.engine.shared();
+    for _ in 0..3 {
+        let read = ReadAhead::read(&*shared.engine, jobs, check)?;
+        match read.stored {
+            Some(stored) if stored > shared.revision.load(Ordering::Acquire) => {
+                super::follow::follow(shared)?;
+            }
+            _ => return Ok(read),
+        }
+    }
+    // Others keep committing: stage on what was read last; the commit's
+    // guard catches anything newer.
+    ReadAhead::read(&*shared.engine, jobs, false)
 }
 
 /// How many times a group is staged again after losing its guard to
@@ -368,7 +395,16 @@ fn commit_group(shared: &Shared, jobs: &mut Vec<Job>, compactor: &mut Compactor)
     let mut conflicts = 0;
     let (error, mut results, rest) = loop {
         let started = Instant::now();
-        let (mut group, results, rest) = stage_group(shared, jobs);
+        let (mut group, results, rest) = match stage_group(shared, jobs) {
+            Ok(staged) => staged,
+            Err(e) => {
+                compactor.abandoned();
+                for job in jobs.drain(..) {
+                    let _ = job.reply.send(Err(clone_unavailable(&e)));
+                }
+                return Outcome::Done { rest: Vec::new() };
+            }
+        };
         group.compacted = compactor.stage(shared, &mut group.ops, group.revision);
         shared.figures.add(Phase::Stage, started);
         let staged = (jobs.len(), group.keys);
@@ -635,6 +671,8 @@ struct Group<'a> {
     compacted: Option<u64>,
     /// Keys staged into `batch`, for the committer's figures.
     keys: usize,
+    /// The store's answers to the jobs' reads, read before staging them.
+    read_ahead: ReadAhead,
 }
 
 impl<'a> Group<'a> {
@@ -653,6 +691,7 @@ impl<'a> Group<'a> {
             revision: shared.revision.load(Ordering::Acquire),
             compacted: None,
             keys: 0,
+            read_ahead: ReadAhead::default(),
         }
     }
 
@@ -1265,8 +1304,13 @@ impl<'a> Group<'a> {
 
     /// The hash of the annotation's last history record; zeros if none.
     fn history_head(&self, id: Uuid) -> Result<[u8; 32]> {
-        if let Some(h) = self.history_heads.get(&id) {
-            return Ok(*h);
+        if let Some(h) = self
+            .history_heads
+            .get(&id)
+            .copied()
+            .or_else(|| self.read_ahead.head(id))
+        {
+            return Ok(h);
         }
         match self.shared.engine.last_in(&keys::history_prefix(id))? {
             Some((_, v)) => Ok(codec::decode::<HistoryRecord>(&v)?.hash),
@@ -1281,6 +1325,9 @@ impl<'a> Group<'a> {
                 results: r.results.clone(),
                 revision: r.revision,
             }));
+        }
+        if let Some(r) = self.read_ahead.request(id) {
+            return Ok(r);
         }
         match self.shared.engine.get(&keys::request(id))? {
             Some(bytes) => Ok(Some(codec::decode(&bytes)?)),
@@ -1297,7 +1344,10 @@ impl<'a> Group<'a> {
     ) -> Result<Option<Annotation>> {
         let state = match local.get(&name.id).or_else(|| self.touched.get(&name.id)) {
             Some(state) => state.clone(),
-            None => super::read_annotation(&*self.shared.engine, name.id)?,
+            None => match self.read_ahead.annotation(name.id) {
+                Some(state) => state,
+                None => super::read_annotation(&*self.shared.engine, name.id)?,
+            },
         };
         Ok(state.filter(|a| a.name.article == name.article))
     }

@@ -22,6 +22,8 @@ mod figures;
 mod follow;
 mod index;
 mod keys;
+mod quorum;
+mod read_ahead;
 mod review_log;
 mod sync;
 mod wal;
@@ -217,6 +219,8 @@ struct Inner {
     review_min_analysts: u32,
     /// Where the store lives: backups are made in it first.
     data_dir: PathBuf,
+    /// Consistent reads' quorum reads of the store's revision, shared.
+    quorum: Arc<quorum::QuorumReads>,
     /// `None` once the store is closing.
     queue: Mutex<Option<mpsc::Sender<Work>>>,
     committer: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -456,6 +460,7 @@ impl Store {
                 page_secret,
                 review_min_analysts: config.review_min_analysts,
                 data_dir: config.data_dir.clone(),
+                quorum: Default::default(),
                 queue: Mutex::new(Some(tx)),
                 committer: Mutex::new(Some(handle)),
             }),
@@ -690,11 +695,11 @@ impl Store {
         // the lock.
         drop(index);
         let tree = &*self.inner.shared.engine;
-        let annotations = keys
+        let annotations = read_many_at(tree, &keys, revision)?
             .into_iter()
-            .map(|(a, start, uuid)| {
-                read_at(tree, uuid, Some((&a, start)), revision)?
-                    .ok_or_else(|| Error::internal(format!("indexed annotation {uuid} has no record")))
+            .zip(&keys)
+            .map(|(a, (_, _, uuid))| {
+                a.ok_or_else(|| Error::internal(format!("indexed annotation {uuid} has no record")))
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(AnnotationPage {
@@ -770,14 +775,20 @@ impl Store {
         if !shared.engine.shared() {
             return Ok(self.revision());
         }
-        // A quorum read of the store's revision, on this caller's behalf:
-        // not through the committer, so a commit in flight (or a slow one)
-        // does not hold reads up.
-        let engine = shared.engine.clone();
-        let stored = tokio::task::spawn_blocking(move || engine.stored_revision())
-            .await
-            .map_err(Error::internal)??;
+        let stored = self.stored_revision().await?;
         self.caught_up_to(stored).await
+    }
+
+    /// The store's revision: on a shared store a quorum read that started
+    /// after this call (shared with the calls waiting with it,
+    /// [`quorum`]), not through the committer, so a commit in flight (or a
+    /// slow one) does not hold reads up; on sled, this server's.
+    async fn stored_revision(&self) -> Result<u64> {
+        let engine = &self.inner.shared.engine;
+        if !engine.shared() {
+            return Ok(self.revision());
+        }
+        self.inner.quorum.revision(engine).await
     }
 
     /// Waits until this server has taken in revision `min` (a revision a
@@ -789,15 +800,7 @@ impl Store {
         if self.revision() >= min {
             return Ok(self.revision());
         }
-        let shared = &self.inner.shared;
-        let stored = if shared.engine.shared() {
-            let engine = shared.engine.clone();
-            tokio::task::spawn_blocking(move || engine.stored_revision())
-                .await
-                .map_err(Error::internal)??
-        } else {
-            self.revision()
-        };
+        let stored = self.stored_revision().await?;
         if stored < min {
             return Err(Error::OutOfRange {
                 reason: "REVISION_NOT_YET_WRITTEN",
@@ -1067,17 +1070,51 @@ fn read_at(
     audit::state_at(tree, id, at)
 }
 
+/// [`read_at`] of many annotations at the positions the index gave: their
+/// records in one batch of reads (etcd: one round trip per 256, not one
+/// each), the history of the few a later commit changed.
+fn read_many_at(
+    tree: &dyn Engine,
+    positions: &[(ArticleId, u32, Uuid)],
+    at: u64,
+) -> Result<Vec<Option<Annotation>>> {
+    let queries: Vec<engine::PageQuery> = positions
+        .iter()
+        .map(|(article, start, id)| engine::PageQuery::key(&keys::position(article, *start, *id)))
+        .collect();
+    let pages = tree.pages(&queries)?;
+    positions
+        .iter()
+        .zip(pages)
+        .map(|((_, _, id), mut page)| {
+            if let Some((_, v)) = page.pop() {
+                let a = codec::decode_annotation(&v)?;
+                if a.revision <= at {
+                    return Ok(Some(a));
+                }
+            }
+            // Moved, deleted or changed since `at`: the history has it.
+            audit::state_at(tree, *id, at)
+        })
+        .collect()
+}
+
 /// Where the annotation `id` is stored: its article and start.
 fn location(tree: &dyn Engine, id: Uuid) -> Result<Option<(ArticleId, u32)>> {
-    let Some(location) = tree.get(&keys::location(id))? else {
-        return Ok(None);
-    };
-    let start = keys::location_start(&location).ok_or_else(|| Error::internal("corrupt location"))?;
+    match tree.get(&keys::location(id))? {
+        Some(location) => parse_location(&location).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// The article and start a location value names.
+fn parse_location(location: &[u8]) -> Result<(ArticleId, u32)> {
+    let start = keys::location_start(location).ok_or_else(|| Error::internal("corrupt location"))?;
     let article = std::str::from_utf8(&location[4..])
         .ok()
         .and_then(|s| ArticleId::parse(s).ok())
         .ok_or_else(|| Error::internal("corrupt location"))?;
-    Ok(Some((article, start)))
+    Ok((article, start))
 }
 
 /// The record at a position key, if any.

@@ -70,6 +70,12 @@ impl PageQuery {
         }
     }
 
+    /// The one key a [`PageQuery::key`] asks for: a `get` answers it.
+    pub fn exact_key(&self) -> Option<&[u8]> {
+        (self.limit == 1 && !self.reverse && self.end.as_deref() == Some(&successor(&self.start)[..]))
+            .then_some(&self.start[..])
+    }
+
     /// The last pair in `[start, end)`.
     pub fn last_before(start: &[u8], end: &[u8]) -> Self {
         PageQuery {
@@ -145,7 +151,10 @@ pub trait Engine: Send + Sync {
     fn pages(&self, queries: &[PageQuery]) -> Result<Vec<Vec<Pair>>> {
         queries
             .iter()
-            .map(|q| self.page(&q.start, q.end.as_deref(), q.limit, q.reverse))
+            .map(|q| match q.exact_key() {
+                Some(key) => Ok(self.get(key)?.map(|v| (key.to_vec(), v)).into_iter().collect()),
+                None => self.page(&q.start, q.end.as_deref(), q.limit, q.reverse),
+            })
             .collect()
     }
 
