@@ -264,11 +264,20 @@ impl Reanchor {
     /// span's first or last one ("weapons, it is unlikely to share highly"
     /// becoming "weaponhighly") makes the span's stretch a replacement even
     /// though not one of its code points changed; the text is still there.
+    /// Only an occurrence the stretch holds once, or one its context picks:
+    /// a rewritten sentence that happens to repeat a short quote is still
+    /// an edit of the span.
     fn within(&self, quote: &str, span: Span, changed: Span) -> Option<Placement> {
         let at = |i: u32| self.new.byte_offset(i).unwrap_or(self.new.text.len());
         let (from, to) = (at(changed.start()), at(changed.end()));
+        // Scanning a stretch is paid from the same budget as searching.
+        let cost = to - from;
+        self.search_budget
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| b.checked_sub(cost))
+            .ok()?;
         let (prefix, suffix) = context(&self.old, span);
-        let found = best_match(&self.new.text[from..to], quote, prefix, suffix, 0)?;
+        let found = best_match(&self.new.text[from..to], quote, prefix, suffix, 0)
+            .filter(|m| m.count == 1 || (m.score >= MIN_CONTEXT_SCORE && !m.tied))?;
         let start = self.new.code_point_at_byte(from + found.start)?;
         let placed = Span::new(start, start + (span.end() - span.start()))?;
         let anchor = if start == span.start() {

@@ -173,6 +173,20 @@ fn retry_elsewhere(status: &tonic::Status) -> bool {
     ) || (status.code() == Code::Internal && reason(status).is_empty())
 }
 
+/// Creates on one replica, retrying with the same request id while the
+/// call is `UNAVAILABLE`: stopping an etcd member may stop the leader, and
+/// the cluster then takes a moment to elect another ("leader changed").
+async fn create_retrying(client: &mut Client, req: pb::CreateAnnotationRequest) -> pb::Annotation {
+    for _ in 0..400 {
+        match client.create_annotation(req.clone()).await {
+            Ok(a) => return a.into_inner(),
+            Err(e) if e.code() == Code::Unavailable => tokio::time::sleep(Duration::from_millis(20)).await,
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    panic!("the cluster stayed unavailable for over 8 s");
+}
+
 /// Creates `n` annotations, each with its own request id, starting on
 /// replica `first` and moving to the next replica whenever one fails:
 /// the acknowledged annotations.
@@ -354,11 +368,7 @@ async fn a_replica_whose_etcd_member_is_stopped_never_answers_stale() {
     let mut c2 = cluster.client(2).await;
     cluster.etcd.stop(2);
     for k in 0..5 {
-        let a = c0
-            .create_annotation(create_request(k * 3, uuid::Uuid::new_v4().to_string()))
-            .await
-            .unwrap()
-            .into_inner();
+        let a = create_retrying(&mut c0, create_request(k * 3, uuid::Uuid::new_v4().to_string())).await;
         let read = tokio::time::timeout(
             Duration::from_secs(30),
             c2.get_annotation(pb::GetAnnotationRequest {
@@ -377,11 +387,7 @@ async fn a_replica_whose_etcd_member_is_stopped_never_answers_stale() {
         }
     }
     cluster.etcd.cont(2);
-    let a = c0
-        .create_annotation(create_request(40, uuid::Uuid::new_v4().to_string()))
-        .await
-        .unwrap()
-        .into_inner();
+    let a = create_retrying(&mut c0, create_request(40, uuid::Uuid::new_v4().to_string())).await;
     let found = c2
         .get_annotation(pb::GetAnnotationRequest {
             name: a.name.clone(),
@@ -400,10 +406,11 @@ async fn a_replica_whose_etcd_member_is_stopped_never_answers_stale() {
     let mut written = Vec::new();
     for k in 0..5 {
         written.push(
-            c0.create_annotation(create_request(60 + k * 3, uuid::Uuid::new_v4().to_string()))
-                .await
-                .unwrap()
-                .into_inner(),
+            create_retrying(
+                &mut c0,
+                create_request(60 + k * 3, uuid::Uuid::new_v4().to_string()),
+            )
+            .await,
         );
     }
     cluster.replicas[2].as_ref().unwrap().signal("CONT");

@@ -363,9 +363,13 @@ impl EtcdClient {
 
     /// Runs a transaction (not retried: a lost answer may hide a commit).
     pub async fn txn(&self, txn: Txn) -> Result<TxnResult> {
-        let req = txn.to_etcd(self.prefix());
+        self.run_txn(txn.to_etcd(self.prefix()), false).await
+    }
+
+    /// Sends a transaction, retried on another member if `retry`.
+    async fn run_txn(&self, req: etcdpb::TxnRequest, retry: bool) -> Result<TxnResult> {
         let r = self
-            .call(false, self.inner.request_timeout, |ch, t| {
+            .call(retry, self.inner.request_timeout, |ch, t| {
                 let mut c = self.kv(ch);
                 let req = request(req.clone(), t);
                 async move { c.txn(req).await }
@@ -376,6 +380,25 @@ impl EtcdClient {
             // a Get at a compacted revision inside the transaction
             Err(e) => Err(self.compacted(e, 0).await),
         }
+    }
+
+    /// Runs a transaction of reads only (`Get`s), retried on another member
+    /// when one is unavailable, like a `Range`: it changes nothing, so
+    /// running it twice is safe.
+    pub async fn read_txn(&self, txn: Txn) -> Result<TxnResult> {
+        let req = txn.to_etcd(self.prefix());
+        if req
+            .success
+            .iter()
+            .chain(&req.failure)
+            .any(|op| !matches!(op.request, Some(etcdpb::request_op::Request::RequestRange(_))))
+        {
+            return Err(EtcdError::Other {
+                code: tonic::Code::InvalidArgument,
+                message: "read_txn: the transaction writes".into(),
+            });
+        }
+        self.run_txn(req, true).await
     }
 
     /// Drops the history before `revision` (for every key of the cluster,

@@ -356,9 +356,15 @@ fn stage_group<'a>(
         {
             // This job does not fit with the ones before it: stage those
             // again without it, and it goes first in the next group.
-            let rest = jobs.split_off(i);
-            let (group, results, _) = stage_group(shared, jobs)?;
-            return Ok((group, results, rest));
+            let mut rest = jobs.split_off(i);
+            return match stage_group(shared, jobs) {
+                Ok((group, results, _)) => Ok((group, results, rest)),
+                Err(e) => {
+                    // Answered with the others.
+                    jobs.append(&mut rest);
+                    Err(e)
+                }
+            };
         }
     }
     Ok((group, results, Vec::new()))
@@ -373,7 +379,20 @@ fn stage_group<'a>(
 fn read_ahead(shared: &Shared, jobs: &[Job]) -> Result<ReadAhead> {
     let check = shared.engine.shared();
     for _ in 0..3 {
-        let read = ReadAhead::read(&*shared.engine, jobs, check)?;
+        let read = match ReadAhead::read(&*shared.engine, jobs, check) {
+            Ok(read) => read,
+            Err(e) => {
+                // A damaged record, or an answer over the client's limit
+                // (request records of replayed big batches): as before the
+                // read ahead, a quorum read, then each job reads its own
+                // keys and only the job that meets the damage fails.
+                tracing::warn!(error = %e, "reading a group's keys ahead failed: each call reads its own");
+                if check {
+                    super::follow::follow(shared)?;
+                }
+                return Ok(ReadAhead::default());
+            }
+        };
         match read.stored {
             Some(stored) if stored > shared.revision.load(Ordering::Acquire) => {
                 super::follow::follow(shared)?;

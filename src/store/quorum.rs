@@ -27,6 +27,23 @@ pub(super) struct QuorumReads {
     state: Mutex<State>,
 }
 
+/// The read task's mark: unless it ended normally (`done`), dropping it
+/// clears `running` and drops the waiting callers' senders.
+struct Running {
+    reads: Arc<QuorumReads>,
+    done: bool,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if !self.done {
+            let mut state = self.reads.state.lock().unwrap_or_else(|e| e.into_inner());
+            state.running = false;
+            state.next.clear();
+        }
+    }
+}
+
 #[derive(Default)]
 struct State {
     /// A read is in flight (its task answers the next batch after it).
@@ -45,31 +62,32 @@ impl QuorumReads {
             !std::mem::replace(&mut state.running, true)
         };
         if start {
-            let (reads, engine) = (self.clone(), engine.clone());
-            tokio::task::spawn_blocking(move || reads.run(&*engine));
+            // Made before the task is spawned and moved into it: if the
+            // task never runs (the runtime is shutting down) or dies, its
+            // drop lets the next caller start a read again and tells the
+            // waiting ones; otherwise every later caller would wait on a
+            // read nobody makes.
+            let running = Running {
+                reads: self.clone(),
+                done: false,
+            };
+            let engine = engine.clone();
+            tokio::task::spawn_blocking(move || {
+                let mut running = running;
+                running.reads.run(&*engine);
+                running.done = true;
+            });
         }
         match rx.await {
             Ok(Ok(revision)) => Ok(revision),
             Ok(Err(e)) => Err(super::committer::clone_unavailable(&e)),
-            Err(_) => Err(Error::internal("the quorum read was dropped")),
+            // Its task never ran (the server is shutting down) or died.
+            Err(_) => Err(Error::Unavailable),
         }
     }
 
     /// Reads for each batch of callers in turn, until none is waiting.
     fn run(&self, engine: &dyn Engine) {
-        /// Should a read panic, the next caller starts one again (and the
-        /// ones waiting are told, their senders dropped).
-        struct Stopped<'a>(&'a Mutex<State>);
-        impl Drop for Stopped<'_> {
-            fn drop(&mut self) {
-                if std::thread::panicking() {
-                    let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
-                    state.running = false;
-                    state.next.clear();
-                }
-            }
-        }
-        let _stopped = Stopped(&self.state);
         loop {
             let batch = {
                 let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -89,6 +107,7 @@ impl QuorumReads {
 
 #[cfg(test)]
 mod tests {
+    use std::future::Future;
     use std::sync::atomic::{AtomicU64, Ordering};
 
     use super::*;
@@ -179,5 +198,33 @@ mod tests {
             "the waiting callers did not share one read"
         );
         drop(reads_entered);
+    }
+
+    /// A read whose task never runs (its runtime is shutting down) fails
+    /// its caller at once, and the next caller starts a read of its own:
+    /// nobody waits on a read nobody makes.
+    #[test]
+    fn a_read_that_never_ran_does_not_stall_the_next() {
+        let (entered, _reads_entered) = std::sync::mpsc::channel();
+        let engine: Arc<dyn Engine> = Arc::new(Gated {
+            reads: AtomicU64::new(0),
+            gate: Mutex::new(()),
+            entered: Mutex::new(entered),
+        });
+        let quorum = Arc::new(QuorumReads::default());
+        let dead = tokio::runtime::Runtime::new().unwrap();
+        let handle = dead.handle().clone();
+        dead.shutdown_background();
+        {
+            let _in = handle.enter();
+            let mut call = std::pin::pin!(quorum.revision(&engine));
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            match call.as_mut().poll(&mut cx) {
+                std::task::Poll::Ready(r) => assert!(r.is_err(), "{r:?}"),
+                std::task::Poll::Pending => panic!("a caller waits on a read that will never be made"),
+            }
+        }
+        let live = tokio::runtime::Runtime::new().unwrap();
+        assert_eq!(live.block_on(quorum.revision(&engine)).unwrap(), 1);
     }
 }

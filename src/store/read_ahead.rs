@@ -7,13 +7,17 @@
 //! memory; on etcd each is a round trip, and the committer made them one
 //! after another, job by job: at 64 creates in flight a group spent more
 //! time reading than committing (0.17× etcd's own `Put`). Read ahead, a
-//! group of any size costs two read-only `Txn`s ([`Engine::pages`]) and its
-//! commit.
+//! group costs two read-only `Txn`s ([`Engine::pages`]; one more for each
+//! further 256 keys) and its commit. Reviews' hash heads and the records a
+//! correction re-anchors are still read key by key.
 //!
 //! What is read here is the store as committed when the group starts; the
 //! group's own changes are read before it (`Group::touched`,
 //! `history_heads`, `requests`), and a commit by another server in between
 //! fails the group's guard, which then stages again, reading ahead again.
+//! Should the read ahead fail (a damaged record, an answer over the
+//! client's size limit), the group is staged as before it: each job reads
+//! its own keys, and only a job that meets the damage fails.
 
 use std::collections::HashMap;
 
@@ -21,7 +25,7 @@ use uuid::Uuid;
 
 use super::codec::{self, HistoryRecord, RequestRecord};
 use super::committer::{Job, Mutation};
-use super::engine::{Engine, PageQuery, prefix_end};
+use super::engine::{Engine, PageQuery, Pair, prefix_end};
 use super::keys;
 use crate::domain::Annotation;
 use crate::error::{Error, Result};
@@ -83,7 +87,8 @@ impl ReadAhead {
             let end = prefix_end(&prefix).expect("filtered above");
             PageQuery::last_before(&prefix, &end)
         }));
-        let mut pages = engine.pages(&queries)?.into_iter();
+        let pages = answered(engine.pages(&queries)?, queries.len())?;
+        let mut pages = pages.into_iter();
         if revision {
             out.stored = Some(match pages.next().unwrap_or_default().pop() {
                 Some((_, v)) => u64::from_be_bytes(
@@ -124,7 +129,8 @@ impl ReadAhead {
             .iter()
             .map(|(id, (article, start))| PageQuery::key(&keys::position(article, *start, *id)))
             .collect();
-        for ((id, _), mut page) in located.into_iter().zip(engine.pages(&queries)?) {
+        let pages = answered(engine.pages(&queries)?, queries.len())?;
+        for ((id, _), mut page) in located.into_iter().zip(pages) {
             // A location without its record is the store's damage: left to
             // the read that reports it.
             if let Some((_, v)) = page.pop() {
@@ -154,4 +160,12 @@ impl ReadAhead {
             })
         })
     }
+}
+
+/// `pages`, if the engine answered each of the `n` queries.
+fn answered(pages: Vec<Vec<Pair>>, n: usize) -> Result<Vec<Vec<Pair>>> {
+    if pages.len() != n {
+        return Err(Error::internal(format!("{} answers to {n} reads", pages.len())));
+    }
+    Ok(pages)
 }

@@ -284,7 +284,10 @@ impl Engine for EtcdEngine {
                     get
                 })
                 .collect();
-            let r = self.txn(Txn::new().and_then(gets)).map_err(read_error)?;
+            let client = self.client.clone();
+            let r = self
+                .block(async move { client.read_txn(Txn::new().and_then(gets)).await })
+                .map_err(read_error)?;
             for result in r.results {
                 match result {
                     crate::etcd::OpResult::Get(found) => {
