@@ -356,6 +356,13 @@ impl Engine for EtcdEngine {
                 base.to_be_bytes().to_vec(),
             )
         };
+        // The group's last changelog entry: only this group wrote these
+        // bytes under that key (see NOSPACE below).
+        let entry_key = keys::change(revision).to_vec();
+        let entry = ops
+            .iter()
+            .find(|(k, _)| *k == entry_key)
+            .and_then(|(_, v)| v.clone());
         let txn = Txn::new().when([guard]).and_then(ops.into_iter().map(to_etcd));
         // As on sled: the engine broke before anything was written.
         fail::fail_point!("commit::flush", |_| Err(CommitError::Failed(
@@ -373,14 +380,18 @@ impl Engine for EtcdEngine {
             }
             // Another server committed since the group was staged.
             Ok(_) => Err(CommitError::Conflict),
-            Err(EtcdError::NoSpace) => Err(CommitError::Refused(Error::ResourceExhausted {
-                reason: "STORE_NOSPACE",
-                message:
-                    "the store is out of space (etcd's NOSPACE alarm): nothing was written; reads go on. \
-                          An operator must compact and defragment etcd, or raise --quota-backend-bytes, and \
-                          disarm the alarm"
-                        .into(),
-            })),
+            // etcd applies a `Txn` that takes it past its quota and *then*
+            // answers NOSPACE (its `quotaApplierV3`), whether the compare
+            // held or not: the group may have landed. Its changelog entry,
+            // read back, says which.
+            Err(EtcdError::NoSpace) if entry.is_some() => match self.get(&entry_key) {
+                Ok(found) if found == entry => Ok(()),
+                Ok(_) => Err(no_space()),
+                Err(e) => Err(CommitError::Uncertain(format!(
+                    "etcd answered NOSPACE, and whether the group landed could not be read back: {e}"
+                ))),
+            },
+            Err(EtcdError::NoSpace) => Err(no_space()),
             Err(EtcdError::TooManyOps) | Err(EtcdError::RequestTooLarge) => {
                 Err(CommitError::Refused(too_large(0, bytes)))
             }
@@ -490,4 +501,15 @@ fn to_etcd((key, value): Op) -> crate::etcd::Op {
         Some(v) => Put::new(key, v).into(),
         None => Delete::key(key).into(),
     }
+}
+
+/// etcd out of space, and the group not written.
+fn no_space() -> CommitError {
+    CommitError::Refused(Error::ResourceExhausted {
+        reason: "STORE_NOSPACE",
+        message: "the store is out of space (etcd's NOSPACE alarm): nothing was written; reads go on. \
+                  An operator must compact and defragment etcd, or raise --quota-backend-bytes, and \
+                  disarm the alarm"
+            .into(),
+    })
 }
