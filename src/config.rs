@@ -678,6 +678,12 @@ pub struct ServeArgs {
     #[arg(long, env = "FACTCHECK_WAL_SEGMENT_BYTES", hide = true, default_value_t = crate::store::WAL_SEGMENT_BYTES, value_parser = clap::value_parser!(u64).range(4096..))]
     pub wal_segment_bytes: u64,
 
+    /// Most annotations a correction re-anchors per revision: the rest go
+    /// in the next ones, so other writers wait for one chunk, not the whole
+    /// correction. Tests set a few.
+    #[arg(long, env = "FACTCHECK_REANCHOR_CHUNK", hide = true, default_value_t = crate::store::REANCHOR_CHUNK, value_parser = clap::value_parser!(u64).range(1..))]
+    pub reanchor_chunk: u64,
+
     /// Most open connections; more wait in the kernel's backlog until one
     /// closes (logged). Lowered to fit the process's file-descriptor limit.
     #[arg(long, env = "FACTCHECK_MAX_CONNECTIONS", default_value_t = 1024)]

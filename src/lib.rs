@@ -5,7 +5,8 @@
 //!
 //! Articles start as seed files and change by revisions: a reviewer (or a
 //! changed seed file) corrects one, and every annotation on it is re-anchored
-//! in the same revision ([`anchor`]). Analysts create annotations: a span of
+//! ([`anchor`]): in the correction's own revision, or, past one chunk of
+//! annotations, in the revisions right after it (`store::reanchoring`). Analysts create annotations: a span of
 //! an article revision's text, stored in Unicode code points (clients may
 //! count in UTF-16 or UTF-8: [`convert`] translates), with a verdict, a note
 //! and sources. Every mutation
@@ -120,9 +121,12 @@
 //! - Spans are `[start, end)` in code points, `start < end <= length` of the
 //!   article revision named by the annotation's `article_revision`, on
 //!   grapheme cluster boundaries. Every annotation but an orphaned one points
-//!   into its article's current revision: a correction re-anchors them in its
-//!   own commit, and a create or span update checked against a replaced
-//!   revision is refused.
+//!   into its article's current revision once its correction's re-anchoring
+//!   is done: a correction re-anchors them in its own commit and, past one
+//!   chunk, in the next ones, with a mark (`g` key) standing until the last,
+//!   which refuses a further correction, adjudication or sign-off of the
+//!   article and is finished by the next server to open the store; a create
+//!   or span update checked against a replaced revision is refused.
 //! - Article revisions are never rewritten: any history record's quote reads
 //!   the text it judged.
 //! - The index, the changelog and the audit history change in the same

@@ -1,6 +1,6 @@
 //! Articles that change: creating and correcting articles over the API,
-//! their revisions, re-anchoring every annotation in the same revision,
-//! offset encodings, grapheme boundaries and normalization.
+//! their revisions, re-anchoring every annotation (in the same revision, or in
+//! chunks right after it), offset encodings, grapheme boundaries and normalization.
 
 use crate::common::*;
 use pb::{AnchorState, Verdict};
@@ -926,21 +926,27 @@ async fn corrected_seed_files_become_revisions_at_start() {
     );
 }
 
-/// A correction that re-anchors more annotations than fit in one message
-/// reaches a watcher whole, in consecutive messages of one revision, each
-/// under a client's default 4 MiB limit; the answer to the editor stays
-/// small.
+/// Batches creating 80 annotations of ~40 KB each (3.2 MB a revision), then
+/// a correction moving all 400 (~16 MB before and ~16 MB after), reach a
+/// watcher whole: a batch's events in consecutive messages of its revision,
+/// the correction in chunks of revisions, every message under a client's
+/// default 4 MiB limit; the answer to the editor stays small.
 #[tokio::test]
 async fn a_correction_moving_many_large_annotations_reaches_watchers_in_parts() {
     let server = TestServer::start().await;
     let mut editor = server.client_with(Some(REVIEWER)).await;
     let mut alice = server.client().await;
-    // 400 annotations of ~40 KB each: ~16 MB before and ~16 MB after. On
-    // etcd a commit must fit one Txn (8 MiB, docs/ENGINES.md): 80 of them,
-    // still more than a message.
     let n = if crate::common::etcd::on_etcd() { 80 } else { 400 };
     let text: String = (0..n).map(|i| format!("Claim number {i} is here.\n")).collect();
     let created = create_article(&mut editor, DESK, &text).await;
+    let mut batches = alice
+        .watch_annotations(pb::WatchAnnotationsRequest {
+            parent: article(DESK),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
     let mut names = Vec::new();
     for chunk in (0..n).collect::<Vec<_>>().chunks(80) {
         let requests = chunk
@@ -964,6 +970,24 @@ async fn a_correction_moving_many_large_annotations_reaches_watchers_in_parts() 
             .into_inner();
         names.extend(batch.annotations.into_iter().map(|a| a.name));
     }
+    // The first batch: one revision, in parts.
+    let (mut parts, mut created_seen, mut revision) = (0, 0, None);
+    while created_seen < 80 {
+        let m = batches
+            .next()
+            .await
+            .unwrap()
+            .expect("each part fits a client's limit");
+        if m.kind != pb::watch_annotations_response::Kind::Events as i32 {
+            continue;
+        }
+        assert_eq!(*revision.get_or_insert(m.revision), m.revision, "one revision");
+        assert_eq!(m.more, created_seen + m.events.len() < 80);
+        created_seen += m.events.len();
+        parts += 1;
+    }
+    assert!(parts > 1, "{parts} part(s)");
+    drop(batches);
     let head = review(&mut alice, DESK).await.revision;
     let mut watch = alice
         .watch_annotations(pb::WatchAnnotationsRequest {
@@ -985,8 +1009,8 @@ async fn a_correction_moving_many_large_annotations_reaches_watchers_in_parts() 
         .into_inner();
     assert_eq!(updated.revision_id, "2");
     let mut seen = std::collections::HashSet::new();
-    let mut parts = 0;
-    loop {
+    let (mut parts, mut revisions, mut last) = (0, 0, head);
+    while seen.len() < names.len() {
         let m = watch
             .next()
             .await
@@ -995,7 +1019,11 @@ async fn a_correction_moving_many_large_annotations_reaches_watchers_in_parts() 
         if m.kind != pb::watch_annotations_response::Kind::Events as i32 {
             continue;
         }
-        assert_eq!(m.revision, head + 1);
+        if m.revision != last {
+            assert_eq!(m.revision, last + 1, "the chunks are consecutive revisions");
+            revisions += 1;
+            last = m.revision;
+        }
         assert_eq!(
             m.article_events.len(),
             usize::from(parts == 0),
@@ -1007,12 +1035,93 @@ async fn a_correction_moving_many_large_annotations_reaches_watchers_in_parts() 
             assert_eq!(AnchorState::try_from(a.anchor_state).unwrap(), AnchorState::Moved);
             assert!(seen.insert(a.name));
         }
-        if !m.more {
-            break;
-        }
     }
-    assert!(parts > 1, "{parts} part(s)");
+    assert!(revisions > 1, "{revisions} revision(s)");
     assert_eq!(seen.len(), names.len());
+}
+
+/// A correction of more annotations than a chunk (issue 21, item 4): its
+/// revision holds the new text and the first chunk, each later revision one
+/// chunk, so no other writer waits for the whole correction; the editor is
+/// answered once every annotation is moved.
+#[tokio::test]
+async fn a_correction_of_more_annotations_than_a_chunk_moves_them_in_the_next_revisions() {
+    let setup = Setup {
+        reanchor_chunk: Some(3),
+        ..Default::default()
+    };
+    let server = TestServer::start_with(tempfile::tempdir().unwrap(), setup).await;
+    let mut editor = server.client_with(Some(REVIEWER)).await;
+    let mut alice = server.client().await;
+    let created = create_article(&mut editor, DESK, FIRST).await;
+    let words = [
+        "Seoul",
+        "Foreign",
+        "minister",
+        "조태열",
+        "Monday",
+        "exports",
+        "“We",
+        "reporters",
+        "growth",
+        "🎉",
+    ];
+    let mut quotes = std::collections::HashMap::new();
+    for w in words {
+        let a = create(&mut alice, DESK, find_span(FIRST, w), Verdict::Verified).await;
+        quotes.insert(a.name, a.quote);
+    }
+    let head = review(&mut alice, DESK).await.revision;
+    let mut watch = alice
+        .watch_annotations(pb::WatchAnnotationsRequest {
+            parent: article(DESK),
+            start_revision: head + 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let corrected = format!("Editor’s note – 조태열’s title fixed 🙂.\n{FIRST}");
+    let updated = editor
+        .update_article(correction(DESK, &corrected, &created.etag))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(updated.revision_id, "2");
+    // Answered once all are moved.
+    for (name, quote) in &quotes {
+        let now = get(&mut alice, name).await;
+        assert_eq!(now.article_revision, "2", "{name}");
+        assert_eq!(anchor(&now), AnchorState::Moved);
+        assert_eq!(&now.quote, quote);
+    }
+    let mut per_revision = std::collections::BTreeMap::new();
+    let mut seen = 0;
+    while seen < words.len() {
+        let m = watch.next().await.unwrap().unwrap();
+        if m.kind != pb::watch_annotations_response::Kind::Events as i32 {
+            continue;
+        }
+        assert_eq!(
+            m.article_events.len(),
+            usize::from(m.revision == head + 1),
+            "the text changes in the first revision only"
+        );
+        seen += m.events.len();
+        *per_revision.entry(m.revision).or_insert(0) += m.events.len();
+    }
+    assert_eq!(
+        per_revision.into_iter().collect::<Vec<_>>(),
+        vec![(head + 1, 3), (head + 2, 3), (head + 3, 3), (head + 4, 1)]
+    );
+    assert_eq!(review(&mut alice, DESK).await.revision, head + 4);
+    // Finished: the next correction is taken.
+    let again = editor
+        .update_article(correction(DESK, FIRST, &updated.etag))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.revision_id, "3");
 }
 
 /// Two editors correcting from the same revision: one wins, the other is

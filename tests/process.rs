@@ -752,3 +752,143 @@ async fn sled_sigterm_after_a_fail_stop_exits_within_the_grace_period() {
         .unwrap_or_else(|e| panic!("{name} lost: {e}"));
     }
 }
+
+/// A correction of more annotations than a chunk re-anchors the rest after
+/// its revision, chunk by chunk (issue 21, item 4). A server killed with
+/// chunks left finishes them when it starts again; meanwhile a further
+/// correction is refused with its reason, readers see each annotation at
+/// the revision its span points into, and other writes to the article go
+/// on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_correction_left_half_re_anchored_by_a_kill_is_finished_at_the_next_start() {
+    const TEXT: &str =
+        "조태열 met “officials” in Seoul – talks went on 🙂 for hours; אמר השר; exports rose.\n";
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_factcheck"));
+    // No chunk after the correction's own revision is ever made.
+    cmd.env("FAILPOINTS", "reanchor::chunk=return");
+    let mut server = ChildServer::spawn(cmd, &data_dir, &["--reanchor-chunk", "2"]);
+    server.wait_until_serving();
+    let admin = server.admin_token();
+    let mut c = server.client(&admin).await;
+    let created = c
+        .create_article(pb::CreateArticleRequest {
+            article_id: "half-moved".into(),
+            article: Some(pb::Article {
+                text: TEXT.into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut quotes = HashMap::new();
+    for w in ["조태열", "“officials”", "Seoul", "talks", "🙂", "אמר", "exports"] {
+        let a = c
+            .create_annotation(pb::CreateAnnotationRequest {
+                parent: article_name("half-moved"),
+                annotation: Some(pb::Annotation {
+                    span: Some(find_span(TEXT, w)),
+                    verdict: Verdict::Verified as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        quotes.insert(a.name, a.quote);
+    }
+    let corrected = format!("Correction – 조태열’s title was wrong.\n{TEXT}");
+    let correct = |text: &str, etag: &str| pb::UpdateArticleRequest {
+        article: Some(pb::Article {
+            name: article_name("half-moved"),
+            text: text.into(),
+            ..Default::default()
+        }),
+        update_mask: Some(pbjson_types::FieldMask {
+            paths: vec!["text".into()],
+        }),
+        etag: etag.into(),
+    };
+    // Answered only once every annotation is moved: never, here.
+    let first = tokio::spawn({
+        let mut c = c.clone();
+        let request = correct(&corrected, &created.etag);
+        async move { c.update_article(request).await }
+    });
+    server.wait_for_log("re-anchored in chunks");
+
+    let list = |mut c: Client| async move {
+        c.list_annotations(pb::ListAnnotationsRequest {
+            parent: article_name("half-moved"),
+            page_size: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .annotations
+    };
+    let by_revision = |annotations: &[pb::Annotation]| {
+        let mut counts = std::collections::BTreeMap::new();
+        for a in annotations {
+            *counts.entry(a.article_revision.clone()).or_insert(0) += 1;
+        }
+        counts.into_iter().collect::<Vec<_>>()
+    };
+    let half = list(c.clone()).await;
+    assert_eq!(
+        by_revision(&half),
+        vec![("1".to_owned(), 5), ("2".to_owned(), 2)],
+        "the first chunk moved with the text"
+    );
+    let refused = c
+        .update_article(correct(TEXT, "\"2\""))
+        .await
+        .expect_err("a correction of a half-moved article");
+    assert_eq!(refused.code(), tonic::Code::Aborted, "{refused:?}");
+    assert_eq!(reason(&refused), "REANCHORING_IN_PROGRESS");
+    let added = c
+        .create_annotation(pb::CreateAnnotationRequest {
+            parent: article_name("half-moved"),
+            annotation: Some(pb::Annotation {
+                span: Some(find_span(&corrected, "Correction")),
+                verdict: Verdict::Disputed as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(added.article_revision, "2");
+    first.abort();
+    drop(c);
+    // SIGKILL.
+    drop(server);
+
+    let mut server = ChildServer::spawn(
+        std::process::Command::new(env!("CARGO_BIN_EXE_factcheck")),
+        &data_dir,
+        &["--reanchor-chunk", "2"],
+    );
+    server.wait_until_serving_and_logged(&["re-anchoring finished"]);
+    let mut c = server.client(&admin).await;
+    let all = list(c.clone()).await;
+    assert_eq!(by_revision(&all), vec![("2".to_owned(), 8)]);
+    for a in &all {
+        if a.name == added.name {
+            continue;
+        }
+        assert_eq!(a.quote, quotes[&a.name], "{}", a.name);
+        assert_eq!(a.anchor_state, pb::AnchorState::Moved as i32, "{}", a.name);
+    }
+    let again = c
+        .update_article(correct(TEXT, "\"2\""))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.revision_id, "3");
+}

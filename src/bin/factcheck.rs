@@ -145,6 +145,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     config.max_result_bytes = max_response_bytes;
     config.review_min_analysts = args.review_min_analysts;
     config.wal_segment_bytes = args.wal_segment_bytes;
+    config.reanchor_chunk = args.reanchor_chunk as usize;
     if let Some(retention) = args.changelog_retention {
         config.retention = retention;
     }

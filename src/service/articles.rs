@@ -220,15 +220,20 @@ impl Service {
         } else {
             None
         };
-        self.put_article(
-            Mutation::PutArticle {
-                article: next,
-                base: Some(current.revision),
-                reanchor,
-            },
-            &caller,
-        )
-        .await
+        let made = self
+            .put_article(
+                Mutation::PutArticle {
+                    article: next,
+                    base: Some(current.revision),
+                    reanchor,
+                },
+                &caller,
+            )
+            .await?;
+        // A correction of many annotations moves the rest in chunks, after
+        // its revision: answered once all are moved.
+        self.store.reanchored(&id).await;
+        Ok(made)
     }
 
     /// Commits an article's creation or correction; answers with the

@@ -32,6 +32,7 @@ use super::codec::{
 use super::engine::{CommitError, Op};
 use super::figures::Phase;
 use super::read_ahead::ReadAhead;
+use super::reanchoring::{self, Driving, Mark};
 use super::{Shared, keys};
 use crate::anchor::Reanchor;
 use crate::domain::{
@@ -77,7 +78,8 @@ pub enum Mutation {
         reason: Option<String>,
     },
     /// Creates an article or makes its next revision, re-anchoring its
-    /// annotations in the same revision.
+    /// annotations in the same revision: the first chunk of them, and the
+    /// rest in the next groups ([`super::reanchoring`]).
     PutArticle {
         /// The new revision, numbered `base + 1` (1 for a new article).
         article: Arc<Article>,
@@ -88,6 +90,9 @@ pub enum Mutation {
         /// caller, who also placed the spans it knew of.
         reanchor: Option<Arc<Reanchor>>,
     },
+    /// The next chunk of an unfinished re-anchoring: made by the committer
+    /// itself ([`super::reanchoring`]), never by a caller.
+    Reanchor { reanchor: Arc<Reanchor> },
     /// Settles a contested span of the review the caller computed (and
     /// checked the span against) at `etag`; the committer fills in the
     /// revision and the time.
@@ -174,9 +179,15 @@ fn run(shared: &Arc<Shared>, mut rx: mpsc::Receiver<Work>) {
     // Once a commit fails, what the engine holds may differ from what was
     // answered: refuse every later write rather than build on it.
     let mut failed = false;
+    // The chunk of each re-anchoring in progress that is in a group now.
+    let mut chunks: HashMap<ArticleId, oneshot::Receiver<Result<Applied>>> = HashMap::new();
     loop {
+        // The next chunk of each correction still re-anchoring goes into
+        // this group, after what callers queued: they wait for one chunk
+        // at most ([`super::reanchoring`]).
+        let mut next_chunks = reanchoring::chunk_jobs(shared, &mut chunks);
         // Jobs a full group left over go first, in their order.
-        let first = match carried.is_empty() {
+        let first = match carried.is_empty() && next_chunks.is_empty() {
             true => match rx.blocking_recv() {
                 Some(w) => Some(w),
                 None => break,
@@ -203,6 +214,7 @@ fn run(shared: &Arc<Shared>, mut rx: mpsc::Receiver<Work>) {
                 next = rx.try_recv().ok();
             }
         }
+        jobs.append(&mut next_chunks);
         // A failed checkpoint stops writes too.
         failed |= *shared.failed.borrow();
         // Another server's commits (etcd), or this server's own group
@@ -236,6 +248,11 @@ fn run(shared: &Arc<Shared>, mut rx: mpsc::Receiver<Work>) {
                 Outcome::Failed => failed = true,
                 Outcome::Uncertain => uncertain = true,
             }
+        }
+        if reanchoring::chunks_done(shared, &mut chunks) {
+            // The store cannot be reached: the chunk is tried again, not
+            // at once.
+            std::thread::sleep(std::time::Duration::from_millis(50));
         }
         if let Some((path, reply)) = backup {
             let result = if failed {
@@ -428,10 +445,19 @@ fn commit_group(shared: &Shared, jobs: &mut Vec<Job>, compactor: &mut Compactor)
         shared.figures.add(Phase::Stage, started);
         let staged = (jobs.len(), group.keys);
         let revision = group.revision;
+        let started = std::mem::take(&mut group.started);
         match group.commit() {
             Ok(changes) => {
                 shared.figures.group(staged.0, staged.1);
                 compactor.committed();
+                for d in started {
+                    tracing::info!(
+                        article = %d.reanchor.new_revision().id,
+                        revision = d.reanchor.new_revision().revision,
+                        "correction committed: its other annotations are re-anchored in chunks"
+                    );
+                    shared.reanchoring.start(d.reanchor, d.actor);
+                }
                 // Only now, once durable: a change is never published twice
                 // or published and then lost.
                 broadcast(shared, changes);
@@ -692,6 +718,11 @@ struct Group<'a> {
     keys: usize,
     /// The store's answers to the jobs' reads, read before staging them.
     read_ahead: ReadAhead,
+    /// The re-anchoring marks the group wrote (`None`: deleted).
+    marks: HashMap<ArticleId, Option<Mark>>,
+    /// Re-anchorings the group's corrections left unfinished: driven once
+    /// it commits.
+    started: Vec<Driving>,
 }
 
 impl<'a> Group<'a> {
@@ -711,6 +742,8 @@ impl<'a> Group<'a> {
             compacted: None,
             keys: 0,
             read_ahead: ReadAhead::default(),
+            marks: HashMap::new(),
+            started: Vec::new(),
         }
     }
 
@@ -748,8 +781,27 @@ impl<'a> Group<'a> {
             });
         }
 
+        if let [Mutation::Reanchor { reanchor }] = &job.mutations[..] {
+            let ours = self.mark_of(&reanchor.new_revision().id)?.is_some_and(|m| {
+                (m.from, m.to) == (reanchor.old().revision, reanchor.new_revision().revision)
+            });
+            if !ours {
+                // Finished (by this server or another): no revision.
+                return Ok(Applied {
+                    annotations: Vec::new(),
+                    articles: Vec::new(),
+                    reviews: Vec::new(),
+                    revision: 0,
+                    replayed: false,
+                });
+            }
+        }
         let revision = self.revision + 1;
         let now = now_us();
+        // Re-anchoring marks this job writes, and re-anchorings it leaves
+        // to later chunks.
+        let mut marks: Vec<(ArticleId, Option<Mark>)> = Vec::new();
+        let mut started: Vec<Driving> = Vec::new();
         // Moderation reasons of deletions of others' annotations, by id.
         let mut moderations: HashMap<Uuid, String> = HashMap::new();
         // This job's changes, read before the group's when checking later
@@ -870,22 +922,31 @@ impl<'a> Group<'a> {
                         }
                         _ => {}
                     }
+                    if base.is_some()
+                        && let Some(m) = self.mark_of(id)?
+                    {
+                        return Err(name_child(reanchoring::in_progress(id, &m)));
+                    }
                     if let Some(reanchor) = reanchor {
-                        for a in self.annotations_of(&local, id)? {
-                            if a.anchor == Anchor::Orphaned || a.article_revision != reanchor.old().revision {
-                                continue;
-                            }
-                            let placed = reanchor.place(a.judgement.span);
-                            let mut after = a.clone();
-                            if placed.anchor != Anchor::Orphaned {
-                                after.judgement.span = placed.span;
-                                after.article_revision = article.revision;
-                            }
-                            after.anchor = placed.anchor;
-                            after.update_time_us = now;
-                            after.revision = revision;
+                        let (moved, more) = self.reanchor_chunk(&local, reanchor, None, revision, now)?;
+                        for (a, after) in moved {
                             local.insert(a.name.id, Some(after.clone()));
                             changes.push((Some(a), Some(after), false));
+                        }
+                        if let Some(after) = more {
+                            marks.push((
+                                id.clone(),
+                                Some(Mark {
+                                    from: reanchor.old().revision,
+                                    to: article.revision,
+                                    after,
+                                    actor: job.actor.to_string(),
+                                }),
+                            ));
+                            started.push(Driving {
+                                reanchor: reanchor.clone(),
+                                actor: job.actor.clone(),
+                            });
                         }
                     }
                     local_articles.insert(id.clone(), article.clone());
@@ -895,7 +956,22 @@ impl<'a> Group<'a> {
                     });
                     continue;
                 }
+                Mutation::Reanchor { reanchor } => {
+                    let id = &reanchor.new_revision().id;
+                    let Some(mark) = self.mark_of(id)? else {
+                        continue;
+                    };
+                    let (moved, more) =
+                        self.reanchor_chunk(&local, reanchor, Some(mark.after), revision, now)?;
+                    for (a, after) in moved {
+                        local.insert(a.name.id, Some(after.clone()));
+                        changes.push((Some(a), Some(after), false));
+                    }
+                    marks.push((id.clone(), more.map(|after| Mark { after, ..mark })));
+                    continue;
+                }
                 Mutation::Adjudicate { adjudication, etag } => {
+                    self.check_settled(&adjudication.article)?;
                     self.check_review(&adjudication.article, *etag)?;
                     let made = Adjudication {
                         create_time_us: now,
@@ -917,6 +993,7 @@ impl<'a> Group<'a> {
                     article_revision,
                     etag,
                 } => {
+                    self.check_settled(article)?;
                     self.check_review(article, *etag)?;
                     let sign_off = Arc::new(SignOff {
                         article: article.clone(),
@@ -1058,6 +1135,14 @@ impl<'a> Group<'a> {
             }
             events.push(event);
         }
+        for (article, mark) in marks {
+            match &mark {
+                Some(m) => self.put(keys::reanchoring(&article), m.encode()),
+                None => self.del(keys::reanchoring(&article)),
+            }
+            self.marks.insert(article, mark);
+        }
+        self.started.extend(started);
         if let Some(req) = job.request {
             let record = RequestRecord {
                 fingerprint: req.fingerprint,
@@ -1171,40 +1256,125 @@ impl<'a> Group<'a> {
         }
     }
 
-    /// Every live annotation of an article as the job sees it.
-    fn annotations_of(
-        &self,
+    /// The next chunk of a correction's re-anchoring: the annotations of
+    /// the article with an id after `after` (from the first, with `None`),
+    /// each placed by `reanchor` if it is still at the old revision; each
+    /// one moved, before and after, and the last id looked at if more ids
+    /// follow it.
+    fn reanchor_chunk(
+        &mut self,
         local: &HashMap<Uuid, Option<Annotation>>,
-        id: &ArticleId,
-    ) -> Result<Vec<Annotation>> {
-        let mut ids: Vec<Uuid> = self
-            .shared
-            .visible
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .article(id)
-            .map(|a| a.ids().collect())
+        reanchor: &Reanchor,
+        after: Option<Uuid>,
+        revision: u64,
+        now: i64,
+    ) -> Result<Chunk> {
+        let id = &reanchor.new_revision().id;
+        let (from, to) = (reanchor.old().revision, reanchor.new_revision().revision);
+        // Ids in order, with the start of those only the store holds.
+        let mut ids: Vec<(Uuid, Option<u32>)> = self
+            .published(id, |a| a.positions().map(|(start, u)| (u, Some(start))).collect())
             .unwrap_or_default();
         ids.extend(
             self.touched
                 .iter()
                 .chain(local)
                 .filter(|(_, a)| a.as_ref().is_some_and(|a| a.name.article == *id))
-                .map(|(u, _)| *u),
+                .map(|(u, _)| (*u, None)),
         );
+        ids.retain(|(u, _)| after.is_none_or(|after| *u > after));
         ids.sort_unstable();
-        ids.dedup();
-        let mut out = Vec::with_capacity(ids.len());
-        for uuid in ids {
-            let name = AnnotationName {
-                article: id.clone(),
-                id: uuid,
-            };
-            if let Some(a) = self.current(local, &name)? {
-                out.push(a);
-            }
+        ids.dedup_by_key(|(u, _)| *u);
+        let mut most = self.shared.reanchor_chunk.max(1);
+        let mut most_bytes = reanchoring::CHUNK_BYTES;
+        if let Some(l) = self.shared.engine.limits() {
+            // Each moved annotation is about four keys and two copies.
+            most = most.min((l.ops / 8).max(1));
+            most_bytes = most_bytes.min(l.bytes / 2);
         }
-        Ok(out)
+        let ids = &ids[..ids.len().min(most)];
+        // The records only the store holds, read together (etcd: one round
+        // trip), and the history heads the chunk will move.
+        let known = |u: &Uuid| local.contains_key(u) || self.touched.contains_key(u);
+        let positions: Vec<(ArticleId, u32, Uuid)> = ids
+            .iter()
+            .filter(|(u, _)| !known(u))
+            .filter_map(|(u, start)| start.map(|s| (id.clone(), s, *u)))
+            .collect();
+        let read = super::read_many_at(&*self.shared.engine, &positions, u64::MAX)?;
+        let mut stored: HashMap<Uuid, Option<Annotation>> = positions.iter().map(|p| p.2).zip(read).collect();
+        let heads: Vec<Uuid> = ids
+            .iter()
+            .map(|(u, _)| *u)
+            .filter(|u| !self.history_heads.contains_key(u))
+            .collect();
+        self.read_ahead.read_heads(&*self.shared.engine, &heads)?;
+        let mut moved = Vec::new();
+        let mut bytes = 0;
+        let mut last = None;
+        for (u, _) in ids {
+            if bytes >= most_bytes {
+                break;
+            }
+            last = Some(*u);
+            let a = match stored.remove(u) {
+                Some(a) => a,
+                None => self.current(
+                    local,
+                    &AnnotationName {
+                        article: id.clone(),
+                        id: *u,
+                    },
+                )?,
+            };
+            let Some(a) = a.filter(|a| a.name.article == *id) else {
+                continue;
+            };
+            if a.anchor == Anchor::Orphaned || a.article_revision != from {
+                continue;
+            }
+            let placed = reanchor.place(a.judgement.span);
+            let mut after = a.clone();
+            if placed.anchor != Anchor::Orphaned {
+                after.judgement.span = placed.span;
+                after.article_revision = to;
+            }
+            after.anchor = placed.anchor;
+            after.update_time_us = now;
+            after.revision = revision;
+            bytes += 2 * result_cost(&after);
+            moved.push((a, after));
+        }
+        let more = last.filter(|l| ids.last().is_some_and(|(u, _)| u != l) || self.more_after(id, local, *l));
+        Ok((moved, more))
+    }
+
+    /// Whether the article has an annotation with an id after `after`.
+    fn more_after(&self, id: &ArticleId, local: &HashMap<Uuid, Option<Annotation>>, after: Uuid) -> bool {
+        self.published(id, |a| a.ids().any(|u| u > after))
+            .unwrap_or(false)
+            || self
+                .touched
+                .iter()
+                .chain(local)
+                .any(|(u, a)| *u > after && a.as_ref().is_some_and(|a| a.name.article == *id))
+    }
+
+    /// The re-anchoring mark of the article as the group sees it.
+    fn mark_of(&self, article: &ArticleId) -> Result<Option<Mark>> {
+        match self.marks.get(article) {
+            Some(m) => Ok(m.clone()),
+            None => reanchoring::mark(&*self.shared.engine, article),
+        }
+    }
+
+    /// That the article is not re-anchoring a correction: its review would
+    /// be judged half-moved.
+    fn check_settled(&self, article: &ArticleId) -> Result<()> {
+        match self.mark_of(article)? {
+            Some(m) => Err(reanchoring::in_progress(article, &m)),
+            None => Ok(()),
+        }
     }
 
     fn stage_change(&mut self, before: Option<&Annotation>, after: Option<&Annotation>, now: i64) {
@@ -1478,6 +1648,7 @@ pub fn apply_now(shared: &Shared, mutation: Mutation, actor: Analyst) -> Result<
     };
     let mut group = Group::new(shared);
     let applied = group.stage(&job)?;
+    let started = std::mem::take(&mut group.started);
     group.commit().map_err(|(e, _)| match e {
         CommitError::Refused(e) => e,
         CommitError::Failed(e) | CommitError::Uncertain(e) => Error::internal(e),
@@ -1485,6 +1656,9 @@ pub fn apply_now(shared: &Shared, mutation: Mutation, actor: Analyst) -> Result<
             "another server changed the store while this one applied the seed files: start this server again",
         ),
     })?;
+    for d in started {
+        shared.reanchoring.start(d.reanchor, d.actor);
+    }
     Ok(applied)
 }
 
@@ -1502,6 +1676,10 @@ pub fn result_cost(a: &Annotation) -> usize {
 /// How a deletion's history record names a moderation reason (in its
 /// `changed` list, which a deletion otherwise leaves empty).
 pub const MODERATION_PREFIX: &str = "moderation: ";
+
+/// A chunk of a re-anchoring: each annotation moved, before and after, and
+/// the last id looked at if more follow.
+type Chunk = (Vec<(Annotation, Annotation)>, Option<Uuid>);
 
 /// The history record of one change, chained to `heads`, which it moves.
 fn history_record(

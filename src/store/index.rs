@@ -147,6 +147,11 @@ impl ArticleIndex {
         self.spans.keys().map(|&(_, id)| id)
     }
 
+    /// The start and id of every annotation of the article.
+    pub fn positions(&self) -> impl Iterator<Item = (u32, Uuid)> + '_ {
+        self.spans.keys().copied()
+    }
+
     /// The article's review if already computed for its current state.
     pub fn cached_review(&self) -> Option<Arc<Review>> {
         self.review.get().cloned()

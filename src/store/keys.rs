@@ -16,6 +16,7 @@
 //! | article stats | `s` `article_id` | [`codec::StatsRecord`](super::codec::StatsRecord): written only by a deletion or a correction |
 //! | changelog | `l` `revision: u64 BE` | [`codec::ChangeRecord`](super::codec::ChangeRecord): pointers to the history records of the revision |
 //! | audit history | `h` `uuid: 16` `revision: u64 BE` [`seq: u32 BE`] | [`codec::HistoryRecord`](super::codec::HistoryRecord), chained by hash; never trimmed |
+//! | re-anchorings in progress | `g` `article_id` | [`super::reanchoring::Mark`]: a correction whose annotations are still being re-anchored, chunk by chunk; deleted by the last chunk |
 //! | review history | `j` `article_id` `0x00` `revision: u64 BE` `seq: u32 BE` | [`codec::ReviewRecord`](super::codec::ReviewRecord): adjudications, sign-offs, withdrawals, chained by hash per article; never trimmed. Read whole at open: the adjudications and the sign-off in force live in the index |
 //!
 //! ## What a create writes, and why each key must exist
@@ -68,6 +69,7 @@ pub const STATS: u8 = b's';
 pub const CHANGE: u8 = b'l';
 pub const HISTORY: u8 = b'h';
 pub const REVIEW: u8 = b'j';
+pub const REANCHORING: u8 = b'g';
 
 pub const META_REVISION: &[u8] = b"mrevision";
 pub const META_PAGE_SECRET: &[u8] = b"mpage_secret";
@@ -214,6 +216,17 @@ pub fn parse_review(key: &[u8]) -> Option<(ArticleId, u64, u32)> {
     let revision = u64::from_be_bytes(tail[..8].try_into().ok()?);
     let seq = u32::from_be_bytes(tail[8..].try_into().ok()?);
     Some((article, revision, seq))
+}
+
+/// `g article_id`: the mark of an unfinished re-anchoring of the article.
+pub fn reanchoring(id: &ArticleId) -> Vec<u8> {
+    prefixed(REANCHORING, id.as_str().as_bytes())
+}
+
+/// The article of a re-anchoring mark's key, if well formed.
+pub fn parse_reanchoring(key: &[u8]) -> Option<ArticleId> {
+    let rest = key.strip_prefix(&[REANCHORING])?;
+    ArticleId::parse(std::str::from_utf8(rest).ok()?).ok()
 }
 
 pub fn request(id: Uuid) -> Vec<u8> {

@@ -24,10 +24,13 @@ mod index;
 mod keys;
 mod quorum;
 mod read_ahead;
+mod reanchoring;
 mod review_log;
 mod sync;
 mod wal;
 pub use wal::SEGMENT_BYTES as WAL_SEGMENT_BYTES;
+/// See [`StoreConfig::reanchor_chunk`].
+pub const REANCHOR_CHUNK: u64 = reanchoring::CHUNK as u64;
 
 use std::collections::HashMap;
 use std::ops::Bound;
@@ -83,6 +86,9 @@ pub struct StoreConfig {
     /// The size of a write-ahead log segment ([`wal::SEGMENT_BYTES`]
     /// unless a test wants a rotation every few frames).
     pub wal_segment_bytes: u64,
+    /// Most annotations a correction re-anchors per revision
+    /// ([`reanchoring::CHUNK`] unless a test wants many chunks).
+    pub reanchor_chunk: usize,
     /// Which engine holds the keys: sled in `data_dir` (the default) or an
     /// etcd cluster.
     pub engine: EngineConfig,
@@ -158,6 +164,7 @@ impl StoreConfig {
             max_result_bytes: DEFAULT_MAX_RESPONSE_BYTES,
             review_min_analysts: crate::domain::DEFAULT_MIN_ANALYSTS,
             wal_segment_bytes: wal::SEGMENT_BYTES,
+            reanchor_chunk: reanchoring::CHUNK,
             engine: EngineConfig::Sled,
         }
     }
@@ -206,6 +213,10 @@ struct Shared {
     /// on the store's head is broken): reads would be stale, so the server
     /// reports NOT_SERVING. Always true on an engine nobody else writes to.
     in_sync: Arc<tokio::sync::watch::Sender<bool>>,
+    /// The corrections whose annotations this server is still re-anchoring.
+    reanchoring: reanchoring::Pending,
+    /// See [`StoreConfig::reanchor_chunk`].
+    reanchor_chunk: usize,
 }
 
 struct Inner {
@@ -441,7 +452,12 @@ impl Store {
             follow_asked: std::sync::atomic::AtomicBool::new(false),
             committing: AtomicU64::new(0),
             in_sync: Arc::new(tokio::sync::watch::channel(true).0),
+            reanchoring: Default::default(),
+            reanchor_chunk: config.reanchor_chunk,
         });
+        if !pin_reads {
+            resume_reanchoring(&shared)?;
+        }
         if revision > 0 {
             apply_seeds(&shared, seeds)?;
         }
@@ -692,6 +708,12 @@ impl Store {
     /// revision. Blocking, briefly.
     pub fn get_any(&self, id: Uuid) -> Result<Option<Annotation>> {
         read_at(&*self.inner.shared.engine, id, None, self.revision())
+    }
+
+    /// Returns once this server has re-anchored every annotation of the
+    /// article's last correction (at once if it has none in progress).
+    pub async fn reanchored(&self, article: &ArticleId) {
+        self.inner.shared.reanchoring.wait(article).await
     }
 
     /// Whether a commit failed, and the store refuses writes; follows it.
@@ -1269,6 +1291,28 @@ fn read_seeds(dir: &Path) -> Result<Vec<(ArticleId, String)>> {
 }
 
 /// Seeds that are new or changed since the store last saw them, as changes
+/// Drives again the re-anchorings a server left unfinished when it stopped
+/// (see [`reanchoring`]): the committer takes them up as it starts.
+fn resume_reanchoring(shared: &Shared) -> Result<()> {
+    for (id, mark) in reanchoring::marks(&*shared.engine)? {
+        let revision = |r| {
+            read_article_revision(&*shared.engine, &id, r)?.ok_or_else(|| {
+                Error::internal(format!(
+                    "the unfinished re-anchoring of {id} names revision {r}, which the store does not hold"
+                ))
+            })
+        };
+        let (old, new) = (revision(mark.from)?, revision(mark.to)?);
+        tracing::info!(article = %id, from = mark.from, to = mark.to, "finishing the re-anchoring of a correction");
+        let actor = Analyst::parse(&mark.actor)
+            .unwrap_or_else(|_| Analyst::parse(SEEDS_AUTHOR).expect("a valid name"));
+        shared
+            .reanchoring
+            .start(Arc::new(crate::anchor::Reanchor::new(old, new)), actor);
+    }
+    Ok(())
+}
+
 /// by `seeds`: a new file creates its article, a changed one becomes its
 /// next revision and re-anchors its annotations, each a revision of its own.
 fn apply_seeds(shared: &Shared, seeds: Vec<(ArticleId, String)>) -> Result<()> {
@@ -1282,6 +1326,10 @@ fn apply_seeds(shared: &Shared, seeds: Vec<(ArticleId, String)>) -> Result<()> {
         let now = committer::now_us();
         let mutation = match current {
             Some(c) if c.text == text => continue,
+            Some(_) if shared.reanchoring.is_driving(&id) => {
+                tracing::warn!(article = %id, "seed file changed while the last correction is still re-anchoring: applied at the next start");
+                continue;
+            }
             Some(c) => {
                 let next = Arc::new(Article::revision(
                     id.clone(),

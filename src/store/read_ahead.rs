@@ -82,11 +82,7 @@ impl ReadAhead {
         }
         queries.extend(requests.iter().map(|id| PageQuery::key(&keys::request(*id))));
         queries.extend(named.iter().map(|id| PageQuery::key(&keys::location(*id))));
-        queries.extend(heads.iter().map(|id| {
-            let prefix = keys::history_prefix(*id);
-            let end = prefix_end(&prefix).expect("filtered above");
-            PageQuery::last_before(&prefix, &end)
-        }));
+        queries.extend(heads.iter().map(|id| head_query(*id)));
         let pages = answered(engine.pages(&queries)?, queries.len())?;
         let mut pages = pages.into_iter();
         if revision {
@@ -116,11 +112,7 @@ impl ReadAhead {
             }
         }
         for id in &heads {
-            let head = match pages.next().unwrap_or_default().pop() {
-                Some((_, v)) => codec::decode::<HistoryRecord>(&v)?.hash,
-                None => [0; 32],
-            };
-            out.heads.insert(*id, head);
+            out.heads.insert(*id, head(pages.next().unwrap_or_default())?);
         }
         if located.is_empty() {
             return Ok(out);
@@ -138,6 +130,25 @@ impl ReadAhead {
             }
         }
         Ok(out)
+    }
+
+    /// Reads the history heads of `ids` too, in one batch: the records a
+    /// correction's chunk moves ([`super::reanchoring`]).
+    pub(super) fn read_heads(&mut self, engine: &dyn Engine, ids: &[Uuid]) -> Result<()> {
+        let ids: Vec<Uuid> = ids
+            .iter()
+            .copied()
+            .filter(|id| !self.heads.contains_key(id) && prefix_end(&keys::history_prefix(*id)).is_some())
+            .collect();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let queries: Vec<PageQuery> = ids.iter().map(|id| head_query(*id)).collect();
+        let pages = answered(engine.pages(&queries)?, queries.len())?;
+        for (id, page) in ids.into_iter().zip(pages) {
+            self.heads.insert(id, head(page)?);
+        }
+        Ok(())
     }
 
     /// The annotation as stored, if it was read ahead.
@@ -160,6 +171,22 @@ impl ReadAhead {
             })
         })
     }
+}
+
+/// The query for the last history record of `id` (its id's prefix has an
+/// end: checked by the callers).
+fn head_query(id: Uuid) -> PageQuery {
+    let prefix = keys::history_prefix(id);
+    let end = prefix_end(&prefix).expect("checked by the caller");
+    PageQuery::last_before(&prefix, &end)
+}
+
+/// The hash a history head query's answer holds; zeros if no record.
+fn head(mut page: Vec<Pair>) -> Result<[u8; 32]> {
+    Ok(match page.pop() {
+        Some((_, v)) => codec::decode::<HistoryRecord>(&v)?.hash,
+        None => [0; 32],
+    })
 }
 
 /// `pages`, if the engine answered each of the `n` queries.

@@ -76,6 +76,9 @@ pub struct Setup {
     pub listen: Option<SocketAddr>,
     /// The store's engine; the run's (`FACTCHECK_TEST_STORE`) when `None`.
     pub engine: Option<factcheck::store::EngineConfig>,
+    /// Most annotations a correction re-anchors per revision; the store's
+    /// default when `None`.
+    pub reanchor_chunk: Option<usize>,
 }
 
 impl Default for Setup {
@@ -95,6 +98,7 @@ impl Default for Setup {
             web: true,
             listen: None,
             engine: None,
+            reanchor_chunk: None,
         }
     }
 }
@@ -138,6 +142,9 @@ impl TestServer {
         config.seeds_dir = Some(setup.seeds.clone().unwrap_or_else(seeds_dir));
         config.cache_capacity_bytes = 32 * 1024 * 1024;
         config.max_result_bytes = setup.max_response_bytes;
+        if let Some(chunk) = setup.reanchor_chunk {
+            config.reanchor_chunk = chunk;
+        }
         let store = tokio::task::spawn_blocking(move || Store::open(&config))
             .await
             .unwrap()
@@ -434,6 +441,29 @@ impl ChildServer {
                     )
                 }
             }
+        }
+    }
+
+    /// Waits until the server has logged each of `needles` (in any order)
+    /// and its address.
+    pub fn wait_until_serving_and_logged(&mut self, needles: &[&str]) {
+        let mut left: Vec<&str> = needles.to_vec();
+        left.push("serving addr=");
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let mut seen: Vec<String> = Vec::new();
+        while !left.is_empty() {
+            let wait = deadline.saturating_duration_since(std::time::Instant::now());
+            let line = self.log.recv_timeout(wait).unwrap_or_else(|e| {
+                panic!(
+                    "waiting for {left:?}: {e}; the server logged:\n{}",
+                    seen.join("\n")
+                )
+            });
+            if let Some(addr) = line.split("serving addr=").nth(1) {
+                self.addr = addr.trim().to_owned();
+            }
+            left.retain(|n| !line.contains(n));
+            seen.push(line);
         }
     }
 

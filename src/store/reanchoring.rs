@@ -1,0 +1,264 @@
+//! Corrections re-anchor their annotations in chunks.
+//!
+//! A correction of an article with N annotations rewrites N records. Done
+//! in one revision, as it was, one correction of 20,000 annotations with
+//! 10 KB notes held gigabytes and the single committer for seconds: every
+//! other writer, of any article, waited for all of it (issue 21, item 4).
+//!
+//! So the correction's own revision holds the new text and the first chunk
+//! of its annotations (all of them, for a correction of at most one chunk:
+//! most corrections, which stay one revision as before). When more remain,
+//! the same revision writes a [`Mark`] (`g article_id`, see [`super::keys`]):
+//! from which article revision to which, and the last annotation id done.
+//! The committer then adds one chunk of the next ids to each group it makes,
+//! after the jobs callers queued, until a chunk finds none left and deletes
+//! the mark. So a writer of another article waits for one chunk at most,
+//! and the committer holds one chunk of records at a time.
+//!
+//! While a mark stands:
+//! - each annotation names the article revision its span points into (the
+//!   old one until its chunk is done), so every read is exact;
+//! - a further correction, an adjudication and a sign-off of the article are
+//!   refused (`ABORTED`, `REANCHORING_IN_PROGRESS`): they would judge a
+//!   half-moved article;
+//! - annotation writes go on: a chunk re-reads each record and moves only
+//!   those still at the old revision.
+//!
+//! The caller's `UpdateArticle` is answered once the last chunk is in
+//! ([`super::Store::reanchored`]). A server that stops with a mark standing
+//! finds it when it opens and finishes the work ([`marks`]).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use uuid::Uuid;
+
+use tokio::sync::oneshot;
+
+use super::committer::{Applied, Job, Mutation};
+use super::engine::Engine;
+use super::{Shared, keys};
+use crate::anchor::Reanchor;
+use crate::domain::{Analyst, ArticleId};
+use crate::error::{Error, Result};
+
+/// How many annotations one chunk re-anchors at most, unless the engine's
+/// limits or [`CHUNK_BYTES`] stop it sooner.
+pub const CHUNK: usize = 256;
+
+/// About how many bytes of records one chunk writes at most (its records
+/// and their history records).
+pub const CHUNK_BYTES: usize = 1024 * 1024;
+
+/// An unfinished re-anchoring, as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mark {
+    /// The article revision the annotations are moved from.
+    pub from: u32,
+    /// The article revision they are moved to: the article's current one.
+    pub to: u32,
+    /// Every annotation id up to this one is done.
+    pub after: Uuid,
+    /// Who made the correction: the history records of the chunks name them.
+    pub actor: String,
+}
+
+const FORMAT: u8 = 1;
+
+impl Mark {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(25 + self.actor.len());
+        v.push(FORMAT);
+        v.extend_from_slice(&self.from.to_be_bytes());
+        v.extend_from_slice(&self.to.to_be_bytes());
+        v.extend_from_slice(self.after.as_bytes());
+        v.extend_from_slice(self.actor.as_bytes());
+        v
+    }
+
+    pub fn decode(v: &[u8]) -> Result<Mark> {
+        let bad = || Error::internal("a damaged re-anchoring mark");
+        if v.len() < 25 || v[0] != FORMAT {
+            return Err(bad());
+        }
+        Ok(Mark {
+            from: u32::from_be_bytes(v[1..5].try_into().map_err(|_| bad())?),
+            to: u32::from_be_bytes(v[5..9].try_into().map_err(|_| bad())?),
+            after: Uuid::from_slice(&v[9..25]).map_err(|_| bad())?,
+            actor: String::from_utf8(v[25..].to_vec()).map_err(|_| bad())?,
+        })
+    }
+}
+
+/// The mark of the article's re-anchoring, if one is unfinished.
+pub fn mark(engine: &dyn Engine, article: &ArticleId) -> Result<Option<Mark>> {
+    engine
+        .get(&keys::reanchoring(article))?
+        .map(|v| Mark::decode(&v))
+        .transpose()
+}
+
+/// Every unfinished re-anchoring in the store.
+pub fn marks(engine: &dyn Engine) -> Result<Vec<(ArticleId, Mark)>> {
+    let mut out = Vec::new();
+    for item in engine.scan_prefix(&[keys::REANCHORING]) {
+        let (k, v) = item?;
+        let id = keys::parse_reanchoring(&k).ok_or_else(|| Error::internal("a damaged re-anchoring key"))?;
+        out.push((id, Mark::decode(&v)?));
+    }
+    Ok(out)
+}
+
+/// The refusal of what must wait for a re-anchoring to finish.
+pub fn in_progress(article: &ArticleId, mark: &Mark) -> Error {
+    Error::Aborted {
+        reason: "REANCHORING_IN_PROGRESS",
+        message: format!(
+            "{}'s annotations are still being moved from revision {} to {} of its text: retry in a moment",
+            article.name(),
+            mark.from,
+            mark.to
+        ),
+    }
+}
+
+/// One re-anchoring this server drives.
+#[derive(Clone)]
+pub struct Driving {
+    pub reanchor: Arc<Reanchor>,
+    pub actor: Analyst,
+}
+
+/// The re-anchorings this server drives, and who waits for them.
+pub struct Pending {
+    driving: Mutex<HashMap<ArticleId, Driving>>,
+    /// Bumped whenever one finishes (or stops).
+    finished: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for Pending {
+    fn default() -> Self {
+        Pending {
+            driving: Mutex::new(HashMap::new()),
+            finished: tokio::sync::watch::channel(0).0,
+        }
+    }
+}
+
+impl Pending {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ArticleId, Driving>> {
+        self.driving.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn start(&self, reanchor: Arc<Reanchor>, actor: Analyst) {
+        let id = reanchor.new_revision().id.clone();
+        self.lock().insert(id, Driving { reanchor, actor });
+    }
+
+    pub fn finish(&self, article: &ArticleId) {
+        self.lock().remove(article);
+        self.finished.send_modify(|n| *n += 1);
+    }
+
+    pub fn driving(&self) -> Vec<(ArticleId, Driving)> {
+        self.lock().iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+
+    pub fn is_driving(&self, article: &ArticleId) -> bool {
+        self.lock().contains_key(article)
+    }
+
+    /// Returns once this server no longer drives a re-anchoring of
+    /// `article`.
+    pub async fn wait(&self, article: &ArticleId) {
+        let mut rx = self.finished.subscribe();
+        while self.is_driving(article) {
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// A job for the next chunk of each re-anchoring this server drives that
+/// has none in a group yet.
+pub(super) fn chunk_jobs(
+    shared: &Shared,
+    inflight: &mut HashMap<ArticleId, oneshot::Receiver<Result<Applied>>>,
+) -> Vec<Job> {
+    let mut jobs = Vec::new();
+    for (article, d) in shared.reanchoring.driving() {
+        if inflight.contains_key(&article) {
+            continue;
+        }
+        // Tests stop here to leave a re-anchoring unfinished.
+        fail::fail_point!("reanchor::chunk", |_| Vec::new());
+        let (reply, rx) = oneshot::channel();
+        inflight.insert(article, rx);
+        jobs.push(Job {
+            mutations: vec![Mutation::Reanchor { reanchor: d.reanchor }],
+            actor: d.actor,
+            request: None,
+            validate_only: false,
+            children: None,
+            reply,
+        });
+    }
+    jobs
+}
+
+/// Takes the answers of the chunks committed: a chunk that found nothing
+/// left to do finishes its re-anchoring. Whether one could not reach the
+/// store (it is tried again).
+pub(super) fn chunks_done(
+    shared: &Shared,
+    inflight: &mut HashMap<ArticleId, oneshot::Receiver<Result<Applied>>>,
+) -> bool {
+    use tokio::sync::oneshot::error::TryRecvError;
+    let mut unreachable = false;
+    inflight.retain(|article, rx| match rx.try_recv() {
+        Ok(Ok(applied)) => {
+            if applied.revision == 0 {
+                tracing::info!(article = %article, "re-anchoring finished");
+                shared.reanchoring.finish(article);
+            }
+            false
+        }
+        Ok(Err(e @ (Error::StoreUnavailable { .. } | Error::Unavailable))) => {
+            tracing::warn!(article = %article, error = %e, "a chunk of a re-anchoring was not written: trying again");
+            unreachable = true;
+            false
+        }
+        Ok(Err(e)) => {
+            tracing::error!(
+                article = %article,
+                error = %e,
+                "the re-anchoring of a correction stopped: its annotations stay at the article's previous revision \
+                 until the server starts again"
+            );
+            shared.reanchoring.finish(article);
+            false
+        }
+        // In the next group (it did not fit this one's limits).
+        Err(TryRecvError::Empty) => true,
+        Err(TryRecvError::Closed) => false,
+    });
+    unreachable
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mark_reads_back_as_written() {
+        let m = Mark {
+            from: 3,
+            to: 4,
+            after: Uuid::from_u128(0x1234),
+            actor: "조태열".into(),
+        };
+        assert_eq!(Mark::decode(&m.encode()).unwrap(), m);
+        assert!(Mark::decode(&m.encode()[..20]).is_err());
+    }
+}
