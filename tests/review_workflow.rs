@@ -681,6 +681,23 @@ async fn the_cli_resolves_signs_off_and_publishes_claim_reviews() {
         "the notes, each once"
     );
     assert_eq!(rose_item["reviewRating"]["alternateName"], "Verified");
+    // The README's example is this item, as the binary writes it (but the
+    // date it was signed off).
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let example = readme
+        .split("<!-- the ClaimReview example: tests/review_workflow.rs checks it -->")
+        .nth(1)
+        .and_then(|rest| rest.split("```json").nth(1))
+        .and_then(|rest| rest.split("```").next())
+        .expect("the README's ClaimReview example");
+    let mut example: serde_json::Value = serde_json::from_str(example).expect("the README's example is JSON");
+    example["datePublished"] = fell_item["datePublished"].clone();
+    assert_eq!(
+        &example,
+        fell_item,
+        "the README's example differs from the binary's output:\n{}",
+        serde_json::to_string_pretty(fell_item).unwrap()
+    );
     let (code, _, err) = run(
         ALICE,
         args(&[
