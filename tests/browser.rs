@@ -716,6 +716,96 @@ async fn contest(server: &TestServer) -> (pb::Annotation, pb::Annotation) {
     (a, b)
 }
 
+/// An admin removes an analyst's annotation from the page (moderation):
+/// others' annotations offer "Remove…" and no Edit or Delete; Remove without
+/// a reason is asked again and deletes nothing; with one, the annotation is
+/// gone, and the server's history records the reason and the admin.
+#[tokio::test]
+async fn an_admin_removes_an_annotation_with_a_reason_from_the_page() {
+    let (server, _seeds) = start().await;
+    let mut alice = server.client().await;
+    let text = seed_text(KOREAN);
+    let a = create(&mut alice, KOREAN, find_span(&text, "조태열"), Verdict::Disputed).await;
+    let driver = Driver::start();
+    let b = driver.browser().await;
+    sign_in(&b, &server.url(), ADMIN, KOREAN).await;
+    wait_until(
+        &b,
+        "alice's annotation offers Remove…",
+        "document.querySelector('#annotation-list button.moderate')",
+    )
+    .await;
+    assert_eq!(
+        js(
+            &b,
+            "document.querySelectorAll('#annotation-list button.edit, #annotation-list button.delete').length"
+        )
+        .await,
+        json!(0)
+    );
+    assert_eq!(
+        js(
+            &b,
+            "document.querySelector('#annotation-list button.moderate').getAttribute('aria-label')"
+        )
+        .await,
+        json!("Remove annotation ‘조태열’ by alice (moderation)")
+    );
+    click(&b, "#annotation-list button.moderate").await;
+    click(&b, "dialog[open] button[value=remove]").await;
+    wait_until(
+        &b,
+        "asked again for the reason",
+        "document.querySelector('dialog[open] #moderation-hint.error')",
+    )
+    .await;
+    let get = |mut c: Client, name: String| async move {
+        c.get_annotation(pb::GetAnnotationRequest {
+            name,
+            ..Default::default()
+        })
+        .await
+    };
+    assert!(
+        get(alice.clone(), a.name.clone()).await.is_ok(),
+        "nothing deleted without a reason"
+    );
+    let reason = "Names a private person – removed at their request";
+    b.find(Locator::Id("moderation-reason"))
+        .await
+        .unwrap()
+        .send_keys(reason)
+        .await
+        .unwrap();
+    click(&b, "dialog[open] button[value=remove]").await;
+    wait_until(
+        &b,
+        "the annotation leaves the page",
+        "!document.querySelector('#annotation-list button.moderate') && !document.querySelector('dialog[open]')",
+    )
+    .await;
+    assert_eq!(
+        get(alice.clone(), a.name.clone()).await.unwrap_err().code(),
+        tonic::Code::NotFound
+    );
+    let history = alice
+        .list_annotation_revisions(pb::ListAnnotationRevisionsRequest {
+            name: a.name.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .revisions;
+    let last = history.last().unwrap();
+    assert_eq!(last.r#type, pb::annotation_event::Type::Deleted as i32);
+    assert_eq!(
+        (last.actor.as_str(), last.moderation_reason.as_str()),
+        ("ada", reason)
+    );
+    b.close().await.unwrap();
+}
+
 /// A reviewer runs an article from contested to SIGNED_OFF in the page:
 /// the adjudication panel (a stale region is shown, not overwritten; the
 /// rationale is required), the region then drawn settled and the figures'

@@ -844,6 +844,36 @@ async fn a_correction_left_half_re_anchored_by_a_kill_is_finished_at_the_next_st
         vec![("1".to_owned(), 5), ("2".to_owned(), 2)],
         "the first chunk moved with the text"
     );
+    // Spans still on the old text cover nothing of the new one: no overlaps
+    // query finds them, and the review counts them as orphans until moved.
+    let whole = pb::Span {
+        start: 0,
+        end: corrected.chars().count() as u32,
+    };
+    let overlapping = |mut c: Client| async move {
+        c.list_annotations(pb::ListAnnotationsRequest {
+            parent: article_name("half-moved"),
+            page_size: 100,
+            overlaps: Some(whole),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .annotations
+        .len()
+    };
+    let review = |mut c: Client| async move {
+        c.get_article_review(pb::GetArticleReviewRequest {
+            name: format!("{}/review", article_name("half-moved")),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+    };
+    assert_eq!(overlapping(c.clone()).await, 2);
+    assert_eq!(review(c.clone()).await.orphaned_count, 5);
     let refused = c
         .update_article(correct(TEXT, "\"2\""))
         .await
@@ -878,6 +908,8 @@ async fn a_correction_left_half_re_anchored_by_a_kill_is_finished_at_the_next_st
     let mut c = server.client(&admin).await;
     let all = list(c.clone()).await;
     assert_eq!(by_revision(&all), vec![("2".to_owned(), 8)]);
+    assert_eq!(overlapping(c.clone()).await, 8);
+    assert_eq!(review(c.clone()).await.orphaned_count, 0);
     for a in &all {
         if a.name == added.name {
             continue;

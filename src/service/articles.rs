@@ -232,7 +232,7 @@ impl Service {
             .await?;
         // A correction of many annotations moves the rest in chunks, after
         // its revision: answered once all are moved.
-        self.store.reanchored(&id).await;
+        self.store.reanchored(&id).await?;
         Ok(made)
     }
 

@@ -180,12 +180,18 @@ fn run(shared: &Arc<Shared>, mut rx: mpsc::Receiver<Work>) {
     // answered: refuse every later write rather than build on it.
     let mut failed = false;
     // The chunk of each re-anchoring in progress that is in a group now.
-    let mut chunks: HashMap<ArticleId, oneshot::Receiver<Result<Applied>>> = HashMap::new();
+    let mut chunks: HashMap<ArticleId, reanchoring::Chunk> = HashMap::new();
     loop {
         // The next chunk of each correction still re-anchoring goes into
         // this group, after what callers queued: they wait for one chunk
         // at most ([`super::reanchoring`]).
-        let mut next_chunks = reanchoring::chunk_jobs(shared, &mut chunks);
+        // Not once the store is closing: the marks resume them at the next
+        // start.
+        let closing = rx.is_closed() && rx.is_empty();
+        let mut next_chunks = match closing {
+            true => Vec::new(),
+            false => reanchoring::chunk_jobs(shared, &mut chunks),
+        };
         // Jobs a full group left over go first, in their order.
         let first = match carried.is_empty() && next_chunks.is_empty() {
             true => match rx.blocking_recv() {
@@ -928,7 +934,8 @@ impl<'a> Group<'a> {
                         return Err(name_child(reanchoring::in_progress(id, &m)));
                     }
                     if let Some(reanchor) = reanchor {
-                        let (moved, more) = self.reanchor_chunk(&local, reanchor, None, revision, now)?;
+                        let (moved, more, until) =
+                            self.reanchor_chunk(&local, reanchor, None, None, revision, now)?;
                         for (a, after) in moved {
                             local.insert(a.name.id, Some(after.clone()));
                             changes.push((Some(a), Some(after), false));
@@ -940,6 +947,7 @@ impl<'a> Group<'a> {
                                     from: reanchor.old().revision,
                                     to: article.revision,
                                     after,
+                                    until,
                                     actor: job.actor.to_string(),
                                 }),
                             ));
@@ -961,8 +969,14 @@ impl<'a> Group<'a> {
                     let Some(mark) = self.mark_of(id)? else {
                         continue;
                     };
-                    let (moved, more) =
-                        self.reanchor_chunk(&local, reanchor, Some(mark.after), revision, now)?;
+                    let (moved, more, _) = self.reanchor_chunk(
+                        &local,
+                        reanchor,
+                        Some(mark.after),
+                        Some(mark.until),
+                        revision,
+                        now,
+                    )?;
                     for (a, after) in moved {
                         local.insert(a.name.id, Some(after.clone()));
                         changes.push((Some(a), Some(after), false));
@@ -971,7 +985,7 @@ impl<'a> Group<'a> {
                     continue;
                 }
                 Mutation::Adjudicate { adjudication, etag } => {
-                    self.check_settled(&adjudication.article)?;
+                    self.check_settled(&adjudication.article).map_err(name_child)?;
                     self.check_review(&adjudication.article, *etag)?;
                     let made = Adjudication {
                         create_time_us: now,
@@ -993,7 +1007,7 @@ impl<'a> Group<'a> {
                     article_revision,
                     etag,
                 } => {
-                    self.check_settled(article)?;
+                    self.check_settled(article).map_err(name_child)?;
                     self.check_review(article, *etag)?;
                     let sign_off = Arc::new(SignOff {
                         article: article.clone(),
@@ -1257,15 +1271,18 @@ impl<'a> Group<'a> {
     }
 
     /// The next chunk of a correction's re-anchoring: the annotations of
-    /// the article with an id after `after` (from the first, with `None`),
-    /// each placed by `reanchor` if it is still at the old revision; each
-    /// one moved, before and after, and the last id looked at if more ids
-    /// follow it.
+    /// the article with an id after `after` (from the first, with `None`)
+    /// and up to `until` (the last it has, with `None`), each placed by
+    /// `reanchor` if it is still at the old revision; each one moved, before
+    /// and after, the last id looked at if more ids follow it up to `until`,
+    /// and `until`.
+    #[allow(clippy::too_many_arguments)]
     fn reanchor_chunk(
         &mut self,
         local: &HashMap<Uuid, Option<Annotation>>,
         reanchor: &Reanchor,
         after: Option<Uuid>,
+        until: Option<Uuid>,
         revision: u64,
         now: i64,
     ) -> Result<Chunk> {
@@ -1282,7 +1299,10 @@ impl<'a> Group<'a> {
                 .filter(|(_, a)| a.as_ref().is_some_and(|a| a.name.article == *id))
                 .map(|(u, _)| (*u, None)),
         );
-        ids.retain(|(u, _)| after.is_none_or(|after| *u > after));
+        let until = until
+            .or_else(|| ids.iter().map(|(u, _)| *u).max())
+            .unwrap_or(Uuid::nil());
+        ids.retain(|(u, _)| after.is_none_or(|after| *u > after) && *u <= until);
         ids.sort_unstable();
         ids.dedup_by_key(|(u, _)| *u);
         let mut most = self.shared.reanchor_chunk.max(1);
@@ -1345,19 +1365,26 @@ impl<'a> Group<'a> {
             bytes += 2 * result_cost(&after);
             moved.push((a, after));
         }
-        let more = last.filter(|l| ids.last().is_some_and(|(u, _)| u != l) || self.more_after(id, local, *l));
-        Ok((moved, more))
+        let more = last
+            .filter(|l| ids.last().is_some_and(|(u, _)| u != l) || self.more_between(id, local, *l, until));
+        Ok((moved, more, until))
     }
 
-    /// Whether the article has an annotation with an id after `after`.
-    fn more_after(&self, id: &ArticleId, local: &HashMap<Uuid, Option<Annotation>>, after: Uuid) -> bool {
-        self.published(id, |a| a.ids().any(|u| u > after))
-            .unwrap_or(false)
+    /// Whether the article has an annotation with an id in `(after, until]`.
+    fn more_between(
+        &self,
+        id: &ArticleId,
+        local: &HashMap<Uuid, Option<Annotation>>,
+        after: Uuid,
+        until: Uuid,
+    ) -> bool {
+        let within = |u: Uuid| u > after && u <= until;
+        self.published(id, |a| a.ids().any(within)).unwrap_or(false)
             || self
                 .touched
                 .iter()
                 .chain(local)
-                .any(|(u, a)| *u > after && a.as_ref().is_some_and(|a| a.name.article == *id))
+                .any(|(u, a)| within(*u) && a.as_ref().is_some_and(|a| a.name.article == *id))
     }
 
     /// The re-anchoring mark of the article as the group sees it.
@@ -1677,9 +1704,9 @@ pub fn result_cost(a: &Annotation) -> usize {
 /// `changed` list, which a deletion otherwise leaves empty).
 pub const MODERATION_PREFIX: &str = "moderation: ";
 
-/// A chunk of a re-anchoring: each annotation moved, before and after, and
-/// the last id looked at if more follow.
-type Chunk = (Vec<(Annotation, Annotation)>, Option<Uuid>);
+/// A chunk of a re-anchoring: each annotation moved, before and after, the
+/// last id looked at if more follow, and the last id it goes to.
+type Chunk = (Vec<(Annotation, Annotation)>, Option<Uuid>, Uuid);
 
 /// The history record of one change, chained to `heads`, which it moves.
 fn history_record(

@@ -31,6 +31,8 @@ pub struct Entry {
     /// The store revision of its last change: an adjudication settles a
     /// region only while its annotations keep theirs.
     pub revision: u64,
+    /// The article revision its span points into.
+    pub article_revision: u32,
 }
 
 /// Start offsets per bucket of [`ArticleIndex::bucket_max_end`].
@@ -63,6 +65,8 @@ pub struct ArticleIndex {
     /// The store revision of the last change to the article, its
     /// annotations or its review: the review's etag.
     last_revision: u64,
+    /// The article's current text revision (0: not known yet).
+    text_revision: u32,
 }
 
 /// What a review is computed from: a copy of one article's index.
@@ -104,6 +108,7 @@ impl ArticleIndex {
                 analyst,
                 anchor: a.anchor,
                 revision: a.revision,
+                article_revision: a.article_revision,
             },
         );
         self.changed();
@@ -152,6 +157,13 @@ impl ArticleIndex {
         self.spans.keys().copied()
     }
 
+    /// The span of every annotation of the article.
+    pub fn spans(&self) -> impl Iterator<Item = crate::domain::Span> + '_ {
+        self.spans
+            .iter()
+            .filter_map(|(&(start, _), e)| crate::domain::Span::new(start, e.end))
+    }
+
     /// The article's review if already computed for its current state.
     pub fn cached_review(&self) -> Option<Arc<Review>> {
         self.review.get().cloned()
@@ -159,6 +171,13 @@ impl ArticleIndex {
 
     pub fn version(&self) -> u64 {
         self.version
+    }
+
+    /// Whether the entry's span points into the current text: not an
+    /// orphan's, nor one a correction is still re-anchoring
+    /// ([`super::reanchoring`]), which counts as an orphan until moved.
+    fn on_current_text(&self, e: &Entry) -> bool {
+        e.anchor != Anchor::Orphaned && (self.text_revision == 0 || e.article_revision == self.text_revision)
     }
 
     /// A copy of what the review needs: O(n), a plain copy, so a reader
@@ -178,7 +197,11 @@ impl ArticleIndex {
                     span: Span::new(start, e.end)?,
                     verdict: e.verdict,
                     id,
-                    anchor: e.anchor,
+                    anchor: if self.on_current_text(e) {
+                        e.anchor
+                    } else {
+                        Anchor::Orphaned
+                    },
                     analyst,
                     revision: e.revision,
                 })
@@ -219,7 +242,7 @@ impl ArticleIndex {
                 && filter.analyst.as_deref().is_none_or(|n| n == &*e.analyst)
                 && filter
                     .overlaps
-                    .is_none_or(|s| e.end > s.start() && start < s.end() && e.anchor != Anchor::Orphaned);
+                    .is_none_or(|s| e.end > s.start() && start < s.end() && self.on_current_text(e));
             keep.then_some((start, id))
         };
         let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
@@ -315,6 +338,7 @@ impl Index {
     pub fn set_text(&mut self, article: Arc<Article>) {
         // A new text: its review must be computed again.
         if let Some(a) = self.articles.get_mut(&article.id) {
+            a.text_revision = article.revision;
             a.changed();
         }
         self.texts.insert(article.id.clone(), article);
@@ -344,7 +368,11 @@ impl Index {
 
     pub fn insert(&mut self, a: &Annotation) {
         let analyst = self.intern(a.analyst.as_str());
+        let text_revision = self.texts.get(&a.name.article).map_or(0, |t| t.revision);
         let article = self.articles.entry(a.name.article.clone()).or_default();
+        if text_revision > 0 {
+            article.text_revision = text_revision;
+        }
         article.insert(a, analyst);
         // At open, the stats records hold only what a deletion or a
         // correction took away: the rest is here.

@@ -606,7 +606,21 @@ impl Store {
             .send(Work::Commit(job))
             .await
             .map_err(|_| Error::Unavailable)?;
-        answer.await.map_err(|_| Error::Unavailable)?
+        let answer = answer.await.map_err(|_| Error::Unavailable)?;
+        if let Err(Error::Aborted {
+            reason: "REANCHORING_IN_PROGRESS",
+            ..
+        }) = &answer
+        {
+            // Refused for a re-anchoring: make sure someone drives it.
+            let store = self.clone();
+            tokio::task::spawn_blocking(move || {
+                if let Err(e) = store.adopt_reanchorings() {
+                    tracing::warn!(error = %e, "taking up unfinished re-anchorings failed");
+                }
+            });
+        }
+        answer
     }
 
     /// Copies the whole store, as of one revision, to a new file in the data
@@ -711,9 +725,34 @@ impl Store {
     }
 
     /// Returns once this server has re-anchored every annotation of the
-    /// article's last correction (at once if it has none in progress).
-    pub async fn reanchored(&self, article: &ArticleId) {
+    /// article's last correction (at once if it has none in progress); `Err`
+    /// if it stopped before the end.
+    pub async fn reanchored(&self, article: &ArticleId) -> Result<()> {
         self.inner.shared.reanchoring.wait(article).await
+    }
+
+    /// Drives every unfinished re-anchoring this server does not drive:
+    /// another server's that stopped, or this server's own whose commit
+    /// answer was lost. Blocking (it diffs revisions). A server that refuses
+    /// a write for one adopts it; two that drive one at once are safe (each
+    /// chunk moves only what is still at the old revision, and one of two
+    /// colliding commits is staged again).
+    fn adopt_reanchorings(&self) -> Result<()> {
+        let shared = &self.inner.shared;
+        let mut adopted = false;
+        for (id, mark) in reanchoring::marks(&*shared.engine)? {
+            if shared.reanchoring.is_driving(&id) {
+                continue;
+            }
+            tracing::info!(article = %id, from = mark.from, to = mark.to, "taking up the unfinished re-anchoring of a correction");
+            drive(shared, &id, &mark)?;
+            adopted = true;
+        }
+        if adopted && let Ok(queue) = self.queue() {
+            // Wakes the committer, which may be waiting for work.
+            let _ = queue.try_send(Work::Follow);
+        }
+        Ok(())
     }
 
     /// Whether a commit failed, and the store refuses writes; follows it.
@@ -1185,6 +1224,44 @@ fn read_annotation(tree: &dyn Engine, id: Uuid) -> Result<Option<Annotation>> {
 const REVISION_CACHE: usize = 256;
 
 /// One article revision from sled.
+/// Drives again the re-anchorings a server left unfinished when it stopped
+/// (see [`reanchoring`]): the committer takes them up as it starts.
+fn resume_reanchoring(shared: &Shared) -> Result<()> {
+    for (id, mark) in reanchoring::marks(&*shared.engine)? {
+        tracing::info!(article = %id, from = mark.from, to = mark.to, "finishing the re-anchoring of a correction");
+        drive(shared, &id, &mark)?;
+    }
+    Ok(())
+}
+
+/// Has the committer drive the re-anchoring `mark` of `id`. Its spans are
+/// placed here first, off the committer, as `UpdateArticle` places them
+/// before it submits a correction.
+fn drive(shared: &Shared, id: &ArticleId, mark: &reanchoring::Mark) -> Result<()> {
+    let revision = |r| {
+        read_article_revision(&*shared.engine, id, r)?.ok_or_else(|| {
+            Error::internal(format!(
+                "the unfinished re-anchoring of {id} names revision {r}, which the store does not hold"
+            ))
+        })
+    };
+    let reanchor = crate::anchor::Reanchor::new(revision(mark.from)?, revision(mark.to)?);
+    let spans: Vec<crate::domain::Span> = shared
+        .visible
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .article(id)
+        .map(|a| a.spans().collect())
+        .unwrap_or_default();
+    for span in spans {
+        reanchor.place(span);
+    }
+    let actor =
+        Analyst::parse(&mark.actor).unwrap_or_else(|_| Analyst::parse(SEEDS_AUTHOR).expect("a valid name"));
+    shared.reanchoring.start(Arc::new(reanchor), actor);
+    Ok(())
+}
+
 fn read_article_revision(tree: &dyn Engine, id: &ArticleId, revision: u32) -> Result<Option<Arc<Article>>> {
     match tree.get(&keys::article_revision(id, revision))? {
         Some(v) => {
@@ -1291,28 +1368,6 @@ fn read_seeds(dir: &Path) -> Result<Vec<(ArticleId, String)>> {
 }
 
 /// Seeds that are new or changed since the store last saw them, as changes
-/// Drives again the re-anchorings a server left unfinished when it stopped
-/// (see [`reanchoring`]): the committer takes them up as it starts.
-fn resume_reanchoring(shared: &Shared) -> Result<()> {
-    for (id, mark) in reanchoring::marks(&*shared.engine)? {
-        let revision = |r| {
-            read_article_revision(&*shared.engine, &id, r)?.ok_or_else(|| {
-                Error::internal(format!(
-                    "the unfinished re-anchoring of {id} names revision {r}, which the store does not hold"
-                ))
-            })
-        };
-        let (old, new) = (revision(mark.from)?, revision(mark.to)?);
-        tracing::info!(article = %id, from = mark.from, to = mark.to, "finishing the re-anchoring of a correction");
-        let actor = Analyst::parse(&mark.actor)
-            .unwrap_or_else(|_| Analyst::parse(SEEDS_AUTHOR).expect("a valid name"));
-        shared
-            .reanchoring
-            .start(Arc::new(crate::anchor::Reanchor::new(old, new)), actor);
-    }
-    Ok(())
-}
-
 /// by `seeds`: a new file creates its article, a changed one becomes its
 /// next revision and re-anchors its annotations, each a revision of its own.
 fn apply_seeds(shared: &Shared, seeds: Vec<(ArticleId, String)>) -> Result<()> {

@@ -59,6 +59,10 @@ pub struct Mark {
     pub to: u32,
     /// Every annotation id up to this one is done.
     pub after: Uuid,
+    /// The last annotation id the article had when it was corrected: the
+    /// ids after it (made since, on the new text: ids grow with time) need
+    /// no moving, so the re-anchoring ends here however many are made.
+    pub until: Uuid,
     /// Who made the correction: the history records of the chunks name them.
     pub actor: String,
 }
@@ -67,25 +71,27 @@ const FORMAT: u8 = 1;
 
 impl Mark {
     pub fn encode(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(25 + self.actor.len());
+        let mut v = Vec::with_capacity(41 + self.actor.len());
         v.push(FORMAT);
         v.extend_from_slice(&self.from.to_be_bytes());
         v.extend_from_slice(&self.to.to_be_bytes());
         v.extend_from_slice(self.after.as_bytes());
+        v.extend_from_slice(self.until.as_bytes());
         v.extend_from_slice(self.actor.as_bytes());
         v
     }
 
     pub fn decode(v: &[u8]) -> Result<Mark> {
         let bad = || Error::internal("a damaged re-anchoring mark");
-        if v.len() < 25 || v[0] != FORMAT {
+        if v.len() < 41 || v[0] != FORMAT {
             return Err(bad());
         }
         Ok(Mark {
             from: u32::from_be_bytes(v[1..5].try_into().map_err(|_| bad())?),
             to: u32::from_be_bytes(v[5..9].try_into().map_err(|_| bad())?),
             after: Uuid::from_slice(&v[9..25]).map_err(|_| bad())?,
-            actor: String::from_utf8(v[25..].to_vec()).map_err(|_| bad())?,
+            until: Uuid::from_slice(&v[25..41]).map_err(|_| bad())?,
+            actor: String::from_utf8(v[41..].to_vec()).map_err(|_| bad())?,
         })
     }
 }
@@ -132,6 +138,8 @@ pub struct Driving {
 /// The re-anchorings this server drives, and who waits for them.
 pub struct Pending {
     driving: Mutex<HashMap<ArticleId, Driving>>,
+    /// Why a re-anchoring stopped before its end, for whoever waits for it.
+    stopped: Mutex<HashMap<ArticleId, Error>>,
     /// Bumped whenever one finishes (or stops).
     finished: tokio::sync::watch::Sender<u64>,
 }
@@ -140,6 +148,7 @@ impl Default for Pending {
     fn default() -> Self {
         Pending {
             driving: Mutex::new(HashMap::new()),
+            stopped: Mutex::new(HashMap::new()),
             finished: tokio::sync::watch::channel(0).0,
         }
     }
@@ -152,11 +161,28 @@ impl Pending {
 
     pub fn start(&self, reanchor: Arc<Reanchor>, actor: Analyst) {
         let id = reanchor.new_revision().id.clone();
+        self.stopped.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
         self.lock().insert(id, Driving { reanchor, actor });
     }
 
-    pub fn finish(&self, article: &ArticleId) {
-        self.lock().remove(article);
+    /// Ends the re-anchoring `reanchor` of `article` (not a newer one that
+    /// took its place); `Err`: it stopped before its end, and why.
+    pub fn finish(&self, article: &ArticleId, reanchor: &Arc<Reanchor>, outcome: Result<()>) {
+        let mut driving = self.lock();
+        if !driving
+            .get(article)
+            .is_some_and(|d| Arc::ptr_eq(&d.reanchor, reanchor))
+        {
+            return;
+        }
+        driving.remove(article);
+        drop(driving);
+        if let Err(e) = outcome {
+            self.stopped
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(article.clone(), e);
+        }
         self.finished.send_modify(|n| *n += 1);
     }
 
@@ -169,23 +195,32 @@ impl Pending {
     }
 
     /// Returns once this server no longer drives a re-anchoring of
-    /// `article`.
-    pub async fn wait(&self, article: &ArticleId) {
+    /// `article`: `Err` if it stopped before its end.
+    pub async fn wait(&self, article: &ArticleId) -> Result<()> {
         let mut rx = self.finished.subscribe();
         while self.is_driving(article) {
             if rx.changed().await.is_err() {
-                return;
+                break;
             }
+        }
+        match self
+            .stopped
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(article)
+        {
+            Some(e) => Err(e),
+            None => Ok(()),
         }
     }
 }
 
+/// A chunk in a group: its answer, and the re-anchoring it belongs to.
+pub(super) type Chunk = (oneshot::Receiver<Result<Applied>>, Arc<Reanchor>);
+
 /// A job for the next chunk of each re-anchoring this server drives that
 /// has none in a group yet.
-pub(super) fn chunk_jobs(
-    shared: &Shared,
-    inflight: &mut HashMap<ArticleId, oneshot::Receiver<Result<Applied>>>,
-) -> Vec<Job> {
+pub(super) fn chunk_jobs(shared: &Shared, inflight: &mut HashMap<ArticleId, Chunk>) -> Vec<Job> {
     let mut jobs = Vec::new();
     for (article, d) in shared.reanchoring.driving() {
         if inflight.contains_key(&article) {
@@ -194,7 +229,7 @@ pub(super) fn chunk_jobs(
         // Tests stop here to leave a re-anchoring unfinished.
         fail::fail_point!("reanchor::chunk", |_| Vec::new());
         let (reply, rx) = oneshot::channel();
-        inflight.insert(article, rx);
+        inflight.insert(article, (rx, d.reanchor.clone()));
         jobs.push(Job {
             mutations: vec![Mutation::Reanchor { reanchor: d.reanchor }],
             actor: d.actor,
@@ -210,17 +245,14 @@ pub(super) fn chunk_jobs(
 /// Takes the answers of the chunks committed: a chunk that found nothing
 /// left to do finishes its re-anchoring. Whether one could not reach the
 /// store (it is tried again).
-pub(super) fn chunks_done(
-    shared: &Shared,
-    inflight: &mut HashMap<ArticleId, oneshot::Receiver<Result<Applied>>>,
-) -> bool {
+pub(super) fn chunks_done(shared: &Shared, inflight: &mut HashMap<ArticleId, Chunk>) -> bool {
     use tokio::sync::oneshot::error::TryRecvError;
     let mut unreachable = false;
-    inflight.retain(|article, rx| match rx.try_recv() {
+    inflight.retain(|article, (rx, reanchor)| match rx.try_recv() {
         Ok(Ok(applied)) => {
             if applied.revision == 0 {
                 tracing::info!(article = %article, "re-anchoring finished");
-                shared.reanchoring.finish(article);
+                shared.reanchoring.finish(article, reanchor, Ok(()));
             }
             false
         }
@@ -236,7 +268,15 @@ pub(super) fn chunks_done(
                 "the re-anchoring of a correction stopped: its annotations stay at the article's previous revision \
                  until the server starts again"
             );
-            shared.reanchoring.finish(article);
+            let why = match e {
+                Error::StoreFailed => Error::StoreFailed,
+                e => Error::internal(format!(
+                    "the correction of {} landed, but moving its annotations stopped ({e}): the rest move when \
+                     the server starts again",
+                    article.name()
+                )),
+            };
+            shared.reanchoring.finish(article, reanchor, Err(why));
             false
         }
         // In the next group (it did not fit this one's limits).
@@ -256,6 +296,7 @@ mod tests {
             from: 3,
             to: 4,
             after: Uuid::from_u128(0x1234),
+            until: Uuid::from_u128(0x5678),
             actor: "조태열".into(),
         };
         assert_eq!(Mark::decode(&m.encode()).unwrap(), m);

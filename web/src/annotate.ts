@@ -252,6 +252,49 @@ export async function deleteAnnotation(name: string) {
   }
 }
 
+/** An admin removes another analyst's annotation (moderation): the reason
+ * is required, and its history records it for everyone to read. */
+export async function moderateAnnotation(name: string) {
+  const o = state.open;
+  if (!state.api || !o) return;
+  const a = o.annotations.get(name);
+  if (!a) return;
+  const reason = el("textarea", { id: "moderation-reason", rows: "3", maxlength: "1000", "aria-describedby": "moderation-hint" });
+  let problem = "";
+  for (;;) {
+    const hint = problem || "Recorded in its history, which its analyst and every reader can see.";
+    const choice = await ask(
+      `Remove ${a.analyst}’s annotation?`,
+      [
+        el("p", {}, el("q", {}, a.quote), ` — ${VERDICTS[a.verdict]} by ${a.analyst}`),
+        el("label", { for: "moderation-reason" }, "Reason (required)"),
+        reason,
+        el("p", { id: "moderation-hint", class: problem ? "error" : "counter", role: problem ? "alert" : "note" }, hint),
+      ],
+      [
+        ["remove", "Remove"],
+        ["cancel", "Cancel"],
+      ],
+    );
+    if (choice !== "remove") return;
+    if (reason.value.trim()) break;
+    problem = "Say why: a removal without a reason is refused.";
+  }
+  try {
+    await state.api.deleteAnnotation({ name, etag: a.etag, reason: reason.value.trim() });
+    store.remove(name);
+    $("annotation-list-heading").focus();
+  } catch (e) {
+    if (isCode(e, Code.Aborted)) {
+      const current = await state.api.getAnnotation({ name });
+      store.apply(current);
+      await ask("Not removed: it changed meanwhile", [changeRows(changes(a, current)), el("p", {}, "Read it and remove it again if you still mean to.")], [["ok", "OK"]]);
+    } else {
+      await ask("Not removed", [el("p", {}, describe(e))], [["ok", "OK"]]);
+    }
+  }
+}
+
 export async function showHistory(name: string) {
   if (!state.api) return;
   const rows: Node[] = [];
@@ -263,7 +306,8 @@ export async function showHistory(name: string) {
       const a = r.annotation!;
       const kind = EventType[r.type].toLowerCase();
       const list = r.type === EventType.DELETED ? [] : changes(previous, a);
-      rows.push(el("li", {}, el("strong", {}, kind), ` by ${r.actor}, ${time(r.changeTime)}`, list.length ? changeRows(list) : ""));
+      const why = r.moderationReason ? el("p", { class: "moderation" }, `Removed by a moderator: ${r.moderationReason}`) : "";
+      rows.push(el("li", {}, el("strong", {}, kind), ` by ${r.actor}, ${time(r.changeTime)}`, list.length ? changeRows(list) : "", why));
       previous = a;
     }
     pageToken = page.nextPageToken;

@@ -6,13 +6,14 @@ import { $, el } from "./dom.js";
 import { matches } from "./filters.js";
 import { anchorLabel, short, VERDICTS } from "./format.js";
 import type { Annotation } from "./gen/factcheck/v1/factcheck_pb.js";
-import { mayChange, state } from "./state.js";
+import { mayChange, mayModerate, state } from "./state.js";
 import { filterContext } from "./text.js";
 
 export interface ListActions {
   goTo(name: string): void;
   edit(name: string, anchor: HTMLElement): void;
   remove(name: string): void;
+  moderate(name: string): void;
   history(name: string): void;
 }
 
@@ -58,6 +59,10 @@ function item(a: Annotation): HTMLElement {
     const del = el("button", { type: "button", class: "delete", "aria-label": `Delete ${label}` }, "Delete");
     del.addEventListener("click", () => actions.remove(a.name));
     row.append(edit, del);
+  } else if (mayModerate(a)) {
+    const mod = el("button", { type: "button", class: "moderate", "aria-label": `Remove ${label} (moderation)` }, "Remove…");
+    mod.addEventListener("click", () => actions.moderate(a.name));
+    row.append(mod);
   }
   li.append(row);
   return li;

@@ -5,7 +5,7 @@
 // holds what they share and live.ts follows the server.
 
 import { openAdjudication, panelChanged, setOnSettled, wireAdjudication } from "./adjudicate.js";
-import { annotateSelection, deleteAnnotation, editAnnotation, hidePopover, setStore, showHistory, wireAnnotate } from "./annotate.js";
+import { annotateSelection, deleteAnnotation, editAnnotation, hidePopover, moderateAnnotation, setStore, showHistory, wireAnnotate } from "./annotate.js";
 import { Code, connect, describe, isCode, storeToken, storedToken } from "./api.js";
 import { hideDashboard, showDashboard, wireDashboard } from "./dashboard.js";
 import { $, el } from "./dom.js";
@@ -372,6 +372,7 @@ function wire() {
     },
     edit: editAnnotation,
     remove: (name) => void deleteAnnotation(name),
+    moderate: (name) => void moderateAnnotation(name),
     history: (name) => void showHistory(name),
   });
   setAdjudicate(openAdjudication);

@@ -32,6 +32,8 @@ export const canReview = () => state.me !== null && (state.me.role === "reviewer
  * only they edit or delete it (reviewers settle disagreements by
  * adjudication, not by changing what analysts said). */
 export const mayChange = (a: Annotation) => canWrite() && a.analyst === state.me?.analyst;
+/** An admin may remove another analyst's annotation, giving a reason. */
+export const mayModerate = (a: Annotation) => state.me?.role === "admin" && a.analyst !== state.me.analyst;
 
 /** The article of an annotation's name. */
 export const articleOf = (name: string) => name.split("/annotations/")[0];

@@ -715,7 +715,8 @@ export type ListAnnotationsRequest = Message<"factcheck.v1.ListAnnotationsReques
 
   /**
    * Only annotations whose span intersects this span, when set (never
-   * ORPHANED ones: their spans point into an older text).
+   * ORPHANED ones, nor ones a correction has not moved yet: their spans
+   * point into an older text).
    *
    * @generated from field: factcheck.v1.Span overlaps = 6;
    */
