@@ -237,17 +237,24 @@ export async function deleteAnnotation(name: string) {
     ["cancel", "Cancel"],
   ]);
   if (sure !== "delete") return;
+  await remove(a, "", ["deleted", "delete"]);
+}
+
+/** Deletes `a` (with a moderation `reason`, if any) at the etag shown; a
+ * conflict shows what changed meanwhile. The verbs: what the page calls it. */
+async function remove(a: Annotation, reason: string, [done, doing]: [string, string]) {
+  if (!state.api) return;
   try {
-    await state.api.deleteAnnotation({ name, etag: a.etag });
-    store.remove(name);
+    await state.api.deleteAnnotation({ name: a.name, etag: a.etag, reason });
+    store.remove(a.name);
     $("annotation-list-heading").focus();
   } catch (e) {
     if (isCode(e, Code.Aborted)) {
-      const current = await state.api.getAnnotation({ name });
+      const current = await state.api.getAnnotation({ name: a.name });
       store.apply(current);
-      await ask("Not deleted: it changed meanwhile", [changeRows(changes(a, current)), el("p", {}, "Read it and delete again if you still mean to.")], [["ok", "OK"]]);
+      await ask(`Not ${done}: it changed meanwhile`, [changeRows(changes(a, current)), el("p", {}, `Read it and ${doing} it again if you still mean to.`)], [["ok", "OK"]]);
     } else {
-      await ask("Not deleted", [el("p", {}, describe(e))], [["ok", "OK"]]);
+      await ask(`Not ${done}`, [el("p", {}, describe(e))], [["ok", "OK"]]);
     }
   }
 }
@@ -280,19 +287,7 @@ export async function moderateAnnotation(name: string) {
     if (reason.value.trim()) break;
     problem = "Say why: a removal without a reason is refused.";
   }
-  try {
-    await state.api.deleteAnnotation({ name, etag: a.etag, reason: reason.value.trim() });
-    store.remove(name);
-    $("annotation-list-heading").focus();
-  } catch (e) {
-    if (isCode(e, Code.Aborted)) {
-      const current = await state.api.getAnnotation({ name });
-      store.apply(current);
-      await ask("Not removed: it changed meanwhile", [changeRows(changes(a, current)), el("p", {}, "Read it and remove it again if you still mean to.")], [["ok", "OK"]]);
-    } else {
-      await ask("Not removed", [el("p", {}, describe(e))], [["ok", "OK"]]);
-    }
-  }
+  await remove(a, reason.value.trim(), ["removed", "remove"]);
 }
 
 export async function showHistory(name: string) {
