@@ -1124,6 +1124,61 @@ async fn a_correction_of_more_annotations_than_a_chunk_moves_them_in_the_next_re
     assert_eq!(again.revision_id, "3");
 }
 
+/// The chunks' boundaries: a correction of exactly one chunk is one
+/// revision (no mark); of exactly two chunks, two; with chunks of one, one
+/// revision per annotation. Each annotation is moved exactly once (its
+/// history: created, then re-anchored), and the editor is answered after
+/// the last.
+#[tokio::test]
+async fn corrections_at_the_chunk_boundaries_move_each_annotation_once() {
+    let words = ["Seoul", "Foreign", "minister", "조태열", "Monday", "exports"];
+    for (chunk, n, revisions) in [(3, 3, 1), (3, 6, 2), (1, 2, 2)] {
+        let setup = Setup {
+            reanchor_chunk: Some(chunk),
+            ..Default::default()
+        };
+        let server = TestServer::start_with(tempfile::tempdir().unwrap(), setup).await;
+        let mut editor = server.client_with(Some(REVIEWER)).await;
+        let mut alice = server.client().await;
+        let created = create_article(&mut editor, DESK, FIRST).await;
+        let mut names = Vec::new();
+        for w in &words[..n] {
+            names.push(
+                create(&mut alice, DESK, find_span(FIRST, w), Verdict::Verified)
+                    .await
+                    .name,
+            );
+        }
+        let head = review(&mut alice, DESK).await.revision;
+        editor
+            .update_article(correction(DESK, &format!("Note – 🙂\n{FIRST}"), &created.etag))
+            .await
+            .unwrap();
+        assert_eq!(
+            review(&mut alice, DESK).await.revision - head,
+            revisions,
+            "{n} annotations in chunks of {chunk}"
+        );
+        for name in &names {
+            let history = alice
+                .list_annotation_revisions(pb::ListAnnotationRevisionsRequest {
+                    name: name.clone(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .revisions;
+            assert_eq!(history.len(), 2, "{name}: {n} in chunks of {chunk}");
+            assert_eq!(
+                anchor(history[1].annotation.as_ref().unwrap()),
+                AnchorState::Moved
+            );
+            assert_eq!(history[1].annotation.as_ref().unwrap().article_revision, "2");
+        }
+    }
+}
+
 /// Two editors correcting from the same revision: one wins, the other is
 /// told to re-read; an update that changes nothing (a retry of one that
 /// landed) makes no revision.
