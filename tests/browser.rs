@@ -716,6 +716,72 @@ async fn contest(server: &TestServer) -> (pb::Annotation, pb::Annotation) {
     (a, b)
 }
 
+/// A correction of more annotations than a chunk, halted after its first
+/// chunk (a failpoint in the server binary): the open page follows the new
+/// text and draws only the annotation moved onto it, not the others at
+/// their old offsets, which would mark the wrong words.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_page_draws_only_annotations_moved_onto_the_new_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_factcheck"));
+    cmd.env("FAILPOINTS", "reanchor::chunk=return");
+    let mut server = ChildServer::spawn(cmd, dir.path(), &["--reanchor-chunk", "1"]);
+    server.wait_until_serving();
+    let admin = server.admin_token();
+    let mut c = server.client(&admin).await;
+    let text = seed_text(KOREAN);
+    for w in ["조태열", "Minister of Foreign Affairs", "diplomat"] {
+        create(&mut c, KOREAN, find_span(&text, w), Verdict::Verified).await;
+    }
+    let driver = Driver::start();
+    let b = driver.browser().await;
+    sign_in(&b, &format!("http://{}", server.addr), &admin, KOREAN).await;
+    wait_until(
+        &b,
+        "three marks",
+        "document.querySelectorAll('#text mark').length === 3",
+    )
+    .await;
+    let current = c
+        .get_article(pb::GetArticleRequest {
+            name: article(KOREAN),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let corrected = format!("Correction – 🙂 the minister’s title.\n{text}");
+    let waiting = tokio::spawn({
+        let mut c = c.clone();
+        let request = pb::UpdateArticleRequest {
+            article: Some(pb::Article {
+                name: article(KOREAN),
+                text: corrected.clone(),
+                ..Default::default()
+            }),
+            update_mask: Some(pbjson_types::FieldMask {
+                paths: vec!["text".into()],
+            }),
+            etag: current.etag,
+        };
+        async move { c.update_article(request).await }
+    });
+    server.wait_for_log("re-anchored in chunks");
+    assert!(!waiting.is_finished(), "answered before its annotations moved");
+    wait_until(
+        &b,
+        "the new text, with only the moved annotation drawn",
+        "document.getElementById('text').textContent.startsWith('Correction') && document.querySelectorAll('#text mark').length === 1",
+    )
+    .await;
+    let drawn = js(&b, "document.querySelector('#text mark').textContent").await;
+    assert!(
+        ["조태열", "Minister of Foreign Affairs", "diplomat"].contains(&drawn.as_str().unwrap()),
+        "{drawn}"
+    );
+    b.close().await.unwrap();
+}
+
 /// An admin removes an analyst's annotation from the page (moderation):
 /// others' annotations offer "Remove…" and no Edit or Delete; Remove without
 /// a reason is asked again and deletes nothing; with one, the annotation is

@@ -10,12 +10,12 @@ import { Code, connect, describe, isCode, storeToken, storedToken } from "./api.
 import { hideDashboard, showDashboard, wireDashboard } from "./dashboard.js";
 import { $, el } from "./dom.js";
 import { VERDICTS } from "./format.js";
-import { type Annotation, type AnnotationEvent, AnnotationEvent_Type as EventType, AnchorState, type ArticleEvent, ArticleView, type ReviewEvent } from "./gen/factcheck/v1/factcheck_pb.js";
+import { type Annotation, type AnnotationEvent, AnnotationEvent_Type as EventType, type ArticleEvent, ArticleView, type ReviewEvent } from "./gen/factcheck/v1/factcheck_pb.js";
 import { itemOf, renderList, setListActions, updateItem } from "./list.js";
 import { follow, type Follower, type LiveState } from "./live.js";
 import { figures, loadEvents, refreshReview, renderPanel } from "./review.js";
 import { codePoints } from "./spans.js";
-import { articleOf, canReview, canWrite, state } from "./state.js";
+import { articleOf, canReview, canWrite, onOpenText, state } from "./state.js";
 import { markOf, redraw, regionAt, renderText, reviewChanged, setAdjudicate, showCard } from "./text.js";
 
 let follower: Follower | null = null;
@@ -194,7 +194,7 @@ function readFilter() {
 
 // ---- local and live changes ----
 
-const spanOf = (a: Annotation | undefined) => (a && a.anchorState !== AnchorState.ORPHANED && a.span ? [{ start: a.span.start, end: a.span.end }] : []);
+const spanOf = (a: Annotation | undefined) => (a && onOpenText(a) && a.span ? [{ start: a.span.start, end: a.span.end }] : []);
 
 /** One annotation as it is now (ours, or from an event): only what it
  * touches is drawn again. */

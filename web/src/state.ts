@@ -4,7 +4,7 @@
 
 import type { Api } from "./api.js";
 import { type Filter, NO_FILTER } from "./filters.js";
-import type { Annotation, Article, ArticleReview, ReviewEvent } from "./gen/factcheck/v1/factcheck_pb.js";
+import { AnchorState, type Annotation, type Article, type ArticleReview, type ReviewEvent } from "./gen/factcheck/v1/factcheck_pb.js";
 
 export interface Open {
   article: Article;
@@ -32,6 +32,10 @@ export const canReview = () => state.me !== null && (state.me.role === "reviewer
  * only they edit or delete it (reviewers settle disagreements by
  * adjudication, not by changing what analysts said). */
 export const mayChange = (a: Annotation) => canWrite() && a.analyst === state.me?.analyst;
+/** Whether the annotation's span points into the open text: not an
+ * orphan's, nor one a correction has not moved yet (it still names the
+ * revision before; its chunk's event moves it). */
+export const onOpenText = (a: Annotation) => a.anchorState !== AnchorState.ORPHANED && a.articleRevision === state.open?.article.revisionId;
 /** An admin may remove another analyst's annotation, giving a reason. */
 export const mayModerate = (a: Annotation) => state.me?.role === "admin" && a.analyst !== state.me.analyst;
 

@@ -5,9 +5,9 @@
 import { $, el, sourceItems } from "./dom.js";
 import { isLink, time, VERDICTS } from "./format.js";
 import { matches } from "./filters.js";
-import { type Adjudication, type Annotation, AnchorState, type ArticleReview, type ContestedSpan } from "./gen/factcheck/v1/factcheck_pb.js";
+import { type Adjudication, type Annotation, type ArticleReview, type ContestedSpan } from "./gen/factcheck/v1/factcheck_pb.js";
 import { type Block, isDense, layout } from "./spans.js";
-import { canReview, state } from "./state.js";
+import { canReview, onOpenText, state } from "./state.js";
 
 export interface Drawn {
   start: number;
@@ -53,7 +53,7 @@ export function visible(): Drawn[] {
   if (!o) return [];
   const ctx = filterContext();
   return [...o.annotations.values()]
-    .filter((a) => a.anchorState !== AnchorState.ORPHANED && matches(a, state.filter, ctx))
+    .filter((a) => onOpenText(a) && matches(a, state.filter, ctx))
     .map((a) => ({ start: a.span!.start, end: a.span!.end, a }))
     .sort((x, y) => x.start - y.start || x.end - y.end || (x.a.name < y.a.name ? -1 : 1));
 }
