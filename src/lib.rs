@@ -56,7 +56,10 @@
 //!   restores in `store::backup`, following other servers' commits on
 //!   etcd in `store::follow`, the write-ahead log and its recovery in
 //!   `store::wal`, syncing sled's log and blob files at a checkpoint in
-//!   `store::sync`, where the committer's time goes in `store::figures`.
+//!   `store::sync`, where the committer's time goes in `store::figures`,
+//!   a correction's re-anchoring in chunks (and its resumption) in
+//!   `store::reanchoring`, the committer's batched reads in
+//!   `store::read_ahead` and shared quorum reads in `store::quorum`.
 //! - [`auth`]: bearer tokens → analysts and roles; the tokens file;
 //!   [`auth_etcd`] the tokens a cluster keeps in etcd, watched.
 //! - [`codec`]: prost's gRPC codec, with undecodable requests as
