@@ -229,6 +229,18 @@ pub fn parse_reanchoring(key: &[u8]) -> Option<ArticleId> {
     ArticleId::parse(std::str::from_utf8(rest).ok()?).ok()
 }
 
+/// A stored revision number (`m revision`, `m compacted`): 0 when absent,
+/// and an error naming `what` when not 8 bytes.
+pub fn decode_revision(value: Option<&[u8]>, what: &str) -> crate::error::Result<u64> {
+    match value {
+        None => Ok(0),
+        Some(v) => v
+            .try_into()
+            .map(u64::from_be_bytes)
+            .map_err(|_| crate::error::Error::internal(format!("corrupt {what}"))),
+    }
+}
+
 pub fn request(id: Uuid) -> Vec<u8> {
     prefixed(REQUEST, id.as_bytes())
 }

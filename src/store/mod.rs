@@ -1086,14 +1086,7 @@ fn select_page(
 
 /// The highest revision trimmed from the changelog, as stored (0: none).
 fn compaction_mark(tree: &dyn Engine) -> Result<u64> {
-    match tree.get(keys::META_COMPACTED)? {
-        Some(v) => Ok(u64::from_be_bytes(
-            v.as_slice()
-                .try_into()
-                .map_err(|_| Error::internal("corrupt compaction mark"))?,
-        )),
-        None => Ok(0),
-    }
+    keys::decode_revision(tree.get(keys::META_COMPACTED)?.as_deref(), "compaction mark")
 }
 
 /// The index of every stored annotation, and each article's last update.

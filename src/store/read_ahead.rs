@@ -86,14 +86,11 @@ impl ReadAhead {
         let pages = answered(engine.pages(&queries)?, queries.len())?;
         let mut pages = pages.into_iter();
         if revision {
-            out.stored = Some(match pages.next().unwrap_or_default().pop() {
-                Some((_, v)) => u64::from_be_bytes(
-                    v.as_slice()
-                        .try_into()
-                        .map_err(|_| Error::internal("corrupt revision"))?,
-                ),
-                None => 0,
-            });
+            let stored = pages.next().unwrap_or_default().pop();
+            out.stored = Some(keys::decode_revision(
+                stored.map(|(_, v)| v).as_deref(),
+                "revision",
+            )?);
         }
         for id in &requests {
             let record = match pages.next().unwrap_or_default().pop() {

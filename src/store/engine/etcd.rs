@@ -400,14 +400,7 @@ impl Engine for EtcdEngine {
     }
 
     fn stored_revision(&self) -> Result<u64> {
-        match self.get(keys::META_REVISION)? {
-            Some(v) => Ok(u64::from_be_bytes(
-                v.as_slice()
-                    .try_into()
-                    .map_err(|_| Error::internal("corrupt revision"))?,
-            )),
-            None => Ok(0),
-        }
+        keys::decode_revision(self.get(keys::META_REVISION)?.as_deref(), "revision")
     }
 
     fn limits(&self) -> Option<CommitLimits> {

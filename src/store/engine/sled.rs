@@ -146,14 +146,10 @@ impl SledEngine {
 
 /// The revision of the last group sled holds.
 fn revision_of(tree: &sled::Tree) -> Result<u64> {
-    match tree.get(keys::META_REVISION).map_err(Error::internal)? {
-        Some(v) => Ok(u64::from_be_bytes(
-            v.as_ref()
-                .try_into()
-                .map_err(|_| Error::internal("corrupt revision"))?,
-        )),
-        None => Ok(0),
-    }
+    keys::decode_revision(
+        tree.get(keys::META_REVISION).map_err(Error::internal)?.as_deref(),
+        "revision",
+    )
 }
 
 impl Engine for SledEngine {
