@@ -15,7 +15,7 @@ use crate::convert;
 use crate::domain::{Article, ArticleId, OffsetEncoding, Role};
 use crate::error::{Error, Result};
 use crate::pb;
-use crate::store::{AnnotationPage, Mutation};
+use crate::store::Mutation;
 
 /// Most bytes of an article's text: ten times a long feature.
 pub const MAX_ARTICLE_BYTES: usize = 1024 * 1024;
@@ -212,7 +212,7 @@ impl Service {
             Some(
                 self.blocking(move |store| {
                     let r = Reanchor::new(old, new);
-                    place_known(&store, &r)?;
+                    store.place_known(&r);
                     Ok(Arc::new(r))
                 })
                 .await?,
@@ -301,28 +301,4 @@ fn revisions_fingerprint(id: &ArticleId) -> [u8; 16] {
     use sha2::{Digest, Sha256};
     let digest = Sha256::digest(format!("article-revisions-v1 {id}").as_bytes());
     digest[..16].try_into().expect("16 of 32 bytes")
-}
-
-/// Places every annotation of the article as of now, so the committer finds
-/// the placements made (it places any newer span itself).
-fn place_known(store: &crate::store::Store, r: &Reanchor) -> Result<()> {
-    let filter = crate::domain::AnnotationFilter {
-        article: Some(r.old().id.clone()),
-        ..Default::default()
-    };
-    let mut cursor = None;
-    loop {
-        let AnnotationPage {
-            annotations, next, ..
-        } = store.list(&filter, cursor.as_ref(), 1000)?;
-        for a in &annotations {
-            if a.article_revision == r.old().revision {
-                r.place(a.judgement.span);
-            }
-        }
-        match next {
-            Some(c) => cursor = Some(c),
-            None => return Ok(()),
-        }
-    }
 }

@@ -157,10 +157,12 @@ impl ArticleIndex {
         self.spans.keys().copied()
     }
 
-    /// The span of every annotation of the article.
-    pub fn spans(&self) -> impl Iterator<Item = crate::domain::Span> + '_ {
+    /// The span of every annotation of the article that points into its
+    /// text's `revision` (not an orphan's).
+    pub fn spans_at(&self, revision: u32) -> impl Iterator<Item = crate::domain::Span> + '_ {
         self.spans
             .iter()
+            .filter(move |(_, e)| e.anchor != Anchor::Orphaned && e.article_revision == revision)
             .filter_map(|(&(start, _), e)| crate::domain::Span::new(start, e.end))
     }
 

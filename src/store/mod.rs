@@ -456,7 +456,7 @@ impl Store {
             reanchor_chunk: config.reanchor_chunk,
         });
         if !pin_reads {
-            resume_reanchoring(&shared)?;
+            drive_unfinished(&shared)?;
         }
         if revision > 0 {
             apply_seeds(&shared, seeds)?;
@@ -731,6 +731,13 @@ impl Store {
         self.inner.shared.reanchoring.wait(article).await
     }
 
+    /// Places the spans a correction moves (each annotation on its old
+    /// text), off the committer, which then only looks the placements up.
+    /// Blocking: the quote searches may take a while on a long article.
+    pub fn place_known(&self, reanchor: &crate::anchor::Reanchor) {
+        place_known(&self.inner.shared, reanchor)
+    }
+
     /// Drives every unfinished re-anchoring this server does not drive:
     /// another server's that stopped, or this server's own whose commit
     /// answer was lost. Blocking (it diffs revisions). A server that refuses
@@ -738,17 +745,9 @@ impl Store {
     /// chunk moves only what is still at the old revision, and one of two
     /// colliding commits is staged again).
     fn adopt_reanchorings(&self) -> Result<()> {
-        let shared = &self.inner.shared;
-        let mut adopted = false;
-        for (id, mark) in reanchoring::marks(&*shared.engine)? {
-            if shared.reanchoring.is_driving(&id) {
-                continue;
-            }
-            tracing::info!(article = %id, from = mark.from, to = mark.to, "taking up the unfinished re-anchoring of a correction");
-            drive(shared, &id, &mark)?;
-            adopted = true;
-        }
-        if adopted && let Ok(queue) = self.queue() {
+        if drive_unfinished(&self.inner.shared)?
+            && let Ok(queue) = self.queue()
+        {
             // Wakes the committer, which may be waiting for work.
             let _ = queue.try_send(Work::Follow);
         }
@@ -1217,42 +1216,48 @@ fn read_annotation(tree: &dyn Engine, id: Uuid) -> Result<Option<Annotation>> {
 const REVISION_CACHE: usize = 256;
 
 /// One article revision from sled.
-/// Drives again the re-anchorings a server left unfinished when it stopped
-/// (see [`reanchoring`]): the committer takes them up as it starts.
-fn resume_reanchoring(shared: &Shared) -> Result<()> {
+/// Has the committer drive every unfinished re-anchoring (see
+/// [`reanchoring`]) this server does not drive yet: at open, the ones a
+/// server left when it stopped; later, ones nobody drives. Each one's spans
+/// are placed here first, off the committer. Whether it took any up.
+fn drive_unfinished(shared: &Shared) -> Result<bool> {
+    let mut any = false;
     for (id, mark) in reanchoring::marks(&*shared.engine)? {
-        tracing::info!(article = %id, from = mark.from, to = mark.to, "finishing the re-anchoring of a correction");
-        drive(shared, &id, &mark)?;
+        if shared.reanchoring.is_driving(&id) {
+            continue;
+        }
+        tracing::info!(article = %id, from = mark.from, to = mark.to, "taking up the unfinished re-anchoring of a correction");
+        let revision = |r| {
+            read_article_revision(&*shared.engine, &id, r)?.ok_or_else(|| {
+                Error::internal(format!(
+                    "the unfinished re-anchoring of {id} names revision {r}, which the store does not hold"
+                ))
+            })
+        };
+        let reanchor = crate::anchor::Reanchor::new(revision(mark.from)?, revision(mark.to)?);
+        place_known(shared, &reanchor);
+        let actor = Analyst::parse(&mark.actor)
+            .unwrap_or_else(|_| Analyst::parse(SEEDS_AUTHOR).expect("a valid name"));
+        shared.reanchoring.start(Arc::new(reanchor), actor);
+        any = true;
     }
-    Ok(())
+    Ok(any)
 }
 
-/// Has the committer drive the re-anchoring `mark` of `id`. Its spans are
-/// placed here first, off the committer, as `UpdateArticle` places them
-/// before it submits a correction.
-fn drive(shared: &Shared, id: &ArticleId, mark: &reanchoring::Mark) -> Result<()> {
-    let revision = |r| {
-        read_article_revision(&*shared.engine, id, r)?.ok_or_else(|| {
-            Error::internal(format!(
-                "the unfinished re-anchoring of {id} names revision {r}, which the store does not hold"
-            ))
-        })
-    };
-    let reanchor = crate::anchor::Reanchor::new(revision(mark.from)?, revision(mark.to)?);
+/// Places the spans of the article's annotations still on the correction's
+/// old text, as the index knows them (no record is read).
+fn place_known(shared: &Shared, reanchor: &crate::anchor::Reanchor) {
+    let old = reanchor.old();
     let spans: Vec<crate::domain::Span> = shared
         .visible
         .read()
         .unwrap_or_else(|e| e.into_inner())
-        .article(id)
-        .map(|a| a.spans().collect())
+        .article(&old.id)
+        .map(|a| a.spans_at(old.revision).collect())
         .unwrap_or_default();
     for span in spans {
         reanchor.place(span);
     }
-    let actor =
-        Analyst::parse(&mark.actor).unwrap_or_else(|_| Analyst::parse(SEEDS_AUTHOR).expect("a valid name"));
-    shared.reanchoring.start(Arc::new(reanchor), actor);
-    Ok(())
 }
 
 fn read_article_revision(tree: &dyn Engine, id: &ArticleId, revision: u32) -> Result<Option<Arc<Article>>> {
