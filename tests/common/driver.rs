@@ -22,13 +22,24 @@ pub fn free_addr() -> SocketAddr {
 pub struct Driver {
     child: Child,
     pub url: String,
+    /// Every session's Chromium profile, removed with the driver: a profile
+    /// Chromium makes for itself stays in /tmp (~7 MB a session) when a
+    /// test ends without closing its session.
+    profiles: tempfile::TempDir,
+    sessions: std::sync::atomic::AtomicUsize,
 }
 
 impl Driver {
     pub fn start() -> Driver {
         let port = free_addr().port();
+        let profiles = tempfile::tempdir().unwrap();
+        use std::os::unix::process::CommandExt;
         let mut child = Command::new("chromedriver")
             .arg(format!("--port={port}"))
+            // Its Chromiums in its group, killed with it; their temp files
+            // in the profiles dir.
+            .process_group(0)
+            .env("TMPDIR", profiles.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -43,6 +54,8 @@ impl Driver {
         Driver {
             child,
             url: format!("http://127.0.0.1:{port}"),
+            profiles,
+            sessions: Default::default(),
         }
     }
 
@@ -52,6 +65,11 @@ impl Driver {
 
     /// A session whose window is `width`×`height` CSS pixels.
     pub async fn browser_sized(&self, width: u32, height: u32) -> Browser {
+        let session = self.sessions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let profile = format!(
+            "--user-data-dir={}",
+            self.profiles.path().join(session.to_string()).display()
+        );
         let mut caps = serde_json::Map::new();
         caps.insert(
             "goog:chromeOptions".into(),
@@ -59,11 +77,11 @@ impl Driver {
             // viewport is emulated, as a phone's.
             if width < 600 {
                 json!({
-                    "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=800,900"],
+                    "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=800,900", profile],
                     "mobileEmulation": { "deviceMetrics": { "width": width, "height": height, "pixelRatio": 1.0, "touch": false } },
                 })
             } else {
-                json!({ "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", format!("--window-size={width},{height}")] })
+                json!({ "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", format!("--window-size={width},{height}"), profile] })
             },
         );
         let browser = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
@@ -86,8 +104,19 @@ impl Driver {
 }
 
 impl Drop for Driver {
+    /// Kills chromedriver's whole process group: a Chromium whose session
+    /// the test did not close outlives chromedriver otherwise (every
+    /// browser test left its Chromium running).
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        // SAFETY: a signal to the group this driver leads.
+        let group = -(self.child.id() as i32);
+        unsafe { libc::kill(group, libc::SIGKILL) };
         let _ = self.child.wait();
+        // Until the group is gone, so that no Chromium writes into the
+        // profiles dir after it is removed.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while unsafe { libc::kill(group, 0) } == 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
     }
 }

@@ -444,10 +444,18 @@ pub fn on_etcd() -> bool {
 
 /// One etcd member shared by every server of this test process, each under
 /// a prefix of its own: started once, on a thread that lives as long as
-/// the process (so the member's parent-death signal comes only when the
-/// process ends).
+/// the process (the member's parent-death signal follows the thread that
+/// spawned it), and killed with its data dir removed when the process
+/// exits (`atexit`: a static is never dropped, and a suite run leaves
+/// gigabytes of etcd data and log behind otherwise).
 pub fn shared_endpoints() -> Vec<String> {
     static ENDPOINTS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    static SHARED: std::sync::Mutex<Option<EtcdCluster>> = std::sync::Mutex::new(None);
+    extern "C" fn stop_shared() {
+        if let Ok(mut shared) = SHARED.lock() {
+            drop(shared.take());
+        }
+    }
     ENDPOINTS
         .get_or_init(|| {
             let (tx, rx) = std::sync::mpsc::channel();
@@ -459,13 +467,14 @@ pub fn shared_endpoints() -> Vec<String> {
                         .build()
                         .unwrap();
                     let cluster = rt.block_on(EtcdCluster::single(ENGINE_FLAGS));
-                    tx.send(cluster.endpoints()).unwrap();
-                    // Held until the process ends.
+                    let endpoints = cluster.endpoints();
+                    *SHARED.lock().unwrap() = Some(cluster);
+                    // SAFETY: registers a plain function, once.
+                    unsafe { libc::atexit(stop_shared) };
+                    tx.send(endpoints).unwrap();
                     loop {
                         std::thread::park();
                     }
-                    #[allow(unreachable_code)]
-                    drop(cluster);
                 })
                 .unwrap();
             rx.recv().expect("the shared etcd started")
