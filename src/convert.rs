@@ -695,6 +695,7 @@ pub fn review_to_pb(r: &Review, revision: u64, budget: usize, enc: OffsetEncodin
         revision,
         needs_review_count: r.needs_review,
         orphaned_count: r.orphaned,
+        moving_count: r.moving,
         article_revision: article.revision.to_string(),
         state: review_state_to_pb(r.state) as i32,
         min_analysts: r.min_analysts,

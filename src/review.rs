@@ -134,6 +134,9 @@ pub struct ReviewContext {
     /// The store revision of the last change to the article, its
     /// annotations or its review: the review's etag.
     pub etag: u64,
+    /// Annotations a correction is still moving onto the current text
+    /// (`store::reanchoring`): counted as orphans until moved.
+    pub moving: u32,
 }
 
 /// One annotation as a review sees it.
@@ -177,7 +180,7 @@ pub struct Review {
     pub analysts: u32,
     pub last_update_time_us: Option<i64>,
     /// Annotations whose quoted text a correction edited or removed
-    /// ([`Anchor::needs_review`]).
+    /// ([`Anchor::needs_review`]), not counting those still `moving`.
     pub needs_review: u32,
     /// Of those, the ones whose text is gone: not in `covered` or
     /// `contested`.
@@ -196,6 +199,9 @@ pub struct Review {
     pub sign_off: Option<Arc<SignOff>>,
     /// See [`ReviewContext::etag`].
     pub etag: u64,
+    /// See [`ReviewContext::moving`]: while any are, the review is judged
+    /// half-moved, so nobody adjudicates or signs it off.
+    pub moving: u32,
 }
 
 /// How many analysts must have annotated an article before it can be ready,
@@ -218,6 +224,7 @@ impl Review {
             adjudications,
             sign_off,
             etag,
+            moving,
         } = context;
         // The last adjudication of each region settles it.
         let settled: std::collections::HashMap<[u8; 32], &Arc<Adjudication>> =
@@ -231,6 +238,10 @@ impl Review {
             needs_review += u32::from(m.anchor.needs_review());
             orphaned += u32::from(m.anchor == Anchor::Orphaned);
         }
+        // The marks still being moved came as orphans (they cover nothing of
+        // this text) but are not the correction's verdict on them yet.
+        needs_review = needs_review.saturating_sub(moving);
+        orphaned = orphaned.saturating_sub(moving);
         // An orphan's span points into an older text: it covers nothing here.
         let orphans: Vec<Mark>;
         let marks = if orphaned > 0 {
@@ -340,7 +351,7 @@ impl Review {
         let unresolved = contested.iter().filter(|c| c.adjudication.is_none()).count() as u32;
         let state = if total == 0 {
             ReviewState::NotStarted
-        } else if analysts < min_analysts || needs_review > 0 {
+        } else if analysts < min_analysts || needs_review > 0 || moving > 0 {
             ReviewState::InProgress
         } else if unresolved > 0 {
             ReviewState::NeedsAdjudication
@@ -365,6 +376,7 @@ impl Review {
             unresolved,
             sign_off,
             etag,
+            moving,
         }
     }
 }

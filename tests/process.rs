@@ -756,7 +756,8 @@ async fn sled_sigterm_after_a_fail_stop_exits_within_the_grace_period() {
 /// A correction of more annotations than a chunk re-anchors the rest after
 /// its revision, chunk by chunk (issue 21, item 4). A server killed with
 /// chunks left finishes them when it starts again; meanwhile a further
-/// correction is refused with its reason, readers see each annotation at
+/// correction, an adjudication and a sign-off are refused with the move as
+/// their reason, readers see each annotation at
 /// the revision its span points into, and other writes to the article go
 /// on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -845,7 +846,7 @@ async fn a_correction_left_half_re_anchored_by_a_kill_is_finished_at_the_next_st
         "the first chunk moved with the text"
     );
     // Spans still on the old text cover nothing of the new one: no overlaps
-    // query finds them, and the review counts them as orphans until moved.
+    // query finds them, and the review counts them as moving until moved.
     let whole = pb::Span {
         start: 0,
         end: corrected.chars().count() as u32,
@@ -873,11 +874,49 @@ async fn a_correction_left_half_re_anchored_by_a_kill_is_finished_at_the_next_st
         .into_inner()
     };
     assert_eq!(overlapping(c.clone()).await, 2);
-    assert_eq!(review(c.clone()).await.orphaned_count, 5);
+    let half_review = review(c.clone()).await;
+    assert_eq!(
+        (
+            half_review.moving_count,
+            half_review.orphaned_count,
+            half_review.needs_review_count,
+            half_review.state()
+        ),
+        (5, 0, 0, pb::ReviewState::InProgress),
+        "the unmoved are counted as moving, not as orphans"
+    );
     let refused = c
         .update_article(correct(TEXT, "\"2\""))
         .await
         .expect_err("a correction of a half-moved article");
+    assert_eq!(refused.code(), tonic::Code::Aborted, "{refused:?}");
+    assert_eq!(reason(&refused), "REANCHORING_IN_PROGRESS");
+    // Nor is the half-moved review judged: refused for the move, not for
+    // the orphans it makes meanwhile (NEEDS_RE_REVIEW, NOT_CONTESTED).
+    let refused = c
+        .create_adjudication(pb::CreateAdjudicationRequest {
+            parent: article_name("half-moved"),
+            adjudication: Some(pb::Adjudication {
+                span: Some(find_span(&corrected, "Correction")),
+                verdict: Verdict::Disputed as i32,
+                rationale: "the title was wrong".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect_err("an adjudication of a half-moved article");
+    assert_eq!(refused.code(), tonic::Code::Aborted, "{refused:?}");
+    assert_eq!(reason(&refused), "REANCHORING_IN_PROGRESS");
+    assert!(refused.message().contains("5 to go"), "{refused:?}");
+    let refused = c
+        .sign_off_article_review(pb::SignOffArticleReviewRequest {
+            name: format!("{}/review", article_name("half-moved")),
+            etag: half_review.etag.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("a sign-off of a half-moved article");
     assert_eq!(refused.code(), tonic::Code::Aborted, "{refused:?}");
     assert_eq!(reason(&refused), "REANCHORING_IN_PROGRESS");
     let added = c
@@ -909,7 +948,8 @@ async fn a_correction_left_half_re_anchored_by_a_kill_is_finished_at_the_next_st
     let all = list(c.clone()).await;
     assert_eq!(by_revision(&all), vec![("2".to_owned(), 8)]);
     assert_eq!(overlapping(c.clone()).await, 8);
-    assert_eq!(review(c.clone()).await.orphaned_count, 0);
+    let settled = review(c.clone()).await;
+    assert_eq!((settled.moving_count, settled.orphaned_count), (0, 0));
     for a in &all {
         if a.name == added.name {
             continue;

@@ -964,6 +964,12 @@ fn print_review(r: &pb::ArticleReview) {
         r.needs_review_count,
         r.orphaned_count
     );
+    if r.moving_count > 0 {
+        outln!(
+            "  moving       {} annotations onto the corrected text (sign-off and adjudication wait)",
+            r.moving_count
+        );
+    }
     if let Some(a) = r.krippendorff_alpha {
         outln!("  agreement    Krippendorff's alpha {a:.3}");
     }

@@ -126,6 +126,7 @@ impl Service {
         self.fresh().await?;
         self.article(&id)?;
         let (review, _) = self.current_review(&id).await?;
+        check_settled(&review)?;
         let article = &review.article;
         let span = convert::span_in("adjudication.span", a.span.as_ref(), article, enc)?;
         check_etag(&req.etag, &review)?;
@@ -235,6 +236,7 @@ impl Service {
         self.fresh().await?;
         self.article(&id)?;
         let (review, _) = self.current_review(&id).await?;
+        check_settled(&review)?;
         check_etag(&req.etag, &review)?;
         let refuse = |reason: &'static str, why: String| {
             Err(Error::FailedPrecondition {
@@ -363,6 +365,26 @@ impl Service {
 }
 
 /// Refuses a request made on another state of the review than this one.
+/// That no correction is still moving the article's annotations: its review
+/// is half-moved meanwhile (the unmoved count as orphans), and the judgement
+/// would be of that. Retryable: the move finishes on its own. The committer
+/// checks again as it commits (`store::reanchoring`); this check names the
+/// cause rather than the orphans it makes (`NEEDS_RE_REVIEW`, `NOT_CONTESTED`).
+fn check_settled(review: &Review) -> Result<()> {
+    if review.moving == 0 {
+        return Ok(());
+    }
+    Err(Error::Aborted {
+        reason: "REANCHORING_IN_PROGRESS",
+        message: format!(
+            "{}'s annotations are still being moved onto revision {} of its text ({} to go): retry in a moment",
+            review.article.id.name(),
+            review.article.revision,
+            review.moving
+        ),
+    })
+}
+
 fn check_etag(etag: &str, review: &Review) -> Result<()> {
     let current = format!("\"{}\"", review.etag);
     match convert::etag(etag) {

@@ -177,7 +177,8 @@ impl ArticleIndex {
 
     /// Whether the entry's span points into the current text: not an
     /// orphan's, nor one a correction is still re-anchoring
-    /// ([`super::reanchoring`]), which counts as an orphan until moved.
+    /// ([`super::reanchoring`]), which covers nothing of the new text until
+    /// moved (the review counts it as moving).
     fn on_current_text(&self, e: &Entry) -> bool {
         e.anchor != Anchor::Orphaned && (self.text_revision == 0 || e.article_revision == self.text_revision)
     }
@@ -187,6 +188,7 @@ impl ArticleIndex {
     pub fn snapshot(&self) -> Snapshot {
         let mut numbers: HashMap<&Arc<str>, u32> = HashMap::with_capacity(self.analysts.len());
         let mut analysts: Vec<Arc<str>> = Vec::with_capacity(self.analysts.len());
+        let mut moving = 0;
         let marks = self
             .spans
             .iter()
@@ -202,6 +204,7 @@ impl ArticleIndex {
                     anchor: if self.on_current_text(e) {
                         e.anchor
                     } else {
+                        moving += u32::from(e.anchor != Anchor::Orphaned);
                         Anchor::Orphaned
                     },
                     analyst,
@@ -218,6 +221,7 @@ impl ArticleIndex {
                 adjudications: self.adjudications.clone(),
                 sign_off: self.sign_off.clone(),
                 etag: self.last_revision,
+                moving,
             },
         }
     }

@@ -17,10 +17,12 @@
 //!
 //! While a mark stands:
 //! - each annotation names the article revision its span points into (the
-//!   old one until its chunk is done), so every read is exact;
+//!   old one until its chunk is done), so every read is exact; the review
+//!   counts those not moved yet apart (`moving_count`);
 //! - a further correction, an adjudication and a sign-off of the article are
 //!   refused (`ABORTED`, `REANCHORING_IN_PROGRESS`): they would judge a
-//!   half-moved article;
+//!   half-moved article (the service refuses them before they reach the
+//!   committer, which checks again as it commits);
 //! - annotation writes go on: a chunk re-reads each record and moves only
 //!   those still at the old revision.
 //!

@@ -50,6 +50,7 @@ export function figures(r: ArticleReview | undefined): Node[] {
     ),
   ];
   if (r.needsReviewCount > 0) out.push(el("span", { class: "fig rereview", title: "annotations a correction left to look at again" }, `${r.needsReviewCount} need re-review`));
+  if (r.movingCount > 0) out.push(el("span", { class: "fig moving", title: "annotations a correction is still moving onto the new text: sign-off and adjudication wait for them" }, `${r.movingCount} moving`));
   return out;
 }
 
