@@ -109,6 +109,22 @@ impl Cluster {
         i
     }
 
+    /// Starts one more replica from `command` (the binary with an
+    /// environment of the caller's) with `extra` flags; returns its index.
+    fn add_replica_from(&mut self, command: std::process::Command, extra: &[&str]) -> usize {
+        let i = self.replicas.len();
+        let dir = tempfile::tempdir().unwrap();
+        let mut args = self.args(i);
+        args.extend(self.extra.iter().cloned());
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut server = ChildServer::spawn(command, dir.path(), &args);
+        server.wait_until_serving();
+        self.replicas.push(Some(server));
+        self.dirs.push(dir);
+        i
+    }
+
     async fn client(&self, i: usize) -> Client {
         self.client_as(i, &self.token).await
     }
@@ -896,4 +912,102 @@ async fn http_get(url: &str) -> String {
     let res = http.get(url.parse().unwrap()).await.unwrap();
     assert_eq!(res.status(), 200, "{url}");
     String::from_utf8(res.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
+}
+
+/// A replica that stops moving a correction's chunks while staying up (a
+/// failpoint halts them: as one cut off from etcd would) holds the article
+/// half-moved. Another replica asked to judge it refuses for the move, and
+/// once the mark has stood still for a while takes the re-anchoring up and
+/// finishes it: every annotation on the new text, quotes kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_re_anchoring_stalled_on_one_replica_is_finished_by_another() {
+    const TEXT: &str = "조태열 met “officials” in Seoul – talks went on 🙂 for hours; אמר השר.\n";
+    let mut cluster = Cluster::start(1).await;
+    let mut halted = std::process::Command::new(env!("CARGO_BIN_EXE_factcheck"));
+    halted.env("FAILPOINTS", "reanchor::chunk=return");
+    let h = cluster.add_replica_from(halted, &["--reanchor-chunk", "1"]);
+    let mut on_halted = cluster.client(h).await;
+    let (created, quotes) = article_with_words(
+        &mut on_halted,
+        "stalled",
+        TEXT,
+        &["조태열", "“officials”", "🙂", "אמר"],
+    )
+    .await;
+    let corrected = format!("Correction – the minister’s title.\n{TEXT}");
+    // Never answered: its server moves no chunk.
+    let correction = tokio::spawn({
+        let mut c = on_halted.clone();
+        let request = pb::UpdateArticleRequest {
+            article: Some(pb::Article {
+                name: article("stalled"),
+                text: corrected,
+                ..Default::default()
+            }),
+            update_mask: Some(pbjson_types::FieldMask {
+                paths: vec!["text".into()],
+            }),
+            etag: created.etag,
+        };
+        async move { c.update_article(request).await }
+    });
+    cluster.replicas[h]
+        .as_ref()
+        .unwrap()
+        .wait_for_log("re-anchored in chunks");
+
+    let review_name = format!("{}/review", article("stalled"));
+    let mut other = cluster.client_as(0, &cluster.rosa).await;
+    let review = |mut c: Client| {
+        let name = review_name.clone();
+        async move {
+            c.get_article_review(pb::GetArticleReviewRequest {
+                name,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+        }
+    };
+    let half = review(other.clone()).await;
+    assert_eq!(half.moving_count, 3, "the first chunk moved one of four");
+    let refused = other
+        .sign_off_article_review(pb::SignOffArticleReviewRequest {
+            name: review_name.clone(),
+            etag: half.etag.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("a sign-off of a half-moved article");
+    assert_eq!(refused.code(), Code::Aborted, "{refused:?}");
+    assert_eq!(reason(&refused), "REANCHORING_IN_PROGRESS");
+    cluster.replicas[0]
+        .as_ref()
+        .unwrap()
+        .wait_for_log("taking up the unfinished re-anchoring");
+    cluster.replicas[0]
+        .as_ref()
+        .unwrap()
+        .wait_for_log("re-anchoring finished");
+    assert_eq!(review(other.clone()).await.moving_count, 0);
+    let all = other
+        .list_annotations(pb::ListAnnotationsRequest {
+            parent: article("stalled"),
+            page_size: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .annotations;
+    assert_eq!(all.len(), 4);
+    for a in &all {
+        assert_eq!(a.article_revision, "2", "{}", a.name);
+        assert_eq!(a.quote, quotes[&a.name], "{}", a.name);
+        assert_eq!(a.anchor_state, pb::AnchorState::Moved as i32, "{}", a.name);
+    }
+    assert!(!correction.is_finished());
+    correction.abort();
+    cluster.audit();
 }

@@ -773,34 +773,13 @@ async fn a_correction_left_half_re_anchored_by_a_kill_is_finished_at_the_next_st
     server.wait_until_serving();
     let admin = server.admin_token();
     let mut c = server.client(&admin).await;
-    let created = c
-        .create_article(pb::CreateArticleRequest {
-            article_id: "half-moved".into(),
-            article: Some(pb::Article {
-                text: TEXT.into(),
-                ..Default::default()
-            }),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let mut quotes = HashMap::new();
-    for w in ["조태열", "“officials”", "Seoul", "talks", "🙂", "אמר", "exports"] {
-        let a = c
-            .create_annotation(pb::CreateAnnotationRequest {
-                parent: article_name("half-moved"),
-                annotation: Some(pb::Annotation {
-                    span: Some(find_span(TEXT, w)),
-                    verdict: Verdict::Verified as i32,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        quotes.insert(a.name, a.quote);
-    }
+    let (created, quotes) = article_with_words(
+        &mut c,
+        "half-moved",
+        TEXT,
+        &["조태열", "“officials”", "Seoul", "talks", "🙂", "אמר", "exports"],
+    )
+    .await;
     let corrected = format!("Correction – 조태열’s title was wrong.\n{TEXT}");
     let correct = |text: &str, etag: &str| pb::UpdateArticleRequest {
         article: Some(pb::Article {

@@ -126,7 +126,7 @@ impl Service {
         self.fresh().await?;
         self.article(&id)?;
         let (review, _) = self.current_review(&id).await?;
-        check_settled(&review)?;
+        check_settled(&review).inspect_err(|_| self.store.take_up_stalled_reanchorings())?;
         let article = &review.article;
         let span = convert::span_in("adjudication.span", a.span.as_ref(), article, enc)?;
         check_etag(&req.etag, &review)?;
@@ -236,7 +236,7 @@ impl Service {
         self.fresh().await?;
         self.article(&id)?;
         let (review, _) = self.current_review(&id).await?;
-        check_settled(&review)?;
+        check_settled(&review).inspect_err(|_| self.store.take_up_stalled_reanchorings())?;
         check_etag(&req.etag, &review)?;
         let refuse = |reason: &'static str, why: String| {
             Err(Error::FailedPrecondition {
@@ -370,6 +370,8 @@ impl Service {
 /// would be of that. Retryable: the move finishes on its own. The committer
 /// checks again as it commits (`store::reanchoring`); this check names the
 /// cause rather than the orphans it makes (`NEEDS_RE_REVIEW`, `NOT_CONTESTED`).
+/// The caller makes sure someone drives the move, as the committer's
+/// refusals do.
 fn check_settled(review: &Review) -> Result<()> {
     if review.moving == 0 {
         return Ok(());

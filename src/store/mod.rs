@@ -456,7 +456,7 @@ impl Store {
             reanchor_chunk: config.reanchor_chunk,
         });
         if !pin_reads {
-            drive_unfinished(&shared)?;
+            drive_unfinished(&shared, None)?;
         }
         if revision > 0 {
             apply_seeds(&shared, seeds)?;
@@ -613,12 +613,7 @@ impl Store {
         }) = &answer
         {
             // Refused for a re-anchoring: make sure someone drives it.
-            let store = self.clone();
-            tokio::task::spawn_blocking(move || {
-                if let Err(e) = store.adopt_reanchorings() {
-                    tracing::warn!(error = %e, "taking up unfinished re-anchorings failed");
-                }
-            });
+            self.take_up_stalled_reanchorings();
         }
         answer
     }
@@ -738,14 +733,68 @@ impl Store {
         place_known(&self.inner.shared, reanchor)
     }
 
-    /// Drives every unfinished re-anchoring this server does not drive:
-    /// another server's that stopped, or this server's own whose commit
-    /// answer was lost. Blocking (it diffs revisions). A server that refuses
-    /// a write for one adopts it; two that drive one at once are safe (each
-    /// chunk moves only what is still at the old revision, and one of two
-    /// colliding commits is staged again).
-    fn adopt_reanchorings(&self) -> Result<()> {
-        if drive_unfinished(&self.inner.shared)?
+    /// Makes sure someone drives the re-anchorings that refused a write
+    /// here: those this server does not drive and whose mark has not moved
+    /// for [`reanchoring::STALLED_AFTER`] are taken up. Such a mark is
+    /// another server's that died (or is cut off from the store), or this
+    /// server's own whose commit answer was lost. A mark that moves has a
+    /// live driver, which a second one would only collide with (on etcd one
+    /// of two colliding commits is staged again, every chunk). One look at a
+    /// time; returns at once.
+    pub fn take_up_stalled_reanchorings(&self) {
+        use std::sync::atomic::Ordering;
+        let shared = &self.inner.shared;
+        if shared.reanchoring.looking.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let store = self.clone();
+        tokio::spawn(async move {
+            let marks = |store: Store| async move {
+                tokio::task::spawn_blocking(move || reanchoring::marks(&*store.inner.shared.engine))
+                    .await
+                    .map_err(|e| Error::internal(format!("reading re-anchoring marks: {e}")))?
+            };
+            let looked = async {
+                let before: Vec<_> = marks(store.clone())
+                    .await?
+                    .into_iter()
+                    .filter(|(id, _)| !store.inner.shared.reanchoring.is_driving(id))
+                    .collect();
+                if before.is_empty() {
+                    return Ok(());
+                }
+                tokio::time::sleep(reanchoring::STALLED_AFTER).await;
+                let stalled: std::collections::HashSet<ArticleId> = marks(store.clone())
+                    .await?
+                    .into_iter()
+                    .filter(|now| before.contains(now))
+                    .map(|(id, _)| id)
+                    .collect();
+                if stalled.is_empty() {
+                    return Ok(());
+                }
+                let s = store.clone();
+                tokio::task::spawn_blocking(move || s.adopt_reanchorings(&stalled))
+                    .await
+                    .map_err(|e| Error::internal(format!("taking up re-anchorings: {e}")))?
+            }
+            .await;
+            store
+                .inner
+                .shared
+                .reanchoring
+                .looking
+                .store(false, Ordering::Release);
+            if let Err(e) = looked {
+                tracing::warn!(error = %e, "taking up unfinished re-anchorings failed");
+            }
+        });
+    }
+
+    /// Drives the unfinished re-anchorings of `articles` this server does
+    /// not drive. Blocking (it diffs revisions).
+    fn adopt_reanchorings(&self, articles: &std::collections::HashSet<ArticleId>) -> Result<()> {
+        if drive_unfinished(&self.inner.shared, Some(articles))?
             && let Ok(queue) = self.queue()
         {
             // Wakes the committer, which may be waiting for work.
@@ -1220,10 +1269,10 @@ const REVISION_CACHE: usize = 256;
 /// [`reanchoring`]) this server does not drive yet: at open, the ones a
 /// server left when it stopped; later, ones nobody drives. Each one's spans
 /// are placed here first, off the committer. Whether it took any up.
-fn drive_unfinished(shared: &Shared) -> Result<bool> {
+fn drive_unfinished(shared: &Shared, only: Option<&std::collections::HashSet<ArticleId>>) -> Result<bool> {
     let mut any = false;
     for (id, mark) in reanchoring::marks(&*shared.engine)? {
-        if shared.reanchoring.is_driving(&id) {
+        if shared.reanchoring.is_driving(&id) || only.is_some_and(|only| !only.contains(&id)) {
             continue;
         }
         tracing::info!(article = %id, from = mark.from, to = mark.to, "taking up the unfinished re-anchoring of a correction");

@@ -28,7 +28,9 @@
 //!
 //! The caller's `UpdateArticle` is answered once the last chunk is in
 //! ([`super::Store::reanchored`]). A server that stops with a mark standing
-//! finds it when it opens and finishes the work ([`marks`]).
+//! finds it when it opens and finishes the work ([`marks`]); a server that
+//! refuses a call for a mark it does not drive takes it up once it has stood
+//! still for [`STALLED_AFTER`] (`Store::take_up_stalled_reanchorings`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -51,6 +53,12 @@ pub const CHUNK: usize = 256;
 /// About how many bytes of records one chunk writes at most (its records
 /// and their history records).
 pub const CHUNK_BYTES: usize = 1024 * 1024;
+
+/// How long a mark this server does not drive must stand still before a
+/// refusal it caused makes this server take it up
+/// ([`super::Store::take_up_stalled_reanchorings`]). A live driver moves it
+/// every group, within milliseconds.
+pub const STALLED_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// An unfinished re-anchoring, as stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -144,6 +152,8 @@ pub struct Pending {
     stopped: Mutex<HashMap<ArticleId, Error>>,
     /// Bumped whenever one finishes (or stops).
     finished: tokio::sync::watch::Sender<u64>,
+    /// Whether this server is looking for stalled marks to take up.
+    pub(super) looking: std::sync::atomic::AtomicBool,
 }
 
 impl Default for Pending {
@@ -152,6 +162,7 @@ impl Default for Pending {
             driving: Mutex::new(HashMap::new()),
             stopped: Mutex::new(HashMap::new()),
             finished: tokio::sync::watch::channel(0).0,
+            looking: Default::default(),
         }
     }
 }

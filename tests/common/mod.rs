@@ -255,6 +255,46 @@ pub fn article(id: &str) -> String {
     format!("articles/{id}")
 }
 
+/// Creates article `id` with `text`, then one VERIFIED annotation on the
+/// first occurrence of each of `words`; returns the article and each
+/// annotation's quote by name.
+pub async fn article_with_words(
+    client: &mut Client,
+    id: &str,
+    text: &str,
+    words: &[&str],
+) -> (pb::Article, std::collections::BTreeMap<String, String>) {
+    let created = client
+        .create_article(pb::CreateArticleRequest {
+            article_id: id.into(),
+            article: Some(pb::Article {
+                text: text.into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut quotes = std::collections::BTreeMap::new();
+    for w in words {
+        let a = client
+            .create_annotation(pb::CreateAnnotationRequest {
+                parent: article(id),
+                annotation: Some(pb::Annotation {
+                    span: Some(find_span(text, w)),
+                    verdict: pb::Verdict::Verified as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        quotes.insert(a.name, a.quote);
+    }
+    (created, quotes)
+}
+
 /// The code-point span of the `n`th occurrence of `needle` in `text`.
 pub fn find_span(text: &str, needle: &str) -> pb::Span {
     let byte = text
