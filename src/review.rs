@@ -135,7 +135,8 @@ pub struct ReviewContext {
     /// annotations or its review: the review's etag.
     pub etag: u64,
     /// Annotations a correction is still moving onto the current text
-    /// (`store::reanchoring`): counted as orphans until moved.
+    /// (`store::reanchoring`): among the marks as orphans (they cover
+    /// nothing of this text), counted apart from them.
     pub moving: u32,
 }
 
@@ -238,13 +239,14 @@ impl Review {
             needs_review += u32::from(m.anchor.needs_review());
             orphaned += u32::from(m.anchor == Anchor::Orphaned);
         }
-        // The marks still being moved came as orphans (they cover nothing of
-        // this text) but are not the correction's verdict on them yet.
+        // An orphan's span points into an older text: it covers nothing here.
+        // So does a mark still being moved, which comes as an orphan.
+        let any_orphan = orphaned > 0;
+        // But the correction's verdict on a moving one is not in yet.
         needs_review = needs_review.saturating_sub(moving);
         orphaned = orphaned.saturating_sub(moving);
-        // An orphan's span points into an older text: it covers nothing here.
         let orphans: Vec<Mark>;
-        let marks = if orphaned > 0 {
+        let marks = if any_orphan {
             orphans = marks
                 .iter()
                 .filter(|m| m.anchor != Anchor::Orphaned)

@@ -991,16 +991,7 @@ async fn a_re_anchoring_stalled_on_one_replica_is_finished_by_another() {
         .unwrap()
         .wait_for_log("re-anchoring finished");
     assert_eq!(review(other.clone()).await.moving_count, 0);
-    let all = other
-        .list_annotations(pb::ListAnnotationsRequest {
-            parent: article("stalled"),
-            page_size: 100,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .annotations;
+    let all = first_page(&mut other, "stalled").await;
     assert_eq!(all.len(), 4);
     for a in &all {
         assert_eq!(a.article_revision, "2", "{}", a.name);
@@ -1010,4 +1001,86 @@ async fn a_re_anchoring_stalled_on_one_replica_is_finished_by_another() {
     assert!(!correction.is_finished());
     correction.abort();
     cluster.audit();
+}
+
+/// The other side of the test above: a replica whose chunks are slow but
+/// moving (a failpoint delays each) keeps its re-anchoring. Another replica
+/// that refuses a further correction for it looks, sees the mark move, and
+/// leaves it: no two drivers colliding on every chunk. The correction is
+/// answered once its own driver has moved every annotation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_re_anchoring_moving_slowly_on_one_replica_is_left_to_it() {
+    const TEXT: &str =
+        "조태열 met “officials” in Seoul – talks went on 🙂 for hours; אמר השר as exports rose sharply.\n";
+    const WORDS: [&str; 12] = [
+        "조태열",
+        "met",
+        "“officials”",
+        "Seoul",
+        "talks",
+        "went",
+        "🙂",
+        "hours",
+        "אמר",
+        "השר",
+        "exports",
+        "sharply",
+    ];
+    let mut cluster = Cluster::start(1).await;
+    let mut slow = std::process::Command::new(env!("CARGO_BIN_EXE_factcheck"));
+    slow.env("FAILPOINTS", "reanchor::chunk=sleep(250)");
+    let h = cluster.add_replica_from(slow, &["--reanchor-chunk", "1"]);
+    let mut on_slow = cluster.client(h).await;
+    let (created, quotes) = article_with_words(&mut on_slow, "slow", TEXT, &WORDS).await;
+    let correct = |text: String, etag: String| pb::UpdateArticleRequest {
+        article: Some(pb::Article {
+            name: article("slow"),
+            text,
+            ..Default::default()
+        }),
+        update_mask: Some(pbjson_types::FieldMask {
+            paths: vec!["text".into()],
+        }),
+        etag,
+    };
+    let corrected = format!("Correction – the minister’s title.\n{TEXT}");
+    let correction = tokio::spawn({
+        let mut c = on_slow.clone();
+        let request = correct(corrected.clone(), created.etag);
+        async move { c.update_article(request).await }
+    });
+    cluster.replicas[h]
+        .as_ref()
+        .unwrap()
+        .wait_for_log("re-anchored in chunks");
+
+    let mut other = cluster.client(0).await;
+    let current = other
+        .get_article(pb::GetArticleRequest {
+            name: article("slow"),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let refused = other
+        .update_article(correct(TEXT.into(), current.etag))
+        .await
+        .expect_err("a correction of a half-moved article");
+    assert_eq!(refused.code(), Code::Aborted, "{refused:?}");
+    assert_eq!(reason(&refused), "REANCHORING_IN_PROGRESS");
+    let looked = cluster.replicas[0]
+        .as_ref()
+        .unwrap()
+        .wait_for_any_log(&["left to it", "taking up the unfinished re-anchoring"]);
+    assert!(looked.contains("left to it"), "{looked}");
+
+    let answered = correction.await.unwrap().expect("the correction, once moved");
+    assert_eq!(answered.into_inner().revision_id, "2");
+    let all = first_page(&mut other, "slow").await;
+    assert_eq!(all.len(), WORDS.len());
+    for a in &all {
+        assert_eq!(a.article_revision, "2", "{}", a.name);
+        assert_eq!(a.quote, quotes[&a.name], "{}", a.name);
+    }
 }

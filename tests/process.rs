@@ -800,17 +800,6 @@ async fn a_correction_left_half_re_anchored_by_a_kill_is_finished_at_the_next_st
     });
     server.wait_for_log("re-anchored in chunks");
 
-    let list = |mut c: Client| async move {
-        c.list_annotations(pb::ListAnnotationsRequest {
-            parent: article_name("half-moved"),
-            page_size: 100,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .annotations
-    };
     let by_revision = |annotations: &[pb::Annotation]| {
         let mut counts = std::collections::BTreeMap::new();
         for a in annotations {
@@ -818,7 +807,7 @@ async fn a_correction_left_half_re_anchored_by_a_kill_is_finished_at_the_next_st
         }
         counts.into_iter().collect::<Vec<_>>()
     };
-    let half = list(c.clone()).await;
+    let half = first_page(&mut c, "half-moved").await;
     assert_eq!(
         by_revision(&half),
         vec![("1".to_owned(), 5), ("2".to_owned(), 2)],
@@ -863,6 +852,15 @@ async fn a_correction_left_half_re_anchored_by_a_kill_is_finished_at_the_next_st
         ),
         (5, 0, 0, pb::ReviewState::InProgress),
         "the unmoved are counted as moving, not as orphans"
+    );
+    let moved_cover: u32 = half
+        .iter()
+        .filter(|a| a.article_revision == "2")
+        .map(|a| a.span.map_or(0, |s| s.end - s.start))
+        .sum();
+    assert_eq!(
+        half_review.covered_code_points, moved_cover,
+        "only the moved cover the new text"
     );
     let refused = c
         .update_article(correct(TEXT, "\"2\""))
@@ -924,7 +922,7 @@ async fn a_correction_left_half_re_anchored_by_a_kill_is_finished_at_the_next_st
     );
     server.wait_until_serving_and_logged(&["re-anchoring finished"]);
     let mut c = server.client(&admin).await;
-    let all = list(c.clone()).await;
+    let all = first_page(&mut c, "half-moved").await;
     assert_eq!(by_revision(&all), vec![("2".to_owned(), 8)]);
     assert_eq!(overlapping(c.clone()).await, 8);
     let settled = review(c.clone()).await;

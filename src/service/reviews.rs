@@ -364,9 +364,8 @@ impl Service {
     }
 }
 
-/// Refuses a request made on another state of the review than this one.
 /// That no correction is still moving the article's annotations: its review
-/// is half-moved meanwhile (the unmoved count as orphans), and the judgement
+/// is half-moved meanwhile (the unmoved cover nothing yet), and the judgement
 /// would be of that. Retryable: the move finishes on its own. The committer
 /// checks again as it commits (`store::reanchoring`); this check names the
 /// cause rather than the orphans it makes (`NEEDS_RE_REVIEW`, `NOT_CONTESTED`).
@@ -387,6 +386,7 @@ fn check_settled(review: &Review) -> Result<()> {
     })
 }
 
+/// Refuses a request made on another state of the review than this one.
 fn check_etag(etag: &str, review: &Review) -> Result<()> {
     let current = format!("\"{}\"", review.etag);
     match convert::etag(etag) {

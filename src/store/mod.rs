@@ -740,61 +740,91 @@ impl Store {
     /// server's own whose commit answer was lost. A mark that moves has a
     /// live driver, which a second one would only collide with (on etcd one
     /// of two colliding commits is staged again, every chunk). One look at a
-    /// time; returns at once.
+    /// time; returns at once (and does nothing outside a tokio runtime).
     pub fn take_up_stalled_reanchorings(&self) {
-        use std::sync::atomic::Ordering;
-        let shared = &self.inner.shared;
-        if shared.reanchoring.looking.swap(true, Ordering::AcqRel) {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        /// Clears the flag however the look ends, a runtime shut down in
+        /// the middle of it included.
+        struct Looking(Arc<AtomicBool>);
+        impl Drop for Looking {
+            fn drop(&mut self) {
+                self.0.store(false, Ordering::Release);
+            }
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let looking = self.inner.shared.reanchoring.looking.clone();
+        if looking.swap(true, Ordering::AcqRel) {
             return;
         }
-        let store = self.clone();
-        tokio::spawn(async move {
-            let marks = |store: Store| async move {
-                tokio::task::spawn_blocking(move || reanchoring::marks(&*store.inner.shared.engine))
-                    .await
-                    .map_err(|e| Error::internal(format!("reading re-anchoring marks: {e}")))?
+        let looking = Looking(looking);
+        // Weak: a look holds no store open (one closed meanwhile closes at
+        // once, and its look ends).
+        let weak = Arc::downgrade(&self.inner);
+        runtime.spawn(async move {
+            let _looking = looking;
+            // The marks this server does not drive; `None` once it closed.
+            let unowned = |weak: std::sync::Weak<Inner>| async move {
+                let Some(inner) = weak.upgrade() else {
+                    return Ok(None);
+                };
+                let store = Store { inner };
+                tokio::task::spawn_blocking(move || {
+                    let shared = &store.inner.shared;
+                    let marks = reanchoring::marks(&*shared.engine)?;
+                    Ok(Some(
+                        marks
+                            .into_iter()
+                            .filter(|(id, _)| !shared.reanchoring.is_driving(id))
+                            .collect::<Vec<_>>(),
+                    ))
+                })
+                .await
+                .map_err(|e| Error::internal(format!("reading re-anchoring marks: {e}")))?
             };
-            let looked = async {
-                let before: Vec<_> = marks(store.clone())
-                    .await?
-                    .into_iter()
-                    .filter(|(id, _)| !store.inner.shared.reanchoring.is_driving(id))
-                    .collect();
+            let looked: Result<()> = async {
+                let Some(before) = unowned(weak.clone()).await? else {
+                    return Ok(());
+                };
                 if before.is_empty() {
                     return Ok(());
                 }
-                tokio::time::sleep(reanchoring::STALLED_AFTER).await;
-                let stalled: std::collections::HashSet<ArticleId> = marks(store.clone())
-                    .await?
-                    .into_iter()
-                    .filter(|now| before.contains(now))
-                    .map(|(id, _)| id)
-                    .collect();
+                // Of servers that look at once, the first to take a mark up
+                // moves it before the others look again, and they leave it.
+                let jitter = std::time::Duration::from_millis((uuid::Uuid::new_v4().as_u128() % 1000) as u64);
+                tokio::time::sleep(reanchoring::STALLED_AFTER + jitter).await;
+                let Some(now) = unowned(weak.clone()).await? else {
+                    return Ok(());
+                };
+                let stalled: Vec<_> = now.into_iter().filter(|m| before.contains(m)).collect();
                 if stalled.is_empty() {
+                    tracing::info!(
+                        count = before.len(),
+                        "the re-anchorings another server drives moved on: left to it"
+                    );
                     return Ok(());
                 }
-                let s = store.clone();
-                tokio::task::spawn_blocking(move || s.adopt_reanchorings(&stalled))
+                let Some(inner) = weak.upgrade() else {
+                    return Ok(());
+                };
+                let store = Store { inner };
+                tokio::task::spawn_blocking(move || store.adopt_reanchorings(&stalled))
                     .await
                     .map_err(|e| Error::internal(format!("taking up re-anchorings: {e}")))?
             }
             .await;
-            store
-                .inner
-                .shared
-                .reanchoring
-                .looking
-                .store(false, Ordering::Release);
             if let Err(e) = looked {
                 tracing::warn!(error = %e, "taking up unfinished re-anchorings failed");
             }
         });
     }
 
-    /// Drives the unfinished re-anchorings of `articles` this server does
-    /// not drive. Blocking (it diffs revisions).
-    fn adopt_reanchorings(&self, articles: &std::collections::HashSet<ArticleId>) -> Result<()> {
-        if drive_unfinished(&self.inner.shared, Some(articles))?
+    /// Drives the unfinished re-anchorings in `stalled` this server does not
+    /// drive, if their marks are still as given. Blocking (it diffs
+    /// revisions).
+    fn adopt_reanchorings(&self, stalled: &[(ArticleId, reanchoring::Mark)]) -> Result<()> {
+        if drive_unfinished(&self.inner.shared, Some(stalled))?
             && let Ok(queue) = self.queue()
         {
             // Wakes the committer, which may be waiting for work.
@@ -1269,10 +1299,13 @@ const REVISION_CACHE: usize = 256;
 /// [`reanchoring`]) this server does not drive yet: at open, the ones a
 /// server left when it stopped; later, ones nobody drives. Each one's spans
 /// are placed here first, off the committer. Whether it took any up.
-fn drive_unfinished(shared: &Shared, only: Option<&std::collections::HashSet<ArticleId>>) -> Result<bool> {
+/// Drives the unfinished re-anchorings this server does not drive; with
+/// `only`, just those whose marks are still exactly as given.
+fn drive_unfinished(shared: &Shared, only: Option<&[(ArticleId, reanchoring::Mark)]>) -> Result<bool> {
     let mut any = false;
     for (id, mark) in reanchoring::marks(&*shared.engine)? {
-        if shared.reanchoring.is_driving(&id) || only.is_some_and(|only| !only.contains(&id)) {
+        let wanted = only.is_none_or(|only| only.iter().any(|(i, m)| *i == id && *m == mark));
+        if shared.reanchoring.is_driving(&id) || !wanted {
             continue;
         }
         tracing::info!(article = %id, from = mark.from, to = mark.to, "taking up the unfinished re-anchoring of a correction");

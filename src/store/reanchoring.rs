@@ -56,8 +56,11 @@ pub const CHUNK_BYTES: usize = 1024 * 1024;
 
 /// How long a mark this server does not drive must stand still before a
 /// refusal it caused makes this server take it up
-/// ([`super::Store::take_up_stalled_reanchorings`]). A live driver moves it
-/// every group, within milliseconds.
+/// ([`super::Store::take_up_stalled_reanchorings`]; plus up to 1 s of
+/// jitter). A live driver rewrites it with every chunk, one per group: tens
+/// of milliseconds apart, unless its committer is held longer (a backup
+/// being written), when the mark may be taken up while it still drives —
+/// safe, as two drivers are, but wasted work until it ends.
 pub const STALLED_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// An unfinished re-anchoring, as stored.
@@ -153,7 +156,7 @@ pub struct Pending {
     /// Bumped whenever one finishes (or stops).
     finished: tokio::sync::watch::Sender<u64>,
     /// Whether this server is looking for stalled marks to take up.
-    pub(super) looking: std::sync::atomic::AtomicBool,
+    pub(super) looking: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Default for Pending {

@@ -452,9 +452,7 @@ pub fn shared_endpoints() -> Vec<String> {
     static ENDPOINTS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
     static SHARED: std::sync::Mutex<Option<EtcdCluster>> = std::sync::Mutex::new(None);
     extern "C" fn stop_shared() {
-        if let Ok(mut shared) = SHARED.lock() {
-            drop(shared.take());
-        }
+        drop(SHARED.lock().unwrap_or_else(|e| e.into_inner()).take());
     }
     ENDPOINTS
         .get_or_init(|| {

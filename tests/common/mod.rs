@@ -255,6 +255,20 @@ pub fn article(id: &str) -> String {
     format!("articles/{id}")
 }
 
+/// The first 100 annotations of article `id`.
+pub async fn first_page(client: &mut Client, id: &str) -> Vec<pb::Annotation> {
+    client
+        .list_annotations(pb::ListAnnotationsRequest {
+            parent: article(id),
+            page_size: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .annotations
+}
+
 /// Creates article `id` with `text`, then one VERIFIED annotation on the
 /// first occurrence of each of `words`; returns the article and each
 /// annotation's quote by name.
@@ -460,23 +474,30 @@ impl ChildServer {
     /// A line that never comes fails the test after a minute rather than
     /// hanging it.
     pub fn wait_for_log(&self, needle: &str) -> String {
+        self.wait_for_any_log(&[needle])
+    }
+
+    /// Waits for the first log line containing any of `needles` and
+    /// returns it (as [`ChildServer::wait_for_log`]).
+    pub fn wait_for_any_log(&self, needles: &[&str]) -> String {
+        let needle = needles.join("\" or \"");
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         // What it said instead, for the failure message.
         let mut seen: Vec<String> = Vec::new();
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             match self.log.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return line,
+                Ok(line) if needles.iter().any(|n| line.contains(n)) => return line,
                 Ok(line) => seen.push(line),
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                     panic!(
-                        "the server never logged {needle:?}; it logged:\n{}",
+                        "the server never logged \"{needle}\"; it logged:\n{}",
                         seen.join("\n")
                     )
                 }
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
                     panic!(
-                        "the server exited before logging {needle:?}; it logged:\n{}",
+                        "the server exited before logging \"{needle}\"; it logged:\n{}",
                         seen.join("\n")
                     )
                 }
