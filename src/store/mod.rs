@@ -733,106 +733,6 @@ impl Store {
         place_known(&self.inner.shared, reanchor)
     }
 
-    /// Makes sure someone drives the re-anchorings that refused a write
-    /// here: those this server does not drive and whose mark has not moved
-    /// for [`reanchoring::STALLED_AFTER`] are taken up. Such a mark is
-    /// another server's that died (or is cut off from the store), or this
-    /// server's own whose commit answer was lost. A mark that moves has a
-    /// live driver, which a second one would only collide with (on etcd one
-    /// of two colliding commits is staged again, every chunk). One look at a
-    /// time; returns at once (and does nothing outside a tokio runtime).
-    pub fn take_up_stalled_reanchorings(&self) {
-        use std::sync::atomic::{AtomicBool, Ordering};
-        /// Clears the flag however the look ends, a runtime shut down in
-        /// the middle of it included.
-        struct Looking(Arc<AtomicBool>);
-        impl Drop for Looking {
-            fn drop(&mut self) {
-                self.0.store(false, Ordering::Release);
-            }
-        }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let looking = self.inner.shared.reanchoring.looking.clone();
-        if looking.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let looking = Looking(looking);
-        // Weak: a look holds no store open (one closed meanwhile closes at
-        // once, and its look ends).
-        let weak = Arc::downgrade(&self.inner);
-        runtime.spawn(async move {
-            let _looking = looking;
-            // The marks this server does not drive; `None` once it closed.
-            let unowned = |weak: std::sync::Weak<Inner>| async move {
-                let Some(inner) = weak.upgrade() else {
-                    return Ok(None);
-                };
-                let store = Store { inner };
-                tokio::task::spawn_blocking(move || {
-                    let shared = &store.inner.shared;
-                    let marks = reanchoring::marks(&*shared.engine)?;
-                    Ok(Some(
-                        marks
-                            .into_iter()
-                            .filter(|(id, _)| !shared.reanchoring.is_driving(id))
-                            .collect::<Vec<_>>(),
-                    ))
-                })
-                .await
-                .map_err(|e| Error::internal(format!("reading re-anchoring marks: {e}")))?
-            };
-            let looked: Result<()> = async {
-                let Some(before) = unowned(weak.clone()).await? else {
-                    return Ok(());
-                };
-                if before.is_empty() {
-                    return Ok(());
-                }
-                // Of servers that look at once, the first to take a mark up
-                // moves it before the others look again, and they leave it.
-                let jitter = std::time::Duration::from_millis((uuid::Uuid::new_v4().as_u128() % 1000) as u64);
-                tokio::time::sleep(reanchoring::STALLED_AFTER + jitter).await;
-                let Some(now) = unowned(weak.clone()).await? else {
-                    return Ok(());
-                };
-                let stalled: Vec<_> = now.into_iter().filter(|m| before.contains(m)).collect();
-                if stalled.is_empty() {
-                    tracing::info!(
-                        count = before.len(),
-                        "the re-anchorings another server drives moved on: left to it"
-                    );
-                    return Ok(());
-                }
-                let Some(inner) = weak.upgrade() else {
-                    return Ok(());
-                };
-                let store = Store { inner };
-                tokio::task::spawn_blocking(move || store.adopt_reanchorings(&stalled))
-                    .await
-                    .map_err(|e| Error::internal(format!("taking up re-anchorings: {e}")))?
-            }
-            .await;
-            if let Err(e) = looked {
-                tracing::warn!(error = %e, "taking up unfinished re-anchorings failed");
-            }
-        });
-    }
-
-    /// Drives the unfinished re-anchorings in `stalled` this server does not
-    /// drive, if their marks are still as given. Blocking (it diffs
-    /// revisions).
-    fn adopt_reanchorings(&self, stalled: &[(ArticleId, reanchoring::Mark)]) -> Result<()> {
-        if drive_unfinished(&self.inner.shared, Some(stalled))?
-            && let Ok(queue) = self.queue()
-        {
-            // Wakes the committer, which may be waiting for work.
-            let _ = queue.try_send(Work::Follow);
-        }
-        Ok(())
-    }
-
     /// Whether a commit failed, and the store refuses writes; follows it.
     pub fn failed(&self) -> tokio::sync::watch::Receiver<bool> {
         self.inner.shared.failed.subscribe()
@@ -1298,9 +1198,8 @@ const REVISION_CACHE: usize = 256;
 /// Has the committer drive every unfinished re-anchoring (see
 /// [`reanchoring`]) this server does not drive yet: at open, the ones a
 /// server left when it stopped; later, ones nobody drives. Each one's spans
-/// are placed here first, off the committer. Whether it took any up.
-/// Drives the unfinished re-anchorings this server does not drive; with
-/// `only`, just those whose marks are still exactly as given.
+/// are placed here first, off the committer. With `only`, just those whose
+/// marks are still exactly as given. Whether it took any up.
 fn drive_unfinished(shared: &Shared, only: Option<&[(ArticleId, reanchoring::Mark)]>) -> Result<bool> {
     let mut any = false;
     for (id, mark) in reanchoring::marks(&*shared.engine)? {
